@@ -1,0 +1,25 @@
+/** Storage dtypes locret reads from checkpoints. */
+export type StoredDtype = 'f32' | 'f16' | 'bf16';
+
+export interface TensorInfo {
+  readonly name: string;
+  readonly dtype: StoredDtype;
+  readonly shape: readonly number[];
+  /** file the bytes live in (for error messages) */
+  readonly file: string;
+}
+
+/**
+ * Random access to a checkpoint's tensors by name. Implementations: safetensors (single file or sharded),
+ * torch `.bin` state dicts, locret bundles. Reads are lazy so an 8B checkpoint never sits whole in memory.
+ * Every error names the file and the tensor.
+ */
+export interface TensorStore {
+  names(): readonly string[];
+  has(name: string): boolean;
+  info(name: string): TensorInfo;
+  /** raw little-endian bytes as stored */
+  readRaw(name: string): Uint8Array;
+  /** values widened to f32 (bf16/f16 converted exactly) */
+  readF32(name: string): Float32Array;
+}
