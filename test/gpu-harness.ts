@@ -1,0 +1,65 @@
+/** Shared helpers for GPU kernel tests: one runner per test file, uploads, readbacks, and tolerance checks. */
+import { expect } from 'vitest';
+import { createGpuContext, type DeviceOptions } from '../runtime/gpu/device.js';
+import { GpuRunner } from '../runtime/gpu/runner.js';
+import { f32ToF16Bits } from './ref/f16.js';
+
+let runner: Promise<GpuRunner> | null = null;
+
+export function gpuRunner(opts?: DeviceOptions): Promise<GpuRunner> {
+  if (opts) return createGpuContext(opts).then((g) => new GpuRunner(g));
+  runner ??= createGpuContext().then((g) => new GpuRunner(g));
+  return runner;
+}
+
+/** Deterministic pseudo-random numbers (mulberry32), uniform in [-scale, scale). */
+export function rand(n: number, seed: number, scale = 1): Float32Array {
+  let s = seed >>> 0;
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i++) {
+    s = (s + 0x6d2b79f5) >>> 0;
+    let t = s;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    out[i] = ((((t ^ (t >>> 14)) >>> 0) / 4294967296) * 2 - 1) * scale;
+  }
+  return out;
+}
+
+/** Weights as the GPU stores them for a dtype, plus the f32 values the reference must use (f16-rounded). */
+export function weightsFor(dtype: 'f32' | 'f16' | 'f16p', w: Float32Array): { gpu: ArrayBufferView; ref: Float32Array } {
+  if (dtype === 'f32') return { gpu: w, ref: w };
+  const bits = f32ToF16Bits(w);
+  const ref = new Float32Array(w.length);
+  for (let i = 0; i < w.length; i++) ref[i] = f16BitsToF32(bits[i]!);
+  // f16 and f16p share the byte layout: little-endian halves, two per u32 word
+  return { gpu: bits, ref };
+}
+
+export function f16BitsToF32(h: number): number {
+  const s = h & 0x8000 ? -1 : 1;
+  const e = (h >> 10) & 0x1f;
+  const m = h & 0x3ff;
+  if (e === 0) return s * m * 2 ** -24;
+  if (e === 31) return m ? NaN : s * Infinity;
+  return s * (1 + m / 1024) * 2 ** (e - 15);
+}
+
+/** max |a-b| / max(|b|, floor) over all elements; fails with the worst index and values printed. */
+export function expectClose(got: ArrayLike<number>, want: ArrayLike<number>, rtol: number, what: string, floor = 1): void {
+  expect(got.length, `${what}: length`).toBe(want.length);
+  let worst = 0;
+  let at = -1;
+  let scale = floor;
+  for (let i = 0; i < want.length; i++) scale = Math.max(scale, Math.abs(want[i]!));
+  for (let i = 0; i < want.length; i++) {
+    const g = got[i]!;
+    const err = Number.isNaN(g) ? Infinity : Math.abs(g - want[i]!) / scale;
+    if (err > worst) {
+      worst = err;
+      at = i;
+    }
+  }
+  const msg = `${what}: max rel err ${worst.toExponential(3)} at ${at} (got ${got[at]}, want ${want[at]}), tol ${rtol}`;
+  expect(worst <= rtol, msg).toBe(true);
+}
