@@ -65,7 +65,7 @@ export class GpuRunner {
   write(buf: GPUBuffer, data: ArrayBufferView, offset = 0): void {
     // writeBuffer needs a multiple of 4 bytes
     const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
-    if (bytes.byteLength % 4 === 0) this.device.queue.writeBuffer(buf, offset, bytes);
+    if (bytes.byteLength % 4 === 0) this.device.queue.writeBuffer(buf, offset, bytes as Uint8Array<ArrayBuffer>);
     else {
       const pad = new Uint8Array(Math.ceil(bytes.byteLength / 4) * 4);
       pad.set(bytes);

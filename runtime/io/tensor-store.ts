@@ -15,6 +15,8 @@ export interface TensorInfo {
  * Every error names the file and the tensor.
  */
 export interface TensorStore {
+  /** what was opened (file, shard index or bundle directory), for error messages */
+  readonly source?: string;
   names(): readonly string[];
   has(name: string): boolean;
   info(name: string): TensorInfo;

@@ -1,0 +1,68 @@
+/** Option parsing shared by the CLIs: numbers checked here so a typo fails before a model is loaded. */
+import { Option, type Command } from 'commander';
+import { POLICIES, parsePolicy, type Policy } from '../runtime/policies.js';
+
+export function int(name: string, min = 0) {
+  return (v: string): number => {
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < min) throw new Error(`--${name} must be an integer >= ${min}, got '${v}'`);
+    return n;
+  };
+}
+export function num(name: string) {
+  return (v: string): number => {
+    const n = Number(v);
+    if (!Number.isFinite(n)) throw new Error(`--${name} must be a number, got '${v}'`);
+    return n;
+  };
+}
+
+export interface CacheFlags {
+  policy?: Policy;
+  budget: number;
+  chunk: number;
+  stabilizer?: number;
+  local: string;
+  positions: 'compact' | 'original';
+  heads?: string;
+  dtype: 'f16' | 'f32';
+  ropeLong?: boolean;
+}
+
+export function addCacheFlags(c: Command): Command {
+  return c
+    .addOption(new Option('--policy <name>', `eviction policy (${POLICIES.join(', ')}); default locret when the model has retaining heads, else full`).argParser(parsePolicy))
+    .option('--budget <n>', 'cache entries kept per layer and KV head (b)', int('budget', 1), 2048)
+    .option('--chunk <n>', 'prefill chunk size (B)', int('chunk', 1), 512)
+    .option('--stabilizer <n>', 'newest entries always kept after a chunk (n_s); default budget/4', int('stabilizer', 0))
+    .option('--local <n|question>', "prompt tokens appended without eviction: a count, or 'question' (text after the last newline)", '100')
+    .addOption(new Option('--positions <mode>', 'RoPE positions of kept keys').choices(['compact', 'original']).default('compact'))
+    .option('--heads <file>', 'retaining heads (.safetensors or official .bin) for an HF directory')
+    .addOption(new Option('--dtype <dtype>', 'weight storage on the GPU').choices(['f16', 'f32']).default('f16'))
+    .option('--rope-long', 'always use longrope long factors (Phi-3, as the official Locret code)');
+}
+
+export function cacheOptions(f: CacheFlags) {
+  const local = f.local === 'question' ? ('question' as const) : int('local', 0)(f.local);
+  return {
+    policy: f.policy,
+    budget: f.budget,
+    chunk: f.chunk,
+    stabilizer: f.stabilizer ?? Math.floor(f.budget / 4),
+    local,
+    positions: f.positions,
+    ropeLong: f.ropeLong,
+  };
+}
+
+/** Runs a command body, printing a clean one-line error (no stack) for expected failures. */
+export async function run(body: () => Promise<void>): Promise<void> {
+  try {
+    await body();
+  } catch (e) {
+    const err = e as Error;
+    process.stderr.write(`locret: ${err.message}\n`);
+    if (process.env.LOCRET_DEBUG) process.stderr.write(`${err.stack}\n`);
+    process.exitCode = 1;
+  }
+}

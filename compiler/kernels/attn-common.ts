@@ -1,0 +1,70 @@
+/**
+ * Shared pieces of the attention-family kernels (attention, H2O/SnapKV statistics): the KV-cache binding types and
+ * the WGSL that reads one 4-dim quad of a cached key and rotates it with RoPE from the slot's stored position.
+ *
+ * Keys are cached BEFORE RoPE, so a key's rotation depends on `kpos[head, slot]`, which eviction may rewrite
+ * (compact positions); rotating on load keeps the cache position-agnostic. Loads are vec4 quads: the f32 cache is
+ * `array<vec4<f32>>`, the f16 cache is read as `array<vec2<u32>>` (four halves) and widened with `unpack2x16float`,
+ * so the kernels need no `shader-f16` and work on every device. Quads need headDim % 4 == 0, and a rotated quad must
+ * pair with a whole quad half a rotary span away, so rotaryDim % 8 == 0 (true for every supported family).
+ */
+import { ro, type Binding } from '../wgsl.js';
+
+export type CacheDtype = 'f32' | 'f16';
+
+/** Masked logit sentinel: finite so `exp(NEG - m)` is exactly 0 and `max` needs no special case. */
+export const NEG = '-3.0e38';
+
+export function checkHeadDims(headDim: number, rotaryDim: number): void {
+  if (headDim % 4 !== 0) throw new Error(`attention kernels need headDim % 4 == 0 (got ${headDim})`);
+  if (rotaryDim % 8 !== 0 || rotaryDim > headDim || rotaryDim <= 0) {
+    throw new Error(`attention kernels need 0 < rotaryDim <= headDim and rotaryDim % 8 == 0 (got ${rotaryDim})`);
+  }
+}
+
+/** WGSL element type of a cache binding viewed as quads. */
+export function cacheQuadType(dtype: CacheDtype): string {
+  return dtype === 'f32' ? 'array<vec4<f32>>' : 'array<vec2<u32>>';
+}
+
+/** Read-only bindings of the key side: kCache, kpos, rope (plus vCache when `withV`). */
+export function keyBindings(dtype: CacheDtype, withV: boolean): Binding[] {
+  return [
+    ro('kCache', cacheQuadType(dtype)), // (KV, capacity, D) as D/4 quads per slot; keys before RoPE
+    ...(withV ? [ro('vCache', cacheQuadType(dtype))] : []), // (KV, capacity, D) as D/4 quads per slot
+    ro('kpos', 'array<u32>'), // (KV, capacity) RoPE position of each slot
+    ro('rope', 'array<vec4<f32>>'), // (positions, rotaryDim/2) (cos, sin) pairs, two pairs per vec4
+  ];
+}
+
+/**
+ * WGSL helpers `kq(g, s, j)` / `vq(g, s, j)` (raw quad j of slot s, KV head g) and `rotK(g, s, j)` (rotated key
+ * quad). Expects constants DQ (= D/4) and a `params.capacity` field.
+ */
+export function keyFns(dtype: CacheDtype, rotaryDim: number, withV: boolean): string {
+  const half = rotaryDim / 2;
+  const read = (buf: string): string =>
+    dtype === 'f32'
+      ? `return ${buf}[(g * params.capacity + s) * DQ + j];`
+      : `let w = ${buf}[(g * params.capacity + s) * DQ + j];\n  return vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y));`;
+  return `
+fn kq(g: u32, s: u32, j: u32) -> vec4<f32> {
+  ${read('kCache')}
+}
+${withV ? `fn vq(g: u32, s: u32, j: u32) -> vec4<f32> {\n  ${read('vCache')}\n}` : ''}
+// HF rotate_half: dim i < rot/2 pairs with i + rot/2 (x*cos - y*sin); dim i in [rot/2, rot) with i - rot/2
+// (x*cos + y*sin); dims >= rot pass through. Quads never straddle these boundaries since rot % 8 == 0.
+fn rotK(g: u32, s: u32, j: u32) -> vec4<f32> {
+  let x = kq(g, s, j);
+  if (j >= ${rotaryDim / 4}u) { return x; }
+  let hq = ${half / 4}u;
+  let i0 = (j % hq) * 4u;
+  let r = (kpos[g * params.capacity + s] * ${half}u + i0) / 2u;
+  let a = rope[r];
+  let b = rope[r + 1u];
+  let c = vec4<f32>(a.x, a.z, b.x, b.z);
+  let sn = vec4<f32>(a.y, a.w, b.y, b.w);
+  if (j < hq) { return x * c - kq(g, s, j + hq) * sn; }
+  return x * c + kq(g, s, j - hq) * sn;
+}`;
+}

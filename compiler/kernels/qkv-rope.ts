@@ -1,0 +1,178 @@
+/**
+ * Attention input in one kernel: rmsnorm(x) · Wqkvᵀ (+bias), then queries are rotated (RoPE at pos0 + t) into q,
+ * keys (before RoPE: attention rotates them from `kpos`) and values are written straight into the KV cache at slot
+ * slot0 + t, and kpos records each key's position. Optionally the un-rotated concat(Q, K, V) row is also written
+ * to `pre` for the retaining head.
+ *
+ * Rotary pairs (i, i + rotaryDim/2) of a head are made adjacent logical columns (2i, 2i+1) by `wrow`, so the
+ * matmul skeleton's pair epilogue hands both elements of a pair to one thread; dims ≥ rotaryDim keep their order.
+ */
+import { kernel, ro, rw, wgsl } from '../wgsl.js';
+import type { Dispatch } from '../../runtime/gpu/runner.js';
+import { assertDims, needsF16, unitFor, type WeightDtype } from './mm-common.js';
+import { GEMV_MAX_T, gemvGrid, gemvShape, gemvSource, tiledGrid, tiledSource, type CoreFamily, type CoreOpts } from './mm-core.js';
+
+export interface QkvOpts {
+  readonly wdtype: WeightDtype;
+  readonly bias: boolean;
+  readonly cacheDtype: 'f32' | 'f16';
+  readonly numHeads: number;
+  readonly numKvHeads: number;
+  readonly headDim: number;
+  readonly rotaryDim: number;
+  /** also write concat(Q, K, V) before RoPE to `pre` */
+  readonly writePre: boolean;
+}
+
+export interface QkvDims {
+  readonly T: number;
+  readonly K: number;
+  readonly eps: number;
+  /** first cache slot written */
+  readonly slot0: number;
+  /** RoPE position of token 0 */
+  readonly pos0: number;
+  /** cache slots per KV head */
+  readonly capacity: number;
+}
+
+export interface QkvBuffers {
+  /** (T, K) f32 hidden state */
+  readonly x: GPUBuffer;
+  /** (K) f32 attention rmsnorm weight */
+  readonly normW: GPUBuffer;
+  /** ((H + 2KV)·D, K) rows: H query heads, KV key heads, KV value heads */
+  readonly w: GPUBuffer;
+  /** ((H + 2KV)·D) f32, when bias */
+  readonly bias?: GPUBuffer;
+  /** (positions, rotaryDim/2) vec2<f32>(cos, sin) */
+  readonly rope: GPUBuffer;
+  /** (T, H, D) f32 rotated queries */
+  readonly q: GPUBuffer;
+  /** (KV, capacity, D) cacheDtype, keys before RoPE */
+  readonly kCache: GPUBuffer;
+  /** (KV, capacity, D) cacheDtype */
+  readonly vCache: GPUBuffer;
+  /** (KV, capacity) u32 key positions */
+  readonly kpos: GPUBuffer;
+  /** (T, (H + 2KV)·D) f32, when writePre */
+  readonly pre?: GPUBuffer;
+}
+
+function family(o: QkvOpts): CoreFamily {
+  const H = o.numHeads;
+  const KV = o.numKvHeads;
+  const D = o.headDim;
+  const ct = o.cacheDtype === 'f16' ? 'f16' : 'f32';
+  const bindings = [
+    ro('rope', 'array<vec2<f32>>'), // (positions, rotaryDim/2) (cos, sin)
+    rw('q', 'array<f32>'), // (T, H, D) rotated queries
+    rw('kCache', `array<${ct}>`), // (KV, capacity, D) keys before RoPE
+    rw('vCache', `array<${ct}>`), // (KV, capacity, D) values
+    rw('kpos', 'array<u32>'), // (KV, capacity) key positions
+  ];
+  if (o.writePre) bindings.push(rw('pre', 'array<f32>')); // (T, (H + 2KV)·D) concat(Q, K, V) before RoPE
+  const helpers = wgsl`
+const H = ${H}u;
+const KV = ${KV}u;
+const D = ${D}u;
+const ROT = ${o.rotaryDim}u;
+const HALF = ${o.rotaryDim / 2}u;
+
+// logical column → weight row: inside a head's rotary dims, columns (2i, 2i+1) are rows (i, i + HALF)
+fn wrow(c: u32) -> u32 {
+  let l = c % D;
+  if (l >= ROT) { return c; }
+  return c - l + (l >> 1u) + (l & 1u) * HALF;
+}
+
+fn epi(t: u32, c: u32, v: vec2<f32>) {
+  let pos = params.pos0 + t;
+  let slot = params.slot0 + t;
+  let r0 = wrow(c);
+  let r1 = wrow(c + 1u); // same head: D is even and c is even
+  let head = r0 / D;
+  let d0 = r0 % D;
+  let d1 = r1 % D;
+  ${o.writePre && 'pre[t * params.NC + r0] = v.x;\n  pre[t * params.NC + r1] = v.y;'}
+  if (head < H) {
+    let o = (t * H + head) * D;
+    if (d0 < ROT) {
+      // HF rotate_half: (x1, x2) → (x1·cos − x2·sin, x2·cos + x1·sin)
+      let cs = rope[pos * HALF + d0];
+      q[o + d0] = v.x * cs.x - v.y * cs.y;
+      q[o + d1] = v.y * cs.x + v.x * cs.y;
+    } else {
+      q[o + d0] = v.x;
+      q[o + d1] = v.y;
+    }
+  } else if (head < H + KV) {
+    let kh = head - H;
+    let o = (kh * params.cap + slot) * D;
+    kCache[o + d0] = ${ct}(v.x);
+    kCache[o + d1] = ${ct}(v.y);
+    if (d0 == 0u) { kpos[kh * params.cap + slot] = pos; }
+  } else {
+    let o = ((head - H - KV) * params.cap + slot) * D;
+    vCache[o + d0] = ${ct}(v.x);
+    vCache[o + d1] = ${ct}(v.y);
+  }
+}`;
+  return {
+    bindings,
+    params: [
+      ['slot0', 'u32'],
+      ['pos0', 'u32'],
+      ['cap', 'u32'],
+    ],
+    helpers,
+    enables: needsF16(o.wdtype) || o.cacheDtype === 'f16' ? ['f16'] : [],
+    wShape: '((H + 2KV)·D, K): Q heads, K heads, V heads',
+  };
+}
+
+export function qkvRope(o: QkvOpts, d: QkvDims, b: QkvBuffers): Dispatch {
+  const { T, K, slot0, pos0, capacity } = d;
+  const { numHeads: H, numKvHeads: KV, headDim: D, rotaryDim: ROT } = o;
+  assertDims('qkvRope', { T, K, slot0, pos0, capacity, H, KV, D, ROT });
+  if (T === 0 || K === 0 || H === 0 || KV === 0) throw new Error('qkvRope: empty shape');
+  if (D % 2 !== 0 || ROT % 2 !== 0 || ROT > D) throw new Error(`qkvRope: headDim ${D} and rotaryDim ${ROT} must be even, rotaryDim ≤ headDim`);
+  if (slot0 + T > capacity) throw new Error(`qkvRope: slots ${slot0}..${slot0 + T} exceed capacity ${capacity}`);
+  if (o.bias && !b.bias) throw new Error('qkvRope: bias needs a bias buffer');
+  if (o.writePre && !b.pre) throw new Error('qkvRope: writePre needs a pre buffer');
+  const NC = (H + 2 * KV) * D;
+  const U = unitFor(K);
+  const core: CoreOpts = { wdtype: o.wdtype, U, norm: true, bias: o.bias, streams: 1 };
+  const base = {
+    op: 'qkv_rope',
+    wdtype: o.wdtype,
+    bias: o.bias,
+    cache: o.cacheDtype,
+    h: H,
+    kv: KV,
+    d: D,
+    rot: ROT,
+    pre: o.writePre,
+    u: U,
+  };
+  const buffers: Record<string, GPUBuffer> = {
+    x: b.x,
+    w: b.w,
+    normW: b.normW,
+    rope: b.rope,
+    q: b.q,
+    kCache: b.kCache,
+    vCache: b.vCache,
+    kpos: b.kpos,
+  };
+  if (o.bias) buffers.bias = b.bias!;
+  if (o.writePre) buffers.pre = b.pre!;
+  const params = { T, NC, K, xRow0: 0, eps: d.eps, slot0, pos0, cap: capacity };
+  if (T <= GEMV_MAX_T) {
+    const { R, WG } = gemvShape(T, 1, K, U);
+    const spec = kernel({ ...base, path: 'gemv', t: T, r: R, wg: WG }, () => gemvSource(core, T, R, WG, family(o)));
+    return { kernel: spec, buffers, params, workgroups: gemvGrid(NC, R) };
+  }
+  const spec = kernel({ ...base, path: 'tiled' }, () => tiledSource(core, family(o)));
+  return { kernel: spec, buffers, params, workgroups: tiledGrid(NC, T) };
+}

@@ -1,0 +1,249 @@
+/**
+ * Lowering: a (fused or unfused) graph becomes a dispatch plan. Every node that computes something gets exactly one
+ * kernel family; its activation buffer is sized for the largest step (`maxT` rows) and reused by liveness, so a
+ * 32-layer model needs a handful of activation buffers, not hundreds. A plan is built once and then emits the
+ * dispatches of any step (prefill chunk, question, decode token) from that step's dims.
+ */
+import { assertNever, operandsOf, type Graph, type Node, type NodeId, type NodeOf, type Op } from '../ir/ops.js';
+import type { Dispatch, GpuRunner } from '../runtime/gpu/runner.js';
+import { attention, attentionScratchBytes } from './kernels/attention.js';
+import { copyLastRows, kvStore } from './kernels/cache-store.js';
+import { add, embedding, rmsnorm, rope, siluMul } from './kernels/elementwise.js';
+import { matmul, type WeightDtype } from './kernels/matmul.js';
+import { qkvRope } from './kernels/qkv-rope.js';
+import { retainingHead } from './kernels/retaining.js';
+import { attentionStats } from './kernels/scores.js';
+
+export interface LayerCache {
+  readonly k: GPUBuffer; // (kv_heads, capacity, head_dim)
+  readonly v: GPUBuffer; // (kv_heads, capacity, head_dim)
+  readonly scores: GPUBuffer; // (kv_heads, capacity) f32
+  readonly kpos: GPUBuffer; // (kv_heads, capacity) u32
+}
+
+export interface LowerEnv {
+  readonly runner: GpuRunner;
+  /** rows of the largest step */
+  readonly maxT: number;
+  readonly capacity: number;
+  readonly cacheDtype: 'f32' | 'f16';
+  weight(name: string): { readonly buf: GPUBuffer; readonly dtype: WeightDtype };
+  cache(layer: number): LayerCache;
+}
+
+/** What changes from one step to the next. */
+export interface StepDims {
+  readonly T: number;
+  /** cache slot of the step's first token (= cache length before the step) */
+  readonly slot0: number;
+  /** RoPE position of the step's first token */
+  readonly pos0: number;
+  /** rope table for this step: (positions, rotary/2) vec2<f32> */
+  readonly rope: GPUBuffer;
+  /** a decode token (never evicted) rather than a prompt step */
+  readonly decode?: boolean;
+}
+
+export interface Plan {
+  /** the step's dispatches, in order; record them into one submission (`only`: just those ops, for benchmarks) */
+  dispatches(s: StepDims, only?: (op: Op) => boolean): Dispatch[];
+  readonly ids: GPUBuffer; // (maxT) u32, written by the caller before each step
+  output(id: NodeId): GPUBuffer;
+  /** kernels per step (one per computing node; split attention counts as one) */
+  readonly kernelCount: number;
+  readonly activationBytes: number;
+  release(): void;
+}
+
+type Emit = (s: StepDims) => Dispatch[];
+interface Ctx {
+  readonly g: Graph;
+  readonly env: LowerEnv;
+  buf(id: NodeId): GPUBuffer;
+  rows(id: NodeId, s: StepDims): number;
+  readonly scratch: () => GPUBuffer;
+  /** (maxT, heads) f32 log-sum-exp of the latest attention, when attention_stats nodes read it */
+  readonly lse: GPUBuffer | undefined;
+}
+type Lowering<O extends Op> = (n: NodeOf<O>, c: Ctx) => Emit | null;
+
+const w = (c: Ctx, id: NodeId) => {
+  const n = c.g.nodes[id]!;
+  if (n.op !== 'weight') throw new Error(`node ${id} (${n.op}) used as a weight`);
+  return c.env.weight(n.name);
+};
+const cols = (c: Ctx, id: NodeId) => c.g.nodes[id]!.shape[1] as number;
+const attnOpts = (c: Ctx) => ({
+  cacheDtype: c.env.cacheDtype, numHeads: c.g.dims.numHeads, numKvHeads: c.g.dims.numKvHeads, headDim: c.g.dims.headDim, rotaryDim: c.g.dims.rotaryDim,
+});
+
+const lowerings: { readonly [O in Op]: Lowering<O> } = {
+  input_ids: () => null,
+  weight: () => null,
+  pre_output: () => null,
+  embedding: (n, c) => (s) => [embedding({ wdtype: w(c, n.table).dtype }, { T: s.T, hidden: n.shape[1] as number }, { ids: c.buf(n.ids), table: w(c, n.table).buf, y: c.buf(n.id) })],
+  rmsnorm: (n, c) => (s) => [rmsnorm({ T: c.rows(n.id, s), N: n.shape[1] as number, eps: n.eps }, { x: c.buf(n.x), w: w(c, n.w).buf, y: c.buf(n.id) })],
+  linear: (n, c) => (s) => [
+    matmul({ wdtype: w(c, n.w).dtype, norm: false, bias: n.bias !== null, epilogue: 'store' }, { T: c.rows(n.id, s), N: n.shape[1] as number, K: cols(c, n.x) },
+      { x: c.buf(n.x), w: w(c, n.w).buf, bias: n.bias === null ? undefined : w(c, n.bias).buf, y: c.buf(n.id) }),
+  ],
+  norm_linear: (n, c) => (s) => {
+    const T = c.rows(n.x, s);
+    const R = n.xRowsFromEnd === 'all' ? T : Math.min(n.xRowsFromEnd, T);
+    return [matmul({ wdtype: w(c, n.w).dtype, norm: true, bias: n.bias !== null, epilogue: 'store' }, { T: R, N: n.shape[1] as number, K: cols(c, n.x), eps: n.eps, xRow0: T - R },
+      { x: c.buf(n.x), normW: w(c, n.normW).buf, w: w(c, n.w).buf, bias: n.bias === null ? undefined : w(c, n.bias).buf, y: c.buf(n.id) })];
+  },
+  linear_residual: (n, c) => (s) => [
+    matmul({ wdtype: w(c, n.w).dtype, norm: false, bias: false, epilogue: 'residual' }, { T: c.rows(n.id, s), N: n.shape[1] as number, K: cols(c, n.x) },
+      { x: c.buf(n.x), w: w(c, n.w).buf, y: c.buf(n.id) }),
+  ],
+  norm_linear_swiglu: (n, c) => (s) => [
+    matmul({ wdtype: w(c, n.w).dtype, norm: true, bias: false, epilogue: 'swiglu' }, { T: c.rows(n.id, s), N: n.shape[1] as number, K: cols(c, n.x), eps: n.eps },
+      { x: c.buf(n.x), normW: w(c, n.normW).buf, w: w(c, n.w).buf, y: c.buf(n.id) }),
+  ],
+  kv_store: (n, c) => (s) => {
+    const l = c.env.cache(n.layer);
+    return [kvStore(attnOpts(c), { T: s.T, slot0: s.slot0, pos0: s.pos0, capacity: c.env.capacity }, { qkv: c.buf(n.qkv), q: c.buf(n.id), kCache: l.k, vCache: l.v, kpos: l.kpos })];
+  },
+  rope: (n, c) => (s) => {
+    const { headDim, rotaryDim } = c.g.dims;
+    return [rope({ T: s.T, heads: n.shape[1] as number, headDim, rotaryDim, pos0: s.pos0 }, { x: c.buf(n.x), rope: s.rope })];
+  },
+  qkv_rope: (n, c) => (s) => {
+    const l = c.env.cache(n.layer);
+    const o = { ...attnOpts(c), wdtype: w(c, n.w).dtype, bias: n.bias !== null, writePre: n.writePre };
+    return [qkvRope(o, { T: s.T, K: cols(c, n.x), eps: n.eps, slot0: s.slot0, pos0: s.pos0, capacity: c.env.capacity }, {
+      x: c.buf(n.x), normW: w(c, n.normW).buf, w: w(c, n.w).buf, bias: n.bias === null ? undefined : w(c, n.bias).buf, rope: s.rope,
+      q: c.buf(n.id), kCache: l.k, vCache: l.v, kpos: l.kpos, pre: n.writePre ? preBuf(c, n.id) : undefined,
+    })];
+  },
+  retaining_head: (n, c) => (s) => [
+    retainingHead({ wdtype: w(c, n.fc1).dtype }, { T: s.T, W: cols(c, n.pre), KV: c.g.dims.numKvHeads, slot0: s.slot0, capacity: c.env.capacity },
+      { pre: c.buf(n.pre), fc1: w(c, n.fc1).buf, fc2: w(c, n.fc2).buf, scores: c.env.cache(n.layer).scores }),
+  ],
+  attention: (n, c) => (s) => {
+    const l = c.env.cache(n.layer);
+    return attention(attnOpts(c), { T: s.T, base: s.slot0, capacity: c.env.capacity, scale: 1 / Math.sqrt(c.g.dims.headDim) },
+      { q: c.buf(n.q), kCache: l.k, vCache: l.v, kpos: l.kpos, rope: s.rope, out: c.buf(n.id), scratch: c.scratch(), lse: c.lse });
+  },
+  attention_stats: (n, c) => (s) => {
+    if (s.T === 1 && s.decode) return []; // decode tokens are never evicted: their attention scores nothing
+    const l = c.env.cache(n.layer);
+    return attentionStats({ ...attnOpts(c), mode: n.mode }, { T: s.T, base: s.slot0, capacity: c.env.capacity, scale: 1 / Math.sqrt(c.g.dims.headDim) },
+      { q: c.buf(n.q), kCache: l.k, kpos: l.kpos, rope: s.rope, lse: c.lse!, scores: l.scores });
+  },
+  silu_mul: (n, c) => (s) => [siluMul({ T: s.T, N: n.shape[1] as number }, { gu: c.buf(n.x), y: c.buf(n.id) })],
+  add: (n, c) => (s) => [add({ n: c.rows(n.id, s) * (n.shape[1] as number) }, { a: c.buf(n.a), b: c.buf(n.b), y: c.buf(n.id) })],
+  last_rows: (n, c) => (s) => {
+    const T = c.rows(n.x, s);
+    const R = n.rows === 'all' ? T : Math.min(n.rows, T);
+    return [copyLastRows({ T, R, N: n.shape[1] as number }, { x: c.buf(n.x), y: c.buf(n.id) })];
+  },
+};
+
+/** pre_output nodes share storage with a side buffer of their qkv_rope node, looked up by the pre_output's id. */
+function preBuf(c: Ctx, fusedId: NodeId): GPUBuffer {
+  const pre = c.g.nodes.find((m) => m.op === 'pre_output' && m.of === fusedId);
+  if (!pre) throw new Error(`qkv_rope node ${fusedId} writes a pre-RoPE output nobody reads`);
+  return c.buf(pre.id);
+}
+
+function bytesOf(n: Node, maxT: number): number {
+  const dims = n.shape.map((d) => (d === 'T' ? maxT : d));
+  return dims.reduce((a, b) => a * b, 1) * 4;
+}
+
+export function lower(g: Graph, env: LowerEnv): Plan {
+  const { runner, maxT } = env;
+  // liveness: last reader of each value (outputs live forever)
+  const lastUse = g.nodes.map((n) => n.id);
+  for (const n of g.nodes) for (const a of operandsOf(n)) lastUse[a] = Math.max(lastUse[a]!, n.id);
+  for (const o of g.outputs) lastUse[o] = Infinity;
+  const alias = new Map<NodeId, NodeId>(); // node → node whose buffer it reuses
+  for (const n of g.nodes) if (n.op === 'linear_residual') alias.set(n.id, n.residual);
+  const owned: GPUBuffer[] = [];
+  const free: GPUBuffer[] = [];
+  const size = new Map<GPUBuffer, number>();
+  const bufs = new Map<NodeId, GPUBuffer>();
+  const take = (bytes: number, label: string): GPUBuffer => {
+    let best = -1;
+    for (let i = 0; i < free.length; i++) if (size.get(free[i]!)! >= bytes && (best < 0 || size.get(free[i]!)! < size.get(free[best]!)!)) best = i;
+    if (best >= 0) return free.splice(best, 1)[0]!;
+    const b = runner.createBuffer(bytes, label);
+    size.set(b, bytes);
+    owned.push(b);
+    return b;
+  };
+  const holders = new Map<GPUBuffer, number>(); // buffer → last use among its values
+  const place = (n: Node) => {
+    const a = alias.get(n.id);
+    const b = a !== undefined ? bufs.get(a)! : take(bytesOf(n, maxT), `${n.op}#${n.id}`);
+    bufs.set(n.id, b);
+    holders.set(b, Math.max(holders.get(b) ?? -1, lastUse[n.id]!));
+    return b;
+  };
+  for (const n of g.nodes) {
+    if (n.op === 'weight' || bufs.has(n.id)) continue;
+    const b = place(n);
+    // a fused qkv_rope writes its pre-RoPE side output in the same kernel: place it now, before anything is freed
+    if (n.op === 'qkv_rope' && n.writePre) {
+      const pre = g.nodes.find((m) => m.op === 'pre_output' && m.of === n.id);
+      if (pre) place(pre);
+    }
+    // release buffers whose values are all dead after this node
+    for (const [hb, last] of holders) {
+      if (last <= n.id && hb !== b) {
+        holders.delete(hb);
+        free.push(hb);
+      }
+    }
+  }
+  const ids = bufs.get(g.nodes.find((n) => n.op === 'input_ids')!.id)!;
+  let lse: GPUBuffer | undefined;
+  if (g.nodes.some((n) => n.op === 'attention_stats')) {
+    lse = runner.createBuffer(maxT * g.dims.numHeads * 4, 'attention-lse'); // (maxT, heads)
+    owned.push(lse);
+    size.set(lse, maxT * g.dims.numHeads * 4);
+  }
+  const steps: { op: Op; emit: Emit }[] = [];
+  let scratchBuf: GPUBuffer | null = null;
+  const ctx: Ctx = {
+    g,
+    env,
+    lse,
+    buf: (id) => {
+      const b = bufs.get(id);
+      if (!b) throw new Error(`node ${id} (${g.nodes[id]?.op}) has no buffer`);
+      return b;
+    },
+    // rows are T, or a fixed count R taken from the end (logits of the newest tokens), never more than T
+    rows: (id, s) => {
+      const r = g.nodes[id]!.shape[0]!;
+      return r === 'T' ? s.T : Math.min(r, s.T);
+    },
+    scratch: () => {
+      if (!scratchBuf) {
+        const { numHeads, numKvHeads, headDim, rotaryDim } = g.dims;
+        const o = { cacheDtype: env.cacheDtype, numHeads, numKvHeads, headDim, rotaryDim };
+        scratchBuf = runner.createBuffer(Math.max(16, attentionScratchBytes(o, { T: maxT, base: env.capacity - maxT, capacity: env.capacity, scale: 1 })), 'attention-scratch');
+        owned.push(scratchBuf);
+      }
+      return scratchBuf;
+    },
+  };
+  for (const n of g.nodes) {
+    const e = (lowerings[n.op] as Lowering<Op>)(n as never, ctx);
+    if (e) steps.push({ op: n.op, emit: e });
+  }
+  const activationBytes = owned.reduce((a, b) => a + (size.get(b) ?? 0), 0);
+  return {
+    ids,
+    kernelCount: steps.length,
+    activationBytes,
+    dispatches: (s, only) => steps.filter((e) => !only || only(e.op)).flatMap((e) => e.emit(s)),
+    output: (id) => ctx.buf(id),
+    release: () => owned.forEach((b) => runner.destroy(b)),
+  };
+}
+
+export { assertNever };

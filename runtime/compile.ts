@@ -1,0 +1,32 @@
+/**
+ * HF directory → locret bundle: canonical tensors (q/k/v and gate/up fused), matrices in the chosen dtype, norms
+ * and biases in f32, retaining heads included when given; tokenizer and generation config copied along. The plan
+ * itself is derived from the config at load time (it depends on the device's features), so a bundle stays portable
+ * between a browser without `shader-f16` and a desktop GPU.
+ */
+import { openModel } from './model-source.js';
+import type { TensorInput } from './io/bundle.js';
+import { writeBundle, type BundleManifest } from './io/bundle.js';
+import { f32ToF16 } from './io/dtype.js';
+
+export interface CompileOptions {
+  readonly dtype: 'f16' | 'f32';
+  readonly heads?: string;
+  readonly onProgress?: (done: number, total: number, name: string) => void;
+}
+
+export function compileModel(hfDir: string, outDir: string, o: CompileOptions): BundleManifest {
+  const src = openModel(hfDir, { heads: o.heads });
+  if (src.kind === 'bundle') throw new Error(`${hfDir} is already a locret bundle`);
+  const names = [...src.tensors.keys()];
+  function* tensors(): Iterable<TensorInput> {
+    for (const [i, name] of names.entries()) {
+      const t = src.tensors.get(name)!;
+      const half = o.dtype === 'f16' && t.shape.length === 2;
+      const f = t.f32();
+      yield { name, shape: t.shape, dtype: half ? 'f16' : 'f32', data: half ? f32ToF16(f) : f };
+      o.onProgress?.(i + 1, names.length, name);
+    }
+  }
+  return writeBundle(outDir, { config: src.config, tensors: tensors(), tokenizerDir: hfDir });
+}

@@ -1,0 +1,253 @@
+/**
+ * A loaded model on a device, and generation under a fixed-size cache: the prompt runs in chunks (the CacheBook
+ * in wasm plans them and tracks lengths), each chunk is one queue submission (all layers, scoring and eviction
+ * included), then the question tokens, then decode steps of one token each.
+ */
+import { decoderGraph } from '../ir/models/decoder.js';
+import { verify } from '../ir/verify.js';
+import type { ModelConfig } from '../ir/config.js';
+import { fuse } from '../compiler/fuse.js';
+import { lower, type LayerCache, type Plan } from '../compiler/lower.js';
+import { evict } from '../compiler/kernels/evict.js';
+import { fillScores } from '../compiler/kernels/scores.js';
+import { argmax } from '../compiler/kernels/elementwise.js';
+import { fillPositions } from '../compiler/kernels/cache-store.js';
+import type { Dispatch, GpuRunner } from './gpu/runner.js';
+import { CacheBook, type Step } from './cache.js';
+import { POLICY_TRAITS, type Policy } from './policies.js';
+import { ropeTable, useLongFactors } from './rope.js';
+import type { GpuWeight } from './weights.js';
+
+export interface CacheOptions {
+  readonly policy: Policy;
+  readonly budget: number;
+  readonly chunk: number;
+  readonly stabilizer: number;
+  readonly positions: 'compact' | 'original';
+  readonly maxNew: number;
+  /** rope long factors always (Phi-3 longrope), as the official Locret code does */
+  readonly ropeLong?: boolean;
+  /** every position's logits (tests against goldens) instead of the newest token's */
+  readonly allLogits?: boolean;
+  /** run the unfused graph (tests proving fusion changes nothing) */
+  readonly unfused?: boolean;
+  readonly seed?: number;
+  /** track every entry's original prompt position (for --trace), moved along by eviction */
+  readonly trace?: boolean;
+}
+
+export interface PrefillResult {
+  /** logits of the last prompt token (vocab), or of every token of the last step with allLogits */
+  readonly logits: Float32Array;
+  readonly promptTokens: number;
+  readonly evictedTokens: number;
+}
+
+export class Session {
+  private plan: Plan | null = null;
+  private caches: LayerCache[] = [];
+  /** per layer (kv_heads, capacity) u32 original prompt positions, only when tracing */
+  private orig: GPUBuffer[] = [];
+  private capacity = 0;
+  private maxT = 0;
+  private book: CacheBook | null = null;
+  private ropeBuf: { buf: GPUBuffer; positions: number; long: boolean } | null = null;
+  private cacheBytes = 0;
+  /** largest number of bytes the cache buffers held */
+  cachePeakBytes = 0;
+  private promptLen = 0;
+
+  constructor(
+    readonly runner: GpuRunner,
+    readonly config: ModelConfig,
+    readonly weights: ReadonlyMap<string, GpuWeight>,
+    readonly opts: CacheOptions,
+  ) {
+    const t = POLICY_TRAITS[opts.policy];
+    if (t.retainingHeads && !weights.has('L0.fc1'))
+      throw new Error(`policy 'locret' needs retaining heads: compile the model with --heads <file> or pass --heads`);
+    if (opts.budget <= 0 || opts.chunk <= 0) throw new Error(`budget and chunk must be positive`);
+    if (opts.stabilizer < 0 || opts.stabilizer > opts.budget) throw new Error(`stabilizer ${opts.stabilizer} must be within 0..budget (${opts.budget})`);
+  }
+
+  get cacheDtype(): 'f32' | 'f16' {
+    const w = this.weights.get('L0.qkv')!;
+    return w.dtype === 'f16' ? 'f16' : 'f32';
+  }
+
+  private async ensure(promptLen: number, local: number): Promise<CacheBook> {
+    this.book ??= await CacheBook.load();
+    const c = this.config;
+    const evicts = POLICY_TRAITS[this.opts.policy].evicts;
+    const need = this.book.configure({
+      layers: c.numLayers, kvHeads: c.numKvHeads, budget: this.opts.budget, chunk: this.opts.chunk,
+      stabilizer: this.opts.stabilizer, local, maxNew: this.opts.maxNew, policy: evicts ? 'locret' : 'full',
+      maxPrompt: promptLen, positions: this.opts.positions,
+    });
+    const maxT = Math.max(Math.min(this.opts.chunk, promptLen), Math.min(local, promptLen), 1);
+    if (need > this.capacity || maxT > this.maxT || !this.plan) this.allocate(Math.max(need, this.capacity), Math.max(maxT, this.maxT));
+    return this.book;
+  }
+
+  private allocate(capacity: number, maxT: number): void {
+    this.release();
+    const c = this.config;
+    const cb = this.cacheDtype === 'f16' ? 2 : 4;
+    const kvBytes = c.numKvHeads * capacity * c.headDim * cb;
+    this.caches = Array.from({ length: c.numLayers }, (_, l) => ({
+      k: this.runner.createBuffer(kvBytes, `K${l}`), // (kv_heads, capacity, head_dim)
+      v: this.runner.createBuffer(kvBytes, `V${l}`), // (kv_heads, capacity, head_dim)
+      scores: this.runner.createBuffer(c.numKvHeads * capacity * 4, `score${l}`), // (kv_heads, capacity)
+      kpos: this.runner.createBuffer(c.numKvHeads * capacity * 4, `pos${l}`), // (kv_heads, capacity)
+    }));
+    if (this.opts.trace) this.orig = this.caches.map((_, l) => this.runner.createBuffer(c.numKvHeads * capacity * 4, `orig${l}`));
+    this.cacheBytes = c.numLayers * (2 * kvBytes + 8 * c.numKvHeads * capacity);
+    this.cachePeakBytes = Math.max(this.cachePeakBytes, this.cacheBytes);
+    this.capacity = capacity;
+    this.maxT = maxT;
+    const t = POLICY_TRAITS[this.opts.policy];
+    let g = decoderGraph(c, { retainingHeads: t.retainingHeads, attentionScores: t.attentionScores, logitsRows: this.opts.allLogits ? 'all' : 1 });
+    verify(g);
+    if (!this.opts.unfused) {
+      g = fuse(g);
+      verify(g);
+    }
+    this.graphOutput = g.outputs[0]!;
+    this.plan = lower(g, {
+      runner: this.runner, maxT, capacity, cacheDtype: this.cacheDtype,
+      weight: (name) => {
+        const w = this.weights.get(name === 'lm_head' && c.tieWordEmbeddings ? 'embed' : name);
+        if (!w) throw new Error(`model has no tensor ${name}`);
+        return w;
+      },
+      cache: (l) => this.caches[l]!,
+    });
+    this.argmaxOut = this.runner.createBuffer(4 * maxT, 'argmax'); // (rows) u32
+  }
+  private graphOutput = 0;
+  private argmaxOut: GPUBuffer | null = null;
+
+  get kernelsPerStep(): number {
+    return this.plan?.kernelCount ?? 0;
+  }
+
+  /** Rope table covering positions < n, in the factor set this step needs (longrope short/long). */
+  private rope(maxPos: number): GPUBuffer {
+    const long = useLongFactors(this.config.rope, maxPos, this.opts.ropeLong);
+    const want = Math.max(maxPos + 1, this.capacity);
+    const r = this.ropeBuf;
+    if (r && r.positions >= want && r.long === long) return r.buf;
+    if (r) this.runner.destroy(r.buf);
+    const positions = Math.max(want, r?.positions ?? 0);
+    const buf = this.runner.upload(ropeTable(this.config.rope, positions, long), 'rope'); // (positions, rotary/2) vec2<f32>
+    this.ropeBuf = { buf, positions, long };
+    return buf;
+  }
+
+  /** Runs the whole prompt; `local` = the last n tokens appended without eviction (the question). */
+  async prefill(ids: readonly number[], local: number, onStep?: (done: number, total: number) => void): Promise<PrefillResult> {
+    if (ids.length === 0) throw new Error('empty prompt');
+    const vocab = this.config.vocabSize;
+    for (const id of ids) if (!Number.isInteger(id) || id < 0 || id >= vocab) throw new Error(`token id ${id} is outside the vocabulary (0..${vocab - 1})`);
+    const book = await this.ensure(ids.length, Math.min(local, ids.length));
+    const steps = book.plan(ids.length);
+    this.promptLen = ids.length;
+    let last: Step | null = null;
+    for (const step of steps) {
+      const { slot, firstPos } = book.begin(step);
+      const T = step.length;
+      const ds = this.stepDispatches(ids.slice(step.start, step.start + T), T, slot, firstPos, step.start, false);
+      const e = book.end(step);
+      if (e.evict) ds.push(...this.evictDispatches(slot + T, e.keep, e.forcedFrom));
+      this.runner.run(ds);
+      last = step;
+      onStep?.(step.index + 1, steps.length);
+    }
+    const rows = this.opts.allLogits ? last!.length : 1;
+    const logits = await this.runner.readF32(this.plan!.output(this.graphOutput), rows * vocab);
+    return { logits, promptTokens: ids.length, evictedTokens: book.evictedTokens };
+  }
+
+  private stepDispatches(ids: readonly number[], T: number, slot0: number, pos0: number, absStart: number, decode: boolean): Dispatch[] {
+    this.runner.write(this.plan!.ids, new Uint32Array(ids));
+    const ds = this.plan!.dispatches({ T, slot0, pos0, rope: this.rope(pos0 + T - 1), decode });
+    if (this.opts.trace && !decode)
+      this.orig.forEach((buf) => ds.push(fillPositions({ T, KV: this.config.numKvHeads, slot0, start: absStart, capacity: this.capacity }, { buf })));
+    const fill = POLICY_TRAITS[this.opts.policy].fill;
+    if (fill && !decode) {
+      for (let l = 0; l < this.config.numLayers; l++)
+        ds.push(fillScores({ policy: fill }, { T, KV: this.config.numKvHeads, slot0, pos0: absStart, capacity: this.capacity, seed: this.opts.seed ?? 0, layer: l }, { scores: this.caches[l]!.scores }));
+    }
+    return ds;
+  }
+
+  private evictDispatches(len: number, keep: number, forcedFrom: number): Dispatch[] {
+    const c = this.config;
+    const o = { cacheDtype: this.cacheDtype, headDim: c.headDim, compact: this.opts.positions === 'compact' };
+    return this.caches.flatMap((l, i) =>
+      evict(o, { KV: c.numKvHeads, len, keep, forcedFrom, capacity: this.capacity }, { kCache: l.k, vCache: l.v, scores: l.scores, kpos: l.kpos, orig: this.orig[i] }));
+  }
+
+  /** Benchmarks: one eviction of every layer at full size (budget + chunk → budget); destroys the cache's content. */
+  evictionProbe(): Dispatch[] {
+    const len = Math.min(this.capacity, this.opts.budget + this.opts.chunk);
+    return this.evictDispatches(len, this.opts.budget, len - this.opts.stabilizer);
+  }
+
+  /** Benchmarks: the retaining-head kernels of one chunk (scores written past the cache's live entries). */
+  scoringProbe(T: number): Dispatch[] {
+    const slot0 = Math.max(0, this.capacity - T);
+    return this.plan!.dispatches({ T, slot0, pos0: slot0, rope: this.rope(this.capacity) }, (op) => op === 'retaining_head');
+  }
+
+  /** Appends one generated token and returns the logits that follow it. */
+  async decode(token: number): Promise<Float32Array> {
+    this.submitDecode(token);
+    return this.runner.readF32(this.plan!.output(this.graphOutput), this.config.vocabSize);
+  }
+
+  /** Appends one token and returns the greedy next token (reads back 4 bytes, not the logits). */
+  async decodeGreedy(token: number): Promise<number> {
+    const ds = this.submitDecode(token, true);
+    void ds;
+    return (await this.runner.readU32(this.argmaxOut!, 1))[0]!;
+  }
+
+  private submitDecode(token: number, withArgmax = false): void {
+    const { slot, pos } = this.book!.appendDecode();
+    const ds = this.stepDispatches([token], 1, slot, pos, this.promptLen, true);
+    if (withArgmax) ds.push(argmax({ rows: 1, n: this.config.vocabSize }, { x: this.plan!.output(this.graphOutput), out: this.argmaxOut! }));
+    this.runner.run(ds);
+  }
+
+  /** Per layer and KV head, the original positions of the prompt tokens still cached (needs `trace`). */
+  async keptOriginalPositions(promptTokens: number): Promise<number[][][]> {
+    if (!this.opts.trace) throw new Error('session was not created with trace: true');
+    const c = this.config;
+    const len = Math.min(this.book!.length - this.book!.decodedTokens, promptTokens);
+    const out: number[][][] = [];
+    for (const buf of this.orig) {
+      const all = await this.runner.readU32(buf, c.numKvHeads * this.capacity);
+      out.push(Array.from({ length: c.numKvHeads }, (_, h) => Array.from(all.subarray(h * this.capacity, h * this.capacity + len))));
+    }
+    return out;
+  }
+
+  get evictedTokens(): number {
+    return this.book?.evictedTokens ?? 0;
+  }
+  get cacheLength(): number {
+    return this.book?.length ?? 0;
+  }
+
+  release(): void {
+    this.plan?.release();
+    this.plan = null;
+    for (const l of this.caches) for (const b of [l.k, l.v, l.scores, l.kpos]) this.runner.destroy(b);
+    for (const b of this.orig) this.runner.destroy(b);
+    this.caches = [];
+    this.orig = [];
+    if (this.argmaxOut) this.runner.destroy(this.argmaxOut);
+    this.argmaxOut = null;
+  }
+}

@@ -1,0 +1,86 @@
+/**
+ * tiny-llama end to end against Hugging Face transformers (fp32) outputs: token ids, per-position argmax, final
+ * logits, greedy continuation; f32 and f16 weight paths; fused and unfused graphs agree, with the kernel counts
+ * that prove the fusion.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { Engine } from '../runtime/engine.js';
+import { argmaxOf } from '../runtime/sampling.js';
+import { expectClose } from './gpu-harness.js';
+import { TINY_LLAMA } from './paths.js';
+
+const golden = JSON.parse(fs.readFileSync(path.join(TINY_LLAMA, 'golden.json'), 'utf8'));
+const V = 4096;
+
+function relL2(a: Float32Array, b: readonly number[]): number {
+  let num = 0;
+  let den = 0;
+  for (let i = 0; i < b.length; i++) {
+    num += (a[i]! - b[i]!) ** 2;
+    den += b[i]! ** 2;
+  }
+  return Math.sqrt(num / den);
+}
+
+async function allLogits(e: Engine, unfused = false) {
+  const s = e.session({ policy: 'full', chunk: 512, allLogits: true, unfused, maxNew: 1 });
+  const r = await s.prefill(golden.input_ids, 0);
+  const kernels = s.kernelsPerStep;
+  s.release();
+  return { logits: r.logits, kernels };
+}
+
+describe('tiny-llama vs HF transformers', () => {
+  let f32: Engine;
+  let f16: Engine;
+  beforeAll(async () => {
+    f32 = await Engine.load(TINY_LLAMA, { dtype: 'f32' });
+    f16 = await Engine.load(TINY_LLAMA, { dtype: 'f16' });
+  });
+
+  it('tokenizes the prompt to the golden ids (BOS included)', () => {
+    expect(f32.encode(golden.prompt)).toEqual(golden.input_ids);
+  });
+
+  it('f32: argmax at every position, logits_last within rel L2 1e-3, logsumexp', async () => {
+    const { logits } = await allLogits(f32);
+    const T = golden.input_ids.length;
+    const am = Array.from({ length: T }, (_, t) => argmaxOf(logits, t * V, V));
+    expect(am).toEqual(golden.argmax);
+    const last = logits.subarray((T - 1) * V, T * V);
+    const err = relL2(last, golden.logits_last);
+    expect(err, `logits_last rel L2 ${err}`).toBeLessThan(1e-3);
+    expectClose(logits.subarray(5 * V, 5 * V + 64), golden.logits_pos5_first64, 1e-3, 'logits pos 5');
+    for (let t = 0; t < T; t++) {
+      const row = logits.subarray(t * V, (t + 1) * V);
+      const m = Math.max(...row);
+      const lse = m + Math.log(row.reduce((a, x) => a + Math.exp(x - m), 0));
+      expect(Math.abs(lse - golden.logsumexp[t])).toBeLessThan(1e-3 * Math.max(1, Math.abs(golden.logsumexp[t])));
+    }
+  });
+
+  it('f32: greedy_24 equal', async () => {
+    const r = await f32.generate({ inputIds: golden.input_ids, maxNewTokens: 24, policy: 'full', stopAtEos: false });
+    expect(r.tokens).toEqual(golden.greedy_24);
+    expect(r.text).toBe(golden.greedy_24_text);
+  });
+
+  it('f16: greedy_24 equal', async () => {
+    const r = await f16.generate({ inputIds: golden.input_ids, maxNewTokens: 24, policy: 'full', stopAtEos: false });
+    expect(r.tokens).toEqual(golden.greedy_24);
+  });
+
+  it('fused and unfused graphs give the same logits; fusion cuts the kernel count', async () => {
+    const fused = await allLogits(f32);
+    const unfused = await allLogits(f32, true);
+    expectClose(fused.logits, unfused.logits, 1e-4, 'fused vs unfused logits');
+    const L = f32.config.numLayers;
+    // per layer unfused: rmsnorm, qkv linear, kv_store, rope, attention, o linear, add, rmsnorm, gate_up linear,
+    // silu_mul, down linear, add = 12; + embedding, last_rows, final rmsnorm, lm_head = 4
+    expect(unfused.kernels).toBe(12 * L + 4);
+    // fused: qkv_rope, attention, o linear_residual, norm_linear_swiglu, down linear_residual = 5; + embedding, norm_linear
+    expect(fused.kernels).toBe(5 * L + 2);
+  });
+});

@@ -1,0 +1,122 @@
+import { describe, it } from 'vitest';
+import { attention, attentionPlan, attentionScratchBytes, type AttentionOpts } from '../compiler/kernels/attention.js';
+import { attentionStats, zeroScores } from '../compiler/kernels/scores.js';
+import { ropeTable } from '../runtime/rope.js';
+import { gpuRunner, rand, weightsFor, expectClose } from './gpu-harness.js';
+import { refAttention, refAttentionStats, type RefAttnShape } from './ref/gpu-attention.js';
+
+interface Case {
+  H: number;
+  KV: number;
+  D: number;
+  rot: number;
+  T: number;
+  base: number;
+  dtype: 'f32' | 'f16';
+  splits?: number;
+}
+
+const POSITIONS = 400;
+
+/** Random inputs; slots ≥ base+T hold NaN (f32 cache) so a read past the visible range would poison the output. */
+function inputs(c: Case, seed: number) {
+  const capacity = c.base + c.T + 7;
+  const sh: RefAttnShape = { H: c.H, KV: c.KV, D: c.D, rotaryDim: c.rot, T: c.T, base: c.base, capacity, scale: 1 / Math.sqrt(c.D) };
+  const q = rand(c.T * c.H * c.D, seed, 2);
+  const k = rand(c.KV * capacity * c.D, seed + 1, 2);
+  const v = rand(c.KV * capacity * c.D, seed + 2);
+  for (let g = 0; g < c.KV; g++) {
+    for (let s = c.base + c.T; s < capacity; s++) {
+      k.fill(NaN, (g * capacity + s) * c.D, (g * capacity + s + 1) * c.D);
+      v.fill(NaN, (g * capacity + s) * c.D, (g * capacity + s + 1) * c.D);
+    }
+  }
+  // positions: arbitrary (as after eviction with original positions), not sorted
+  const kpos = Uint32Array.from(rand(c.KV * capacity, seed + 3), (x) => Math.floor(((x + 1) / 2) * (POSITIONS - 1)));
+  const rope = ropeTable({ kind: 'default', theta: 10000, rotaryDim: c.rot }, POSITIONS);
+  const kw = weightsFor(c.dtype, k);
+  const vw = weightsFor(c.dtype, v);
+  return { sh, capacity, q, k: kw, v: vw, kpos, rope };
+}
+
+const opts = (c: Case): AttentionOpts => ({ cacheDtype: c.dtype, numHeads: c.H, numKvHeads: c.KV, headDim: c.D, rotaryDim: c.rot });
+
+const cases: Case[] = [
+  { H: 6, KV: 2, D: 64, rot: 64, T: 67, base: 130, dtype: 'f32' },
+  { H: 6, KV: 2, D: 64, rot: 32, T: 67, base: 0, dtype: 'f32', splits: 1 },
+  { H: 6, KV: 2, D: 64, rot: 32, T: 3, base: 5, dtype: 'f16' },
+  { H: 6, KV: 2, D: 64, rot: 64, T: 1, base: 130, dtype: 'f32' },
+  { H: 6, KV: 2, D: 64, rot: 64, T: 1, base: 130, dtype: 'f16' },
+  { H: 4, KV: 4, D: 64, rot: 64, T: 1, base: 0, dtype: 'f32' },
+  { H: 4, KV: 4, D: 64, rot: 32, T: 3, base: 130, dtype: 'f32' },
+  { H: 4, KV: 4, D: 64, rot: 64, T: 67, base: 5, dtype: 'f16' },
+  { H: 4, KV: 4, D: 64, rot: 64, T: 1, base: 5, dtype: 'f32', splits: 3 },
+  { H: 8, KV: 2, D: 128, rot: 128, T: 3, base: 130, dtype: 'f16', splits: 1 },
+];
+
+describe('attention over the cache', () => {
+  for (const [i, c] of cases.entries()) {
+    const p = attentionPlan(opts(c), { T: c.T, base: c.base, capacity: c.base + c.T + 7, scale: 1, splits: c.splits });
+    it(`H=${c.H}/${c.KV} D=${c.D} rot=${c.rot} T=${c.T} base=${c.base} ${c.dtype} (BQ=${p.BQ} TPR=${p.TPR} splits=${p.splits})`, async () => {
+      const r = await gpuRunner();
+      const x = inputs(c, 100 + i * 10);
+      const want = refAttention(x.sh, x.q, x.k.ref, x.v.ref, x.kpos, x.rope);
+      const d = { T: c.T, base: c.base, capacity: x.capacity, scale: x.sh.scale, splits: c.splits };
+      const bufs = {
+        q: r.upload(x.q, 'q'),
+        kCache: r.upload(x.k.gpu, 'k'),
+        vCache: r.upload(x.v.gpu, 'v'),
+        kpos: r.upload(x.kpos, 'kpos'),
+        rope: r.upload(x.rope, 'rope'),
+        out: r.createBuffer(c.T * c.H * c.D * 4, 'out'),
+        lse: r.createBuffer(c.T * c.H * 4, 'lse'),
+        scratch: r.createBuffer(Math.max(16, attentionScratchBytes(opts(c), d)), 'scratch'),
+      };
+      r.run(attention(opts(c), d, bufs));
+      const tol = c.dtype === 'f32' ? 1e-4 : 2e-3;
+      expectClose(await r.readF32(bufs.out, c.T * c.H * c.D), want.out, tol, 'out');
+      expectClose(await r.readF32(bufs.lse, c.T * c.H), want.lse, tol, 'lse');
+      // lse is optional: the variant without it must give the same output
+      const out2 = r.createBuffer(c.T * c.H * c.D * 4, 'out2');
+      r.run(attention(opts(c), d, { ...bufs, lse: undefined, out: out2 }));
+      expectClose(await r.readF32(out2, c.T * c.H * c.D), want.out, tol, 'out (no lse)');
+      for (const b of [...Object.values(bufs), out2]) r.destroy(b);
+    });
+  }
+});
+
+describe('attention statistics (H2O accumulate, SnapKV replace)', () => {
+  const statCases: (Case & { mode: 'h2o' | 'snapkv'; window?: number })[] = [
+    { H: 6, KV: 2, D: 64, rot: 32, T: 67, base: 130, dtype: 'f32', mode: 'h2o' },
+    { H: 4, KV: 4, D: 64, rot: 64, T: 3, base: 5, dtype: 'f16', mode: 'h2o' },
+    { H: 6, KV: 2, D: 64, rot: 64, T: 67, base: 5, dtype: 'f32', mode: 'snapkv' },
+    { H: 4, KV: 4, D: 64, rot: 32, T: 1, base: 130, dtype: 'f16', mode: 'snapkv', window: 8 },
+    { H: 6, KV: 2, D: 64, rot: 64, T: 3, base: 0, dtype: 'f32', mode: 'snapkv' },
+  ];
+  for (const [i, c] of statCases.entries()) {
+    it(`${c.mode} H=${c.H}/${c.KV} rot=${c.rot} T=${c.T} base=${c.base} ${c.dtype}`, async () => {
+      const r = await gpuRunner();
+      const x = inputs(c, 700 + i * 10);
+      const { lse } = refAttention(x.sh, x.q, x.k.ref, x.v.ref, x.kpos, x.rope);
+      // earlier chunks' accumulated scores, which H2O must add to and SnapKV must replace
+      const prev = rand(c.KV * x.capacity, 900 + i, 4).map(Math.abs);
+      const want0 = prev.slice();
+      for (let g = 0; g < c.KV; g++) want0.fill(0, g * x.capacity + c.base, g * x.capacity + c.base + c.T);
+      const want = refAttentionStats(x.sh, c.mode, c.window ?? 32, x.q, x.k.ref, x.kpos, x.rope, lse, want0);
+      const b = {
+        q: r.upload(x.q, 'q'),
+        kCache: r.upload(x.k.gpu, 'k'),
+        kpos: r.upload(x.kpos, 'kpos'),
+        rope: r.upload(x.rope, 'rope'),
+        lse: r.upload(lse, 'lse'),
+        scores: r.upload(prev, 'scores'),
+      };
+      const o = { ...opts(c), mode: c.mode, window: c.window };
+      const d = { T: c.T, base: c.base, capacity: x.capacity, scale: x.sh.scale };
+      r.run([zeroScores({ KV: c.KV, slot0: c.base, T: c.T, capacity: x.capacity }, b), ...attentionStats(o, d, b)]);
+      const got = await r.readF32(b.scores, c.KV * x.capacity);
+      expectClose(got, want, c.dtype === 'f32' ? 1e-4 : 2e-3, `${c.mode} scores`, 1e-3);
+      for (const buf of Object.values(b)) r.destroy(buf);
+    });
+  }
+});
