@@ -50,16 +50,18 @@ export function generateCommand(program: Command, defaultModel: string): void {
       const engine = await Engine.load(model, { heads: f.heads, dtype: f.dtype, onProgress: (d, t) => bar.tick(0, `${d}/${t} tensors`) });
       bar.done();
       let prompt = f.prompt ?? (f.promptFile ? fs.readFileSync(f.promptFile, 'utf8') : undefined);
+      let inputIds = f.inputIds ? readIds(f.inputIds) : undefined;
       if (f.chat) {
         if (!engine.model.tokenizer) throw new Error('--chat needs a tokenizer');
         prompt = engine.model.tokenizer.renderChat(JSON.parse(fs.readFileSync(f.chat, 'utf8')), { addGenerationPrompt: true });
+        inputIds = engine.model.tokenizer.encode(prompt, { addSpecialTokens: false }); // the template places BOS itself
       }
       const c = cacheOptions(f);
       const pbar = progress({ label: 'prefill', total: 0, unit: 'chunk' });
       const r = await engine.generate({
         ...c,
         prompt,
-        inputIds: f.inputIds ? readIds(f.inputIds) : undefined,
+        inputIds,
         maxNewTokens: f.maxNewTokens,
         temperature: f.temperature,
         topK: f.topK,

@@ -45,8 +45,12 @@ export interface StepDims {
 }
 
 export interface Plan {
-  /** the step's dispatches, in order; record them into one submission (`only`: just those ops, for benchmarks) */
-  dispatches(s: StepDims, only?: (op: Op) => boolean): Dispatch[];
+  /**
+   * The step's dispatches, in order; record them into one submission. `only` keeps just some ops (benchmarks);
+   * `after` appends the caller's dispatches right after a node's kernel, while its inputs are still live (e.g. a
+   * trainer copying each layer's pre-RoPE qkv rows out of a buffer that the next layer reuses).
+   */
+  dispatches(s: StepDims, only?: (op: Op) => boolean, after?: (n: Node) => Dispatch[]): Dispatch[];
   readonly ids: GPUBuffer; // (maxT) u32, written by the caller before each step
   output(id: NodeId): GPUBuffer;
   /** kernels per step (one per computing node; split attention counts as one) */
@@ -205,7 +209,7 @@ export function lower(g: Graph, env: LowerEnv): Plan {
     owned.push(lse);
     size.set(lse, maxT * g.dims.numHeads * 4);
   }
-  const steps: { op: Op; emit: Emit }[] = [];
+  const steps: { node: Node; emit: Emit }[] = [];
   let scratchBuf: GPUBuffer | null = null;
   const ctx: Ctx = {
     g,
@@ -233,14 +237,15 @@ export function lower(g: Graph, env: LowerEnv): Plan {
   };
   for (const n of g.nodes) {
     const e = (lowerings[n.op] as Lowering<Op>)(n as never, ctx);
-    if (e) steps.push({ op: n.op, emit: e });
+    if (e) steps.push({ node: n, emit: e });
   }
   const activationBytes = owned.reduce((a, b) => a + (size.get(b) ?? 0), 0);
   return {
     ids,
     kernelCount: steps.length,
     activationBytes,
-    dispatches: (s, only) => steps.filter((e) => !only || only(e.op)).flatMap((e) => e.emit(s)),
+    dispatches: (s, only, after) =>
+      steps.filter((e) => !only || only(e.node.op)).flatMap((e) => (after ? [...e.emit(s), ...after(e.node)] : e.emit(s))),
     output: (id) => ctx.buf(id),
     release: () => owned.forEach((b) => runner.destroy(b)),
   };

@@ -13,24 +13,26 @@ export function ropeInvFreq(rope: RopeConfig, long = false): Float32Array {
   const half = rope.rotaryDim / 2;
   const out = new Float32Array(half);
   for (let i = 0; i < half; i++) {
-    const expo = fr(fr(2 * i) / rope.rotaryDim);
-    const basePow = fr(Math.pow(rope.theta, expo));
+    const expo = fr((2 * i) / rope.rotaryDim);
+    const basePow = fr(Math.pow(fr(rope.theta), expo));
     out[i] = fr(1 / basePow);
   }
   switch (rope.kind) {
     case 'default':
       return out;
     case 'llama3': {
+      // transformers _compute_llama3_parameters op by op in f32; torch evaluates `c / t` as `t.reciprocal() * c`
       const lowWavelen = rope.originalMaxPositions / rope.lowFreqFactor;
       const highWavelen = rope.originalMaxPositions / rope.highFreqFactor;
+      const factor = fr(rope.factor);
       for (let i = 0; i < half; i++) {
         const f = out[i]!;
-        const wavelen = fr((2 * Math.PI) / f);
-        let v = wavelen > lowWavelen ? fr(f / rope.factor) : f;
+        const wavelen = fr(fr(1 / f) * fr(2 * Math.PI));
+        let v = wavelen > lowWavelen ? fr(f / factor) : f;
         const medium = !(wavelen < highWavelen) && !(wavelen > lowWavelen);
         if (medium) {
-          const smooth = fr((fr(rope.originalMaxPositions / wavelen) - rope.lowFreqFactor) / (rope.highFreqFactor - rope.lowFreqFactor));
-          v = fr(fr(fr(fr(1 - smooth) * v) / rope.factor) + fr(smooth * v));
+          const smooth = fr(fr(fr(fr(1 / wavelen) * fr(rope.originalMaxPositions)) - fr(rope.lowFreqFactor)) / fr(rope.highFreqFactor - rope.lowFreqFactor));
+          v = fr(fr(fr(fr(1 - smooth) * v) / factor) + fr(smooth * v));
         }
         out[i] = v;
       }
@@ -40,8 +42,8 @@ export function ropeInvFreq(rope: RopeConfig, long = false): Float32Array {
       const factors = long ? rope.longFactor : rope.shortFactor;
       if (factors.length !== half) throw new Error(`longrope factors have ${factors.length} entries, expected ${half}`);
       for (let i = 0; i < half; i++) {
-        const expo = fr(fr(2 * i) / rope.rotaryDim);
-        out[i] = fr(1 / fr(fr(factors[i]!) * fr(Math.pow(rope.theta, expo))));
+        const expo = fr((2 * i) / rope.rotaryDim);
+        out[i] = fr(1 / fr(fr(factors[i]!) * fr(Math.pow(fr(rope.theta), expo))));
       }
       return out;
     }
@@ -66,7 +68,7 @@ export function useLongFactors(rope: RopeConfig, maxPos: number, forceLong = fal
 export function ropeTable(rope: RopeConfig, positions: number, long = false): Float32Array {
   const inv = ropeInvFreq(rope, long);
   const half = inv.length;
-  const af = ropeAttentionFactor(rope);
+  const af = fr(ropeAttentionFactor(rope));
   const out = new Float32Array(positions * half * 2);
   for (let p = 0; p < positions; p++) {
     for (let i = 0; i < half; i++) {

@@ -6,6 +6,7 @@
 import { decoderGraph } from '../ir/models/decoder.js';
 import { verify } from '../ir/verify.js';
 import type { ModelConfig } from '../ir/config.js';
+import type { Node } from '../ir/ops.js';
 import { fuse } from '../compiler/fuse.js';
 import { lower, type LayerCache, type Plan } from '../compiler/lower.js';
 import { evict } from '../compiler/kernels/evict.js';
@@ -34,6 +35,10 @@ export interface CacheOptions {
   readonly seed?: number;
   /** track every entry's original prompt position (for --trace), moved along by eviction */
   readonly trace?: boolean;
+  /** build the retaining heads into the graph even when the policy does not use their scores (head training) */
+  readonly withHeads?: boolean;
+  /** dispatches to run right after a graph node's kernel, within the same submission (see Plan.dispatches) */
+  readonly after?: (n: Node, plan: Plan) => Dispatch[];
 }
 
 export interface PrefillResult {
@@ -64,7 +69,7 @@ export class Session {
     readonly opts: CacheOptions,
   ) {
     const t = POLICY_TRAITS[opts.policy];
-    if (t.retainingHeads && !weights.has('L0.fc1'))
+    if ((t.retainingHeads || opts.withHeads) && !weights.has('L0.fc1'))
       throw new Error(`policy 'locret' needs retaining heads: compile the model with --heads <file> or pass --heads`);
     if (opts.budget <= 0 || opts.chunk <= 0) throw new Error(`budget and chunk must be positive`);
     if (opts.stabilizer < 0 || opts.stabilizer > opts.budget) throw new Error(`stabilizer ${opts.stabilizer} must be within 0..budget (${opts.budget})`);
@@ -106,7 +111,7 @@ export class Session {
     this.capacity = capacity;
     this.maxT = maxT;
     const t = POLICY_TRAITS[this.opts.policy];
-    let g = decoderGraph(c, { retainingHeads: t.retainingHeads, attentionScores: t.attentionScores, logitsRows: this.opts.allLogits ? 'all' : 1 });
+    let g = decoderGraph(c, { retainingHeads: t.retainingHeads || !!this.opts.withHeads, attentionScores: t.attentionScores, logitsRows: this.opts.allLogits ? 'all' : 1 });
     verify(g);
     if (!this.opts.unfused) {
       g = fuse(g);
@@ -170,7 +175,9 @@ export class Session {
 
   private stepDispatches(ids: readonly number[], T: number, slot0: number, pos0: number, absStart: number, decode: boolean): Dispatch[] {
     this.runner.write(this.plan!.ids, new Uint32Array(ids));
-    const ds = this.plan!.dispatches({ T, slot0, pos0, rope: this.rope(pos0 + T - 1), decode });
+    const after = this.opts.after;
+    const plan = this.plan!;
+    const ds = plan.dispatches({ T, slot0, pos0, rope: this.rope(pos0 + T - 1), decode }, undefined, after && ((n) => after(n, plan)));
     if (this.opts.trace && !decode)
       this.orig.forEach((buf) => ds.push(fillPositions({ T, KV: this.config.numKvHeads, slot0, start: absStart, capacity: this.capacity }, { buf })));
     const fill = POLICY_TRAITS[this.opts.policy].fill;

@@ -36,8 +36,9 @@ function checkCase(model: string, c: Case, label: string): void {
   for (let t = 0; t < T; t++) lseErr = Math.max(lseErr, Math.abs(logsumexp(logits, t * V, V) - c.logsumexp[t]));
   console.log(`${model} ${label}: T=${T} argmax mismatches=${mismatches.length} relL2(last)=${err.toExponential(2)} max|dLSE|=${lseErr.toExponential(2)}`);
   expect(mismatches).toEqual([]);
-  expect(err).toBeLessThan(1e-3);
-  expect(lseErr).toBeLessThan(1e-3);
+  // the goldens are rounded to 5 decimals: ~1e-5 is the floor; 1e-3 is the contract, 1e-4 what we hold to
+  expect(err).toBeLessThan(1e-4);
+  expect(lseErr).toBeLessThan(1e-4);
   if (c.logits_pos5_first64) expect(relL2(logits.subarray(5 * V, 5 * V + 64), c.logits_pos5_first64)).toBeLessThan(1e-3);
   const greedy = c.greedy_24 ?? c.greedy_16!;
   const gen = new RefSession(cfg, w).generateGreedy(c.input_ids, greedy.length);

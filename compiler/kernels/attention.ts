@@ -91,7 +91,7 @@ function mainKernel(o: AttentionOpts, p: Plan, split: boolean, withLse: boolean)
   const DQ = o.headDim / 4;
   const R = BQ * G;
   const NQ = DQ / TPR;
-  const key = { op: 'attention', cache: o.cacheDtype, H, G, D: o.headDim, rot: o.rotaryDim, BQ, TPR, split, lse: withLse };
+  const key = { op: 'attention', cache: o.cacheDtype, H, G, D: o.headDim, BQ, TPR, split, lse: withLse };
   return kernel(key, () => ({
     bindings: [
       ro('q', 'array<vec4<f32>>'), // (T, H, D) as quads, rotated
@@ -100,7 +100,7 @@ function mainKernel(o: AttentionOpts, p: Plan, split: boolean, withLse: boolean)
         ? [rw('scratch', 'array<vec4<f32>>')] // [splits][T*H][D/4] unnormalized out, then [splits][T*H] (max, sum, 0, 0)
         : [rw('out', 'array<vec4<f32>>'), ...(withLse ? [rw('lse', 'array<f32>')] : [])]), // (T, H*D); (T, H)
     ],
-    params: [['T', 'u32'], ['base', 'u32'], ['capacity', 'u32'], ['splitKeys', 'u32'], ['splits', 'u32'], ['scale', 'f32']],
+    params: [['T', 'u32'], ['base', 'u32'], ['capacity', 'u32'], ['rot', 'u32'], ['splitKeys', 'u32'], ['splits', 'u32'], ['tpr', 'u32'], ['scale', 'f32']],
     workgroupSize: [W, 1, 1],
     body: wgsl`
 const DQ = ${DQ}u;
@@ -112,7 +112,7 @@ const TPR = ${TPR}u;
 const NQ = ${NQ}u;
 const BK = ${BK}u;
 const NEG = ${NEG};
-${keyFns(o.cacheDtype, o.rotaryDim, true)}
+${keyFns(o.cacheDtype, true)}
 
 var<workgroup> kT: array<vec4<f32>, ${BK * DQ}>; // (BK, D) rotated keys of the tile
 var<workgroup> vT: array<vec4<f32>, ${BK * DQ}>; // (BK, D) values of the tile
@@ -158,8 +158,12 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: ve
       vT[e] = vv;
     }
     workgroupBarrier();
+    // Key loops run to the tile's valid count (uniform, known only at run time): besides skipping the padding of the
+    // last tile this keeps CPU Vulkan compilers from fully unrolling them (minutes of shader compile); the inner
+    // loops over this lane's quads keep constant bounds so qr/acc stay in registers.
+    let nk = min(BK, k1 - kb);
     if (live) {
-      for (var kk = 0u; kk < BK; kk++) {
+      for (var kk = 0u; kk < nk; kk++) {
         var dt = 0.0;
         for (var j = 0u; j < NQ; j++) { dt += dot(qr[j], kT[kk * DQ + j * TPR + lane]); }
         part[(kk * R + row) * TPR + lane] = dt;
@@ -168,33 +172,28 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: ve
     workgroupBarrier();
     // stage A: lanes split the tile's keys, each finishes whole logits for its row
     if (live) {
-      for (var kk = lane; kk < BK; kk += TPR) {
+      for (var kk = lane; kk < nk; kk += TPR) {
         var sv = 0.0;
-        for (var i = 0u; i < TPR; i++) { sv += part[(kk * R + row) * TPR + i]; }
-        let s = kb + kk;
-        sf[kk * R + row] = select(NEG, sv, rowOk && s < k1 && s < rowEnd);
+        for (var i = 0u; i < params.tpr; i++) { sv += part[(kk * R + row) * TPR + i]; } // tpr == TPR, see nk
+        sf[kk * R + row] = select(NEG, sv, rowOk && kb + kk < rowEnd);
       }
     }
     workgroupBarrier();
     // stage B: online softmax; masked keys get p = 0 explicitly (an all-masked tile would otherwise give exp(0))
     if (rowOk) {
       var mt = m;
-      for (var kk = 0u; kk < BK; kk++) { mt = max(mt, sf[kk * R + row]); }
+      for (var kk = 0u; kk < nk; kk++) { mt = max(mt, sf[kk * R + row]); }
       let alpha = exp(m - mt);
-      var pr: array<f32, BK>;
+      for (var j = 0u; j < NQ; j++) { acc[j] *= alpha; }
       var ps = 0.0;
-      for (var kk = 0u; kk < BK; kk++) {
+      for (var kk = 0u; kk < nk; kk++) {
         let sv = sf[kk * R + row];
-        pr[kk] = select(0.0, exp(sv - mt), sv > -1.0e38);
-        ps += pr[kk];
+        let p = select(0.0, exp(sv - mt), sv > -1.0e38);
+        ps += p;
+        for (var j = 0u; j < NQ; j++) { acc[j] += p * vT[kk * DQ + j * TPR + lane]; }
       }
       l = l * alpha + ps;
       m = mt;
-      for (var j = 0u; j < NQ; j++) {
-        var a = acc[j] * alpha;
-        for (var kk = 0u; kk < BK; kk++) { a += pr[kk] * vT[kk * DQ + j * TPR + lane]; }
-        acc[j] = a;
-      }
     }
     workgroupBarrier();
   }
@@ -259,7 +258,7 @@ export function attention(o: AttentionOpts, d: AttentionDims, b: AttentionBuffer
   const withLse = b.lse !== undefined;
   const split = p.splits > 1;
   const common = { q: b.q, kCache: b.kCache, vCache: b.vCache, kpos: b.kpos, rope: b.rope };
-  const params = { T: d.T, base: d.base, capacity: d.capacity, splitKeys: p.splitKeys, splits: p.splits, scale: d.scale };
+  const params = { T: d.T, base: d.base, capacity: d.capacity, rot: o.rotaryDim, splitKeys: p.splitKeys, splits: p.splits, tpr: p.TPR, scale: d.scale };
   const workgroups = [p.nQB, o.numKvHeads, p.splits] as const;
   if (!split) {
     const outs: Record<string, GPUBuffer> = withLse ? { out: b.out, lse: b.lse! } : { out: b.out };

@@ -39,10 +39,10 @@ export function keyBindings(dtype: CacheDtype, withV: boolean): Binding[] {
 
 /**
  * WGSL helpers `kq(g, s, j)` / `vq(g, s, j)` (raw quad j of slot s, KV head g) and `rotK(g, s, j)` (rotated key
- * quad). Expects constants DQ (= D/4) and a `params.capacity` field.
+ * quad). Expects a constant DQ (= D/4) and `params.capacity`, `params.rot` (rotary dims) fields. The rotary span is a
+ * run-time parameter: it costs one uniform compare per quad and halves the variants to compile.
  */
-export function keyFns(dtype: CacheDtype, rotaryDim: number, withV: boolean): string {
-  const half = rotaryDim / 2;
+export function keyFns(dtype: CacheDtype, withV: boolean): string {
   const read = (buf: string): string =>
     dtype === 'f32'
       ? `return ${buf}[(g * params.capacity + s) * DQ + j];`
@@ -56,15 +56,16 @@ ${withV ? `fn vq(g: u32, s: u32, j: u32) -> vec4<f32> {\n  ${read('vCache')}\n}`
 // (x*cos + y*sin); dims >= rot pass through. Quads never straddle these boundaries since rot % 8 == 0.
 fn rotK(g: u32, s: u32, j: u32) -> vec4<f32> {
   let x = kq(g, s, j);
-  if (j >= ${rotaryDim / 4}u) { return x; }
-  let hq = ${half / 4}u;
-  let i0 = (j % hq) * 4u;
-  let r = (kpos[g * params.capacity + s] * ${half}u + i0) / 2u;
+  if (j >= params.rot / 4u) { return x; }
+  let hq = params.rot / 8u;
+  let lo = j < hq;
+  let i0 = select(j - hq, j, lo) * 4u;
+  let r = (kpos[g * params.capacity + s] * (params.rot / 2u) + i0) / 2u;
   let a = rope[r];
   let b = rope[r + 1u];
   let c = vec4<f32>(a.x, a.z, b.x, b.z);
   let sn = vec4<f32>(a.y, a.w, b.y, b.w);
-  if (j < hq) { return x * c - kq(g, s, j + hq) * sn; }
+  if (lo) { return x * c - kq(g, s, j + hq) * sn; }
   return x * c + kq(g, s, j - hq) * sn;
 }`;
 }

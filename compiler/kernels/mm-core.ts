@@ -95,21 +95,29 @@ export function gemvSource(o: CoreOpts, T: number, R: number, WG: number, f: Cor
   const NV = NACC + (o.norm ? T : 0);
   const G = Math.min(NV, Math.floor(4096 / WG)); // values reduced per round: ≤ 16 KiB of workgroup memory
   const d = (a: string, b: string) => vdot(o.U, a, b);
+  // Two-level reduction (per value: SEG partial sums of WG/SEG, then one sum of SEG) rather than a log-step tree:
+  // two barriers per round instead of log2(WG), which also keeps shader compilation cheap on CPU drivers.
+  const SEG = WG / 16;
   const rounds: string[] = [];
   for (let g0 = 0; g0 < NV; g0 += G) {
     const n = Math.min(G, NV - g0);
     rounds.push(wgsl`
   for (var j = 0u; j < ${n}u; j++) { red[j * WG + lid] = v[${g0}u + j]; }
   workgroupBarrier();
-  for (var s = WG / 2u; s > 0u; s >>= 1u) {
-    if (lid < s) {
-      for (var j = 0u; j < ${n}u; j++) { red[j * WG + lid] += red[j * WG + lid + s]; }
-    }
-    workgroupBarrier();
+  for (var i = lid; i < ${n * SEG}u; i += WG) {
+    let b = (i / SEG) * WG + (i % SEG) * (WG / SEG);
+    var s = 0.0;
+    for (var e = 0u; e < WG / SEG; e++) { s += red[b + e]; }
+    part[i] = s;
   }
-  if (lid < ${n}u) { res[${g0}u + lid] = red[lid * WG]; }
-  workgroupBarrier();`);
+  workgroupBarrier();
+  if (lid < ${n}u) {
+    var s = 0.0;
+    for (var e = 0u; e < SEG; e++) { s += part[lid * SEG + e]; }
+    res[${g0}u + lid] = s;
+  }`);
   }
+  rounds.push('  workgroupBarrier();');
   const body = wgsl`
 ${fns}
 ${f.helpers}
@@ -120,7 +128,9 @@ const R = ${R}u;      // logical columns per workgroup (even)
 const TT = ${T}u;     // tokens (compile-time: T ≤ ${GEMV_MAX_T})
 const NACC = ${NACC}u; // per-thread partial dots: [stream][column][token]
 const NV = ${NV}u;    // NACC + (norm ? per-token Σx² : 0)
-var<workgroup> red: array<f32, ${G * WG}>; // reduction scratch: ${G} values × WG threads
+const SEG = ${SEG}u;
+var<workgroup> red: array<f32, ${G * WG}>;   // reduction scratch: ${G} values × WG threads
+var<workgroup> part: array<f32, ${G * SEG}>; // ${G} values × SEG partial sums
 var<workgroup> res: array<f32, ${NV}>;      // reduced values
 
 @compute @workgroup_size(${WG})
@@ -155,16 +165,18 @@ ${rounds}
     let c = c0 + r;
     if (c < params.NC) {
       ${o.norm ? 'let sc = inverseSqrt(res[NACC + t] / f32(params.K) + params.eps);' : 'let sc = 1.0;'}
-      let a = vec2<f32>(res[r * TT + t], res[(r + 1u) * TT + t]) * sc${o.bias && ' + bias2(c, 0u)'};
-      ${S === 2 && `let u = vec2<f32>(res[R * TT + r * TT + t], res[R * TT + (r + 1u) * TT + t]) * sc${o.bias && ' + bias2(c, params.NC)'};`}
-      epi(t, c, a${S === 2 && ', u'});
+      let a = vec2<f32>(res[r * TT + t], res[(r + 1u) * TT + t]) * sc${o.bias ? ' + bias2(c, 0u)' : ''};
+      ${S === 2 && `let u = vec2<f32>(res[R * TT + r * TT + t], res[R * TT + (r + 1u) * TT + t]) * sc${o.bias ? ' + bias2(c, params.NC)' : ''};`}
+      epi(t, c, a${S === 2 ? ', u' : ''});
     }
   }
 }`;
   return { bindings, params: [...coreParams, ...f.params], workgroupSize: [WG, 1, 1], enables: f.enables, body };
 }
 
-export const TILE = { BM: 64, BN: 64, BK: 32, WG: 256 } as const;
+export const TILE = { BM: 64, BN: 64, WG: 256 } as const;
+/** K slab depth: swiglu stages two weight slabs, so it takes half the depth to stay within 16 KiB */
+const slabDepth = (streams: number) => (streams === 2 ? 16 : 32);
 
 export function tiledGrid(NC: number, T: number): Workgroups {
   const x = Math.ceil(NC / TILE.BN);
@@ -175,8 +187,9 @@ export function tiledGrid(NC: number, T: number): Workgroups {
 
 export function tiledSource(o: CoreOpts, f: CoreFamily): KernelSource {
   const { bindings, fns } = coreBindings(o, f);
-  const { BM, BN, BK, WG } = TILE;
+  const { BM, BN, WG } = TILE;
   const S = o.streams;
+  const BK = slabDepth(S);
   const UPR = BK / o.U;
   const A_PER = (BM * UPR) / WG;
   const B_PER = (BN * UPR) / WG;
@@ -267,9 +280,9 @@ fn main(${builtins}) {
       for (var p = 0u; p < 2u; p++) {
         let c = n0 + tx * 4u + 2u * p;
         if (c < params.NC) {
-          let a = vec2<f32>(acc[i][2u * p], acc[i][2u * p + 1u]) * rin[i]${o.bias && ' + bias2(c, 0u)'};
-          ${S === 2 && `let u = vec2<f32>(acc2[i][2u * p], acc2[i][2u * p + 1u]) * rin[i]${o.bias && ' + bias2(c, params.NC)'};`}
-          epi(t, c, a${S === 2 && ', u'});
+          let a = vec2<f32>(acc[i][2u * p], acc[i][2u * p + 1u]) * rin[i]${o.bias ? ' + bias2(c, 0u)' : ''};
+          ${S === 2 && `let u = vec2<f32>(acc2[i][2u * p], acc2[i][2u * p + 1u]) * rin[i]${o.bias ? ' + bias2(c, params.NC)' : ''};`}
+          epi(t, c, a${S === 2 ? ', u' : ''});
         }
       }
     }

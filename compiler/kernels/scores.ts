@@ -102,7 +102,7 @@ export function attentionStats(
   const snap = o.mode === 'snapkv';
   const halo = snap ? 2 : 0;
   const outPer = BS - 2 * halo;
-  const key = { op: 'attention_stats', mode: o.mode, cache: o.cacheDtype, H: o.numHeads, G, D, rot: o.rotaryDim };
+  const key = { op: 'attention_stats', mode: o.mode, cache: o.cacheDtype, H: o.numHeads, G, D };
   const k = kernel(key, () => ({
     bindings: [
       ro('q', 'array<vec4<f32>>'), // (T, H, D) rotated queries of the chunk
@@ -110,7 +110,7 @@ export function attentionStats(
       ro('lse', 'array<f32>'), // (T, H) log-sum-exp of the scaled logits (from attention)
       rw('scores', 'array<f32>'), // (KV, capacity)
     ],
-    params: [['T', 'u32'], ['base', 'u32'], ['capacity', 'u32'], ['t0', 'u32'], ['scale', 'f32']],
+    params: [['T', 'u32'], ['base', 'u32'], ['capacity', 'u32'], ['rot', 'u32'], ['t0', 'u32'], ['dq', 'u32'], ['scale', 'f32']],
     workgroupSize: [W, 1, 1],
     body: wgsl`
 const DQ = ${DQ}u;
@@ -120,7 +120,7 @@ const G = ${G}u;
 const BS = ${BS}u;
 const BR = ${BR}u;
 const NG = ${NG}u;
-${keyFns(o.cacheDtype, o.rotaryDim, false)}
+${keyFns(o.cacheDtype, false)}
 
 var<workgroup> kS: array<f32, ${BS * (D + 1)}>; // (BS, D+1) rotated keys of the block
 var<workgroup> qS: array<vec4<f32>, ${BR * DQ}>; // (BR, D) scaled query rows of the tile
@@ -167,7 +167,8 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: ve
       let r = r0 + rr;
       if (r < nRows && slotOk && u32(s) <= params.base + params.t0 + r / G) {
         var dt = 0.0;
-        for (var j = 0u; j < DQ; j++) {
+        // run-time bound (== DQ): the loop only reads workgroup memory, and CPU Vulkan compilers unroll constant ones
+        for (var j = 0u; j < params.dq; j++) {
           let at = i * KS + j * 4u;
           dt += dot(qS[rr * DQ + j], vec4<f32>(kS[at], kS[at + 1u], kS[at + 2u], kS[at + 3u]));
         }
@@ -201,7 +202,7 @@ ${
     {
       kernel: k,
       buffers: { q: b.q, kCache: b.kCache, kpos: b.kpos, rope: b.rope, lse: b.lse, scores: b.scores },
-      params: { T: d.T, base: d.base, capacity: d.capacity, t0, scale: d.scale },
+      params: { T: d.T, base: d.base, capacity: d.capacity, rot: o.rotaryDim, t0, dq: DQ, scale: d.scale },
       workgroups: [Math.ceil(kvEnd / outPer), o.numKvHeads],
     },
   ];

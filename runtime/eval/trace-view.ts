@@ -94,9 +94,6 @@ export function renderTraceSvg(trace: Trace, opts: RenderOptions = {}): string {
       const label = labelEvery === 'head' ? `L${l} h${h}` : h === 0 && (trace.kvHeads * rowH >= 9 || l % 2 === 0) ? `L${l}` : '';
       if (label) out.push(`<text x="${left - 6}" y="${y + Math.min(rowH, 11) - 1}" text-anchor="end" font-size="${Math.min(11, Math.max(8, rowH))}">${label}</text>`);
     }
-    if (l > 0 && trace.kvHeads > 1) {
-      out.push(`<line x1="${left}" x2="${left + PLOT_W}" y1="${top + l * trace.kvHeads * rowH}" y2="${top + l * trace.kvHeads * rowH}" stroke="#ffffff" stroke-width="1"/>`);
-    }
   }
   out.push(`<rect x="${left}" y="${top}" width="${PLOT_W}" height="${plotH}" fill="none" stroke="#888"/>`);
   // Marks: a translucent band over all rows with solid edges (at least 2 px wide so a 30-token needle in a 128K
@@ -117,10 +114,18 @@ export function renderTraceSvg(trace: Trace, opts: RenderOptions = {}): string {
     out.push(`<text x="${cx}" y="${top - 4}" text-anchor="middle" fill="${color}" font-weight="600">${i + 1}</text>`);
     for (let r = 0; r < rows; r++) {
       const { kept, total } = markKept(trace, m, Math.floor(r / trace.kvHeads), r % trace.kvHeads);
-      const d = Math.max(2, Math.min(8, rowH - 1));
-      out.push(`<rect class="mark-status" x="${cx - d / 2}" y="${top + r * rowH + (rowH - d) / 2}" width="${d}" height="${d}" fill="${statusColor(kept, total)}"/>`);
+      // Thin rows get a gapless strip (a 2 px square would be invisible); thicker rows get separate squares.
+      const d = rowH >= 6 ? Math.min(8, rowH - 1) : rowH;
+      out.push(`<rect class="mark-status" x="${cx - 4}" y="${top + r * rowH + (rowH - d) / 2}" width="8" height="${d}" fill="${statusColor(kept, total)}"/>`);
     }
   });
+  // Layer separators last, so they also split the mark bands and status strips into layers.
+  if (trace.kvHeads > 1) {
+    for (let l = 1; l < trace.layers; l++) {
+      const y = top + l * trace.kvHeads * rowH;
+      out.push(`<line x1="${left}" x2="${right + marks.length * 12}" y1="${y}" y2="${y}" stroke="#ffffff" stroke-width="1"/>`);
+    }
+  }
   // x axis
   const axisY = top + plotH;
   for (const t of niceTicks(trace.promptTokens, 10)) {

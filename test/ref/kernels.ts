@@ -20,40 +20,56 @@ export function rmsnorm(x: Float32Array, T: number, D: number, w: Float32Array, 
   return y;
 }
 
-/** y = x · Wᵀ (+ bias). x (T, K), W (N, K) row-major (HF Linear layout), y (T, N). f64 accumulation. */
-export function matmul(x: Float32Array, T: number, K: number, W: Float32Array, N: number, bias?: Float32Array): Float32Array {
+/**
+ * y = x · Wᵀ (+ bias). x (T, K), W (N, K) row-major (HF Linear layout), y (T, N) f32. f64 accumulation.
+ * The loop is blocked over 4 rows of x × 4 rows of W (16 running sums; each load is used 4 times); tails run
+ * one dot product at a time. Each output is still one plain sequential sum over k.
+ */
+export function matmul(
+  x: Float32Array, T: number, K: number, W: Float32Array, N: number, bias?: Float32Array,
+): Float32Array {
   if (x.length < T * K || W.length < N * K) throw new Error(`matmul: shapes x ${x.length} vs ${T}x${K}, W ${W.length} vs ${N}x${K}`);
   const y = new Float32Array(T * N);
   let t = 0;
   for (; t + 4 <= T; t += 4) {
     const x0 = t * K, x1 = x0 + K, x2 = x1 + K, x3 = x2 + K;
-    for (let n = 0; n < N; n++) {
-      const wo = n * K;
-      let a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+    let n = 0;
+    for (; n + 4 <= N; n += 4) {
+      const w0 = n * K, w1 = w0 + K, w2 = w1 + K, w3 = w2 + K;
+      let a00 = 0, a01 = 0, a02 = 0, a03 = 0, a10 = 0, a11 = 0, a12 = 0, a13 = 0;
+      let a20 = 0, a21 = 0, a22 = 0, a23 = 0, a30 = 0, a31 = 0, a32 = 0, a33 = 0;
       for (let k = 0; k < K; k++) {
-        const wv = W[wo + k];
-        a0 += x[x0 + k] * wv;
-        a1 += x[x1 + k] * wv;
-        a2 += x[x2 + k] * wv;
-        a3 += x[x3 + k] * wv;
+        const u0 = W[w0 + k], u1 = W[w1 + k], u2 = W[w2 + k], u3 = W[w3 + k];
+        const p0 = x[x0 + k];
+        a00 += p0 * u0; a01 += p0 * u1; a02 += p0 * u2; a03 += p0 * u3;
+        const p1 = x[x1 + k];
+        a10 += p1 * u0; a11 += p1 * u1; a12 += p1 * u2; a13 += p1 * u3;
+        const p2 = x[x2 + k];
+        a20 += p2 * u0; a21 += p2 * u1; a22 += p2 * u2; a23 += p2 * u3;
+        const p3 = x[x3 + k];
+        a30 += p3 * u0; a31 += p3 * u1; a32 += p3 * u2; a33 += p3 * u3;
       }
-      const b = bias ? bias[n] : 0;
-      y[t * N + n] = a0 + b;
-      y[(t + 1) * N + n] = a1 + b;
-      y[(t + 2) * N + n] = a2 + b;
-      y[(t + 3) * N + n] = a3 + b;
+      const b0 = bias ? bias[n] : 0, b1 = bias ? bias[n + 1] : 0, b2 = bias ? bias[n + 2] : 0, b3 = bias ? bias[n + 3] : 0;
+      let o = t * N + n;
+      y[o] = a00 + b0; y[o + 1] = a01 + b1; y[o + 2] = a02 + b2; y[o + 3] = a03 + b3; o += N;
+      y[o] = a10 + b0; y[o + 1] = a11 + b1; y[o + 2] = a12 + b2; y[o + 3] = a13 + b3; o += N;
+      y[o] = a20 + b0; y[o + 1] = a21 + b1; y[o + 2] = a22 + b2; y[o + 3] = a23 + b3; o += N;
+      y[o] = a30 + b0; y[o + 1] = a31 + b1; y[o + 2] = a32 + b2; y[o + 3] = a33 + b3;
+    }
+    for (; n < N; n++) {
+      for (let j = 0; j < 4; j++) y[(t + j) * N + n] = dot(x, (t + j) * K, W, n * K, K) + (bias ? bias[n] : 0);
     }
   }
   for (; t < T; t++) {
-    const xo = t * K;
-    for (let n = 0; n < N; n++) {
-      const wo = n * K;
-      let a = 0;
-      for (let k = 0; k < K; k++) a += x[xo + k] * W[wo + k];
-      y[t * N + n] = a + (bias ? bias[n] : 0);
-    }
+    for (let n = 0; n < N; n++) y[t * N + n] = dot(x, t * K, W, n * K, K) + (bias ? bias[n] : 0);
   }
   return y;
+}
+
+function dot(a: Float32Array, ao: number, b: Float32Array, bo: number, n: number): number {
+  let s = 0;
+  for (let i = 0; i < n; i++) s += a[ao + i] * b[bo + i];
+  return s;
 }
 
 export function add(a: Float32Array, b: Float32Array): Float32Array {
@@ -214,7 +230,9 @@ export interface KvHeadCache {
 /**
  * GQA attention with per-KV-head caches (each KV head may hold different tokens, as in an evicted cache).
  * q (Tq, H, D) rotated. Query head h reads KV head floor(h / (H / KV)). Key s is visible to query t when
- * s < visibleCount(t, g) and (no mask or mask(t, s, g)). Softmax scale 1/sqrt(D), f64 throughout.
+ * s < visibleCount(t, g) and (no mask or mask(t, s, g)). Textbook form per head and block of queries:
+ * scores = Q·Kᵀ (f32), P = softmax(scores / sqrt(D)) over the visible keys (computed in f64, stored f32),
+ * out = P·V (f64 accumulation).
  * A query that sees no key outputs zeros. Returns (Tq, H·D).
  */
 export function attendHeads(
@@ -226,35 +244,38 @@ export function attendHeads(
   const group = H / KV;
   const scale = 1 / Math.sqrt(D);
   const out = new Float32Array(Tq * H * D);
-  const maxLen = Math.max(0, ...heads.map((x) => x.len));
-  const sc = new Float64Array(maxLen);
-  const acc = new Float64Array(D);
-  for (let t = 0; t < Tq; t++) {
-    for (let h = 0; h < H; h++) {
-      const g = Math.floor(h / group);
-      const { k, v } = heads[g];
-      const n = Math.min(visibleCount(t, g), heads[g].len);
-      const qo = (t * H + h) * D;
-      let mx = -Infinity;
-      for (let s = 0; s < n; s++) {
-        if (mask && !mask(t, s, g)) { sc[s] = -Infinity; continue; }
-        let d = 0;
-        const ko = s * D;
-        for (let i = 0; i < D; i++) d += q[qo + i] * k[ko + i];
-        sc[s] = d * scale;
-        if (sc[s] > mx) mx = sc[s];
+  const TB = 128;
+  for (let g = 0; g < KV; g++) {
+    const S = heads[g].len;
+    if (S === 0) continue;
+    const k = heads[g].k, v = heads[g].v;
+    const vT = new Float32Array(D * S); // (D, S): V transposed so P·V is another x·Wᵀ
+    for (let s = 0; s < S; s++) for (let i = 0; i < D; i++) vT[i * S + s] = v[s * D + i];
+    for (let h = g * group; h < (g + 1) * group; h++) {
+      for (let t0 = 0; t0 < Tq; t0 += TB) {
+        const tb = Math.min(TB, Tq - t0);
+        const qh = new Float32Array(tb * D);
+        for (let j = 0; j < tb; j++) qh.set(q.subarray(((t0 + j) * H + h) * D, ((t0 + j) * H + h + 1) * D), j * D);
+        const sc = matmul(qh, tb, D, k, S);
+        const p = new Float64Array(tb * S);
+        const pf = new Float32Array(tb * S); // normalized probabilities, f32 (one rounding of an f64 softmax)
+        for (let j = 0; j < tb; j++) {
+          const t = t0 + j, row = j * S;
+          const n = Math.min(visibleCount(t, g), S);
+          let mx = -Infinity;
+          for (let s = 0; s < n; s++) {
+            if (mask && !mask(t, s, g)) { p[row + s] = -Infinity; continue; }
+            p[row + s] = sc[row + s] * scale;
+            if (p[row + s] > mx) mx = p[row + s];
+          }
+          if (mx === -Infinity) continue; // sees nothing: zero output
+          let sum = 0;
+          for (let s = 0; s < n; s++) { const e = Math.exp(p[row + s] - mx); p[row + s] = e; sum += e; }
+          for (let s = 0; s < n; s++) pf[row + s] = p[row + s] / sum;
+        }
+        const o = matmul(pf, tb, S, vT, D);
+        for (let j = 0; j < tb; j++) out.set(o.subarray(j * D, (j + 1) * D), ((t0 + j) * H + h) * D);
       }
-      if (mx === -Infinity) continue;
-      let sum = 0;
-      acc.fill(0);
-      for (let s = 0; s < n; s++) {
-        if (sc[s] === -Infinity) continue;
-        const p = Math.exp(sc[s] - mx);
-        sum += p;
-        const vo = s * D;
-        for (let i = 0; i < D; i++) acc[i] += p * v[vo + i];
-      }
-      for (let i = 0; i < D; i++) out[qo + i] = acc[i] / sum;
     }
   }
   return out;

@@ -1,8 +1,37 @@
 /**
  * Reference decoder forward (llama / mistral / qwen2 / phi3) on canonical weights, f32 storage, f64 accumulation.
  *
- * DETAILS THAT MATTER TO MATCH HF transformers fp32 (verified against the shared golden.json files):
- * (filled in below, see NUMERICS)
+ * NUMERICS — what it takes to reproduce HF transformers fp32 (checked against the shared golden.json files:
+ * every argmax equal, greedy tokens equal, last-row logits within 1e-6..1e-5 relative, which is the goldens' own
+ * 5-decimal rounding):
+ *  1. Weights: bf16 → f32 is exact (bits << 16), f16 → f32 exact. HF ran fp32 on those widened weights; no
+ *     rounding of activations to bf16/f16 anywhere.
+ *  2. RMSNorm: var = mean(x²) in f32; y = w · f32(x · rsqrt(var + eps)). eps inside the sqrt, plain `w` (no 1 + w),
+ *     per-model eps (llama/phi3 1e-5, qwen2 1e-6). Applied before attention, before the MLP, and before lm_head.
+ *  3. inv_freq is computed in f32, op by op: f32(theta ^ f32(2i/rotary)), then 1/·. llama3: wavelen =
+ *     f32(1/inv)·2π (torch's `c / t` is `t.reciprocal() * c`); wavelen > orig/low → inv/factor; wavelen < orig/high
+ *     → unchanged; in between: (1−s)·inv/factor + s·inv with s = (orig/wavelen − low)/(high − low).
+ *  4. Angle = f32(f32(pos) · inv_freq[i]) — one f32 product (HF's inv_freq @ position_ids), NOT an f64 angle: at
+ *     positions in the thousands the f32 rounding of the angle is ~1e-4 rad and HF carries it. cos/sin of that f32
+ *     angle, rounded to f32. Table layout cat(freqs, freqs): rotate_half pairs dim i with i + rotary/2 (not
+ *     interleaved); dims ≥ rotary pass through (partial rotary).
+ *  5. Phi-3 longrope: the factors are chosen PER FORWARD CALL from max(position_ids) + 1: ≤ original_max (512)
+ *     → short, > 512 → long for the whole call, i.e. all 700 prompt positions of the long golden use the long
+ *     factors, including positions < 512 (short everywhere: 90 argmax mismatches). inv = 1/f32(f32(ext_i) ·
+ *     f32(theta^(2i/d))). Attention factor sqrt(1 + ln(s)/ln(orig)) with s = max_position_embeddings / original
+ *     (= 8 here → 1.1547), NOT rope_scaling.factor; it multiplies BOTH cos and sin (q·k scales by its square);
+ *     dropping it gives 1e-2 logit error. In generation HF caches keys AFTER RoPE, so when a sequence grows past
+ *     512 during decoding, earlier keys keep their short-factor rotation and only new tokens use long factors
+ *     (RefSession reproduces this; the goldens never cross mid-generation: 40 + 16 < 512 < 700).
+ *  6. Projections: q/k/v biases (qwen2) are added before RoPE. Phi-3 ships fused qkv_proj (rows Q, K, V) and
+ *     gate_up_proj (rows gate then up: `chunk(2)` gives gate first). MLP = down(silu(gate) · up).
+ *  7. Attention: scores · 1/sqrt(head_dim) (python float, no rounding of note), causal, softmax in f32 (f64 here),
+ *     GQA query head h reads KV head floor(h / (H / KV)) (repeat_kv repeats each KV head for a contiguous group).
+ *  8. lm_head on final_norm(x); qwen2 ties it to the embedding matrix. Logits f32.
+ *  9. Config spellings: llama `rope_scaling.rope_type = llama3`; phi3 classic `rope_scaling.type = longrope` with
+ *     top-level original_max_position_embeddings; qwen2 transformers-5 `rope_parameters.rope_theta` (1e6).
+ *     head_dim from config when present, else hidden / heads; no partial_rotary_factor in any fixture.
+ * 10. The tokenizer prepends BOS (id 0); golden input_ids start with it.
  */
 import type { ModelConfig } from '../../ir/config.js';
 import { weightName as W } from '../../ir/config.js';

@@ -1,0 +1,128 @@
+import { describe, expect, it } from 'vitest';
+import { evict } from '../compiler/kernels/evict.js';
+import { fillScores } from '../compiler/kernels/scores.js';
+import { gpuRunner, rand } from './gpu-harness.js';
+import { refEvict, refFillScores } from './ref/gpu-attention.js';
+
+interface Case {
+  name: string;
+  KV: number;
+  D: number;
+  dtype: 'f32' | 'f16';
+  len: number;
+  keep: number;
+  forcedFrom: number;
+  compact: boolean;
+  /** score generator: ties (few distinct values), mixed (ties, ±0, ±inf, negatives), equal (all the same) */
+  scores: 'ties' | 'mixed' | 'equal';
+}
+
+function makeScores(kind: Case['scores'], n: number, seed: number): Float32Array {
+  const r = rand(n, seed);
+  return r.map((x, i) => {
+    if (kind === 'equal') return 0.25;
+    if (kind === 'ties') return Math.floor((x + 1) * 3) - 2; // {-2..3}: many ties at any threshold
+    const m = i % 11;
+    if (m === 0) return Infinity;
+    if (m === 1) return -Infinity;
+    if (m === 2) return -0;
+    if (m === 3) return 0;
+    if (m === 4) return Math.floor(x * 4); // ties
+    return x * 1e3;
+  });
+}
+
+/** Distinct word per (head, slot, word) so any misplaced or torn row shows. */
+function words(KV: number, capacity: number, W: number, salt: number): Uint32Array {
+  const out = new Uint32Array(KV * capacity * W);
+  for (let i = 0; i < out.length; i++) out[i] = (Math.imul(i + 1, 2654435761) ^ salt) >>> 0;
+  return out;
+}
+
+function firstDiff(a: Uint32Array, b: Uint32Array): string {
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return `at ${i}: got ${a[i]}, want ${b[i]}`;
+  return 'equal';
+}
+
+const cases: Case[] = [
+  { name: 'ties, forced tail', KV: 2, D: 64, dtype: 'f32', len: 300, keep: 100, forcedFrom: 280, compact: false, scores: 'ties' },
+  { name: 'ties, forced tail, compact', KV: 2, D: 64, dtype: 'f32', len: 300, keep: 100, forcedFrom: 280, compact: true, scores: 'ties' },
+  { name: '±inf ±0 mixed, none forced, f16', KV: 3, D: 64, dtype: 'f16', len: 1000, keep: 517, forcedFrom: 1000, compact: true, scores: 'mixed' },
+  { name: 'one evicted', KV: 2, D: 64, dtype: 'f16', len: 77, keep: 76, forcedFrom: 70, compact: false, scores: 'mixed' },
+  { name: 'more forced than kept (+inf ties: earlier wins)', KV: 2, D: 8, dtype: 'f32', len: 200, keep: 30, forcedFrom: 150, compact: false, scores: 'mixed' },
+  { name: 'all equal: first slots win', KV: 1, D: 8, dtype: 'f32', len: 130, keep: 50, forcedFrom: 130, compact: true, scores: 'equal' },
+  { name: 'large, f16 rows of 4 words', KV: 2, D: 8, dtype: 'f16', len: 5000, keep: 2048, forcedFrom: 4900, compact: false, scores: 'mixed' },
+  { name: 'odd row width (3 words)', KV: 2, D: 6, dtype: 'f16', len: 129, keep: 64, forcedFrom: 120, compact: true, scores: 'ties' },
+  { name: 'keep 0', KV: 1, D: 8, dtype: 'f32', len: 10, keep: 0, forcedFrom: 10, compact: false, scores: 'ties' },
+  { name: 'keep == len (no-op)', KV: 2, D: 8, dtype: 'f32', len: 90, keep: 90, forcedFrom: 80, compact: true, scores: 'ties' },
+  { name: 'keep > len (no-op)', KV: 2, D: 8, dtype: 'f32', len: 90, keep: 200, forcedFrom: 80, compact: false, scores: 'ties' },
+];
+
+describe('evict (select + in-place compaction)', () => {
+  for (const [ci, c] of cases.entries()) {
+    it(`${c.name}: KV=${c.KV} ${c.dtype} D=${c.D} len=${c.len} keep=${c.keep} forcedFrom=${c.forcedFrom} compact=${c.compact}`, async () => {
+      const r = await gpuRunner();
+      const capacity = c.len + 9;
+      const W = c.dtype === 'f32' ? c.D : c.D / 2;
+      const k = words(c.KV, capacity, W, 0x1234 + ci);
+      const v = words(c.KV, capacity, W, 0xbeef + ci);
+      const scores = makeScores(c.scores, c.KV * capacity, 50 + ci);
+      const kpos = Uint32Array.from({ length: c.KV * capacity }, (_, i) => (i * 7 + 3) % 1000);
+      const want = refEvict({ ...c, capacity, words: W }, k, v, scores, kpos);
+      const b = { kCache: r.upload(k, 'k'), vCache: r.upload(v, 'v'), scores: r.upload(scores, 'scores'), kpos: r.upload(kpos, 'kpos') };
+      const ds = evict({ cacheDtype: c.dtype, headDim: c.D, compact: c.compact }, { KV: c.KV, len: c.len, keep: c.keep, forcedFrom: c.forcedFrom, capacity }, b);
+      if (c.keep >= c.len) expect(ds.length).toBe(0);
+      r.run(ds);
+      const got = {
+        k: await r.readU32(b.kCache, k.length),
+        v: await r.readU32(b.vCache, v.length),
+        scores: await r.readU32(b.scores, scores.length),
+        kpos: await r.readU32(b.kpos, kpos.length),
+      };
+      // whole buffers: kept rows in order at [0, keep), everything else untouched
+      expect(firstDiff(got.scores, new Uint32Array(want.scores.buffer)), 'scores').toBe('equal');
+      expect(firstDiff(got.kpos, want.kpos), 'kpos').toBe('equal');
+      expect(firstDiff(got.k, want.k), 'K').toBe('equal');
+      expect(firstDiff(got.v, want.v), 'V').toBe('equal');
+      for (const buf of Object.values(b)) r.destroy(buf);
+    });
+  }
+});
+
+describe('baseline scores', () => {
+  const d = { T: 70, KV: 3, slot0: 20, pos0: 1, capacity: 100, seed: 0xdeadbeef, layer: 5 };
+  for (const policy of ['streaming', 'random'] as const) {
+    it(`${policy}: exact values for the new slots, nothing else written`, async () => {
+      const r = await gpuRunner();
+      const init = rand(d.KV * d.capacity, 3);
+      const scores = r.upload(init, 'scores');
+      r.run([fillScores({ policy }, d, { scores })]);
+      const got = await r.readU32(scores, init.length);
+      const want = refFillScores(policy, d, init);
+      expect(firstDiff(got, new Uint32Array(want.buffer))).toBe('equal');
+      if (policy === 'random') {
+        const vals = Array.from(want.subarray(d.slot0, d.slot0 + d.T));
+        expect(Math.min(...vals)).toBeGreaterThanOrEqual(0);
+        expect(Math.max(...vals)).toBeLessThan(1);
+        expect(new Set(vals).size).toBe(vals.length);
+      }
+      r.destroy(scores);
+    });
+  }
+  it('streaming + evict keeps the sinks and the newest entries', async () => {
+    const r = await gpuRunner();
+    const KV = 2;
+    const capacity = 64;
+    const len = 50;
+    const scores = r.createBuffer(KV * capacity * 4, 'scores');
+    r.run([fillScores({ policy: 'streaming' }, { T: len, KV, slot0: 0, pos0: 0, capacity, seed: 0, layer: 0, sinks: 4 }, { scores })]);
+    const kpos = r.upload(Uint32Array.from({ length: KV * capacity }, (_, i) => i % capacity), 'kpos');
+    const kc = r.createBuffer(KV * capacity * 8 * 4, 'k');
+    const vc = r.createBuffer(KV * capacity * 8 * 4, 'v');
+    r.run(evict({ cacheDtype: 'f32', headDim: 8, compact: false }, { KV, len, keep: 20, forcedFrom: 45, capacity }, { kCache: kc, vCache: vc, scores, kpos }));
+    const pos = await r.readU32(kpos, KV * capacity);
+    const expected = [0, 1, 2, 3, ...Array.from({ length: 16 }, (_, i) => 34 + i)];
+    for (let g = 0; g < KV; g++) expect(Array.from(pos.subarray(g * capacity, g * capacity + 20))).toEqual(expected);
+    for (const buf of [scores, kpos, kc, vc]) r.destroy(buf);
+  });
+});
