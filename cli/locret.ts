@@ -7,6 +7,7 @@ import { chatCommand } from './chat.js';
 import { evalCommands } from './eval.js';
 import { generateCommand } from './generate.js';
 import { planCommand } from './plan.js';
+import { trainCommand } from './train.js';
 
 // the tiny model shipped with the package, so `locret generate --prompt ...` works out of the box
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -18,5 +19,6 @@ chatCommand(program, DEFAULT_MODEL);
 evalCommands(program, DEFAULT_MODEL);
 planCommand(program);
 benchCommand(program);
+trainCommand(program, DEFAULT_MODEL);
 
 await program.parseAsync();

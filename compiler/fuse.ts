@@ -39,7 +39,10 @@ function findMatches(g: Graph): Match[] {
     [m.root, ...m.inner].forEach((i) => taken.add(i));
     out.push(m);
   };
-  for (const n of g.nodes) {
+  // patterns by priority: a longer chain must not lose its head to a shorter one (rmsnorm → qkv linear would
+  // otherwise become a norm_linear before the qkv_rope chain is seen)
+  const byPriority = (['rope', 'silu_mul', 'add', 'linear'] as const).flatMap((op) => g.nodes.filter((n) => n.op === op));
+  for (const n of byPriority) {
     if (n.op === 'rope') {
       const kv = N(n.x);
       if (kv.op !== 'kv_store') continue;

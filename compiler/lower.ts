@@ -121,7 +121,8 @@ const lowerings: { readonly [O in Op]: Lowering<O> } = {
       q: c.buf(n.id), kCache: l.k, vCache: l.v, kpos: l.kpos, pre: n.writePre ? preBuf(c, n.id) : undefined,
     })];
   },
-  retaining_head: (n, c) => (s) => [
+  // decode tokens are never evicted, so they need no scores
+  retaining_head: (n, c) => (s) => s.decode ? [] : [
     retainingHead({ wdtype: w(c, n.fc1).dtype }, { T: s.T, W: cols(c, n.pre), KV: c.g.dims.numKvHeads, slot0: s.slot0, capacity: c.env.capacity },
       { pre: c.buf(n.pre), fc1: w(c, n.fc1).buf, fc2: w(c, n.fc2).buf, scores: c.env.cache(n.layer).scores }),
   ],
@@ -164,7 +165,11 @@ export function lower(g: Graph, env: LowerEnv): Plan {
   for (const n of g.nodes) for (const a of operandsOf(n)) lastUse[a] = Math.max(lastUse[a]!, n.id);
   for (const o of g.outputs) lastUse[o] = Infinity;
   const alias = new Map<NodeId, NodeId>(); // node → node whose buffer it reuses
-  for (const n of g.nodes) if (n.op === 'linear_residual') alias.set(n.id, n.residual);
+  // in-place kernels: the residual stream is updated where it lies; rope rotates its input rows in place
+  for (const n of g.nodes) {
+    if (n.op === 'linear_residual') alias.set(n.id, n.residual);
+    if (n.op === 'rope') alias.set(n.id, n.x);
+  }
   const owned: GPUBuffer[] = [];
   const free: GPUBuffer[] = [];
   const size = new Map<GPUBuffer, number>();

@@ -72,6 +72,7 @@ export class Engine {
   session(o: Partial<CacheOptions> = {}): Session {
     const budget = o.budget ?? DEFAULTS.budget;
     return new Session(this.runner, this.model.config, this.weights, {
+      ...o,
       policy: o.policy ?? (this.model.hasHeads ? 'locret' : DEFAULTS.policy),
       budget,
       chunk: o.chunk ?? DEFAULTS.chunk,

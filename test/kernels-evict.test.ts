@@ -69,16 +69,23 @@ describe('evict (select + in-place compaction)', () => {
       const scores = makeScores(c.scores, c.KV * capacity, 50 + ci);
       const kpos = Uint32Array.from({ length: c.KV * capacity }, (_, i) => (i * 7 + 3) % 1000);
       const want = refEvict({ ...c, capacity, words: W }, k, v, scores, kpos);
-      const b = { kCache: r.upload(k, 'k'), vCache: r.upload(v, 'v'), scores: r.upload(scores, 'scores'), kpos: r.upload(kpos, 'kpos') };
-      const ds = evict({ cacheDtype: c.dtype, headDim: c.D, compact: c.compact }, { KV: c.KV, len: c.len, keep: c.keep, forcedFrom: c.forcedFrom, capacity }, b);
+      // the optional payload (original positions) rides along on the compact cases: moved, never rewritten
+      const orig = Uint32Array.from({ length: c.KV * capacity }, (_, i) => (i * 13 + 5) % 100_000);
+      const wantOrig = refEvict({ ...c, compact: false, capacity, words: W }, k, v, scores, orig).kpos;
+      const b: Record<string, GPUBuffer> = { kCache: r.upload(k, 'k'), vCache: r.upload(v, 'v'), scores: r.upload(scores, 'scores'), kpos: r.upload(kpos, 'kpos') };
+      if (c.compact) b.orig = r.upload(orig, 'orig');
+      const ds = evict({ cacheDtype: c.dtype, headDim: c.D, compact: c.compact }, { KV: c.KV, len: c.len, keep: c.keep, forcedFrom: c.forcedFrom, capacity }, {
+        kCache: b.kCache!, vCache: b.vCache!, scores: b.scores!, kpos: b.kpos!, orig: b.orig,
+      });
       if (c.keep >= c.len) expect(ds.length).toBe(0);
       r.run(ds);
       const got = {
-        k: await r.readU32(b.kCache, k.length),
-        v: await r.readU32(b.vCache, v.length),
-        scores: await r.readU32(b.scores, scores.length),
-        kpos: await r.readU32(b.kpos, kpos.length),
+        k: await r.readU32(b.kCache!, k.length),
+        v: await r.readU32(b.vCache!, v.length),
+        scores: await r.readU32(b.scores!, scores.length),
+        kpos: await r.readU32(b.kpos!, kpos.length),
       };
+      if (b.orig) expect(firstDiff(await r.readU32(b.orig, orig.length), wantOrig), 'orig').toBe('equal');
       // whole buffers: kept rows in order at [0, keep), everything else untouched
       expect(firstDiff(got.scores, new Uint32Array(want.scores.buffer)), 'scores').toBe('equal');
       expect(firstDiff(got.kpos, want.kpos), 'kpos').toBe('equal');

@@ -14,7 +14,7 @@
  */
 import { kernel, ro, rw, wgsl } from '../wgsl.js';
 import type { Dispatch } from '../../runtime/gpu/runner.js';
-import { NEG, checkHeadDims, keyBindings, keyFns } from './attn-common.js';
+import { NEG, checkHeadDims, keyBindings, keyFns, ropeParts } from './attn-common.js';
 
 export interface AttentionOpts {
   cacheDtype: 'f32' | 'f16';
@@ -45,10 +45,13 @@ export interface AttentionBuffers {
   scratch?: GPUBuffer; // attentionScratchBytes(o, d) bytes, needed when the plan splits keys
 }
 
-const W = 128; // threads per workgroup
-const BK = 16; // keys per tile
+// 64 threads and 8-key tiles (~11 KB of workgroup memory at D=128): measured on H200/Dawn-Vulkan, the smaller
+// footprint (more resident workgroups per SM) beat 128 threads / 16 keys by 2-3x for both decode and prefill
+const W = 64; // threads per workgroup
+const BK = 8; // keys per tile
 const TARGET_WG = 512; // workgroups wanted in flight (a few per SM on H100/H200)
 const MIN_SPLIT_KEYS = 64; // below this a split is more overhead than work
+const MAX_SPLITS = 1024; // the combine kernel keeps one weight per split in workgroup memory
 
 interface Plan {
   G: number;
@@ -57,6 +60,8 @@ interface Plan {
   nQB: number;
   splits: number;
   splitKeys: number;
+  /** splits before rounding the split size to whole tiles: >= splits, and nondecreasing in base */
+  splitsBound: number;
 }
 
 function plan(o: AttentionOpts, d: AttentionDims): Plan {
@@ -73,16 +78,27 @@ function plan(o: AttentionOpts, d: AttentionDims): Plan {
   const nQB = Math.ceil(d.T / BQ);
   const kvEnd = d.base + d.T;
   let splits = d.splits ?? Math.min(Math.ceil(TARGET_WG / (nQB * o.numKvHeads)), Math.ceil(kvEnd / MIN_SPLIT_KEYS));
-  splits = Math.max(1, Math.min(splits, Math.ceil(kvEnd / BK)));
+  splits = Math.max(1, Math.min(splits, Math.ceil(kvEnd / BK), MAX_SPLITS));
+  const splitsBound = splits;
   const splitKeys = Math.ceil(Math.ceil(kvEnd / splits) / BK) * BK;
   splits = Math.ceil(kvEnd / splitKeys);
-  return { G, BQ, TPR, nQB, splits, splitKeys };
+  return { G, BQ, TPR, nQB, splits, splitKeys, splitsBound };
 }
 
-/** Bytes of `scratch` the dispatches need (0 when unsplit): splits × T × H × (D + 4) f32. Grows with base. */
+/**
+ * Bytes of `scratch` that cover every call with T' <= d.T queries ending at or before slot d.base + d.T (so one
+ * buffer sized with the largest chunk at the end of the cache also serves every decode step): splits × T' × H ×
+ * (D + 4) f32, maximized over T' (0 when nothing splits). The bound uses the split count before rounding, which is
+ * nondecreasing in base.
+ */
 export function attentionScratchBytes(o: AttentionOpts, d: AttentionDims): number {
-  const p = plan(o, d);
-  return p.splits > 1 ? p.splits * d.T * o.numHeads * (o.headDim + 4) * 4 : 0;
+  const end = d.base + d.T;
+  let most = 0;
+  for (let t = 1; t <= d.T; t++) {
+    const p = plan(o, { ...d, T: t, base: end - t });
+    if (p.splitsBound > 1) most = Math.max(most, p.splitsBound * t * o.numHeads * (o.headDim + 4) * 4);
+  }
+  return most;
 }
 
 function mainKernel(o: AttentionOpts, p: Plan, split: boolean, withLse: boolean) {
@@ -91,7 +107,13 @@ function mainKernel(o: AttentionOpts, p: Plan, split: boolean, withLse: boolean)
   const DQ = o.headDim / 4;
   const R = BQ * G;
   const NQ = DQ / TPR;
+  const LPT = Math.ceil((BK * DQ) / W); // tile quads each thread loads
   const key = { op: 'attention', cache: o.cacheDtype, H, G, D: o.headDim, BQ, TPR, split, lse: withLse };
+  // generated straight-line code: one named register per quad (q/acc never spill to local memory) and every global
+  // load of a tile issued before any is used
+  const qs = Array.from({ length: NQ }, (_, j) => j);
+  const ls = Array.from({ length: LPT }, (_, i) => i);
+  const full = (BK * DQ) % W === 0;
   return kernel(key, () => ({
     bindings: [
       ro('q', 'array<vec4<f32>>'), // (T, H, D) as quads, rotated
@@ -109,10 +131,10 @@ const G = ${G}u;
 const BQ = ${BQ}u;
 const R = ${R}u;
 const TPR = ${TPR}u;
-const NQ = ${NQ}u;
 const BK = ${BK}u;
 const NEG = ${NEG};
 ${keyFns(o.cacheDtype, true)}
+${ropeParts}
 
 var<workgroup> kT: array<vec4<f32>, ${BK * DQ}>; // (BK, D) rotated keys of the tile
 var<workgroup> vT: array<vec4<f32>, ${BK * DQ}>; // (BK, D) values of the tile
@@ -129,14 +151,12 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: ve
   let h = g * G + row % G;
   let rowOk = live && t < params.T;
   let rowEnd = params.base + t + 1u; // keys this row may see: [0, rowEnd)
-
-  var qr: array<vec4<f32>, NQ>;
-  var acc: array<vec4<f32>, NQ>;
+  let qAt = (t * H + h) * DQ + lane;
+${qs.map((j) => `  var q${j} = vec4<f32>(0.0);
+  var a${j} = vec4<f32>(0.0);`)}
   if (rowOk) {
-    for (var j = 0u; j < NQ; j++) {
-      // scale folded into q once instead of once per logit
-      qr[j] = q[(t * H + h) * DQ + j * TPR + lane] * params.scale;
-    }
+    // scale folded into q once instead of once per logit
+${qs.map((j) => `    q${j} = q[qAt + ${j * TPR}u] * params.scale;`)}
   }
   var m = NEG;
   var l = 0.0;
@@ -146,27 +166,25 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: ve
   let k0 = wg.z * params.splitKeys;
   let k1 = min(k0 + params.splitKeys, blockEnd);
   for (var kb = k0; kb < k1; kb += BK) {
-    for (var e = lid; e < BK * DQ; e += ${W}u) {
-      let s = kb + e / DQ;
-      var kv = vec4<f32>(0.0);
-      var vv = vec4<f32>(0.0);
-      if (s < k1) {
-        kv = rotK(g, s, e % DQ);
-        vv = vq(g, s, e % DQ);
-      }
-      kT[e] = kv;
-      vT[e] = vv;
-    }
+    // slots clamped into [kb, k1): loads need no branch; the padding keys past k1 are never read back
+${ls.map((i) => `    let e${i} = lid + ${i * W}u;
+    let j${i} = e${i} % DQ;
+    let s${i} = min(kb + e${i} / DQ, k1 - 1u);
+    let p${i} = kpos[g * params.capacity + s${i}];
+    let x${i} = kq(g, s${i}, j${i});
+    let y${i} = kq(g, s${i}, partnerQ(j${i}));
+    let v${i} = vq(g, s${i}, j${i});`)}
+${ls.map((i) => `    let r${i} = ropeAt(p${i}, j${i});
+    let kr${i} = rotate(x${i}, y${i}, rope[r${i}], rope[r${i} + 1u], j${i});
+    ${full ? '' : `if (e${i} < BK * DQ) `}{ kT[e${i}] = kr${i}; vT[e${i}] = v${i}; }`)}
     workgroupBarrier();
     // Key loops run to the tile's valid count (uniform, known only at run time): besides skipping the padding of the
-    // last tile this keeps CPU Vulkan compilers from fully unrolling them (minutes of shader compile); the inner
-    // loops over this lane's quads keep constant bounds so qr/acc stay in registers.
+    // last tile this keeps CPU Vulkan compilers from fully unrolling them (minutes of shader compile).
     let nk = min(BK, k1 - kb);
     if (live) {
       for (var kk = 0u; kk < nk; kk++) {
-        var dt = 0.0;
-        for (var j = 0u; j < NQ; j++) { dt += dot(qr[j], kT[kk * DQ + j * TPR + lane]); }
-        part[(kk * R + row) * TPR + lane] = dt;
+        let kAt = kk * DQ + lane;
+        part[(kk * R + row) * TPR + lane] = ${qs.map((j) => `dot(q${j}, kT[kAt + ${j * TPR}u])`).join(' + ')};
       }
     }
     workgroupBarrier();
@@ -184,13 +202,14 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: ve
       var mt = m;
       for (var kk = 0u; kk < nk; kk++) { mt = max(mt, sf[kk * R + row]); }
       let alpha = exp(m - mt);
-      for (var j = 0u; j < NQ; j++) { acc[j] *= alpha; }
+${qs.map((j) => `      a${j} *= alpha;`)}
       var ps = 0.0;
       for (var kk = 0u; kk < nk; kk++) {
         let sv = sf[kk * R + row];
-        let p = select(0.0, exp(sv - mt), sv > -1.0e38);
-        ps += p;
-        for (var j = 0u; j < NQ; j++) { acc[j] += p * vT[kk * DQ + j * TPR + lane]; }
+        let pk = select(0.0, exp(sv - mt), sv > -1.0e38);
+        ps += pk;
+        let vAt = kk * DQ + lane;
+${qs.map((j) => `        a${j} += pk * vT[vAt + ${j * TPR}u];`)}
       }
       l = l * alpha + ps;
       m = mt;
@@ -201,21 +220,28 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: ve
 ${
   split
     ? `  let TH = params.T * H;
-  let th = t * H + h;
-  for (var j = 0u; j < NQ; j++) { scratch[(wg.z * TH + th) * DQ + j * TPR + lane] = acc[j]; }
+  let oAt = (wg.z * TH + t * H + h) * DQ + lane;
+${qs.map((j) => `  scratch[oAt + ${j * TPR}u] = a${j};`).join('\n')}
   // (max, sum) after all splits' outputs: the combine kernel weighs split i by exp(m_i - M)
-  if (lane == 0u) { scratch[params.splits * TH * DQ + wg.z * TH + th] = vec4<f32>(m, l, 0.0, 0.0); }`
+  if (lane == 0u) { scratch[params.splits * TH * DQ + wg.z * TH + t * H + h] = vec4<f32>(m, l, 0.0, 0.0); }`
     : `  let inv = 1.0 / l;
-  for (var j = 0u; j < NQ; j++) { out[(t * H + h) * DQ + j * TPR + lane] = acc[j] * inv; }
+${qs.map((j) => `  out[qAt + ${j * TPR}u] = a${j} * inv;`).join('\n')}
 ${withLse ? `  if (lane == 0u) { lse[t * H + h] = m + log(l); }` : ''}`
 }
 }`,
   }));
 }
 
-/** Merges the per-split partials: out = Σ o_i e^(m_i - M) / Σ l_i e^(m_i - M), lse = M + log(Σ l_i e^(m_i - M)). */
+const WC = 64; // combine threads
+
+/**
+ * Merges the per-split partials of one (query, head): out = Σ o_i e^(m_i - M) / L with L = Σ l_i e^(m_i - M),
+ * lse = M + log L. Max and sum are tree-reduced over the splits; the output quads are split among SG groups of
+ * splits so that all threads stream the partials.
+ */
 function combineKernel(o: AttentionOpts, withLse: boolean) {
   const DQ = o.headDim / 4;
+  const SG = Math.max(1, Math.floor(WC / DQ)); // split groups
   return kernel({ op: 'attention_combine', D: o.headDim, lse: withLse }, () => ({
     bindings: [
       ro('scratch', 'array<vec4<f32>>'), // see the split attention kernel
@@ -223,29 +249,57 @@ function combineKernel(o: AttentionOpts, withLse: boolean) {
       ...(withLse ? [rw('lse', 'array<f32>')] : []), // (T, H)
     ],
     params: [['TH', 'u32'], ['splits', 'u32']],
-    workgroupSize: [64, 1, 1],
+    workgroupSize: [WC, 1, 1],
     body: wgsl`
 const DQ = ${DQ}u;
+const SG = ${SG}u;
 const NEG = ${NEG};
-@compute @workgroup_size(64)
+var<workgroup> red: array<f32, ${WC}>;
+var<workgroup> wt: array<f32, ${MAX_SPLITS}>; // e^(m_i - M) / L per split
+var<workgroup> acc: array<vec4<f32>, ${SG * DQ}>;
+
+fn reduce(lid: u32, v: f32, isMax: bool) -> f32 {
+  red[lid] = v;
+  workgroupBarrier();
+  for (var w = ${WC / 2}u; w > 0u; w >>= 1u) {
+    if (lid < w) { red[lid] = select(red[lid] + red[lid + w], max(red[lid], red[lid + w]), isMax); }
+    workgroupBarrier();
+  }
+  let r = red[0];
+  workgroupBarrier();
+  return r;
+}
+
+@compute @workgroup_size(${WC})
 fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: vec3<u32>) {
-  let th = wg.x + wg.y * 65535u;
-  if (th >= params.TH) { return; }
+  let th = min(wg.x + wg.y * 65535u, params.TH - 1u); // clamped, not returned: barriers below need every thread
   let mlAt = params.splits * params.TH * DQ;
   var mx = NEG;
-  for (var i = 0u; i < params.splits; i++) { mx = max(mx, scratch[mlAt + i * params.TH + th].x); }
+  for (var i = lid; i < params.splits; i += ${WC}u) { mx = max(mx, scratch[mlAt + i * params.TH + th].x); }
+  mx = reduce(lid, mx, true);
   var sum = 0.0;
   // an all-masked split has m = NEG, l = 0: its weight exp(NEG - mx) is exactly 0
-  for (var i = 0u; i < params.splits; i++) {
+  for (var i = lid; i < params.splits; i += ${WC}u) {
     let v = scratch[mlAt + i * params.TH + th];
     sum += v.y * exp(v.x - mx);
   }
-  for (var j = lid; j < DQ; j += 64u) {
-    var a = vec4<f32>(0.0);
-    for (var i = 0u; i < params.splits; i++) {
-      a += scratch[(i * params.TH + th) * DQ + j] * exp(scratch[mlAt + i * params.TH + th].x - mx);
+  sum = reduce(lid, sum, false);
+  for (var i = lid; i < params.splits; i += ${WC}u) { wt[i] = exp(scratch[mlAt + i * params.TH + th].x - mx) / sum; }
+  workgroupBarrier();
+  let sg = lid / DQ;
+  for (var j = lid % DQ; j < DQ; j += ${WC}u) {
+    if (sg < SG) {
+      var a = vec4<f32>(0.0);
+      for (var i = sg; i < params.splits; i += SG) { a += scratch[(i * params.TH + th) * DQ + j] * wt[i]; }
+      acc[sg * DQ + j] = a;
     }
-    out[th * DQ + j] = a / sum;
+  }
+  workgroupBarrier();
+  if (wg.x + wg.y * 65535u >= params.TH) { return; }
+  for (var j = lid; j < DQ; j += ${WC}u) {
+    var a = acc[j];
+    for (var k = 1u; k < SG; k++) { a += acc[k * DQ + j]; }
+    out[th * DQ + j] = a;
   }
 ${withLse ? '  if (lid == 0u) { lse[th] = mx + log(sum); }' : ''}
 }`,
@@ -264,7 +318,8 @@ export function attention(o: AttentionOpts, d: AttentionDims, b: AttentionBuffer
     const outs: Record<string, GPUBuffer> = withLse ? { out: b.out, lse: b.lse! } : { out: b.out };
     return [{ kernel: mainKernel(o, p, false, withLse), buffers: { ...common, ...outs }, params, workgroups }];
   }
-  if (!b.scratch) throw new Error(`attention: ${p.splits} key splits need a scratch buffer of ${attentionScratchBytes(o, d)} bytes`);
+  const need = p.splits * d.T * o.numHeads * (o.headDim + 4) * 4;
+  if (!b.scratch || b.scratch.size < need) throw new Error(`attention: ${p.splits} key splits need a scratch buffer of ${need} bytes`);
   const TH = d.T * o.numHeads;
   const outs: Record<string, GPUBuffer> = withLse ? { scratch: b.scratch, out: b.out, lse: b.lse! } : { scratch: b.scratch, out: b.out };
   return [

@@ -69,3 +69,26 @@ fn rotK(g: u32, s: u32, j: u32) -> vec4<f32> {
   return x * c + kq(g, s, j - hq) * sn;
 }`;
 }
+
+/**
+ * Branch-free pieces of rotK for tile loaders that issue every load of a tile before using any (a chain of
+ * kpos → rope → rotate per quad, one quad after another, leaves the tile load latency-bound): `partnerQ(j)` is the
+ * quad that j rotates with (j itself when not rotated), `ropeAt(p, j)` the rope vec4 index of quad j at position p,
+ * `rotate(x, y, a, b, j)` the rotated quad from the raw quad x, its partner y and the two rope vec4s.
+ */
+export const ropeParts = `
+fn partnerQ(j: u32) -> u32 {
+  let hq = params.rot / 8u;
+  return select(select(j - hq, j + hq, j < hq), j, j >= params.rot / 4u);
+}
+fn ropeAt(p: u32, j: u32) -> u32 {
+  let hq = params.rot / 8u;
+  let i0 = select(select(j - hq, j, j < hq), 0u, j >= params.rot / 4u) * 4u;
+  return (p * (params.rot / 2u) + i0) / 2u;
+}
+fn rotate(x: vec4<f32>, y: vec4<f32>, a: vec4<f32>, b: vec4<f32>, j: u32) -> vec4<f32> {
+  let c = vec4<f32>(a.x, a.z, b.x, b.z);
+  let sn = vec4<f32>(a.y, a.w, b.y, b.w);
+  let r = select(x * c + y * sn, x * c - y * sn, j < params.rot / 8u);
+  return select(r, x, j >= params.rot / 4u);
+}`;

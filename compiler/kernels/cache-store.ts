@@ -60,16 +60,16 @@ const H = ${H}u; const KV = ${KV}u; const D = ${D}u; const W = ${(H + 2 * KV) * 
 export function copyLastRows(d: { T: number; R: number; N: number }, b: { x: GPUBuffer; y: GPUBuffer }): Dispatch {
   const k = kernel({ op: 'copy_last_rows' }, () => ({
     bindings: [ro('x', 'array<f32>'), rw('y', 'array<f32>')], // x (T, N), y (R, N)
-    params: [['n', 'u32'], ['from', 'u32']],
+    params: [['n', 'u32'], ['row0', 'u32']],
     workgroupSize: [WG, 1, 1],
     body: wgsl`
 @compute @workgroup_size(${WG}) fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nw: vec3u) {
   let i = gid.x + gid.y * nw.x * ${WG}u;
   if (i >= params.n) { return; }
-  y[i] = x[params.from + i];
+  y[i] = x[params.row0 + i];
 }`,
   }));
-  return { kernel: k, buffers: b, params: { n: d.R * d.N, from: (d.T - d.R) * d.N }, workgroups: grid(Math.ceil((d.R * d.N) / WG)) };
+  return { kernel: k, buffers: b, params: { n: d.R * d.N, row0: (d.T - d.R) * d.N }, workgroups: grid(Math.ceil((d.R * d.N) / WG)) };
 }
 
 /** Folds a 1-D workgroup count into 2-D under the 65535 per-dimension limit. */

@@ -38,6 +38,8 @@ export interface EvictBuffers {
   vCache: GPUBuffer; // (KV, capacity, headDim) f32|f16
   scores: GPUBuffer; // (KV, capacity) f32
   kpos: GPUBuffer; // (KV, capacity) u32
+  /** optional (KV, capacity) u32 per-entry payload moved like kpos but never rewritten (original prompt positions) */
+  orig?: GPUBuffer;
 }
 
 const W = 128; // threads per workgroup = slots per compaction block
@@ -51,12 +53,14 @@ export function evict(o: EvictOpts, d: EvictDims, b: EvictBuffers): Dispatch[] {
   const vt = vw === 1 ? 'u32' : `vec${vw}<u32>`;
   const RV = rowWords / vw; // vectors per row
   const CV = Math.min(RV, 8); // row vectors each block moves per pass: bounds the registers held across the barrier
-  const k = kernel({ op: 'evict', rowWords, compact: o.compact }, () => ({
+  const withOrig = b.orig !== undefined;
+  const k = kernel({ op: 'evict', rowWords, compact: o.compact, orig: withOrig }, () => ({
     bindings: [
       rw('kCache', `array<${vt}>`), // (KV, capacity, rowWords) raw words
       rw('vCache', `array<${vt}>`), // (KV, capacity, rowWords) raw words
       rw('scores', 'array<u32>'), // (KV, capacity) f32 bits (moved bit-exactly)
       rw('kpos', 'array<u32>'), // (KV, capacity)
+      ...(withOrig ? [rw('orig', 'array<u32>')] : []), // (KV, capacity)
     ],
     // rv, blk: run-time copies of RV and W as bounds of the loops that contain barriers; with constant bounds CPU Vulkan
     // compilers unroll them and every copy of a barrier becomes a suspend point (tens of seconds of shader compile)
@@ -172,16 +176,19 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: ve
     let kept = (tot & 0xffffu) + min(eqSeen + (tot >> 16u), needEq) - min(eqSeen, needEq);
     var sv = 0u;
     var pv = 0u;
+    var ov = 0u;
     if (keepMe) {
       srcOf[j] = s;
       sv = scores[base + s];
       pv = kpos[base + s];
+      ${withOrig ? 'ov = orig[base + s];' : ''}
     }
     storageBarrier();
     workgroupBarrier();
     if (keepMe) {
       scores[base + off + j] = sv;
       kpos[base + off + j] = ${o.compact ? 'off + j' : 'pv'};
+      ${withOrig ? 'orig[base + off + j] = ov;' : ''}
     }
     moveRows(false, base, off, kept, lid);
     moveRows(true, base, off, kept, lid);
@@ -193,7 +200,7 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: ve
   return [
     {
       kernel: k,
-      buffers: { kCache: b.kCache, vCache: b.vCache, scores: b.scores, kpos: b.kpos },
+      buffers: { kCache: b.kCache, vCache: b.vCache, scores: b.scores, kpos: b.kpos, ...(withOrig ? { orig: b.orig! } : {}) },
       params: { len: d.len, keep: d.keep, forcedFrom: d.forcedFrom, capacity: d.capacity, rv: RV, blk: W },
       workgroups: [d.KV],
     },

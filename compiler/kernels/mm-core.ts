@@ -13,7 +13,7 @@
  * thread by interleaving the pair into adjacent logical columns through `wrow`.
  *
  *   gemv  (T ≤ 8, decode): one workgroup per R logical columns; threads stride over K with vectorized weight
- *         loads (adjacent threads read adjacent chunks of a row: coalesced), tree reduction in workgroup memory.
+ *         loads (adjacent threads read adjacent chunks of a row: coalesced), two-level reduction in workgroup memory.
  *   tiled (prefill): 64×64 output tile per workgroup, 32-deep K slabs staged in workgroup memory, each of the 256
  *         threads accumulates a 4×4 register block from vec4 reads of both slabs.
  */
@@ -138,7 +138,7 @@ fn main(${builtins}) {
   let c0 = ${linearWg} * R;
   if (c0 >= params.NC) { return; }
   let KU = params.K / U;
-  var v: array<f32, ${NV}>;
+  var v = array<f32, ${NV}>(); // explicit zero: some drivers skip zeroing uninitialized vars
   var rows: array<u32, ${R}>; // first chunk of each column's weight row (clamped: tail columns are discarded)
   for (var r = 0u; r < R; r++) { rows[r] = wrow(min(c0 + r, params.NC - 1u)) * KU; }
   ${S === 2 && 'let upOff = params.NC * KU;'}
@@ -224,9 +224,9 @@ fn main(${builtins}) {
   let n0 = wid.x * BN;
   let m0 = wid.y * BM;
   let KU = params.K / U;
-  var acc: array<vec4<f32>, 4>;
-  ${S === 2 && 'var acc2: array<vec4<f32>, 4>;'}
-  ${o.norm && `var ssq: array<f32, ${A_PER}>; // Σx² of the x loads this thread makes (same rows every slab)`}
+  var acc = array<vec4<f32>, 4>();
+  ${S === 2 && 'var acc2 = array<vec4<f32>, 4>();'}
+  ${o.norm && `var ssq = array<f32, ${A_PER}>(); // Σx² of the x loads this thread makes (same rows every slab)`}
   for (var k0 = 0u; k0 < KU; k0 += UPR) {
     for (var i = 0u; i < ${A_PER}u; i++) {
       let u = lid + i * WG;

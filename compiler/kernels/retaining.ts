@@ -100,9 +100,11 @@ fn main(${builtins}) {
   let ty = lid / 16u; // token(s) of the block
   let t0 = wid.x * BT;
   let KU = params.W / U;
-  var sacc: array<f32, ${SPT}>; // scores of outputs lid + s·WG, output o = token (o / KV), head (o % KV)
+  var sacc = array<f32, ${SPT}>(); // scores of outputs lid + s·WG, output o = token (o / KV), head (o % KV)
   for (var hb = 0u; hb < HID; hb += HB) {
-    var acc: array<vec4<f32>, ${TM}>;
+    // explicit initializer: some drivers (seen on Dawn + lavapipe) do not re-zero an uninitialized var declared
+    // inside a loop body on each iteration
+    var acc = array<vec4<f32>, ${TM}>();
     for (var k0 = 0u; k0 < KU; k0 += UPR) {
       for (var i = 0u; i < ${A_PER}u; i++) {
         let u = lid + i * WG;

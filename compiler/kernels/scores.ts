@@ -80,10 +80,11 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
 
 export type StatsOpts = AttentionOpts & { mode: 'h2o' | 'snapkv'; window?: number };
 
-const W = 128;
-const BS = 32; // slots per workgroup (SnapKV: 2 halo slots each side feed the pooling, 28 written)
+// small footprint (~12.5 KB of workgroup memory at D=128) for occupancy, as in attention.ts
+const W = 64;
+const BS = 16; // slots per workgroup (SnapKV: 2 halo slots each side feed the pooling, 12 written)
 const NG = W / BS; // row groups: threads sharing a slot split the query rows
-const BR = 16; // query rows per tile
+const BR = 8; // query rows per tile
 
 /**
  * Per-slot attention statistics of a chunk, from the chunk's queries and the lse its attention produced.

@@ -16,6 +16,7 @@ import { assertDims, builtins, foldGrid, linearWg } from './mm-common.js';
 
 const TB = 64; // prompt tokens per workgroup
 const QC = 8; // (answer row, head) pairs per chunk
+const MAX_D = 256;
 
 export interface LabelDims {
   readonly Tp: number;
@@ -35,22 +36,28 @@ export function trainLabels(d: LabelDims, b: { pre: GPUBuffer; rope: GPUBuffer; 
   if (Tp === 0 || Ta === 0) throw new Error('trainLabels: needs prompt and answer tokens');
   if (H % KV !== 0 || R % 2 !== 0 || R > D) throw new Error(`trainLabels: bad heads ${H}/${KV} or rotary ${R} of ${D}`);
   if (Tp > stride) throw new Error(`trainLabels: ${Tp} prompt tokens exceed the label stride ${stride}`);
-  const spec = kernel({ op: 'train_labels', d: D, rot: R }, () => ({
+  if (D > MAX_D) throw new Error(`trainLabels: head_dim ${D} > ${MAX_D}`);
+  // head_dim and rotary are params, not constants: one compiled variant serves every model (constant trip counts
+  // made the CPU driver's compiler unroll for seconds per variant)
+  const spec = kernel({ op: 'train_labels' }, () => ({
     bindings: [
       ro('pre', 'array<f32>'), // (Tp + Ta, W) pre-RoPE concat(Q, K, V) of the layer
       ro('rope', 'array<vec2<f32>>'), // (positions, rotary/2) (cos, sin)
       rw('labels', 'array<f32>'), // (layers, KV, stride)
     ],
-    params: [['Tp', 'u32'], ['P', 'u32'], ['grp', 'u32'], ['H', 'u32'], ['W', 'u32'], ['labelOff', 'u32'], ['stride', 'u32'], ['scale', 'f32']],
+    params: [
+      ['Tp', 'u32'], ['P', 'u32'], ['grp', 'u32'], ['H', 'u32'], ['W', 'u32'], ['labelOff', 'u32'], ['stride', 'u32'], ['scale', 'f32'],
+      ['D', 'u32'], ['HALF', 'u32'], ['ROT', 'u32'],
+    ],
     workgroupSize: [TB, 1, 1],
-    body: wgsl`const D = ${D}u;
-const HALF = ${R / 2}u;
-const ROT = ${R}u;
-const QC = ${QC}u;
-var<workgroup> qs: array<f32, ${QC * D}>; // (QC, D) rotated queries of the chunk
+    body: wgsl`const QC = ${QC}u;
+var<workgroup> qs: array<f32, ${QC * MAX_D}>; // (QC, D) rotated queries of the chunk
 
 @compute @workgroup_size(${TB})
 fn main(${builtins}) {
+  let D = params.D;
+  let HALF = params.HALF;
+  let ROT = params.ROT;
   let g = wid.y;
   let t = wid.x * ${TB}u + lid;
   let live = t < params.Tp;
@@ -79,6 +86,7 @@ fn main(${builtins}) {
     workgroupBarrier();
     if (live) {
       var acc: array<f32, ${QC}>;
+      for (var q = 0u; q < QC; q++) { acc[q] = 0.0; } // explicit: some drivers keep the previous chunk's values
       for (var i = 0u; i < HALF; i++) {
         let cs = rope[t * HALF + i];
         let k1 = pre[kb + i];
@@ -104,7 +112,7 @@ fn main(${builtins}) {
   return {
     kernel: spec,
     buffers: { ...b },
-    params: { Tp, P: Ta * grp, grp, H, W: (H + 2 * KV) * D, labelOff, stride, scale: 1 / Math.sqrt(D) },
+    params: { Tp, P: Ta * grp, grp, H, W: (H + 2 * KV) * D, labelOff, stride, scale: 1 / Math.sqrt(D), D, HALF: R / 2, ROT: R },
     workgroups: [Math.ceil(Tp / TB), KV],
   };
 }

@@ -42,7 +42,7 @@ export function trainMatmul(
       params: [['M', 'u32'], ['N', 'u32'], ['K', 'u32']],
       workgroupSize: [WG, 1, 1],
       body: wgsl`const TILE = ${TILE}u;
-const BK = ${BK}u;
+const BK = 16;
 var<workgroup> As: array<vec4<f32>, ${(TILE * BK) / 4}>; // (BK, TILE) k-major slab of A
 var<workgroup> Bs: array<vec4<f32>, ${(TILE * BK) / 4}>; // (BK, TILE) k-major slab of B
 

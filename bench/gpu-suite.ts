@@ -1,0 +1,96 @@
+/**
+ * The GPU acceptance run, one process: tiny-llama goldens on the device (f32 and f16), the dev-tasks accuracy
+ * table for every policy, and the 8B-shaped benchmark. Writes markdown and JSON to the output directory.
+ *
+ *   node dist/bench/gpu-suite.js --fixtures ../shared --out out/ [--skip-eval] [--skip-bench] [--sets a,b]
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { Engine } from '../runtime/engine.js';
+import { runEval } from '../runtime/eval/run-eval.js';
+import { readTaskFile } from '../runtime/eval/task-file.js';
+import { argmaxOf } from '../runtime/sampling.js';
+import { defaultGpu } from '../runtime/gpu/device.js';
+import { GpuRunner } from '../runtime/gpu/runner.js';
+import { randomWeights, runBench } from '../runtime/bench.js';
+import { shapeConfig } from '../runtime/shapes.js';
+import type { Policy } from '../runtime/policies.js';
+
+const arg = (name: string, def?: string) => {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 ? process.argv[i + 1] : def;
+};
+const flag = (name: string) => process.argv.includes(`--${name}`);
+const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), '../..');
+const fixtures = path.resolve(arg('fixtures', path.join(root, '../shared'))!);
+const out = path.resolve(arg('out', 'out')!);
+fs.mkdirSync(out, { recursive: true });
+const report: string[] = [];
+const log = (s: string) => {
+  console.log(s);
+  report.push(s);
+  fs.writeFileSync(path.join(out, 'report.md'), report.join('\n') + '\n');
+};
+
+async function goldens() {
+  const golden = JSON.parse(fs.readFileSync(path.join(root, 'models/tiny-llama/golden.json'), 'utf8'));
+  for (const dtype of ['f32', 'f16'] as const) {
+    const e = await Engine.load(path.join(root, 'models/tiny-llama'), { dtype });
+    const s = e.session({ policy: 'full', allLogits: true, maxNew: 1 });
+    const r = await s.prefill(golden.input_ids, 0);
+    s.release();
+    const T = golden.input_ids.length;
+    let mism = 0;
+    for (let t = 0; t < T; t++) if (argmaxOf(r.logits, t * 4096, 4096) !== golden.argmax[t]) mism++;
+    const g = await e.generate({ inputIds: golden.input_ids, maxNewTokens: 24, policy: 'full', stopAtEos: false });
+    const eq = JSON.stringify(g.tokens) === JSON.stringify(golden.greedy_24);
+    log(`| golden tiny-llama ${dtype} | argmax mismatches ${mism}/${T} | greedy_24 ${eq ? 'equal' : 'DIFFERENT'} |`);
+  }
+}
+
+async function evalTable() {
+  const sets = (arg('sets', 'passkey-4k,passkey-8k,multikey-8k,kv-8k,magic-8k')!).split(',');
+  const configs: [string, Policy, number][] = [
+    ['full', 'full', 512], ['locret b=256', 'locret', 256], ['locret b=512', 'locret', 512], ['locret b=1024', 'locret', 1024],
+    ['streaming b=512', 'streaming', 512], ['h2o b=512', 'h2o', 512], ['snapkv b=512', 'snapkv', 512], ['random b=512', 'random', 512],
+  ];
+  const heads = path.join(fixtures, 'models/tiny-llama/retaining_heads.safetensors');
+  const e = await Engine.load(path.join(root, 'models/tiny-llama'), { dtype: 'f16', heads });
+  log(`\n| set | ${configs.map((c) => c[0]).join(' | ')} |`);
+  log(`| --- | ${configs.map(() => '---').join(' | ')} |`);
+  const json: Record<string, Record<string, unknown>> = {};
+  for (const set of sets) {
+    const rows = readTaskFile(path.join(fixtures, `data/dev-tasks/${set}.jsonl`));
+    const cells: string[] = [];
+    json[set] = {};
+    for (const [name, policy, budget] of configs) {
+      const t0 = performance.now();
+      const r = await runEval(e, rows, { policy, budget, chunk: 512, stabilizer: budget / 4, local: 'question', positions: 'compact', quiet: true });
+      cells.push(`${r.correct}/${r.total}`);
+      const { rows: _r, ...summary } = r;
+      json[set]![name] = { ...summary, wall_s: (performance.now() - t0) / 1000 };
+      console.log(set, name, r.correct, r.total, `${r.prefill_tokens_per_s.toFixed(0)} tok/s`);
+    }
+    log(`| ${set} (${rows.length}) | ${cells.join(' | ')} |`);
+    fs.writeFileSync(path.join(out, 'eval.json'), JSON.stringify(json, null, 1));
+  }
+}
+
+async function bench() {
+  const runner = new GpuRunner(await defaultGpu());
+  const cfg = shapeConfig('llama-3.1-8b');
+  const weights = randomWeights(runner, cfg, true);
+  const r = await runBench(runner, cfg, weights, 'llama-3.1-8b', {
+    chunks: (arg('chunks', '1024,4096')!).split(',').map(Number), budget: 16384, stabilizer: 2500, context: 16384, decodeTokens: 32,
+    log: (s) => console.log(`bench: ${s}`),
+  });
+  fs.writeFileSync(path.join(out, 'bench.json'), JSON.stringify(r, null, 1));
+  log(`\n\`\`\`\n${JSON.stringify(r, null, 1)}\n\`\`\``);
+}
+
+const gpu = await defaultGpu();
+log(`device: ${gpu.adapterName}; f16 ${gpu.f16}; subgroup-matrix ${gpu.subgroupMatrix}; max binding ${gpu.maxBinding}`);
+if (!flag('skip-golden')) await goldens();
+if (!flag('skip-eval')) await evalTable();
+if (!flag('skip-bench')) await bench();
+process.exit(0);
