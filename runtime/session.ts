@@ -256,5 +256,7 @@ export class Session {
     this.orig = [];
     if (this.argmaxOut) this.runner.destroy(this.argmaxOut);
     this.argmaxOut = null;
+    if (this.ropeBuf) this.runner.destroy(this.ropeBuf.buf);
+    this.ropeBuf = null;
   }
 }
