@@ -65,7 +65,8 @@ async function evalTable() {
     json[set] = {};
     for (const [name, policy, budget] of configs) {
       const t0 = performance.now();
-      const r = await runEval(e, rows, { policy, budget, chunk: 512, stabilizer: budget / 4, local: 'question', positions: 'compact', quiet: true });
+      const limit = arg('limit') ? Number(arg('limit')) : undefined;
+      const r = await runEval(e, rows, { policy, budget, chunk: 512, stabilizer: budget / 4, local: 'question', positions: 'compact', quiet: true, limit });
       cells.push(`${r.correct}/${r.total}`);
       const { rows: _r, ...summary } = r;
       json[set]![name] = { ...summary, wall_s: (performance.now() - t0) / 1000 };
@@ -78,10 +79,12 @@ async function evalTable() {
 
 async function bench() {
   const runner = new GpuRunner(await defaultGpu());
-  const cfg = shapeConfig('llama-3.1-8b');
+  const shape = arg('shape', 'llama-3.1-8b')!;
+  const cfg = shape === 'tiny' ? { ...shapeConfig('llama-3.1-8b'), hiddenSize: 128, intermediateSize: 256, numLayers: 2, numHeads: 4, numKvHeads: 2, headDim: 32, vocabSize: 1024, rope: { kind: 'default' as const, theta: 10000, rotaryDim: 32 } } : shapeConfig(shape);
   const weights = randomWeights(runner, cfg, true);
-  const r = await runBench(runner, cfg, weights, 'llama-3.1-8b', {
-    chunks: (arg('chunks', '1024,4096')!).split(',').map(Number), budget: 16384, stabilizer: 2500, context: 16384, decodeTokens: 32,
+  const budget = Number(arg('budget', '16384'));
+  const r = await runBench(runner, cfg, weights, shape, {
+    chunks: (arg('chunks', '1024,4096')!).split(',').map(Number), budget, stabilizer: Math.min(2500, budget / 4), context: Number(arg('context', '16384')), decodeTokens: 32,
     log: (s) => console.log(`bench: ${s}`),
   });
   fs.writeFileSync(path.join(out, 'bench.json'), JSON.stringify(r, null, 1));
