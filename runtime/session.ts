@@ -61,6 +61,7 @@ export class Session {
   /** largest number of bytes the cache buffers held */
   cachePeakBytes = 0;
   private promptLen = 0;
+  private promptMaxPos = 0;
 
   constructor(
     readonly runner: GpuRunner,
@@ -136,9 +137,13 @@ export class Session {
     return this.plan?.kernelCount ?? 0;
   }
 
-  /** Rope table covering positions < n, in the factor set this step needs (longrope short/long). */
+  /**
+   * Rope table covering positions <= maxPos, in the factor set this step needs. Longrope picks its factors from
+   * the sequence length as HF does for a whole prompt (its largest position), so every chunk of one prompt uses the
+   * same factors; keys are cached before RoPE, so a switch during decode re-rotates all of them consistently.
+   */
   private rope(maxPos: number): GPUBuffer {
-    const long = useLongFactors(this.config.rope, maxPos, this.opts.ropeLong);
+    const long = useLongFactors(this.config.rope, Math.max(maxPos, this.promptMaxPos), this.opts.ropeLong);
     const want = Math.max(maxPos + 1, this.capacity);
     const r = this.ropeBuf;
     if (r && r.positions >= want && r.long === long) return r.buf;
@@ -157,6 +162,9 @@ export class Session {
     const book = await this.ensure(ids.length, Math.min(local, ids.length));
     const steps = book.plan(ids.length);
     this.promptLen = ids.length;
+    // largest position the prompt reaches: its length, unless compact positions keep every rank below capacity
+    const compactEvicting = this.opts.positions === 'compact' && POLICY_TRAITS[this.opts.policy].evicts;
+    this.promptMaxPos = (compactEvicting ? Math.min(ids.length, this.capacity) : ids.length) - 1;
     let last: Step | null = null;
     for (const step of steps) {
       const { slot, firstPos } = book.begin(step);
