@@ -4,7 +4,7 @@
  */
 import type { ModelConfig } from '../ir/config.js';
 import { matmul } from '../compiler/kernels/matmul.js';
-import { fillRandom } from '../compiler/kernels/random.js';
+import { fillRandom, streamCopy } from '../compiler/kernels/random.js';
 import { qkvWidth, RETAINING_HIDDEN, weightName as W } from '../ir/config.js';
 import type { GpuRunner } from './gpu/runner.js';
 import { Session } from './session.js';
@@ -78,17 +78,20 @@ async function timeIt(r: GpuRunner, reps: number, f: () => void): Promise<number
 }
 
 async function copyBandwidth(r: GpuRunner): Promise<number> {
-  const bytes = Math.min(1 << 30, r.gpu.limits.maxBufferSize / 2, 256 << 20) & ~255;
+  const bytes = Math.min(1 << 30, r.gpu.maxBinding, r.gpu.limits.maxBufferSize / 2) & ~255;
   const a = r.createBuffer(bytes, 'bw-a');
   const b = r.createBuffer(bytes, 'bw-b');
-  const ms = await timeIt(r, 10, () => {
+  const copyMs = await timeIt(r, 10, () => {
     const e = r.device.createCommandEncoder();
     e.copyBufferToBuffer(a, 0, b, 0, bytes);
     r.device.queue.submit([e.finish()]);
   });
+  // a shader copy as well: some drivers serve copyBufferToBuffer from a slower engine; the better one is the ceiling
+  const d = streamCopy({ vec4s: bytes / 16 }, { src: a, dst: b });
+  const kernelMs = await timeIt(r, 10, () => r.run([d, d, d, d]));
   r.destroy(a);
   r.destroy(b);
-  return (2 * bytes) / (ms / 1000) / 1e9; // read + write
+  return (2 * bytes) / (Math.min(copyMs, kernelMs / 4) / 1000) / 1e9; // read + write
 }
 
 async function bestMatmul(r: GpuRunner, c: ModelConfig, T: number, half: boolean): Promise<number> {

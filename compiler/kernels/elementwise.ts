@@ -9,14 +9,20 @@ import { assertDims, builtins, f32Loader, foldGrid, linearWg, needsF16, unitFor,
 
 const WG = 256;
 
-/** y[t, :] = table[ids[t], :] (as f32). */
+/**
+ * y[t, :] = table[ids[t], :] (as f32). `table` may hold only the rows [row0, row0 + rows) of the vocabulary (one
+ * part of a table split across buffers): then only the tokens whose id falls there are written, and one dispatch
+ * per part fills every row of y.
+ */
 export function embedding(
   o: { wdtype: WeightDtype },
-  d: { T: number; hidden: number },
+  d: { T: number; hidden: number; row0?: number; rows?: number },
   b: { ids: GPUBuffer; table: GPUBuffer; y: GPUBuffer },
 ): Dispatch {
   const { T, hidden } = d;
-  assertDims('embedding', { T, hidden });
+  const row0 = d.row0 ?? 0;
+  const rows = d.rows ?? 0xffffffff;
+  assertDims('embedding', { T, hidden, row0, rows });
   const U = unitFor(hidden);
   const perRow = Math.ceil(hidden / U / WG);
   const spec = kernel({ op: 'embedding', wdtype: o.wdtype, u: U }, () => {
@@ -24,10 +30,10 @@ export function embedding(
     return {
       bindings: [
         ro('ids', 'array<u32>'), // (T) token ids
-        table.binding,
+        table.binding, // rows row0.. of the table
         rw('y', `array<${vt(U)}>`), // (T, hidden) f32
       ],
-      params: [['T', 'u32'], ['HU', 'u32'], ['perRow', 'u32']],
+      params: [['T', 'u32'], ['HU', 'u32'], ['perRow', 'u32'], ['row0', 'u32'], ['rows', 'u32']],
       workgroupSize: [WG, 1, 1],
       enables: needsF16(o.wdtype) ? ['f16'] : [],
       body: wgsl`${table.fn}
@@ -37,11 +43,13 @@ fn main(${builtins}) {
   let t = g / params.perRow;
   let k = (g % params.perRow) * ${WG}u + lid;
   if (t >= params.T || k >= params.HU) { return; }
-  y[t * params.HU + k] = table_ld(ids[t] * params.HU + k);
+  let id = ids[t];
+  if (id < params.row0 || id - params.row0 >= params.rows) { return; } // another part's token
+  y[t * params.HU + k] = table_ld((id - params.row0) * params.HU + k);
 }`,
     };
   });
-  return { kernel: spec, buffers: b, params: { T, HU: hidden / U, perRow }, workgroups: foldGrid(T * perRow) };
+  return { kernel: spec, buffers: b, params: { T, HU: hidden / U, perRow, row0, rows }, workgroups: foldGrid(T * perRow) };
 }
 
 /** y = x · inverseSqrt(mean(x²) + eps) · w, per row of N. */

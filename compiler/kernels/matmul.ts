@@ -2,13 +2,17 @@
  * Linear layers: y = f(x) · wᵀ with an optional fused rmsnorm prologue, bias, and an epilogue that stores, adds
  * into the residual stream, or applies SwiGLU to a fused gate/up projection. Decode-sized T (≤ 8) runs the gemv
  * skeleton, larger T the tiled one (see mm-core.ts); the path is part of the variant key.
+ *
+ * A dispatch may compute only the output columns [col0, col0 + cols) of y (row stride N) from weight rows that
+ * start at any row of the bound buffer: this is how a weight split across several buffers (one per part of whole
+ * rows, runtime/weights.ts) runs as one dispatch per part (`matmulParts`). Offsets are uniforms, not key entries.
  */
 import { kernel, rw, wgsl } from '../wgsl.js';
 import type { Dispatch } from '../../runtime/gpu/runner.js';
-import { assertDims, needsF16, unitFor, type WeightDtype } from './mm-common.js';
+import { assertDims, needsF16, unitFor, type WeightDtype, type WeightPart } from './mm-common.js';
 import { GEMV_MAX_T, gemvGrid, gemvShape, gemvSource, tiledGrid, tiledSource, type CoreFamily, type CoreOpts } from './mm-core.js';
 
-export type { WeightDtype } from './mm-common.js';
+export type { WeightDtype, WeightPart } from './mm-common.js';
 
 export interface MatmulOpts {
   readonly wdtype: WeightDtype;
@@ -27,18 +31,28 @@ export interface MatmulDims {
   readonly eps?: number;
   /** first x row used (x has xRow0 + T rows) */
   readonly xRow0?: number;
+  /** first output column computed (default 0) */
+  readonly col0?: number;
+  /** output columns computed (default N − col0) */
+  readonly cols?: number;
+  /** row of `w` holding column col0's weights (swiglu: its gate row); default col0 */
+  readonly wRow?: number;
+  /** swiglu: row of `wu` holding column col0's up weights; default N + col0 */
+  readonly uRow?: number;
 }
 
 export interface MatmulBuffers {
   /** (xRow0 + T, K) f32 */
   readonly x: GPUBuffer;
-  /** (N, K), swiglu (2N, K), in wdtype */
+  /** (N, K), swiglu (2N, K), in wdtype; or any buffer holding rows wRow.. for the computed columns */
   readonly w: GPUBuffer;
+  /** swiglu: the buffer holding the up rows uRow.. (default w) */
+  readonly wu?: GPUBuffer;
   /** (K) f32, when norm */
   readonly normW?: GPUBuffer;
-  /** (N) f32, swiglu (2N), when bias */
+  /** (N) f32, swiglu (2N), when bias; always whole (indexed by global column) */
   readonly bias?: GPUBuffer;
-  /** (T, N) f32 */
+  /** (T, N) f32; a column range writes only its columns */
   readonly y: GPUBuffer;
 }
 
@@ -48,19 +62,24 @@ function family(o: MatmulOpts): CoreFamily {
   const epi = swiglu
     ? wgsl`fn silu(g: f32) -> f32 { return g / (1.0 + exp(-g)); }
 fn epi(t: u32, c: u32, g: vec2<f32>, u: vec2<f32>) {
-  let o = t * params.NC + c;
+  let o = t * params.N + params.col0 + c;
   y[o] = silu(g.x) * u.x;
   if (c + 1u < params.NC) { y[o + 1u] = silu(g.y) * u.y; }
 }`
     : wgsl`fn epi(t: u32, c: u32, v: vec2<f32>) {
-  let o = t * params.NC + c;
+  let o = t * params.N + params.col0 + c;
   y[o] ${op} v.x;
   if (c + 1u < params.NC) { y[o + 1u] ${op} v.y; }
 }`;
+  // c is a column of this dispatch (0 ≤ c < NC = cols); col0 + c is its column of y and of the bias
+  const rows = wgsl`fn wrow(c: u32) -> u32 { return params.wRow + c; }
+${swiglu && 'fn urow(c: u32) -> u32 { return params.uRow + c; }'}
+fn brow(c: u32, s: u32) -> u32 { return s * params.N + params.col0 + c; }`;
   return {
     bindings: [rw('y', 'array<f32>')], // (T, N) f32 output (residual: the residual stream, accumulated into)
-    params: [],
-    helpers: `fn wrow(c: u32) -> u32 { return c; }\n${epi}`,
+    params: [['N', 'u32'], ['col0', 'u32'], ['wRow', 'u32'], ['uRow', 'u32']],
+    helpers: `${rows}\n${epi}`,
+    brow: true,
     enables: needsF16(o.wdtype) ? ['f16'] : [],
     wShape: swiglu ? '(2N, K): gate rows, then up rows' : '(N, K)',
   };
@@ -69,8 +88,13 @@ fn epi(t: u32, c: u32, g: vec2<f32>, u: vec2<f32>) {
 export function matmul(o: MatmulOpts, d: MatmulDims, b: MatmulBuffers): Dispatch {
   const { T, N, K } = d;
   const xRow0 = d.xRow0 ?? 0;
-  assertDims('matmul', { T, N, K, xRow0 });
-  if (T === 0 || N === 0 || K === 0) throw new Error(`matmul: empty shape T=${T} N=${N} K=${K}`);
+  const col0 = d.col0 ?? 0;
+  const cols = d.cols ?? N - col0;
+  const wRow = d.wRow ?? col0;
+  const uRow = d.uRow ?? N + col0;
+  assertDims('matmul', { T, N, K, xRow0, col0, cols, wRow, uRow });
+  if (T === 0 || cols === 0 || K === 0) throw new Error(`matmul: empty shape T=${T} cols=${cols} K=${K}`);
+  if (col0 + cols > N) throw new Error(`matmul: columns ${col0}..${col0 + cols} exceed N=${N}`);
   if (o.norm && !b.normW) throw new Error('matmul: norm needs normW');
   if (o.bias && !b.bias) throw new Error('matmul: bias needs a bias buffer');
   const U = unitFor(K);
@@ -78,14 +102,50 @@ export function matmul(o: MatmulOpts, d: MatmulDims, b: MatmulBuffers): Dispatch
   const core: CoreOpts = { wdtype: o.wdtype, U, norm: o.norm, bias: o.bias, streams };
   const base = { op: 'matmul', wdtype: o.wdtype, norm: o.norm, bias: o.bias, epilogue: o.epilogue, u: U };
   const buffers: Record<string, GPUBuffer> = { x: b.x, w: b.w, y: b.y };
+  if (streams === 2) buffers.wu = b.wu ?? b.w;
   if (o.norm) buffers.normW = b.normW!;
   if (o.bias) buffers.bias = b.bias!;
-  const params = { T, NC: N, K, xRow0, eps: d.eps ?? 1e-6 };
+  const params = { T, NC: cols, K, xRow0, eps: d.eps ?? 1e-6, N, col0, wRow, uRow };
   if (T <= GEMV_MAX_T) {
     const { R, WG } = gemvShape(T, streams, K, U);
     const spec = kernel({ ...base, path: 'gemv', t: T, r: R, wg: WG }, () => gemvSource(core, T, R, WG, family(o)));
-    return { kernel: spec, buffers, params, workgroups: gemvGrid(N, R) };
+    return { kernel: spec, buffers, params, workgroups: gemvGrid(cols, R) };
   }
   const spec = kernel({ ...base, path: 'tiled' }, () => tiledSource(core, family(o)));
-  return { kernel: spec, buffers, params, workgroups: tiledGrid(N, T) };
+  return { kernel: spec, buffers, params, workgroups: tiledGrid(cols, T) };
+}
+
+/**
+ * y = f(x) · wᵀ for a weight stored as parts of whole rows (one part when unsplit): one dispatch per run of output
+ * columns whose weight rows lie in one part (swiglu: whose gate rows lie in one part and up rows in one part).
+ *
+ *   parts   rows [0, r1) | [r1, r2) | … | [rk, rows)        (rows = N, or 2N for swiglu)
+ *   columns split at every r_i (and, for swiglu, every r_i − N inside (0, N))
+ */
+export function matmulParts(
+  o: MatmulOpts,
+  d: Omit<MatmulDims, 'col0' | 'cols' | 'wRow' | 'uRow'>,
+  b: Omit<MatmulBuffers, 'w' | 'wu'>,
+  parts: readonly WeightPart[],
+): Dispatch[] {
+  const streams = o.epilogue === 'swiglu' ? 2 : 1;
+  const rows = streams * d.N;
+  let at = 0;
+  for (const p of parts) {
+    if (p.row0 !== at || p.rows <= 0) throw new Error(`matmul: weight parts must tile rows 0..${rows} in order, got a part at ${p.row0} (+${p.rows})`);
+    at += p.rows;
+  }
+  if (at !== rows) throw new Error(`matmul: weight parts cover ${at} rows, the weight has ${rows}`);
+  const cuts = new Set([0, d.N]);
+  for (const p of parts) for (let s = 0; s < streams; s++) if (p.row0 - s * d.N > 0 && p.row0 - s * d.N < d.N) cuts.add(p.row0 - s * d.N);
+  const edges = [...cuts].sort((a, b) => a - b);
+  const partOf = (row: number) => parts.find((p) => row >= p.row0 && row < p.row0 + p.rows)!;
+  const out: Dispatch[] = [];
+  for (let i = 0; i + 1 < edges.length; i++) {
+    const col0 = edges[i]!;
+    const g = partOf(col0);
+    const u = streams === 2 ? partOf(d.N + col0) : g;
+    out.push(matmul(o, { ...d, col0, cols: edges[i + 1]! - col0, wRow: col0 - g.row0, uRow: d.N + col0 - u.row0 }, { ...b, w: g.buf, wu: u.buf }));
+  }
+  return out;
 }

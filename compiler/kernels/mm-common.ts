@@ -8,6 +8,16 @@ import type { Workgroups } from '../../runtime/gpu/runner.js';
 /** f16 = native `array<f16>` (needs shader-f16); f16p = the same bytes read as u32 words with `unpack2x16float`. */
 export type WeightDtype = 'f32' | 'f16' | 'f16p';
 
+/**
+ * One buffer of a weight stored as several (each within the storage-binding limit): rows [row0, row0 + rows) of
+ * the (rows, cols) matrix, contiguous and starting at byte 0 of `buf`. An unsplit weight is one part.
+ */
+export interface WeightPart {
+  readonly buf: GPUBuffer;
+  readonly row0: number;
+  readonly rows: number;
+}
+
 /** Elements per load: 4 when every row starts on a 4-element boundary (vectorized), else 1. */
 export type Unit = 1 | 4;
 

@@ -2,11 +2,16 @@
  * The two matmul skeletons every projection kernel is built from; families plug in a column → weight-row map and
  * an epilogue. Both compute, per token t and logical output column c,
  *
- *   v[s](t, c) = Σ_k f(x)[t, k] · w[wrow(c) + s·NC, k]      (s = stream: 0, or 1 for the "up" half of swiglu)
+ *   v[0](t, c) = Σ_k f(x)[t, k] · w[wrow(c), k]
+ *   v[1](t, c) = Σ_k f(x)[t, k] · wu[urow(c), k]      (stream 1: the "up" half of swiglu, its own binding)
  *
  * where f(x) is x, or with `norm` x · normW · rinv[t]. The norm is fused by folding normW into the dot product and
  * accumulating Σx² in the same pass over x, then scaling by rinv = inverseSqrt(mean(x²) + eps) at the end: no
  * extra read of x and no separate rms pass.
+ *
+ * The up stream has its own binding so a weight split across buffers (runtime/weights.ts) can feed gate and up
+ * rows from different parts; unsplit, `wu` is the same buffer as `w`. Bias of stream s for column c is
+ * bias[brow(c, s)] (default: s·NC + wrow(c)).
  *
  * Epilogues see output pairs: `epi(t, c, v: vec2<f32>[, u: vec2<f32>])` with c even and v = (v(c), v(c+1)) already
  * scaled and biased (v.y is meaningless when c + 1 ≥ NC). Pairs let the qkv family rotate (i, i + rot/2) in one
@@ -27,7 +32,7 @@ export interface CoreOpts {
   readonly U: Unit;
   readonly norm: boolean;
   readonly bias: boolean;
-  /** 2: a second weight block at rows NC.. (swiglu's up projection), accumulated alongside */
+  /** 2: a second weight stream read through binding `wu` at rows urow(c) (swiglu's up projection) */
   readonly streams: 1 | 2;
 }
 
@@ -36,8 +41,13 @@ export interface CoreFamily {
   readonly bindings: readonly Binding[];
   /** params after the core's T, NC, K, xRow0, eps */
   readonly params: readonly Param[];
-  /** WGSL defining `fn wrow(c: u32) -> u32` and `fn epi(...)` (plus anything they need) */
+  /**
+   * WGSL defining `fn wrow(c: u32) -> u32`, `fn epi(...)`, with 2 streams `fn urow(c: u32) -> u32`, optionally
+   * `fn brow(c: u32, s: u32) -> u32` (then set `brow`), plus anything they need
+   */
   readonly helpers: string;
+  /** helpers define `brow` (bias index of column c, stream s) instead of the default s·NC + wrow(c) */
+  readonly brow?: boolean;
   readonly enables: readonly string[];
   /** shape comment of the weight binding */
   readonly wShape: string;
@@ -59,16 +69,22 @@ function coreBindings(o: CoreOpts, f: CoreFamily): { bindings: Binding[]; fns: s
   const w = weightLoader('w', o.wdtype, o.U, f.wShape);
   const bindings: Binding[] = [x.binding, w.binding];
   const fns = [x.fn, w.fn];
+  if (o.streams === 2) {
+    const wu = weightLoader('wu', o.wdtype, o.U, 'up rows (may be the same buffer as w)');
+    bindings.push(wu.binding);
+    fns.push(wu.fn);
+  }
   if (o.norm) {
     const n = f32Loader('normW', o.U, '(K) rmsnorm weight');
     bindings.push(n.binding);
     fns.push(n.fn);
   }
   if (o.bias) {
-    bindings.push(ro('bias', 'array<f32>')); // (streams · NC) f32, indexed by weight row
-    fns.push(`fn bias2(c: u32, off: u32) -> vec2<f32> {
+    bindings.push(ro('bias', 'array<f32>')); // f32, indexed by brow
+    if (!f.brow) fns.push('fn brow(c: u32, s: u32) -> u32 { return s * params.NC + wrow(c); }');
+    fns.push(`fn bias2(c: u32, s: u32) -> vec2<f32> {
   let c1 = min(c + 1u, params.NC - 1u);
-  return vec2<f32>(bias[off + wrow(c)], select(0.0, bias[off + wrow(c1)], c + 1u < params.NC));
+  return vec2<f32>(bias[brow(c, s)], select(0.0, bias[brow(c1, s)], c + 1u < params.NC));
 }`);
   }
   return { bindings: [...bindings, ...f.bindings], fns: fns.join('\n') };
@@ -141,7 +157,8 @@ fn main(${builtins}) {
   var v = array<f32, ${NV}>(); // explicit zero: some drivers skip zeroing uninitialized vars
   var rows: array<u32, ${R}>; // first chunk of each column's weight row (clamped: tail columns are discarded)
   for (var r = 0u; r < R; r++) { rows[r] = wrow(min(c0 + r, params.NC - 1u)) * KU; }
-  ${S === 2 && 'let upOff = params.NC * KU;'}
+  ${S === 2 && wgsl`var urows: array<u32, ${R}>; // same for the up stream
+  for (var r = 0u; r < R; r++) { urows[r] = urow(min(c0 + r, params.NC - 1u)) * KU; }`}
   for (var k = lid; k < KU; k += WG) {
     ${o.norm && 'let nw = normW_ld(k);'}
     var xs: array<${vt(o.U)}, ${T}>;
@@ -151,7 +168,7 @@ fn main(${builtins}) {
     }
     for (var r = 0u; r < R; r++) {
       let wv = w_ld(rows[r] + k);
-      ${S === 2 && 'let uv = w_ld(rows[r] + upOff + k);'}
+      ${S === 2 && 'let uv = wu_ld(urows[r] + k);'}
       for (var t = 0u; t < TT; t++) {
         v[r * TT + t] += ${d('xs[t]', 'wv')};
         ${S === 2 && `v[R * TT + r * TT + t] += ${d('xs[t]', 'uv')};`}
@@ -166,7 +183,7 @@ ${rounds}
     if (c < params.NC) {
       ${o.norm ? 'let sc = inverseSqrt(res[NACC + t] / f32(params.K) + params.eps);' : 'let sc = 1.0;'}
       let a = vec2<f32>(res[r * TT + t], res[(r + 1u) * TT + t]) * sc${o.bias ? ' + bias2(c, 0u)' : ''};
-      ${S === 2 && `let u = vec2<f32>(res[R * TT + r * TT + t], res[R * TT + (r + 1u) * TT + t]) * sc${o.bias ? ' + bias2(c, params.NC)' : ''};`}
+      ${S === 2 && `let u = vec2<f32>(res[R * TT + r * TT + t], res[R * TT + (r + 1u) * TT + t]) * sc${o.bias ? ' + bias2(c, 1u)' : ''};`}
       epi(t, c, a${S === 2 ? ', u' : ''});
     }
   }
@@ -248,9 +265,8 @@ fn main(${builtins}) {
       var wv = ${VT}(0.0);
       ${S === 2 && `var uv = ${VT}(0.0);`}
       if (n0 + n < params.NC && k < KU) {
-        let r = wrow(n0 + n);
-        wv = w_ld(r * KU + k);
-        ${S === 2 && 'uv = w_ld((r + params.NC) * KU + k);'}
+        wv = w_ld(wrow(n0 + n) * KU + k);
+        ${S === 2 && 'uv = wu_ld(urow(n0 + n) * KU + k);'}
       }
       ${storeB(0, 'wv')}
       ${S === 2 && storeB(1, 'uv')}
@@ -281,7 +297,7 @@ fn main(${builtins}) {
         let c = n0 + tx * 4u + 2u * p;
         if (c < params.NC) {
           let a = vec2<f32>(acc[i][2u * p], acc[i][2u * p + 1u]) * rin[i]${o.bias ? ' + bias2(c, 0u)' : ''};
-          ${S === 2 && `let u = vec2<f32>(acc2[i][2u * p], acc2[i][2u * p + 1u]) * rin[i]${o.bias ? ' + bias2(c, params.NC)' : ''};`}
+          ${S === 2 && `let u = vec2<f32>(acc2[i][2u * p], acc2[i][2u * p + 1u]) * rin[i]${o.bias ? ' + bias2(c, 1u)' : ''};`}
           epi(t, c, a${S === 2 ? ', u' : ''});
         }
       }

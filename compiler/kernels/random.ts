@@ -3,7 +3,7 @@
  * uniform values in [-scale, scale) from a per-element hash, written as f32 or as packed f16 pairs.
  */
 import type { Dispatch } from '../../runtime/gpu/runner.js';
-import { kernel, rw, wgsl } from '../wgsl.js';
+import { kernel, ro, rw, wgsl } from '../wgsl.js';
 import { grid } from './cache-store.js';
 
 const WG = 256;
@@ -27,4 +27,19 @@ fn uni(i: u32) -> f32 { return params.offset + params.scale * (f32(hash(i ^ para
 }`,
   }));
   return { kernel: k, buffers: b, params: { words: d.words, seed: d.seed, scale: d.scale, offset: d.offset ?? 0 }, workgroups: grid(Math.ceil(d.words / WG)) };
+}
+
+/** dst = src, 16 bytes per thread and a grid-stride loop: the device's streaming read+write rate (bench ceiling). */
+export function streamCopy(d: { vec4s: number }, b: { src: GPUBuffer; dst: GPUBuffer }): Dispatch {
+  const k = kernel({ op: 'stream_copy' }, () => ({
+    bindings: [ro('src', 'array<vec4<u32>>'), rw('dst', 'array<vec4<u32>>')], // (vec4s), (vec4s)
+    params: [['n', 'u32'], ['stride', 'u32']],
+    workgroupSize: [WG, 1, 1],
+    body: wgsl`
+@compute @workgroup_size(${WG}) fn main(@builtin(global_invocation_id) gid: vec3u) {
+  for (var i = gid.x; i < params.n; i += params.stride) { dst[i] = src[i]; }
+}`,
+  }));
+  const groups = Math.min(65535, Math.ceil(d.vec4s / WG), 4096);
+  return { kernel: k, buffers: b, params: { n: d.vec4s, stride: groups * WG }, workgroups: [groups] };
 }
