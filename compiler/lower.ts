@@ -3,13 +3,18 @@
  * kernel family; its activation buffer is sized for the largest step (`maxT` rows) and reused by liveness, so a
  * 32-layer model needs a handful of activation buffers, not hundreds. A plan is built once and then emits the
  * dispatches of any step (prefill chunk, question, decode token) from that step's dims.
+ *
+ * A weight over the device's storage-binding limit arrives split into parts of whole rows (runtime/weights.ts):
+ * matmuls then emit one dispatch per run of output columns inside one part, the embedding one gather per part.
+ * Ops that read a weight whole (norms, biases, qkv_rope, retaining heads) fail with a clear message if it is split.
  */
 import { assertNever, operandsOf, type Graph, type Node, type NodeId, type NodeOf, type Op } from '../ir/ops.js';
 import type { Dispatch, GpuRunner } from '../runtime/gpu/runner.js';
+import { weightParts, type GpuWeight } from '../runtime/weights.js';
 import { attention, attentionScratchBytes } from './kernels/attention.js';
 import { copyLastRows, kvStore } from './kernels/cache-store.js';
 import { add, embedding, rmsnorm, rope, siluMul } from './kernels/elementwise.js';
-import { matmul, type WeightDtype } from './kernels/matmul.js';
+import { matmulParts, type MatmulOpts } from './kernels/matmul.js';
 import { qkvRope } from './kernels/qkv-rope.js';
 import { retainingHead } from './kernels/retaining.js';
 import { attentionStats } from './kernels/scores.js';
@@ -27,7 +32,7 @@ export interface LowerEnv {
   readonly maxT: number;
   readonly capacity: number;
   readonly cacheDtype: 'f32' | 'f16';
-  weight(name: string): { readonly buf: GPUBuffer; readonly dtype: WeightDtype };
+  weight(name: string): GpuWeight;
   cache(layer: number): LayerCache;
 }
 
@@ -71,10 +76,25 @@ interface Ctx {
 }
 type Lowering<O extends Op> = (n: NodeOf<O>, c: Ctx) => Emit | null;
 
-const w = (c: Ctx, id: NodeId) => {
+const weightNode = (c: Ctx, id: NodeId) => {
   const n = c.g.nodes[id]!;
   if (n.op !== 'weight') throw new Error(`node ${id} (${n.op}) used as a weight`);
-  return c.env.weight(n.name);
+  return n;
+};
+const w = (c: Ctx, id: NodeId): GpuWeight => c.env.weight(weightNode(c, id).name);
+/** the buffer of a weight that `op` reads in one binding */
+const whole = (c: Ctx, id: NodeId, op: string): GPUBuffer => {
+  const x = w(c, id);
+  if (x.buf) return x.buf;
+  const name = weightNode(c, id).name;
+  throw new Error(`${op} reads weight ${name} [${x.shape}] in one binding, but it is split into ${x.parts.length} parts ` +
+    `(over the storage-binding limit of ${c.env.runner.gpu.maxBinding} bytes); ${op} cannot run on split weights`);
+};
+const optWhole = (c: Ctx, id: NodeId | null, op: string) => (id === null ? undefined : whole(c, id, op));
+/** a matmul over every part of weight `wid` */
+const mm = (c: Ctx, o: Omit<MatmulOpts, 'wdtype'>, wid: NodeId, d: Parameters<typeof matmulParts>[1], b: Parameters<typeof matmulParts>[2]) => {
+  const x = w(c, wid);
+  return matmulParts({ ...o, wdtype: x.dtype }, d, b, weightParts(x));
 };
 const cols = (c: Ctx, id: NodeId) => c.g.nodes[id]!.shape[1] as number;
 const attnOpts = (c: Ctx) => ({
@@ -85,26 +105,26 @@ const lowerings: { readonly [O in Op]: Lowering<O> } = {
   input_ids: () => null,
   weight: () => null,
   pre_output: () => null,
-  embedding: (n, c) => (s) => [embedding({ wdtype: w(c, n.table).dtype }, { T: s.T, hidden: n.shape[1] as number }, { ids: c.buf(n.ids), table: w(c, n.table).buf, y: c.buf(n.id) })],
-  rmsnorm: (n, c) => (s) => [rmsnorm({ T: c.rows(n.id, s), N: n.shape[1] as number, eps: n.eps }, { x: c.buf(n.x), w: w(c, n.w).buf, y: c.buf(n.id) })],
-  linear: (n, c) => (s) => [
-    matmul({ wdtype: w(c, n.w).dtype, norm: false, bias: n.bias !== null, epilogue: 'store' }, { T: c.rows(n.id, s), N: n.shape[1] as number, K: cols(c, n.x) },
-      { x: c.buf(n.x), w: w(c, n.w).buf, bias: n.bias === null ? undefined : w(c, n.bias).buf, y: c.buf(n.id) }),
-  ],
+  embedding: (n, c) => (s) => {
+    const t = w(c, n.table);
+    return weightParts(t).map((p) => embedding({ wdtype: t.dtype }, { T: s.T, hidden: n.shape[1] as number, row0: p.row0, rows: p.rows }, { ids: c.buf(n.ids), table: p.buf, y: c.buf(n.id) }));
+  },
+  rmsnorm: (n, c) => (s) => [rmsnorm({ T: c.rows(n.id, s), N: n.shape[1] as number, eps: n.eps }, { x: c.buf(n.x), w: whole(c, n.w, 'rmsnorm'), y: c.buf(n.id) })],
+  linear: (n, c) => (s) =>
+    mm(c, { norm: false, bias: n.bias !== null, epilogue: 'store' }, n.w, { T: c.rows(n.id, s), N: n.shape[1] as number, K: cols(c, n.x) },
+      { x: c.buf(n.x), bias: optWhole(c, n.bias, 'linear bias'), y: c.buf(n.id) }),
   norm_linear: (n, c) => (s) => {
     const T = c.rows(n.x, s);
     const R = n.xRowsFromEnd === 'all' ? T : Math.min(n.xRowsFromEnd, T);
-    return [matmul({ wdtype: w(c, n.w).dtype, norm: true, bias: n.bias !== null, epilogue: 'store' }, { T: R, N: n.shape[1] as number, K: cols(c, n.x), eps: n.eps, xRow0: T - R },
-      { x: c.buf(n.x), normW: w(c, n.normW).buf, w: w(c, n.w).buf, bias: n.bias === null ? undefined : w(c, n.bias).buf, y: c.buf(n.id) })];
+    return mm(c, { norm: true, bias: n.bias !== null, epilogue: 'store' }, n.w, { T: R, N: n.shape[1] as number, K: cols(c, n.x), eps: n.eps, xRow0: T - R },
+      { x: c.buf(n.x), normW: whole(c, n.normW, 'norm_linear norm'), bias: optWhole(c, n.bias, 'norm_linear bias'), y: c.buf(n.id) });
   },
-  linear_residual: (n, c) => (s) => [
-    matmul({ wdtype: w(c, n.w).dtype, norm: false, bias: false, epilogue: 'residual' }, { T: c.rows(n.id, s), N: n.shape[1] as number, K: cols(c, n.x) },
-      { x: c.buf(n.x), w: w(c, n.w).buf, y: c.buf(n.id) }),
-  ],
-  norm_linear_swiglu: (n, c) => (s) => [
-    matmul({ wdtype: w(c, n.w).dtype, norm: true, bias: false, epilogue: 'swiglu' }, { T: c.rows(n.id, s), N: n.shape[1] as number, K: cols(c, n.x), eps: n.eps },
-      { x: c.buf(n.x), normW: w(c, n.normW).buf, w: w(c, n.w).buf, y: c.buf(n.id) }),
-  ],
+  linear_residual: (n, c) => (s) =>
+    mm(c, { norm: false, bias: false, epilogue: 'residual' }, n.w, { T: c.rows(n.id, s), N: n.shape[1] as number, K: cols(c, n.x) },
+      { x: c.buf(n.x), y: c.buf(n.id) }),
+  norm_linear_swiglu: (n, c) => (s) =>
+    mm(c, { norm: true, bias: false, epilogue: 'swiglu' }, n.w, { T: c.rows(n.id, s), N: n.shape[1] as number, K: cols(c, n.x), eps: n.eps },
+      { x: c.buf(n.x), normW: whole(c, n.normW, 'norm_linear_swiglu norm'), y: c.buf(n.id) }),
   kv_store: (n, c) => (s) => {
     const l = c.env.cache(n.layer);
     return [kvStore(attnOpts(c), { T: s.T, slot0: s.slot0, pos0: s.pos0, capacity: c.env.capacity }, { qkv: c.buf(n.qkv), q: c.buf(n.id), kCache: l.k, vCache: l.v, kpos: l.kpos })];
@@ -117,14 +137,14 @@ const lowerings: { readonly [O in Op]: Lowering<O> } = {
     const l = c.env.cache(n.layer);
     const o = { ...attnOpts(c), wdtype: w(c, n.w).dtype, bias: n.bias !== null, writePre: n.writePre };
     return [qkvRope(o, { T: s.T, K: cols(c, n.x), eps: n.eps, slot0: s.slot0, pos0: s.pos0, capacity: c.env.capacity }, {
-      x: c.buf(n.x), normW: w(c, n.normW).buf, w: w(c, n.w).buf, bias: n.bias === null ? undefined : w(c, n.bias).buf, rope: s.rope,
+      x: c.buf(n.x), normW: whole(c, n.normW, 'qkv_rope'), w: whole(c, n.w, 'qkv_rope'), bias: optWhole(c, n.bias, 'qkv_rope'), rope: s.rope,
       q: c.buf(n.id), kCache: l.k, vCache: l.v, kpos: l.kpos, pre: n.writePre ? preBuf(c, n.id) : undefined,
     })];
   },
   // decode tokens are never evicted, so they need no scores
   retaining_head: (n, c) => (s) => s.decode ? [] : [
     retainingHead({ wdtype: w(c, n.fc1).dtype }, { T: s.T, W: cols(c, n.pre), KV: c.g.dims.numKvHeads, slot0: s.slot0, capacity: c.env.capacity },
-      { pre: c.buf(n.pre), fc1: w(c, n.fc1).buf, fc2: w(c, n.fc2).buf, scores: c.env.cache(n.layer).scores }),
+      { pre: c.buf(n.pre), fc1: whole(c, n.fc1, 'retaining_head'), fc2: whole(c, n.fc2, 'retaining_head'), scores: c.env.cache(n.layer).scores }),
   ],
   attention: (n, c) => (s) => {
     const l = c.env.cache(n.layer);

@@ -8,7 +8,7 @@ import { fillRandom, streamCopy } from '../compiler/kernels/random.js';
 import { qkvWidth, RETAINING_HIDDEN, weightName as W } from '../ir/config.js';
 import type { GpuRunner } from './gpu/runner.js';
 import { Session } from './session.js';
-import type { GpuWeight } from './weights.js';
+import { partsWeight, type GpuWeight } from './weights.js';
 
 export interface BenchOptions {
   readonly chunks: readonly number[];
@@ -44,11 +44,17 @@ export function randomWeights(r: GpuRunner, c: ModelConfig, half: boolean): Map<
   const m = new Map<string, GpuWeight>();
   const qkv = qkvWidth(c);
   const add = (name: string, shape: number[], scale: number, offset = 0) => {
-    const n = shape.reduce((a, b) => a * b, 1);
     const h = half && shape.length === 2;
-    const buf = r.createBuffer(n * (h ? 2 : 4), name);
-    r.run([fillRandom({ half: h }, { words: h ? n / 2 : n, seed: m.size * 7919 + 1, scale, offset }, { buf })]);
-    m.set(name, { buf, dtype: h ? (r.gpu.f16 ? 'f16' : 'f16p') : 'f32', shape });
+    const cols = shape.length === 2 ? shape[1]! : shape.reduce((a, b) => a * b, 1);
+    const seed = m.size * 7919 + 1;
+    // split like uploaded weights when over the binding limit; each part gets its own seed
+    const make = (row0: number, rows: number, label: string) => {
+      const n = rows * cols;
+      const buf = r.createBuffer(n * (h ? 2 : 4), label);
+      r.run([fillRandom({ half: h }, { words: h ? n / 2 : n, seed: seed + row0, scale, offset }, { buf })]);
+      return buf;
+    };
+    m.set(name, partsWeight(name, h ? (r.gpu.f16 ? 'f16' : 'f16p') : 'f32', shape, h ? 2 : 4, r.gpu.maxBinding, make));
   };
   const hd = c.hiddenSize;
   add(W.embed, [c.vocabSize, hd], 0.02);
@@ -96,7 +102,9 @@ async function copyBandwidth(r: GpuRunner): Promise<number> {
 
 async function bestMatmul(r: GpuRunner, c: ModelConfig, T: number, half: boolean): Promise<number> {
   const K = c.hiddenSize;
-  const N = 2 * c.intermediateSize;
+  // the gate_up shape, capped so the weight fits one storage binding (the rate does not depend on N at this size)
+  const fit = Math.floor(r.gpu.maxBinding / (K * (half ? 2 : 4)) / 64) * 64;
+  const N = Math.max(64, Math.min(2 * c.intermediateSize, fit));
   const x = r.createBuffer(T * K * 4, 'mm-x');
   const w = r.createBuffer(N * K * (half ? 2 : 4), 'mm-w');
   const y = r.createBuffer(T * N * 4, 'mm-y');

@@ -68,7 +68,7 @@ export function partsWeight(
   const bytes = shape.reduce((a, b) => a * b, 1) * elemBytes;
   if (shape.length !== 2) {
     if (bytes > Math.floor(maxBinding / 16) * 16) throw new Error(`tensor ${name} [${shape}]: ${bytes} bytes, over the storage-binding limit of ${maxBinding} bytes, and only matrices are split`);
-    return { buf: make(0, shape[0] ?? 1, name), dtype, shape };
+    return { buf: make(0, 1, name), dtype, shape }; // a vector (or scalar) is one row
   }
   const ranges = splitRows(name, shape[0]!, shape[1]! * elemBytes, maxBinding);
   if (ranges.length === 1) return { buf: make(0, shape[0]!, name), dtype, shape };

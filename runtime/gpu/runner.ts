@@ -92,7 +92,9 @@ export class GpuRunner {
       const entries: GPUBindGroupEntry[] = d.kernel.bindings.map((b, i) => {
         const r = d.buffers[b.name];
         if (!r) throw new Error(`kernel ${d.kernel.name}: no buffer for binding '${b.name}'`);
-        return { binding: i, resource: 'buffer' in r ? r : { buffer: r } };
+        const res = 'buffer' in r ? r : { buffer: r };
+        this.checkBinding(d.kernel.name, b.name, res);
+        return { binding: i, resource: res };
       });
       if (d.kernel.params.length) {
         const data = packParams(d.kernel.params, d.params ?? {});
@@ -108,6 +110,16 @@ export class GpuRunner {
       this.dispatchCount++;
     }
     pass.end();
+  }
+
+  /**
+   * A storage binding over the device limit would only surface as a WebGPU validation error on an unnamed bind
+   * group; fail here instead, naming the kernel, binding and buffer (large weights are split by runtime/weights.ts).
+   */
+  private checkBinding(kernel: string, name: string, r: GPUBufferBinding): void {
+    const bytes = r.size ?? r.buffer.size - (r.offset ?? 0);
+    if (bytes > this.gpu.maxBinding)
+      throw new Error(`kernel ${kernel}: binding '${name}' (buffer '${r.buffer.label}', ${bytes} bytes) exceeds the storage-binding limit of ${this.gpu.maxBinding} bytes`);
   }
 
   /** One submission for a list of dispatches. */
