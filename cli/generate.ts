@@ -46,6 +46,7 @@ export function generateCommand(program: Command, defaultModel: string): void {
     run(async () => {
       const sources = [f.prompt !== undefined, !!f.promptFile, !!f.inputIds, !!f.chat].filter(Boolean).length;
       if (sources !== 1) throw new Error('give exactly one of --prompt, --prompt-file, --input-ids, --chat');
+      const c = cacheOptions(f); // validated before the model loads
       const bar = progress({ label: 'loading', total: 0 });
       const engine = await Engine.load(model, { heads: f.heads, dtype: f.dtype, onProgress: (d, t) => bar.tick(0, `${d}/${t} tensors`) });
       bar.done();
@@ -56,7 +57,6 @@ export function generateCommand(program: Command, defaultModel: string): void {
         prompt = engine.model.tokenizer.renderChat(JSON.parse(fs.readFileSync(f.chat, 'utf8')), { addGenerationPrompt: true });
         inputIds = engine.model.tokenizer.encode(prompt, { addSpecialTokens: false }); // the template places BOS itself
       }
-      const c = cacheOptions(f);
       const pbar = progress({ label: 'prefill', total: 0, unit: 'chunk' });
       const r = await engine.generate({
         ...c,

@@ -1,20 +1,29 @@
 /** Option parsing shared by the CLIs: numbers checked here so a typo fails before a model is loaded. */
-import { Option, type Command } from 'commander';
+import { InvalidArgumentError, Option, type Command } from 'commander';
 import { POLICIES, parsePolicy, type Policy } from '../runtime/policies.js';
 
 export function int(name: string, min = 0) {
   return (v: string): number => {
     const n = Number(v);
-    if (!Number.isInteger(n) || n < min) throw new Error(`--${name} must be an integer >= ${min}, got '${v}'`);
+    if (!Number.isInteger(n) || n < min) throw new InvalidArgumentError(`--${name} must be an integer >= ${min}, got '${v}'`);
     return n;
   };
 }
 export function num(name: string) {
   return (v: string): number => {
     const n = Number(v);
-    if (!Number.isFinite(n)) throw new Error(`--${name} must be a number, got '${v}'`);
+    if (!Number.isFinite(n)) throw new InvalidArgumentError(`--${name} must be a number, got '${v}'`);
     return n;
   };
+}
+
+/** commander reports InvalidArgumentError as one clean line; other errors would escape with a stack */
+function policyArg(v: string): Policy {
+  try {
+    return parsePolicy(v);
+  } catch (e) {
+    throw new InvalidArgumentError((e as Error).message);
+  }
 }
 
 export interface CacheFlags {
@@ -31,7 +40,7 @@ export interface CacheFlags {
 
 export function addCacheFlags(c: Command): Command {
   return c
-    .addOption(new Option('--policy <name>', `eviction policy (${POLICIES.join(', ')}); default locret when the model has retaining heads, else full`).argParser(parsePolicy))
+    .addOption(new Option('--policy <name>', `eviction policy (${POLICIES.join(', ')}); default locret when the model has retaining heads, else full`).argParser(policyArg))
     .option('--budget <n>', 'cache entries kept per layer and KV head (b)', int('budget', 1), 2048)
     .option('--chunk <n>', 'prefill chunk size (B)', int('chunk', 1), 512)
     .option('--stabilizer <n>', 'newest entries always kept after a chunk (n_s); default budget/4', int('stabilizer', 0))

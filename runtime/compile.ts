@@ -8,6 +8,11 @@ import { openModel } from './model-source.js';
 import type { TensorInput } from './io/bundle.js';
 import { writeBundle, type BundleManifest } from './io/bundle.js';
 import { f32ToF16 } from './io/dtype.js';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { decoderGraph } from '../ir/models/decoder.js';
+import { verify } from '../ir/verify.js';
+import { fuse } from '../compiler/fuse.js';
 
 export interface CompileOptions {
   readonly dtype: 'f16' | 'f32';
@@ -28,5 +33,11 @@ export function compileModel(hfDir: string, outDir: string, o: CompileOptions): 
       o.onProgress?.(i + 1, names.length, name);
     }
   }
-  return writeBundle(outDir, { config: src.config, tensors: tensors(), tokenizerDir: hfDir });
+  const manifest = writeBundle(outDir, { config: src.config, tensors: tensors(), tokenizerDir: hfDir });
+  // the fused, verified graph of a generation step (IR is plain data): the plan the runtime lowers on load, once it
+  // knows the device's features (f16, binding limits) that pick the kernel variants
+  const g = fuse(decoderGraph(src.config, { retainingHeads: src.hasHeads, logitsRows: 1 }));
+  verify(g);
+  fs.writeFileSync(path.join(outDir, 'plan.json'), JSON.stringify({ kernelsPerStep: g.nodes.filter((n) => n.op !== 'weight' && n.op !== 'input_ids' && n.op !== 'pre_output').length, graph: g }));
+  return manifest;
 }
