@@ -4,7 +4,7 @@ import { defineConfig } from 'vitest/config';
 // two suites never fight over the two cores and one WebGPU device.
 export default defineConfig({
   test: {
-    include: ['test/**/*.test.ts', 'scratch/*.test.ts'],
+    include: ['test/**/*.test.ts'],
     testTimeout: 600_000,
     hookTimeout: 600_000,
     pool: 'forks',
