@@ -8,6 +8,7 @@ import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { Engine } from '../runtime/engine.js';
 import { argmaxOf } from '../runtime/sampling.js';
+import { relL2 } from './gpu-harness.js';
 import { fixture } from './paths.js';
 
 interface Case {
@@ -18,15 +19,6 @@ interface Case {
   greedy_16: number[];
 }
 
-function relL2(a: Float32Array, b: readonly number[]): number {
-  let num = 0;
-  let den = 0;
-  for (let i = 0; i < b.length; i++) {
-    num += (a[i]! - b[i]!) ** 2;
-    den += b[i]! ** 2;
-  }
-  return Math.sqrt(num / den);
-}
 
 for (const name of ['tiny-phi3', 'tiny-qwen2']) {
   describe(`${name} vs HF transformers (f32)`, () => {

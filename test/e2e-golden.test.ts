@@ -8,21 +8,12 @@ import * as path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { Engine } from '../runtime/engine.js';
 import { argmaxOf } from '../runtime/sampling.js';
-import { expectClose } from './gpu-harness.js';
+import { expectClose, relL2 } from './gpu-harness.js';
 import { TINY_LLAMA } from './paths.js';
 
 const golden = JSON.parse(fs.readFileSync(path.join(TINY_LLAMA, 'golden.json'), 'utf8'));
 const V = 4096;
 
-function relL2(a: Float32Array, b: readonly number[]): number {
-  let num = 0;
-  let den = 0;
-  for (let i = 0; i < b.length; i++) {
-    num += (a[i]! - b[i]!) ** 2;
-    den += b[i]! ** 2;
-  }
-  return Math.sqrt(num / den);
-}
 
 async function allLogits(e: Engine, unfused = false) {
   const s = e.session({ policy: 'full', chunk: 512, allLogits: true, unfused, maxNew: 1 });

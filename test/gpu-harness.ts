@@ -3,6 +3,7 @@ import { expect } from 'vitest';
 import { createGpuContext, type DeviceOptions } from '../runtime/gpu/device.js';
 import { GpuRunner } from '../runtime/gpu/runner.js';
 import { f32ToF16Bits } from './ref/f16.js';
+import { rng } from '../runtime/sampling.js';
 
 let runner: Promise<GpuRunner> | null = null;
 
@@ -12,18 +13,23 @@ export function gpuRunner(opts?: DeviceOptions): Promise<GpuRunner> {
   return runner;
 }
 
-/** Deterministic pseudo-random numbers (mulberry32), uniform in [-scale, scale). */
+/** Deterministic pseudo-random numbers (the runtime's seeded generator), uniform in [-scale, scale). */
 export function rand(n: number, seed: number, scale = 1): Float32Array {
-  let s = seed >>> 0;
+  const next = rng(seed);
   const out = new Float32Array(n);
-  for (let i = 0; i < n; i++) {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    out[i] = ((((t ^ (t >>> 14)) >>> 0) / 4294967296) * 2 - 1) * scale;
-  }
+  for (let i = 0; i < n; i++) out[i] = (next() * 2 - 1) * scale;
   return out;
+}
+
+/** Relative L2 error ‖a − b‖ / ‖b‖ (the goldens' logits criterion). */
+export function relL2(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  let num = 0;
+  let den = 0;
+  for (let i = 0; i < b.length; i++) {
+    num += (a[i]! - b[i]!) ** 2;
+    den += b[i]! ** 2;
+  }
+  return Math.sqrt(num / den);
 }
 
 /** Weights as the GPU stores them for a dtype, plus the f32 values the reference must use (f16-rounded). */
