@@ -157,7 +157,8 @@ export async function runBench(r: GpuRunner, c: ModelConfig, weights: Map<string
   }
   const weightStream = weightBytes - (c.tieWordEmbeddings ? 0 : c.vocabSize * c.hiddenSize * (half ? 2 : 4)); // decode skips the embedding table
   const cacheRead = c.numLayers * 2 * c.numKvHeads * decodeLen * c.headDim * (half ? 2 : 4);
-  const floorMs = ((weightStream + cacheRead) / (copy * 1e9 / 2)) * 1000; // copy counts read+write; decode only reads
+  // the memory system's total rate (a copy's read + write traffic) is what a read-only decode stream can use
+  const floorMs = ((weightStream + cacheRead) / (copy * 1e9)) * 1000;
   const firstChunk = o.chunks[0]!;
   const flopsPerToken = 2 * (weightStream / (half ? 2 : 4));
   return {
