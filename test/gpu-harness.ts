@@ -2,7 +2,7 @@
 import { expect } from 'vitest';
 import { createGpuContext, type DeviceOptions } from '../runtime/gpu/device.js';
 import { GpuRunner } from '../runtime/gpu/runner.js';
-import { f32ToF16Bits } from './ref/f16.js';
+import { f16BitsToF32, f32ToF16Bits } from './ref/f16.js';
 import { rng } from '../runtime/sampling.js';
 
 let runner: Promise<GpuRunner> | null = null;
@@ -42,14 +42,7 @@ export function weightsFor(dtype: 'f32' | 'f16' | 'f16p', w: Float32Array): { gp
   return { gpu: bits, ref };
 }
 
-export function f16BitsToF32(h: number): number {
-  const s = h & 0x8000 ? -1 : 1;
-  const e = (h >> 10) & 0x1f;
-  const m = h & 0x3ff;
-  if (e === 0) return s * m * 2 ** -24;
-  if (e === 31) return m ? NaN : s * Infinity;
-  return s * (1 + m / 1024) * 2 ** (e - 15);
-}
+export { f16BitsToF32 };
 
 /** max |a-b| / max(|b|, floor) over all elements; fails with the worst index and values printed. */
 export function expectClose(got: ArrayLike<number>, want: ArrayLike<number>, rtol: number, what: string, floor = 1): void {

@@ -2,16 +2,8 @@ import { describe, expect, it } from 'vitest';
 import {
   bf16ToF32, f16BitsToNumber, f16ToF32, f32BitsToF16Bits, f32ToBf16, f32ToF16, numberToF16Bits, rawToF32,
 } from '../runtime/io/dtype.js';
+import { f16BitsToF32 as refF16 } from './ref/f16.js';
 
-/** Reference f16 decode straight from the IEEE definition. */
-function refF16(h: number): number {
-  const s = h & 0x8000 ? -1 : 1;
-  const e = (h >> 10) & 0x1f;
-  const m = h & 0x3ff;
-  if (e === 0) return s * m * 2 ** -24;
-  if (e === 31) return m ? NaN : s * Infinity;
-  return s * (1 + m / 1024) * 2 ** (e - 15);
-}
 
 describe('dtype', () => {
   it('f16 → f32 is exact for all 65536 patterns', () => {

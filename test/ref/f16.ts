@@ -39,3 +39,13 @@ export function f32ToF16Bits(x: Float32Array): Uint16Array {
   }
   return out;
 }
+
+/** f16 bits → number, straight from the IEEE definition (reference; independent of runtime/io). */
+export function f16BitsToF32(h: number): number {
+  const s = h & 0x8000 ? -1 : 1;
+  const e = (h >> 10) & 0x1f;
+  const m = h & 0x3ff;
+  if (e === 0) return s * m * 2 ** -24;
+  if (e === 31) return m ? NaN : s * Infinity;
+  return s * (1 + m / 1024) * 2 ** (e - 15);
+}

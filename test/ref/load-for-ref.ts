@@ -48,14 +48,8 @@ export class RefSafetensors {
   }
 }
 
-export function halfToFloat(h: number): number {
-  const s = h & 0x8000 ? -1 : 1;
-  const e = (h >> 10) & 0x1f;
-  const m = h & 0x3ff;
-  if (e === 0) return s * m * 2 ** -24;
-  if (e === 31) return m ? NaN : s * Infinity;
-  return s * (1 + m / 1024) * 2 ** (e - 15);
-}
+import { f16BitsToF32 as halfToFloat } from './f16.js';
+export { halfToFloat };
 
 /** All tensors of a model directory by HF name (single file or sharded with an index). */
 export function loadHfTensors(dir: string): Map<string, () => Float32Array> {
