@@ -1,3 +1,4 @@
+import type { WeightDtype } from '../compiler/kernels/mm-common.js';
 /** Shared helpers for GPU kernel tests: one runner per test file, uploads, readbacks, and tolerance checks. */
 import { expect } from 'vitest';
 import { createGpuContext, type DeviceOptions } from '../runtime/gpu/device.js';
@@ -33,8 +34,9 @@ export function relL2(a: ArrayLike<number>, b: ArrayLike<number>): number {
 }
 
 /** Weights as the GPU stores them for a dtype, plus the f32 values the reference must use (f16-rounded). */
-export function weightsFor(dtype: 'f32' | 'f16' | 'f16p', w: Float32Array): { gpu: ArrayBufferView; ref: Float32Array } {
+export function weightsFor(dtype: WeightDtype, w: Float32Array): { gpu: ArrayBufferView; ref: Float32Array } {
   if (dtype === 'f32') return { gpu: w, ref: w };
+  if (dtype === 'q8' || dtype === 'q4') throw new Error(`weightsFor: ${dtype} weights need their scales buffer too`);
   const bits = f32ToF16Bits(w);
   const ref = new Float32Array(w.length);
   for (let i = 0; i < w.length; i++) ref[i] = f16BitsToF32(bits[i]!);

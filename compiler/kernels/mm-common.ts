@@ -5,15 +5,35 @@
 import { ro, wgsl, type Binding } from '../wgsl.js';
 import type { Workgroups } from '../../runtime/gpu/runner.js';
 
-/** f16 = native `array<f16>` (needs shader-f16); f16p = the same bytes read as u32 words with `unpack2x16float`. */
-export type WeightDtype = 'f32' | 'f16' | 'f16p';
+/**
+ * f16 = native `array<f16>` (needs shader-f16); f16p = the same bytes read as u32 words with `unpack2x16float`.
+ * q8 / q4 = block-quantized, groups of 32 consecutive elements along a row (K % 32 == 0), one f16 scale each,
+ * symmetric (no zero point); value = q · scale. Quants and scales are separate buffers of the same part:
+ *
+ *   q8  quants  (rows, K/4)  u32   4 int8 per word, element 4j+b in byte b (little-endian), two's complement
+ *   q4  quants  (rows, K/8)  u32   8 nibbles per word, element 8j+b in bits 4b..4b+3, value nibble − 8
+ *   both scales (rows, K/32) f16   packed two per u32 word (group 2j low half), read with unpack2x16float
+ *
+ * so one 16-byte load holds 16 (q8) or 32 (q4, a whole group) elements.
+ */
+export type WeightDtype = 'f32' | 'f16' | 'f16p' | 'q8' | 'q4';
+
+/** Quantization group size along K for q8 / q4. */
+export const QGROUP = 32;
+
+export function isQuantized(d: WeightDtype): d is 'q8' | 'q4' {
+  return d === 'q8' || d === 'q4';
+}
 
 /**
  * One buffer of a weight stored as several (each within the storage-binding limit): rows [row0, row0 + rows) of
  * the (rows, cols) matrix, contiguous and starting at byte 0 of `buf`. An unsplit weight is one part.
  */
 export interface WeightPart {
+  /** the elements (q8 / q4: the quants) */
   readonly buf: GPUBuffer;
+  /** q8 / q4: (rows, K/32) f16 scales of the same rows */
+  readonly scales?: GPUBuffer;
   readonly row0: number;
   readonly rows: number;
 }
@@ -73,6 +93,9 @@ export function weightLoader(name: string, dtype: WeightDtype, U: Unit, shape: s
             binding: ro(name, 'array<u32>'),
             fn: wgsl`${doc}\nfn ${name}_ld(i: u32) -> f32 { return unpack2x16float(${name}[i >> 1u])[i & 1u]; }`,
           };
+    case 'q8':
+    case 'q4':
+      throw new Error(`weight '${name}': ${dtype} is not readable by this kernel yet`);
   }
 }
 
