@@ -60,6 +60,8 @@ export interface Plan {
   output(id: NodeId): GPUBuffer;
   /** kernels per step (one per computing node; split attention counts as one) */
   readonly kernelCount: number;
+  /** the op of each computing node, in step order (benchmarks time them one op at a time) */
+  readonly ops: readonly Op[];
   readonly activationBytes: number;
   release(): void;
 }
@@ -268,6 +270,7 @@ export function lower(g: Graph, env: LowerEnv): Plan {
   return {
     ids,
     kernelCount: steps.length,
+    ops: steps.map((e) => e.node.op),
     activationBytes,
     dispatches: (s, only, after) =>
       steps.filter((e) => !only || only(e.node.op)).flatMap((e) => (after ? [...e.emit(s), ...after(e.node)] : e.emit(s))),

@@ -8,6 +8,7 @@ import { fillRandom, streamCopy } from '../compiler/kernels/random.js';
 import { qkvWidth, RETAINING_HIDDEN, weightName as W } from '../ir/config.js';
 import type { GpuRunner } from './gpu/runner.js';
 import { Session } from './session.js';
+import { stepBreakdown, type StepBreakdown } from './bench-breakdown.js';
 import { partsWeight, type GpuWeight } from './weights.js';
 
 export interface BenchOptions {
@@ -35,6 +36,8 @@ export interface BenchResult {
   decode_bandwidth_ratio: number;
   prefill_matmul_ratio: number;
   weight_bytes: number;
+  /** per-op GPU time of one prefill chunk and one decode step at the decode cache length */
+  breakdown?: { prefill: StepBreakdown; decode: StepBreakdown };
 }
 
 const done = (r: GpuRunner) => r.device.queue.onSubmittedWorkDone();
@@ -130,6 +133,7 @@ export async function runBench(r: GpuRunner, c: ModelConfig, weights: Map<string
   let decodeLen = 0;
   let evictShare = 0;
   let scoreShare = 0;
+  let breakdown: BenchResult['breakdown'];
   r.resetPeak();
   for (const chunk of o.chunks) {
     const s = new Session(r, c, weights, { policy: 'locret', budget: o.budget, chunk, stabilizer: o.stabilizer, positions: 'compact', maxNew: o.decodeTokens + 1 });
@@ -152,6 +156,8 @@ export async function runBench(r: GpuRunner, c: ModelConfig, weights: Map<string
       const perChunk = ms / chunks;
       evictShare = (await timeIt(r, 3, () => r.run(s.evictionProbe()))) / perChunk;
       scoreShare = (await timeIt(r, 3, () => r.run(s.scoringProbe(chunk)))) / perChunk;
+      log('per-op breakdown of a chunk and a decode step');
+      breakdown = { prefill: await stepBreakdown(r, s, chunk, false, 3), decode: await stepBreakdown(r, s, 1, true, 10) };
     }
     s.release();
   }
@@ -176,5 +182,6 @@ export async function runBench(r: GpuRunner, c: ModelConfig, weights: Map<string
     decode_bandwidth_ratio: decodeMs > 0 ? floorMs / decodeMs : 0,
     prefill_matmul_ratio: (prefill[`chunk_${firstChunk}`]! * flopsPerToken) / (tflops * 1e12),
     weight_bytes: weightBytes,
+    breakdown,
   };
 }

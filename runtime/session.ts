@@ -6,7 +6,7 @@
 import { decoderGraph } from '../ir/models/decoder.js';
 import { verify } from '../ir/verify.js';
 import type { ModelConfig } from '../ir/config.js';
-import type { Node } from '../ir/ops.js';
+import type { Node, Op } from '../ir/ops.js';
 import { fuse } from '../compiler/fuse.js';
 import { lower, type LayerCache, type Plan } from '../compiler/lower.js';
 import { evict } from '../compiler/kernels/evict.js';
@@ -213,6 +213,20 @@ export class Session {
   scoringProbe(T: number): Dispatch[] {
     const slot0 = Math.max(0, this.capacity - T);
     return this.plan!.dispatches({ T, slot0, pos0: slot0, rope: this.rope(this.capacity) }, (op) => op === 'retaining_head');
+  }
+
+  /**
+   * Benchmarks: the dispatches of one step of T tokens (a decode token when `decode`) written past the live
+   * entries, keeping only the ops `only` accepts. Reads and overwrites cache slots beyond the current length.
+   */
+  stepProbe(T: number, decode: boolean, only?: (op: Op) => boolean): Dispatch[] {
+    const slot0 = Math.max(0, Math.min(this.book?.length ?? 0, this.capacity - T));
+    return this.plan!.dispatches({ T, slot0, pos0: slot0, rope: this.rope(this.capacity), decode }, only);
+  }
+
+  /** Ops of the step graph (each lowers to one kernel family). */
+  get stepOps(): Op[] {
+    return [...new Set(this.plan!.ops)];
   }
 
   /** Appends one generated token and returns the logits that follow it. */
