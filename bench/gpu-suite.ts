@@ -2,7 +2,9 @@
  * The GPU acceptance run, one process: tiny-llama goldens on the device (f32 and f16), the dev-tasks accuracy
  * table for every policy, and the 8B-shaped benchmark. Writes markdown and JSON to the output directory.
  *
- *   node dist/bench/gpu-suite.js --fixtures ../shared --out out/ [--skip-eval] [--skip-bench] [--sets a,b]
+ *   node dist/bench/gpu-suite.js --fixtures ../shared --out out/ [--skip-eval] [--skip-bench] [--sets a,b] [--kv-dtype int8]
+ *
+ * --kv-dtype f32|f16|int8 sets the KV cache storage of every run (default: follows the weights).
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -21,6 +23,8 @@ const arg = (name: string, def?: string) => {
   return i >= 0 ? process.argv[i + 1] : def;
 };
 const flag = (name: string) => process.argv.includes(`--${name}`);
+const kvDtype = arg('kv-dtype') as 'f32' | 'f16' | 'int8' | undefined;
+if (kvDtype !== undefined && !['f32', 'f16', 'int8'].includes(kvDtype)) throw new Error(`--kv-dtype must be f32, f16 or int8, got '${kvDtype}'`);
 const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), '../..');
 const fixtures = path.resolve(arg('fixtures', path.join(root, '../shared'))!);
 const out = path.resolve(arg('out', 'out')!);
@@ -36,15 +40,15 @@ async function goldens() {
   const golden = JSON.parse(fs.readFileSync(path.join(root, 'models/tiny-llama/golden.json'), 'utf8'));
   for (const dtype of ['f32', 'f16'] as const) {
     const e = await Engine.load(path.join(root, 'models/tiny-llama'), { dtype });
-    const s = e.session({ policy: 'full', allLogits: true, maxNew: 1 });
+    const s = e.session({ policy: 'full', allLogits: true, maxNew: 1, kvDtype });
     const r = await s.prefill(golden.input_ids, 0);
     s.release();
     const T = golden.input_ids.length;
     let mism = 0;
     for (let t = 0; t < T; t++) if (argmaxOf(r.logits, t * 4096, 4096) !== golden.argmax[t]) mism++;
-    const g = await e.generate({ inputIds: golden.input_ids, maxNewTokens: 24, policy: 'full', stopAtEos: false });
+    const g = await e.generate({ inputIds: golden.input_ids, maxNewTokens: 24, policy: 'full', stopAtEos: false, kvDtype });
     const eq = JSON.stringify(g.tokens) === JSON.stringify(golden.greedy_24);
-    log(`| golden tiny-llama ${dtype} | argmax mismatches ${mism}/${T} | greedy_24 ${eq ? 'equal' : 'DIFFERENT'} |`);
+    log(`| golden tiny-llama ${dtype}${kvDtype ? ` kv ${kvDtype}` : ''} | argmax mismatches ${mism}/${T} | greedy_24 ${eq ? 'equal' : 'DIFFERENT'} |`);
   }
 }
 
@@ -56,7 +60,7 @@ async function evalTable() {
   ];
   const heads = path.join(fixtures, 'models/tiny-llama/retaining_heads.safetensors');
   const e = await Engine.load(path.join(root, 'models/tiny-llama'), { dtype: 'f16', heads });
-  log(`\n| set | ${configs.map((c) => c[0]).join(' | ')} |`);
+  log(`\n| set${kvDtype ? ` (kv ${kvDtype})` : ''} | ${configs.map((c) => c[0]).join(' | ')} |`);
   log(`| --- | ${configs.map(() => '---').join(' | ')} |`);
   const json: Record<string, Record<string, unknown>> = {};
   for (const set of sets) {
@@ -66,7 +70,7 @@ async function evalTable() {
     for (const [name, policy, budget] of configs) {
       const t0 = performance.now();
       const limit = arg('limit') ? Number(arg('limit')) : undefined;
-      const r = await runEval(e, rows, { policy, budget, chunk: 512, stabilizer: budget / 4, local: 'question', positions: 'compact', quiet: true, limit });
+      const r = await runEval(e, rows, { policy, budget, chunk: 512, stabilizer: budget / 4, local: 'question', positions: 'compact', quiet: true, limit, kvDtype });
       cells.push(`${r.correct}/${r.total}`);
       const { rows: _r, ...summary } = r;
       json[set]![name] = { ...summary, wall_s: (performance.now() - t0) / 1000 };
@@ -84,7 +88,7 @@ async function bench() {
   const weights = randomWeights(runner, cfg, true);
   const budget = Number(arg('budget', '16384'));
   const r = await runBench(runner, cfg, weights, shape, {
-    chunks: (arg('chunks', '1024,4096')!).split(',').map(Number), budget, stabilizer: Math.min(2500, budget / 4), context: Number(arg('context', '16384')), decodeTokens: 32,
+    chunks: (arg('chunks', '1024,4096')!).split(',').map(Number), budget, stabilizer: Math.min(2500, budget / 4), context: Number(arg('context', '16384')), decodeTokens: 32, kvDtype,
     log: (s) => console.log(`bench: ${s}`),
   });
   fs.writeFileSync(path.join(out, 'bench.json'), JSON.stringify(r, null, 1));

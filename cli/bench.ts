@@ -5,11 +5,12 @@ import { GpuRunner } from '../runtime/gpu/runner.js';
 import { openModel } from '../runtime/model-source.js';
 import { shapeConfig, SHAPES } from '../runtime/shapes.js';
 import { uploadWeights } from '../runtime/weights.js';
-import { int, run } from './options.js';
+import { int, kvDtypeOption, run } from './options.js';
 
 interface Flags {
   shape?: string;
-  dtype: 'f16' | 'f32';
+  dtype: 'f16' | 'f32' | 'q8' | 'q4';
+  kvDtype?: 'f32' | 'f16' | 'int8';
   context: number;
   chunks: string;
   budget: number;
@@ -25,7 +26,8 @@ export function benchCommand(program: Command): void {
     .description('prefill and decode speed under the Locret policy, with the device ceilings measured in the same run')
     .argument('[model]', 'bundle or Hugging Face directory (or use --shape)')
     .addOption(new Option('--shape <name>', 'random weights of a published shape, generated on the GPU').choices(Object.keys(SHAPES)))
-    .addOption(new Option('--dtype <dtype>', 'weight storage').choices(['f16', 'f32']).default('f16'))
+    .addOption(new Option('--dtype <dtype>', 'weight storage (q8 / q4: block-quantized backbone matrices)').choices(['f16', 'f32', 'q8', 'q4']).default('f16'))
+    .addOption(kvDtypeOption())
     .option('--context <n>', 'cache length at which decode is timed', int('context', 1), 16384)
     .option('--chunks <list>', 'prefill chunk sizes, comma separated', '1024,4096')
     .option('--budget <n>', 'cache budget b', int('budget', 1), 16384)
@@ -42,7 +44,7 @@ export function benchCommand(program: Command): void {
         let weights;
         if (f.shape) {
           cfg = shapeConfig(f.shape);
-          weights = randomWeights(runner, cfg, f.dtype === 'f16');
+          weights = randomWeights(runner, cfg, f.dtype);
         } else {
           const src = openModel(model!, { heads: f.heads });
           if (!src.hasHeads) throw new Error(`${model} has no retaining heads: pass --heads`);
@@ -50,7 +52,7 @@ export function benchCommand(program: Command): void {
           weights = uploadWeights(runner, src, f.dtype);
         }
         const r = await runBench(runner, cfg, weights, f.shape ?? model!, {
-          chunks, budget: f.budget, stabilizer: Math.min(f.stabilizer, f.budget), context: f.context, decodeTokens: f.decodeTokens,
+          chunks, budget: f.budget, stabilizer: Math.min(f.stabilizer, f.budget), context: f.context, decodeTokens: f.decodeTokens, kvDtype: f.kvDtype,
           log: (s) => process.stderr.write(`bench: ${s}\n`),
         });
         if (f.json) {
@@ -60,10 +62,11 @@ export function benchCommand(program: Command): void {
         const gib = (n: number) => `${(n / 2 ** 30).toFixed(2)} GiB`;
         const rows: [string, string][] = [
           ['device', r.device],
-          ['model', `${r.model} (${r.weight_dtype}, ${gib(r.weight_bytes)} weights)`],
+          ['model', `${r.model} (${r.weight_dtype}, ${gib(r.weight_bytes)} weights, ${r.kv_dtype} KV cache)`],
           ...Object.entries(r.prefill_tokens_per_s).map(([k, v]): [string, string] => [`prefill ${k.replace('_', ' ')}`, `${v.toFixed(0)} tokens/s`]),
           ['prefill / matmul ceiling', `${(100 * r.prefill_matmul_ratio).toFixed(1)}% of ${r.matmul_tflops.toFixed(1)} TFLOP/s`],
-          ['decode', `${r.decode_ms_per_token.toFixed(2)} ms/token at cache ${r.decode_cache_len}`],
+          ['decode (greedy, queued)', `${r.decode_ms_per_token.toFixed(2)} ms/token at cache ${r.decode_cache_len}`],
+          ['decode (readback per token)', `${r.decode_roundtrip_ms_per_token.toFixed(2)} ms/token`],
           ['decode / bandwidth floor', `${(100 * r.decode_bandwidth_ratio).toFixed(1)}% of ${r.copy_gb_per_s.toFixed(0)} GB/s copy`],
           ['eviction (select + compact)', `${(100 * r.eviction_share).toFixed(2)}% of a chunk`],
           ['scoring (retaining heads)', `${(100 * r.scoring_share).toFixed(2)}% of a chunk`],

@@ -6,22 +6,27 @@
  *
  * A weight over the device's storage-binding limit arrives split into parts of whole rows (runtime/weights.ts):
  * matmuls then emit one dispatch per run of output columns inside one part, the embedding one gather per part.
- * Ops that read a weight whole (norms, biases, qkv_rope, retaining heads) fail with a clear message if it is split.
+ * Ops that read a weight whole (norms, biases, qkv_rope, a retaining head's fc2) fail with a clear message if it is
+ * split.
  */
 import { assertNever, operandsOf, type Graph, type Node, type NodeId, type NodeOf, type Op } from '../ir/ops.js';
 import type { Dispatch, GpuRunner } from '../runtime/gpu/runner.js';
 import { weightParts, type GpuWeight } from '../runtime/weights.js';
-import { attention, attentionScratchBytes } from './kernels/attention.js';
+import { attentionScratchBytes } from './kernels/attention.js';
+import { attentionAuto } from './kernels/attention-sgmat.js';
+import { attentionDecode, DECODE_MAX_T } from './kernels/attention-decode.js';
+import type { CacheDtype } from './kernels/attn-common.js';
 import { copyLastRows, kvStore } from './kernels/cache-store.js';
+import { kvQuantize } from './kernels/kv-int8.js';
 import { add, embedding, rmsnorm, rope, siluMul } from './kernels/elementwise.js';
 import { matmulParts, type MatmulOpts } from './kernels/matmul.js';
 import { qkvRope } from './kernels/qkv-rope.js';
-import { retainingHead } from './kernels/retaining.js';
+import { retainingScores } from './kernels/retaining.js';
 import { attentionStats } from './kernels/scores.js';
 
 export interface LayerCache {
-  readonly k: GPUBuffer; // (kv_heads, capacity, head_dim)
-  readonly v: GPUBuffer; // (kv_heads, capacity, head_dim)
+  readonly k: GPUBuffer; // (kv_heads, capacity, head_dim) f32|f16, or (kv_heads, capacity, head_dim/4 + 1) u32 int8 rows
+  readonly v: GPUBuffer; // same layout as k
   readonly scores: GPUBuffer; // (kv_heads, capacity) f32
   readonly kpos: GPUBuffer; // (kv_heads, capacity) u32
 }
@@ -31,7 +36,7 @@ export interface LowerEnv {
   /** rows of the largest step */
   readonly maxT: number;
   readonly capacity: number;
-  readonly cacheDtype: 'f32' | 'f16';
+  readonly cacheDtype: CacheDtype;
   weight(name: string): GpuWeight;
   cache(layer: number): LayerCache;
 }
@@ -58,7 +63,7 @@ export interface Plan {
   dispatches(s: StepDims, only?: (op: Op) => boolean, after?: (n: Node) => Dispatch[]): Dispatch[];
   readonly ids: GPUBuffer; // (maxT) u32, written by the caller before each step
   output(id: NodeId): GPUBuffer;
-  /** kernels per step (one per computing node; split attention counts as one) */
+  /** kernels per step (one per computing node, two per retaining head; split weights and attention count as one) */
   readonly kernelCount: number;
   /** the op of each computing node, in step order (benchmarks time them one op at a time) */
   readonly ops: readonly Op[];
@@ -73,6 +78,8 @@ interface Ctx {
   buf(id: NodeId): GPUBuffer;
   rows(id: NodeId, s: StepDims): number;
   readonly scratch: () => GPUBuffer;
+  /** int8 cache: f32 rows qkv_rope writes before kvQuantize packs them (see kv-int8.ts) */
+  readonly kvStage: () => KvStage;
   /** (maxT, heads) f32 log-sum-exp of the latest attention, when attention_stats nodes read it */
   readonly lse: GPUBuffer | undefined;
 }
@@ -94,9 +101,11 @@ const whole = (c: Ctx, id: NodeId, op: string): GPUBuffer => {
 };
 const optWhole = (c: Ctx, id: NodeId | null, op: string) => (id === null ? undefined : whole(c, id, op));
 /** a matmul over every part of weight `wid` */
+/** prefill matmuls on tensor cores where the device has them; LOCRET_NO_TENSOR_CORES=1 keeps the FMA tiles (A/B timing) */
+const tensorCores = (c: Ctx) => c.env.runner.gpu.tensorCores && process.env.LOCRET_NO_TENSOR_CORES !== '1';
 const mm = (c: Ctx, o: Omit<MatmulOpts, 'wdtype'>, wid: NodeId, d: Parameters<typeof matmulParts>[1], b: Parameters<typeof matmulParts>[2]) => {
   const x = w(c, wid);
-  return matmulParts({ ...o, wdtype: x.dtype }, d, b, weightParts(x));
+  return matmulParts({ ...o, wdtype: x.dtype, tensorCores: tensorCores(c), subgroups: c.env.runner.gpu.subgroups }, d, b, weightParts(x));
 };
 const cols = (c: Ctx, id: NodeId) => c.g.nodes[id]!.shape[1] as number;
 const attnOpts = (c: Ctx) => ({
@@ -109,7 +118,7 @@ const lowerings: { readonly [O in Op]: Lowering<O> } = {
   pre_output: () => null,
   embedding: (n, c) => (s) => {
     const t = w(c, n.table);
-    return weightParts(t).map((p) => embedding({ wdtype: t.dtype }, { T: s.T, hidden: n.shape[1] as number, row0: p.row0, rows: p.rows }, { ids: c.buf(n.ids), table: p.buf, y: c.buf(n.id) }));
+    return weightParts(t).map((p) => embedding({ wdtype: t.dtype }, { T: s.T, hidden: n.shape[1] as number, row0: p.row0, rows: p.rows }, { ids: c.buf(n.ids), table: p.buf, tableScales: p.scales, y: c.buf(n.id) }));
   },
   rmsnorm: (n, c) => (s) => [rmsnorm({ T: c.rows(n.id, s), N: n.shape[1] as number, eps: n.eps }, { x: c.buf(n.x), w: whole(c, n.w, 'rmsnorm'), y: c.buf(n.id) })],
   linear: (n, c) => (s) =>
@@ -137,21 +146,39 @@ const lowerings: { readonly [O in Op]: Lowering<O> } = {
   },
   qkv_rope: (n, c) => (s) => {
     const l = c.env.cache(n.layer);
-    const o = { ...attnOpts(c), wdtype: w(c, n.w).dtype, bias: n.bias !== null, writePre: n.writePre };
-    return [qkvRope(o, { T: s.T, K: cols(c, n.x), eps: n.eps, slot0: s.slot0, pos0: s.pos0, capacity: c.env.capacity }, {
-      x: c.buf(n.x), normW: whole(c, n.normW, 'qkv_rope'), w: whole(c, n.w, 'qkv_rope'), bias: optWhole(c, n.bias, 'qkv_rope'), rope: s.rope,
-      q: c.buf(n.id), kCache: l.k, vCache: l.v, kpos: l.kpos, pre: n.writePre ? preBuf(c, n.id) : undefined,
-    })];
+    // int8: qkv_rope writes f32 rows to the staging cache at slots 0..T-1, then kvQuantize packs them into the cache
+    const st = c.env.cacheDtype === 'int8' ? c.kvStage() : null;
+    const ct = st ? 'f32' : (c.env.cacheDtype as 'f32' | 'f16');
+    const o = { ...attnOpts(c), cacheDtype: ct, wdtype: w(c, n.w).dtype, bias: n.bias !== null, writePre: n.writePre, tensorCores: tensorCores(c), subgroups: c.env.runner.gpu.subgroups };
+    const at = st ? { slot0: 0, capacity: c.env.maxT } : { slot0: s.slot0, capacity: c.env.capacity };
+    const fused = qkvRope(o, { T: s.T, K: cols(c, n.x), eps: n.eps, pos0: s.pos0, ...at }, {
+      x: c.buf(n.x), normW: whole(c, n.normW, 'qkv_rope'), w: whole(c, n.w, 'qkv_rope'), wScales: weightParts(w(c, n.w))[0]!.scales, bias: optWhole(c, n.bias, 'qkv_rope'), rope: s.rope,
+      q: c.buf(n.id), kCache: st?.k ?? l.k, vCache: st?.v ?? l.v, kpos: st?.kpos ?? l.kpos, pre: n.writePre ? preBuf(c, n.id) : undefined,
+    });
+    if (!st) return [fused];
+    return [fused, kvQuantize({ ...attnOpts(c), mode: 'staged' }, { T: s.T, slot0: s.slot0, pos0: s.pos0, capacity: c.env.capacity, stageCap: c.env.maxT },
+      { kSrc: st.k, vSrc: st.v, kCache: l.k, vCache: l.v, kpos: l.kpos })];
   },
-  // decode tokens are never evicted, so they need no scores
-  retaining_head: (n, c) => (s) => s.decode ? [] : [
-    retainingHead({ wdtype: w(c, n.fc1).dtype }, { T: s.T, W: cols(c, n.pre), KV: c.g.dims.numKvHeads, slot0: s.slot0, capacity: c.env.capacity },
-      { pre: c.buf(n.pre), fc1: whole(c, n.fc1, 'retaining_head'), fc2: whole(c, n.fc2, 'retaining_head'), scores: c.env.cache(n.layer).scores }),
-  ],
+  // decode tokens are never evicted, so they need no scores. Two kernels: hid = silu(pre · fc1ᵀ) on the main matmul
+  // into the node's own buffer (sized (maxT, hidden), see bufferBytes), then the fc2 dot products into the cache.
+  retaining_head: (n, c) => (s) => {
+    if (s.decode) return [];
+    const hidden = c.g.nodes[n.fc1]!.shape[0] as number;
+    return [
+      ...mm(c, { norm: false, bias: false, epilogue: 'silu' }, n.fc1, { T: s.T, N: hidden, K: cols(c, n.pre) }, { x: c.buf(n.pre), y: c.buf(n.id) }),
+      retainingScores({ wdtype: w(c, n.fc2).dtype }, { T: s.T, KV: c.g.dims.numKvHeads, hidden, slot0: s.slot0, capacity: c.env.capacity },
+        { hid: c.buf(n.id), fc2: whole(c, n.fc2, 'retaining_head'), scores: c.env.cache(n.layer).scores }),
+    ];
+  },
+  // decode-sized chunks take the bandwidth kernel (every SM streams a slab of the cache); LOCRET_OLD_DECODE_ATTN=1
+  // keeps the prefill kernel for them (A/B timing)
   attention: (n, c) => (s) => {
     const l = c.env.cache(n.layer);
-    return attention(attnOpts(c), { T: s.T, base: s.slot0, capacity: c.env.capacity, scale: 1 / Math.sqrt(c.g.dims.headDim) },
-      { q: c.buf(n.q), kCache: l.k, vCache: l.v, kpos: l.kpos, rope: s.rope, out: c.buf(n.id), scratch: c.scratch(), lse: c.lse });
+    const d = { T: s.T, base: s.slot0, capacity: c.env.capacity, scale: 1 / Math.sqrt(c.g.dims.headDim) };
+    const b = { q: c.buf(n.q), kCache: l.k, vCache: l.v, kpos: l.kpos, rope: s.rope, out: c.buf(n.id), scratch: c.scratch(), lse: c.lse };
+    if (s.T <= DECODE_MAX_T && process.env.LOCRET_OLD_DECODE_ATTN !== '1') return attentionDecode({ ...attnOpts(c), subgroups: c.env.runner.gpu.subgroups }, d, b);
+    // prefill on tensor cores where the device has them (attention-sgmat.ts; LOCRET_NO_TENSOR_CORES=1 keeps f32 FMAs)
+    return attentionAuto({ ...attnOpts(c), tensorCores: tensorCores(c) }, d, b);
   },
   attention_stats: (n, c) => (s) => {
     if (s.T === 1 && s.decode) return []; // decode tokens are never evicted: their attention scores nothing
@@ -175,9 +202,25 @@ function preBuf(c: Ctx, fusedId: NodeId): GPUBuffer {
   return c.buf(pre.id);
 }
 
+interface KvStage {
+  readonly k: GPUBuffer; // (kv_heads, maxT, head_dim) f32
+  readonly v: GPUBuffer; // (kv_heads, maxT, head_dim) f32
+  readonly kpos: GPUBuffer; // (kv_heads, maxT) u32, written by qkv_rope and never read (kvQuantize writes kpos)
+}
+
 function bytesOf(n: Node, maxT: number): number {
   const dims = n.shape.map((d) => (d === 'T' ? maxT : d));
   return dims.reduce((a, b) => a * b, 1) * 4;
+}
+
+/**
+ * Bytes of a node's activation buffer. A retaining head's scores go straight into the cache and nothing reads its
+ * value, so its buffer instead holds the (maxT, hidden) f32 silu activations passed between its two kernels: a
+ * plan-sized scratch that the liveness allocator recycles right after the node, like any dead activation.
+ */
+function bufferBytes(g: Graph, n: Node, maxT: number): number {
+  if (n.op === 'retaining_head') return maxT * (g.nodes[n.fc1]!.shape[0] as number) * 4;
+  return bytesOf(n, maxT);
 }
 
 export function lower(g: Graph, env: LowerEnv): Plan {
@@ -208,7 +251,7 @@ export function lower(g: Graph, env: LowerEnv): Plan {
   const holders = new Map<GPUBuffer, number>(); // buffer → last use among its values
   const place = (n: Node) => {
     const a = alias.get(n.id);
-    const b = a !== undefined ? bufs.get(a)! : take(bytesOf(n, maxT), `${n.op}#${n.id}`);
+    const b = a !== undefined ? bufs.get(a)! : take(bufferBytes(g, n, maxT), `${n.op}#${n.id}`);
     bufs.set(n.id, b);
     holders.set(b, Math.max(holders.get(b) ?? -1, lastUse[n.id]!));
     return b;
@@ -238,6 +281,13 @@ export function lower(g: Graph, env: LowerEnv): Plan {
   }
   const steps: { node: Node; emit: Emit }[] = [];
   let scratchBuf: GPUBuffer | null = null;
+  let stage: KvStage | null = null;
+  const stageBuf = (bytes: number, label: string) => {
+    const b = runner.createBuffer(bytes, label);
+    owned.push(b);
+    size.set(b, bytes);
+    return b;
+  };
   const ctx: Ctx = {
     g,
     env,
@@ -261,6 +311,11 @@ export function lower(g: Graph, env: LowerEnv): Plan {
       }
       return scratchBuf;
     },
+    kvStage: () => {
+      const { numKvHeads: KV, headDim: D } = g.dims;
+      stage ??= { k: stageBuf(KV * maxT * D * 4, 'kv-stage-k'), v: stageBuf(KV * maxT * D * 4, 'kv-stage-v'), kpos: stageBuf(KV * maxT * 4, 'kv-stage-pos') };
+      return stage;
+    },
   };
   for (const n of g.nodes) {
     const e = (lowerings[n.op] as Lowering<Op>)(n as never, ctx);
@@ -269,7 +324,7 @@ export function lower(g: Graph, env: LowerEnv): Plan {
   const activationBytes = owned.reduce((a, b) => a + (size.get(b) ?? 0), 0);
   return {
     ids,
-    kernelCount: steps.length,
+    kernelCount: steps.reduce((a, e) => a + (e.node.op === 'retaining_head' ? 2 : 1), 0),
     ops: steps.map((e) => e.node.op),
     activationBytes,
     dispatches: (s, only, after) =>

@@ -4,12 +4,15 @@
  */
 import type { ModelConfig } from '../ir/config.js';
 import { matmul } from '../compiler/kernels/matmul.js';
-import { fillRandom, streamCopy } from '../compiler/kernels/random.js';
+import { QGROUP } from '../compiler/kernels/mm-common.js';
+import { fillBits, fillRandom, streamCopy } from '../compiler/kernels/random.js';
 import { qkvWidth, RETAINING_HIDDEN, weightName as W } from '../ir/config.js';
 import type { GpuRunner } from './gpu/runner.js';
 import { Session } from './session.js';
+import { cacheRowWords, type CacheDtype } from '../compiler/kernels/attn-common.js';
 import { stepBreakdown, type StepBreakdown } from './bench-breakdown.js';
-import { partsWeight, type GpuWeight } from './weights.js';
+import { quantizedBytes } from './quant.js';
+import { elemBytes, isQuantizable, partsWeight, weightBytes, type GpuWeight, type WeightFormat } from './weights.js';
 
 export interface BenchOptions {
   readonly chunks: readonly number[];
@@ -18,6 +21,8 @@ export interface BenchOptions {
   /** cache length at which decode is timed */
   readonly context: number;
   readonly decodeTokens: number;
+  /** KV cache storage (default: follows the weights, as in Session) */
+  readonly kvDtype?: CacheDtype;
   readonly log?: (s: string) => void;
 }
 
@@ -25,8 +30,12 @@ export interface BenchResult {
   device: string;
   model: string;
   weight_dtype: string;
+  kv_dtype: string;
   prefill_tokens_per_s: Record<string, number>;
+  /** greedy steps queued back to back (generate's path) */
   decode_ms_per_token: number;
+  /** one step per readback (the latency of sampled decoding) */
+  decode_roundtrip_ms_per_token: number;
   decode_cache_len: number;
   eviction_share: number;
   scoring_share: number;
@@ -42,22 +51,46 @@ export interface BenchResult {
 
 const done = (r: GpuRunner) => r.device.queue.onSubmittedWorkDone();
 
-/** Random weights of a config's shapes, generated on the GPU (f16 packed pairs or f32), plus random retaining heads. */
-export function randomWeights(r: GpuRunner, c: ModelConfig, half: boolean): Map<string, GpuWeight> {
+/** Scale of random quantized groups: |values| ≤ 0.02 like the f16 weights (q8 levels ±127, q4 −8..7). */
+const RANDOM_QSCALE = { q8: 0.02 / 127, q4: 0.02 / 7 } as const;
+
+/**
+ * Random weights of a config's shapes, generated on the GPU, plus random retaining heads. `format` true / false is
+ * f16 / f32 (older callers). q8 / q4 backbone matrices get random quants (every bit pattern a valid level) and one
+ * constant small scale; norms stay f32 and the retaining heads f16, as uploadWeights stores them.
+ */
+export function randomWeights(r: GpuRunner, c: ModelConfig, format: boolean | WeightFormat): Map<string, GpuWeight> {
+  const fmt: WeightFormat = format === true ? 'f16' : format === false ? 'f32' : format;
   const m = new Map<string, GpuWeight>();
   const qkv = qkvWidth(c);
+  const halfDtype = r.gpu.f16 ? 'f16' : 'f16p';
   const add = (name: string, shape: number[], scale: number, offset = 0) => {
-    const h = half && shape.length === 2;
-    const cols = shape.length === 2 ? shape[1]! : shape.reduce((a, b) => a * b, 1);
+    const matrix = shape.length === 2;
+    const cols = matrix ? shape[1]! : shape.reduce((a, b) => a * b, 1);
     const seed = m.size * 7919 + 1;
+    if (matrix && (fmt === 'q8' || fmt === 'q4') && isQuantizable(name) && cols % QGROUP === 0) {
+      const q = fmt;
+      const make = (row0: number, rows: number, label: string) => {
+        const words = (rows * cols) / (q === 'q8' ? 4 : 8);
+        const { scales: sBytes } = quantizedBytes(q, rows, cols);
+        const buf = r.createBuffer(words * 4, label);
+        const scales = r.createBuffer(sBytes, `${label}.scales`);
+        // scales: a constant (scale 0 leaves just the offset), two f16 per word
+        r.run([fillBits({ words, seed: seed + row0 }, { buf }), fillRandom({ half: true }, { words: sBytes / 4, seed: 0, scale: 0, offset: RANDOM_QSCALE[q] }, { buf: scales })]);
+        return { buf, scales };
+      };
+      m.set(name, partsWeight(name, q, shape, elemBytes(q), r.gpu.maxBinding, make));
+      return;
+    }
+    const h = fmt !== 'f32' && matrix;
     // split like uploaded weights when over the binding limit; each part gets its own seed
     const make = (row0: number, rows: number, label: string) => {
       const n = rows * cols;
       const buf = r.createBuffer(n * (h ? 2 : 4), label);
       r.run([fillRandom({ half: h }, { words: h ? n / 2 : n, seed: seed + row0, scale, offset }, { buf })]);
-      return buf;
+      return { buf };
     };
-    m.set(name, partsWeight(name, h ? (r.gpu.f16 ? 'f16' : 'f16p') : 'f32', shape, h ? 2 : 4, r.gpu.maxBinding, make));
+    m.set(name, partsWeight(name, h ? halfDtype : 'f32', shape, h ? 2 : 4, r.gpu.maxBinding, make));
   };
   const hd = c.hiddenSize;
   add(W.embed, [c.vocabSize, hd], 0.02);
@@ -120,8 +153,13 @@ async function bestMatmul(r: GpuRunner, c: ModelConfig, T: number, half: boolean
 
 export async function runBench(r: GpuRunner, c: ModelConfig, weights: Map<string, GpuWeight>, name: string, o: BenchOptions): Promise<BenchResult> {
   const log = o.log ?? (() => {});
-  const half = weights.get(W.qkv(0))!.dtype !== 'f32';
-  const weightBytes = [...weights.values()].reduce((a, w) => a + w.shape.reduce((x, y) => x * y, 1) * (w.dtype === 'f32' ? 4 : 2), 0);
+  const qkvDtype = weights.get(W.qkv(0))!.dtype;
+  const half = qkvDtype !== 'f32';
+  const numel = (w: GpuWeight) => w.shape.reduce((x, y) => x * y, 1);
+  // storage sizes as uploaded: q8 / q4 count their quants and scales
+  const totalBytes = [...weights.values()].reduce((a, w) => a + weightBytes(w), 0);
+  const totalParams = [...weights.values()].reduce((a, w) => a + numel(w), 0);
+  const embed = weights.get(W.embed)!;
   log('measuring copy bandwidth');
   const copy = await copyBandwidth(r);
   log('measuring the best matmul rate');
@@ -130,13 +168,16 @@ export async function runBench(r: GpuRunner, c: ModelConfig, weights: Map<string
   const ids = (n: number) => Array.from({ length: n }, (_, i) => (i * 2654435761) % c.vocabSize);
   const prefill: Record<string, number> = {};
   let decodeMs = 0;
+  let roundTripMs = 0;
   let decodeLen = 0;
   let evictShare = 0;
   let scoreShare = 0;
   let breakdown: BenchResult['breakdown'];
+  let kvDtype: CacheDtype = o.kvDtype ?? 'f32'; // the sessions' actual cache dtype, set below
   r.resetPeak();
   for (const chunk of o.chunks) {
-    const s = new Session(r, c, weights, { policy: 'locret', budget: o.budget, chunk, stabilizer: o.stabilizer, positions: 'compact', maxNew: o.decodeTokens + 1 });
+    const s = new Session(r, c, weights, { policy: 'locret', budget: o.budget, chunk, stabilizer: o.stabilizer, positions: 'compact', maxNew: 2 * o.decodeTokens + 2, kvDtype: o.kvDtype });
+    kvDtype = s.cacheDtype;
     const prompt = ids(Math.max(o.context, o.budget + 2 * chunk));
     log(`prefill ${prompt.length} tokens in chunks of ${chunk}`);
     await s.prefill(prompt.slice(0, chunk), 0); // warm-up: pipelines
@@ -149,10 +190,16 @@ export async function runBench(r: GpuRunner, c: ModelConfig, weights: Map<string
       log(`decode ${o.decodeTokens} tokens at cache length ${s.cacheLength}`);
       decodeLen = s.cacheLength;
       let tok = 1;
-      tok = await s.decodeGreedy(tok);
+      tok = await s.decodeGreedy(tok); // warm-up
+      // as generate() runs greedy decoding: steps queued back to back, tokens read once at the end
       const t1 = performance.now();
-      for (let i = 0; i < o.decodeTokens - 1; i++) tok = await s.decodeGreedy(tok);
-      decodeMs = (performance.now() - t1) / (o.decodeTokens - 1);
+      const run = await s.decodeGreedyRun(tok, o.decodeTokens);
+      decodeMs = (performance.now() - t1) / o.decodeTokens;
+      // one step at a time with a readback each (sampling needs the logits on the host)
+      tok = run[run.length - 1]!;
+      const t2 = performance.now();
+      for (let i = 0; i < o.decodeTokens; i++) tok = await s.decodeGreedy(tok);
+      roundTripMs = (performance.now() - t2) / o.decodeTokens;
       const perChunk = ms / chunks;
       evictShare = (await timeIt(r, 3, () => r.run(s.evictionProbe()))) / perChunk;
       scoreShare = (await timeIt(r, 3, () => r.run(s.scoringProbe(chunk)))) / perChunk;
@@ -161,18 +208,23 @@ export async function runBench(r: GpuRunner, c: ModelConfig, weights: Map<string
     }
     s.release();
   }
-  const weightStream = weightBytes - (c.tieWordEmbeddings ? 0 : c.vocabSize * c.hiddenSize * (half ? 2 : 4)); // decode skips the embedding table
-  const cacheRead = c.numLayers * 2 * c.numKvHeads * decodeLen * c.headDim * (half ? 2 : 4);
+  // what one decode step reads: every weight but the embedding table (untied: one row is gathered) and the
+  // retaining heads (they score prompt chunks only)
+  const heads = [...weights.entries()].filter(([k]) => /\.fc[12]$/.test(k)).reduce((a, [, w]) => a + weightBytes(w), 0);
+  const weightStream = totalBytes - heads - (c.tieWordEmbeddings ? 0 : weightBytes(embed));
+  const cacheRead = c.numLayers * 2 * c.numKvHeads * decodeLen * cacheRowWords(kvDtype, c.headDim) * 4;
   // the memory system's total rate (a copy's read + write traffic) is what a read-only decode stream can use
   const floorMs = ((weightStream + cacheRead) / (copy * 1e9)) * 1000;
   const firstChunk = o.chunks[0]!;
-  const flopsPerToken = 2 * (weightStream / (half ? 2 : 4));
+  const flopsPerToken = 2 * (totalParams - (c.tieWordEmbeddings ? 0 : numel(embed)));
   return {
     device: r.gpu.adapterName,
     model: name,
-    weight_dtype: half ? 'f16' : 'f32',
+    weight_dtype: qkvDtype === 'f16p' ? 'f16' : qkvDtype,
+    kv_dtype: kvDtype,
     prefill_tokens_per_s: prefill,
     decode_ms_per_token: decodeMs,
+    decode_roundtrip_ms_per_token: roundTripMs,
     decode_cache_len: decodeLen,
     eviction_share: evictShare,
     scoring_share: scoreShare,
@@ -181,7 +233,7 @@ export async function runBench(r: GpuRunner, c: ModelConfig, weights: Map<string
     matmul_tflops: tflops,
     decode_bandwidth_ratio: decodeMs > 0 ? floorMs / decodeMs : 0,
     prefill_matmul_ratio: (prefill[`chunk_${firstChunk}`]! * flopsPerToken) / (tflops * 1e12),
-    weight_bytes: weightBytes,
+    weight_bytes: totalBytes,
     breakdown,
   };
 }

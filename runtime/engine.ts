@@ -14,7 +14,10 @@ import { uploadWeights, type GpuWeight, type WeightFormat } from './weights.js';
 
 export interface LoadOptions {
   readonly heads?: string;
+  /** weight storage; default f16, or as stored for a bundle compiled to q8 / q4 */
   readonly dtype?: WeightFormat;
+  /** notes on the upload (matrices q8 / q4 could not quantize); default console.warn */
+  readonly onNote?: (note: string) => void;
   readonly device?: DeviceOptions;
   readonly verify?: boolean;
   readonly onProgress?: (done: number, total: number, name: string) => void;
@@ -61,7 +64,7 @@ export class Engine {
     const model = openModel(path, { heads: o.heads, verify: o.verify });
     const gpu = o.device ? await createGpuContext(o.device) : await defaultGpu();
     const runner = new GpuRunner(gpu);
-    const weights = uploadWeights(runner, model, o.dtype ?? (gpu.f16 ? 'f16' : 'f16'), o.onProgress);
+    const weights = uploadWeights(runner, model, o.dtype, o.onProgress, o.onNote);
     return new Engine(runner, model, weights);
   }
 
@@ -117,13 +120,24 @@ export class Engine {
     const dec = this.model.tokenizer?.streamDecoder({ skipSpecialTokens: true });
     const tokens: number[] = [];
     let next = sample(pre.logits, o, rand);
+    // greedy tokens are decoded in runs queued back to back (no readback per token); runs grow from 1 so the first
+    // tokens stream out at once. A kept session decodes one at a time so its cache holds no steps past the stop.
+    let queued: number[] = [];
+    let run = 1;
     for (let i = 0; i < maxNew; i++) {
       tokens.push(next);
       o.onToken?.(next);
       if (dec && o.onText) o.onText(dec.push(next));
       if ((o.stopAtEos ?? true) && eos.has(next)) break;
       if (i === maxNew - 1) break;
-      next = greedy ? await s.decodeGreedy(next) : sample(await s.decode(next), o, rand);
+      if (!greedy) next = sample(await s.decode(next), o, rand);
+      else {
+        if (queued.length === 0) {
+          queued = await s.decodeGreedyRun(next, o.keepSession ? 1 : Math.min(run, maxNew - 1 - i));
+          run = Math.min(2 * run, 32);
+        }
+        next = queued.shift()!;
+      }
     }
     if (dec && o.onText) o.onText(dec.flush?.() ?? '');
     const t2 = performance.now();

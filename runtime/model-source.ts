@@ -6,11 +6,12 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { ModelConfig } from '../ir/config.js';
-import { openBundle } from './io/bundle.js';
+import { openBundle, splitQuantized } from './io/bundle.js';
 import { f16ToF32 } from './io/dtype.js';
 import { readModelConfig } from './io/hf-config.js';
 import { openCheckpoint } from './io/safetensors.js';
 import { TextTokenizer } from './io/tokenizer.js';
+import type { QuantDtype, Quantized } from './quant.js';
 import { canonicalWeights, loadRetainingHeads } from './io/weight-map.js';
 
 export interface SourceTensor {
@@ -19,6 +20,8 @@ export interface SourceTensor {
   f32(): Float32Array;
   /** f16 bit patterns, when stored that way (bundles): uploaded without a round trip through f32 */
   f16?(): Uint16Array;
+  /** a (rows, K) matrix a bundle stores block-quantized: uploaded as stored (f32() dequantizes) */
+  readonly quantized?: { readonly dtype: QuantDtype; read(): Quantized };
 }
 
 export interface ModelSource {
@@ -45,10 +48,12 @@ export function openModel(dir: string, opts: { heads?: string; verify?: boolean 
     tokenizerDir = b.tokenizerDir;
     for (const name of b.store.names()) {
       const info = b.store.info(name);
+      const q = info.dtype === 'q8' || info.dtype === 'q4' ? info.dtype : null;
       tensors.set(name, {
         shape: info.shape,
         f32: () => b.store.readF32(name),
         f16: info.dtype === 'f16' ? () => { const r = b.store.readRaw(name); return new Uint16Array(r.buffer, r.byteOffset, r.byteLength / 2); } : undefined,
+        quantized: q ? { dtype: q, read: () => splitQuantized(name, b.store.readRaw(name), q, info.shape) } : undefined,
       });
     }
   } else {

@@ -4,7 +4,9 @@
  * runtime's buffers (activationTerms, cacheCapacity, cacheEntryBytes), so the plan and the allocation agree.
  *
  *   weights      Σ params × bytes/param; norms and biases stay f32 (the kernels read them as f32 whatever the
- *                weight format). f32 4, f16 2, q8 1 + 2/32, q4 0.5 + 2/32 (one f16 scale per group of 32).
+ *                weight format). f32 4, f16 2, q8 1 + 2/32, q4 0.5 + 2/32 (one f16 scale per group of 32, i.e.
+ *                8.5 and 4.5 bits per weight); q8 / q4 quantize only the backbone matrices, the retaining
+ *                heads stay f16 (runtime/weights.ts).
  *   cache        layers × capacity × kvHeads × (2·headDim·kvBytes + 4 score f32 + 4 position u32 [+ 8 int8 scales])
  *                capacity = budget + chunk + local + maxNew   (every evicting policy: cache.ts's layout)
  *                         = context + maxNew                  (policy full)
@@ -124,7 +126,10 @@ export function weightTerms(cfg: ModelConfig, dtype: WeightDtype, retaining: boo
   if (!cfg.tieWordEmbeddings) quantized('lm_head', V * h, `vocab ${V} × hidden ${h}`);
   if (retaining) {
     const R = RETAINING_HIDDEN;
-    quantized('retaining_heads', L * (R * qkv + cfg.numKvHeads * R), `layers ${L} × (fc1 ${R}×${qkv} + fc2 ${cfg.numKvHeads}×${R})`);
+    const params = L * (R * qkv + cfg.numKvHeads * R);
+    const formula = `layers ${L} × (fc1 ${R}×${qkv} + fc2 ${cfg.numKvHeads}×${R})`;
+    if (dtype === 'q8' || dtype === 'q4') terms.push({ name: 'retaining_heads', params, bytes: params * 2, formula: `${formula} × 2 (f16, never quantized)` });
+    else quantized('retaining_heads', params, formula);
   }
   return terms;
 }

@@ -12,7 +12,10 @@ import { lower, type LayerCache, type Plan } from '../compiler/lower.js';
 import { evict } from '../compiler/kernels/evict.js';
 import { fillScores } from '../compiler/kernels/scores.js';
 import { argmax } from '../compiler/kernels/elementwise.js';
+import { feedToken } from '../compiler/kernels/decode-feed.js';
 import { fillPositions } from '../compiler/kernels/cache-store.js';
+import { CACHE_DTYPES, cacheRowWords, type CacheDtype } from '../compiler/kernels/attn-common.js';
+import { checkInt8HeadDim } from '../compiler/kernels/kv-int8.js';
 import type { Dispatch, GpuRunner } from './gpu/runner.js';
 import { CacheBook, type Step } from './cache.js';
 import { POLICY_TRAITS, type Policy } from './policies.js';
@@ -26,6 +29,8 @@ export interface CacheOptions {
   readonly stabilizer: number;
   readonly positions: 'compact' | 'original';
   readonly maxNew: number;
+  /** K/V storage: 'f32', 'f16', or 'int8' (per-row scale, see compiler/kernels/kv-int8.ts); default: f16 with f16 weights, else f32 */
+  readonly kvDtype?: CacheDtype;
   /** rope long factors always (Phi-3 longrope), as the official Locret code does */
   readonly ropeLong?: boolean;
   /** every position's logits (tests against goldens) instead of the newest token's */
@@ -74,11 +79,15 @@ export class Session {
       throw new Error(`policy 'locret' needs retaining heads: compile the model with --heads <file> or pass --heads`);
     if (opts.budget <= 0 || opts.chunk <= 0) throw new Error(`budget and chunk must be positive`);
     if (opts.stabilizer < 0 || opts.stabilizer > opts.budget) throw new Error(`stabilizer ${opts.stabilizer} must be within 0..budget (${opts.budget})`);
+    if (opts.kvDtype !== undefined && !CACHE_DTYPES.includes(opts.kvDtype)) throw new Error(`unknown kv dtype '${String(opts.kvDtype)}' (expected ${CACHE_DTYPES.join(', ')})`);
+    if (opts.kvDtype === 'int8') checkInt8HeadDim(config.headDim);
   }
 
-  get cacheDtype(): 'f32' | 'f16' {
+  get cacheDtype(): CacheDtype {
+    if (this.opts.kvDtype) return this.opts.kvDtype;
+    // quantized weights come with an f16 cache: they are chosen to save memory, and the cache is its other half
     const w = this.weights.get('L0.qkv')!;
-    return w.dtype === 'f16' ? 'f16' : 'f32';
+    return w.dtype === 'f16' || w.dtype === 'q8' || w.dtype === 'q4' ? 'f16' : 'f32';
   }
 
   private async ensure(promptLen: number, local: number): Promise<CacheBook> {
@@ -98,11 +107,10 @@ export class Session {
   private allocate(capacity: number, maxT: number): void {
     this.release();
     const c = this.config;
-    const cb = this.cacheDtype === 'f16' ? 2 : 4;
-    const kvBytes = c.numKvHeads * capacity * c.headDim * cb;
+    const kvBytes = c.numKvHeads * capacity * cacheRowWords(this.cacheDtype, c.headDim) * 4;
     this.caches = Array.from({ length: c.numLayers }, (_, l) => ({
-      k: this.runner.createBuffer(kvBytes, `K${l}`), // (kv_heads, capacity, head_dim)
-      v: this.runner.createBuffer(kvBytes, `V${l}`), // (kv_heads, capacity, head_dim)
+      k: this.runner.createBuffer(kvBytes, `K${l}`), // (kv_heads, capacity, head_dim) f32|f16; int8: (kv_heads, capacity, head_dim/4 + 1) u32
+      v: this.runner.createBuffer(kvBytes, `V${l}`), // same layout as K
       scores: this.runner.createBuffer(c.numKvHeads * capacity * 4, `score${l}`), // (kv_heads, capacity)
       kpos: this.runner.createBuffer(c.numKvHeads * capacity * 4, `pos${l}`), // (kv_heads, capacity)
     }));
@@ -181,8 +189,9 @@ export class Session {
     return { logits, promptTokens: ids.length, evictedTokens: book.evictedTokens };
   }
 
-  private stepDispatches(ids: readonly number[], T: number, slot0: number, pos0: number, absStart: number, decode: boolean): Dispatch[] {
-    this.runner.write(this.plan!.ids, new Uint32Array(ids));
+  /** `ids` null: the input ids are already on the GPU (written by the previous step's feedToken) */
+  private stepDispatches(ids: readonly number[] | null, T: number, slot0: number, pos0: number, absStart: number, decode: boolean): Dispatch[] {
+    if (ids) this.runner.write(this.plan!.ids, new Uint32Array(ids));
     const after = this.opts.after;
     const plan = this.plan!;
     const ds = plan.dispatches({ T, slot0, pos0, rope: this.rope(pos0 + T - 1), decode }, undefined, after && ((n) => after(n, plan)));
@@ -209,7 +218,10 @@ export class Session {
     return this.evictDispatches(len, this.opts.budget, len - this.opts.stabilizer);
   }
 
-  /** Benchmarks: the retaining-head kernels of one chunk (scores written past the cache's live entries). */
+  /**
+   * Benchmarks: the retaining-head kernels of one chunk, both of each layer (fc1 matmul + silu, fc2 scores), with
+   * the scores written past the cache's live entries.
+   */
   scoringProbe(T: number): Dispatch[] {
     const slot0 = Math.max(0, this.capacity - T);
     return this.plan!.dispatches({ T, slot0, pos0: slot0, rope: this.rope(this.capacity) }, (op) => op === 'retaining_head');
@@ -240,6 +252,30 @@ export class Session {
     const ds = this.submitDecode(token, true);
     void ds;
     return (await this.runner.readU32(this.argmaxOut!, 1))[0]!;
+  }
+
+  /**
+   * Greedy decode of n tokens after `token` without a readback per token: each step's argmax is fed to the next
+   * step on the GPU (feedToken), so the n steps are queued back to back and the tokens come back in one read.
+   * Returns exactly what n calls of decodeGreedy would (the caller stops at EOS itself; steps after it are wasted
+   * work but leave earlier tokens unchanged).
+   */
+  async decodeGreedyRun(token: number, n: number): Promise<number[]> {
+    if (!Number.isInteger(n) || n < 1) throw new Error(`decodeGreedyRun: n must be a positive integer, got ${n}`);
+    const plan = this.plan!;
+    const tokens = this.runner.createBuffer(4 * n, 'greedy-run'); // (n) u32
+    try {
+      for (let i = 0; i < n; i++) {
+        const { slot, pos } = this.book!.appendDecode();
+        const ds = this.stepDispatches(i === 0 ? [token] : null, 1, slot, pos, this.promptLen, true);
+        ds.push(argmax({ rows: 1, n: this.config.vocabSize }, { x: plan.output(this.graphOutput), out: this.argmaxOut! }));
+        ds.push(feedToken({ index: i }, { argmax: this.argmaxOut!, ids: plan.ids, tokens }));
+        this.runner.run(ds);
+      }
+      return Array.from(await this.runner.readU32(tokens, n));
+    } finally {
+      this.runner.destroy(tokens);
+    }
   }
 
   private submitDecode(token: number, withArgmax = false): void {

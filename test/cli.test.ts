@@ -75,6 +75,7 @@ describe('locret CLI', () => {
       [['generate', TINY_LLAMA, '--prompt', 'x', '--budget', 'lots'], /--budget must be an integer/],
       [['generate', TINY_LLAMA, '--prompt', 'x', '--policy', 'locret'], /needs retaining heads/],
       [['generate', TINY_LLAMA, '--prompt', 'x', '--policy', 'lru'], /unknown policy 'lru'/],
+      [['generate', TINY_LLAMA, '--prompt', 'x', '--kv-dtype', 'int4'], /--kv-dtype.*'int4' is invalid/],
     ];
     for (const [args, re] of cases) {
       const r = run(args);

@@ -1,7 +1,8 @@
 /**
  * tiny-llama end to end against Hugging Face transformers (fp32) outputs: token ids, per-position argmax, final
  * logits, greedy continuation; f32 and f16 weight paths; fused and unfused graphs agree, with the kernel counts
- * that prove the fusion.
+ * that prove the fusion. With retaining heads: their two kernels per layer leave the logits alone, and the entries
+ * their scores keep match the CPU reference's.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -9,14 +10,17 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { Engine } from '../runtime/engine.js';
 import { argmaxOf } from '../runtime/sampling.js';
 import { expectClose, relL2 } from './gpu-harness.js';
-import { TINY_LLAMA } from './paths.js';
+import { fixture, TINY_LLAMA } from './paths.js';
+import { refConfig, refWeights } from './ref/load-for-ref.js';
+import { locretGenerate } from './ref/locret.js';
 
 const golden = JSON.parse(fs.readFileSync(path.join(TINY_LLAMA, 'golden.json'), 'utf8'));
 const V = 4096;
 
 
-async function allLogits(e: Engine, unfused = false) {
-  const s = e.session({ policy: 'full', chunk: 512, allLogits: true, unfused, maxNew: 1 });
+async function allLogits(e: Engine, unfused = false, policy: 'full' | 'locret' = 'full') {
+  // locret with a budget over the prompt never evicts: the same step as 'full', plus the retaining heads
+  const s = e.session({ policy, budget: 512, chunk: 512, allLogits: true, unfused, maxNew: 1 });
   const r = await s.prefill(golden.input_ids, 0);
   const kernels = s.kernelsPerStep;
   s.release();
@@ -73,5 +77,38 @@ describe('tiny-llama vs HF transformers', () => {
     expect(unfused.kernels).toBe(12 * L + 4);
     // fused: qkv_rope, attention, o linear_residual, norm_linear_swiglu, down linear_residual = 5; + embedding, norm_linear
     expect(fused.kernels).toBe(5 * L + 2);
+  });
+});
+
+describe('tiny-llama with retaining heads', () => {
+  const headsFile = fixture('models/tiny-llama/retaining_heads.safetensors');
+  let e: Engine;
+  beforeAll(async () => {
+    e = await Engine.load(TINY_LLAMA, { dtype: 'f32', heads: headsFile });
+  });
+
+  it('two kernels per layer (fc1 matmul + silu, fc2 scores) that leave the logits unchanged', async () => {
+    const full = await allLogits(e, false, 'full');
+    const heads = await allLogits(e, false, 'locret');
+    const L = e.config.numLayers;
+    expect(full.kernels).toBe(5 * L + 2);
+    expect(heads.kernels).toBe(7 * L + 2);
+    // the heads' scratch is recycled activation memory: it must not clobber anything still live
+    expectClose(heads.logits, full.logits, 0, 'logits with retaining heads');
+  });
+
+  it('the entries kept under eviction match the CPU reference', async () => {
+    const ids: number[] = golden.input_ids;
+    // 56 tokens: evicting chunks of 16, 16, 15, then 9 question tokens. Repeated tokens score exactly alike in layer
+    // 0, and the reference breaks such ties by position; that survives on the GPU only while every evicting chunk
+    // takes the same matmul path (a chunk of ≤ 8 tokens would run fc1 on the gemv path and round differently).
+    const o = { budget: 16, chunk: 16, stabilizer: 4, local: 9 };
+    const s = e.session({ policy: 'locret', budget: o.budget, chunk: o.chunk, stabilizer: o.stabilizer, maxNew: 1, trace: true });
+    await s.prefill(ids, o.local);
+    const got = await s.keptOriginalPositions(ids.length);
+    s.release();
+    const cfg = refConfig(TINY_LLAMA);
+    const want = locretGenerate(cfg, refWeights(TINY_LLAMA, cfg, headsFile), ids, { ...o, nLoc: o.local, maxNew: 1 }).final;
+    expect(got).toEqual(want);
   });
 });

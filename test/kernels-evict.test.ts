@@ -3,12 +3,13 @@ import { evict } from '../compiler/kernels/evict.js';
 import { fillScores } from '../compiler/kernels/scores.js';
 import { gpuRunner, rand } from './gpu-harness.js';
 import { refEvict, refFillScores } from './ref/gpu-attention.js';
+import { dequantizeRows, quantizeRows, rowWords } from './ref/kv-int8.js';
 
 interface Case {
   name: string;
   KV: number;
   D: number;
-  dtype: 'f32' | 'f16';
+  dtype: 'f32' | 'f16' | 'int8';
   len: number;
   keep: number;
   forcedFrom: number;
@@ -56,6 +57,9 @@ const cases: Case[] = [
   { name: 'keep 0', KV: 1, D: 8, dtype: 'f32', len: 10, keep: 0, forcedFrom: 10, compact: false, scores: 'ties' },
   { name: 'keep == len (no-op)', KV: 2, D: 8, dtype: 'f32', len: 90, keep: 90, forcedFrom: 80, compact: true, scores: 'ties' },
   { name: 'keep > len (no-op)', KV: 2, D: 8, dtype: 'f32', len: 90, keep: 200, forcedFrom: 80, compact: false, scores: 'ties' },
+  // int8 rows: D/4 codes + the scale word, so odd widths (17, 33 words) that must move whole
+  { name: 'int8 rows (codes + scale)', KV: 2, D: 64, dtype: 'int8', len: 300, keep: 100, forcedFrom: 280, compact: true, scores: 'mixed' },
+  { name: 'int8 rows, D=128', KV: 3, D: 128, dtype: 'int8', len: 200, keep: 77, forcedFrom: 200, compact: false, scores: 'ties' },
 ];
 
 describe('evict (select + in-place compaction)', () => {
@@ -63,7 +67,7 @@ describe('evict (select + in-place compaction)', () => {
     it(`${c.name}: KV=${c.KV} ${c.dtype} D=${c.D} len=${c.len} keep=${c.keep} forcedFrom=${c.forcedFrom} compact=${c.compact}`, async () => {
       const r = await gpuRunner();
       const capacity = c.len + 9;
-      const W = c.dtype === 'f32' ? c.D : c.D / 2;
+      const W = c.dtype === 'f32' ? c.D : c.dtype === 'f16' ? c.D / 2 : rowWords(c.D);
       const k = words(c.KV, capacity, W, 0x1234 + ci);
       const v = words(c.KV, capacity, W, 0xbeef + ci);
       const scores = makeScores(c.scores, c.KV * capacity, 50 + ci);
@@ -94,6 +98,40 @@ describe('evict (select + in-place compaction)', () => {
       for (const buf of Object.values(b)) r.destroy(buf);
     });
   }
+});
+
+describe('evict an int8 cache', () => {
+  it('kept rows dequantize to their original values: each row moved with its own scale', async () => {
+    const r = await gpuRunner();
+    const KV = 2, D = 128, len = 150, keep = 60, capacity = 160; // the kernel variant of the 'int8 rows, D=128' case
+    const RW = rowWords(D);
+    // rows of very different magnitudes, so a scale left behind or taken from a neighbour shows at once
+    const x = rand(KV * capacity * D, 5).map((v, i) => v * 10 ** ((Math.floor(i / D) % 7) - 3));
+    const k = quantizeRows(x, KV * capacity, D);
+    const v = quantizeRows(x.map((y) => -2 * y), KV * capacity, D);
+    const scores = makeScores('mixed', KV * capacity, 77);
+    const kpos = Uint32Array.from({ length: KV * capacity }, (_, i) => i % capacity);
+    const want = refEvict({ KV, len, keep, forcedFrom: 140, capacity, compact: false, words: RW }, k, v, scores, kpos);
+    const b = { kCache: r.upload(k, 'k'), vCache: r.upload(v, 'v'), scores: r.upload(scores, 'scores'), kpos: r.upload(kpos, 'kpos') };
+    r.run(evict({ cacheDtype: 'int8', headDim: D, compact: false }, { KV, len, keep, forcedFrom: 140, capacity }, b));
+    const kd = dequantizeRows(await r.readU32(b.kCache, k.length), KV * capacity, D);
+    const vd = dequantizeRows(await r.readU32(b.vCache, v.length), KV * capacity, D);
+    const k0 = dequantizeRows(k, KV * capacity, D);
+    const v0 = dequantizeRows(v, KV * capacity, D);
+    for (let g = 0; g < KV; g++) {
+      want.kept[g]!.forEach((src, i) => {
+        const from = (g * capacity + src) * D;
+        const to = (g * capacity + i) * D;
+        expect(Array.from(kd.subarray(to, to + D)), `K head ${g} slot ${i} (from ${src})`).toEqual(Array.from(k0.subarray(from, from + D)));
+        expect(Array.from(vd.subarray(to, to + D)), `V head ${g} slot ${i} (from ${src})`).toEqual(Array.from(v0.subarray(from, from + D)));
+      });
+    }
+    for (const buf of Object.values(b)) r.destroy(buf);
+  });
+
+  it('rejects a head size that is not a multiple of 4', () => {
+    expect(() => evict({ cacheDtype: 'int8', headDim: 6, compact: true }, { KV: 1, len: 4, keep: 2, forcedFrom: 4, capacity: 4 }, {} as never)).toThrow(/multiple of 4/);
+  });
 });
 
 describe('baseline scores', () => {

@@ -8,7 +8,7 @@ import type { GpuRunner } from '../runtime/gpu/runner.js';
 import { expectClose, gpuRunner, rand, weightsFor } from './gpu-harness.js';
 import { matmulRef } from './ref/gpu-ops.js';
 
-const EPILOGUES = ['store', 'residual', 'swiglu'] as const;
+const EPILOGUES = ['store', 'residual', 'silu', 'swiglu'] as const;
 /** (N, K) pairs cycled through the variants so each variant sees different alignments */
 const SHAPES: readonly (readonly [number, number])[] = [
   [67, 130],

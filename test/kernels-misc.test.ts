@@ -1,11 +1,12 @@
 /**
- * Unfused building blocks (embedding, rmsnorm, add, siluMul, rope, argmax), the retaining head, and fusion
- * equality: each fused matmul prologue/epilogue equals its unfused composition.
+ * Unfused building blocks (embedding, rmsnorm, add, siluMul, rope, argmax), the retaining head (fc1 matmul with the
+ * silu epilogue, then the fc2 scores kernel, as lower.ts emits them), and fusion equality: each fused matmul
+ * prologue/epilogue equals its unfused composition.
  */
 import { describe, expect, it } from 'vitest';
 import { add, argmax, embedding, rmsnorm, rope, siluMul } from '../compiler/kernels/elementwise.js';
 import { matmul, type WeightDtype } from '../compiler/kernels/matmul.js';
-import { retainingHead } from '../compiler/kernels/retaining.js';
+import { retainingScores } from '../compiler/kernels/retaining.js';
 import type { GpuRunner } from '../runtime/gpu/runner.js';
 import { ropeTable } from '../runtime/rope.js';
 import { expectClose, gpuRunner, rand, weightsFor } from './gpu-harness.js';
@@ -23,8 +24,10 @@ async function checkEmbedding(r: GpuRunner, wdtype: WeightDtype, hidden: number)
   expectClose(await r.readF32(b.y, ids.length * hidden), embeddingRef(hidden, ids, table.ref), 0, `embedding ${wdtype} ${hidden}`);
 }
 
+/** The retaining head as lowered: hid = silu(pre · fc1ᵀ) in a (maxT, hidden) scratch, then scores from fc2. */
 async function checkRetaining(r: GpuRunner, wdtype: WeightDtype, T: number, W: number, KV: number, seed: number): Promise<void> {
   const hidden = 1024;
+  const maxT = T + 5; // the plan sizes the scratch for its largest step
   const slot0 = 3;
   const capacity = slot0 + T + 2;
   const pre = rand(T * W, seed);
@@ -35,9 +38,13 @@ async function checkRetaining(r: GpuRunner, wdtype: WeightDtype, T: number, W: n
     pre: r.upload(pre, 'pre'),
     fc1: r.upload(fc1.gpu, 'fc1'),
     fc2: r.upload(fc2.gpu, 'fc2'),
+    hid: r.upload(rand(maxT * hidden, seed + 4), 'hid'), // stale contents: every row the step reads is rewritten
     scores: r.upload(scores0, 'scores'),
   };
-  r.run([retainingHead({ wdtype }, { T, W, KV, slot0, capacity }, b)]);
+  r.run([
+    matmul({ wdtype, norm: false, bias: false, epilogue: 'silu' }, { T, N: hidden, K: W }, { x: b.pre, w: b.fc1, y: b.hid }),
+    retainingScores({ wdtype }, { T, KV, hidden, slot0, capacity }, { hid: b.hid, fc2: b.fc2, scores: b.scores }),
+  ]);
   const want = Float32Array.from(scores0);
   retainingRef({ T, W, KV, hidden, slot0, capacity }, pre, fc1.ref, fc2.ref, want);
   expectClose(await r.readF32(b.scores, KV * capacity), want, tolFor(wdtype), `retaining ${wdtype} T=${T} W=${W} KV=${KV}`);
@@ -106,16 +113,25 @@ describe('elementwise kernels', () => {
 });
 
 describe('retaining head', () => {
-  it('f32 and f16 weights, small and chunk-sized T', async () => {
+  // T ≤ 8 runs fc1 on the gemv path, larger T on the tiled one; W % 4 ≠ 0 takes scalar loads
+  it('f32 and f16 weights, decode-sized and chunk-sized T', async () => {
     const r = await gpuRunner();
-    await checkRetaining(r, 'f32', 3, 64, 2, 1);
-    await checkRetaining(r, 'f16', 67, 67, 3, 2);
-    await checkRetaining(r, 'f32', 1025, 24, 2, 3); // 32-token blocks
+    await checkRetaining(r, 'f32', 1, 64, 8, 1);
+    await checkRetaining(r, 'f32', 17, 67, 3, 2);
+    await checkRetaining(r, 'f32', 300, 24, 2, 3);
+    await checkRetaining(r, 'f16', 1, 41, 1, 4);
+    await checkRetaining(r, 'f16', 300, 67, 8, 5);
+    await checkRetaining(r, 'f16', 17, 40, 5, 6);
+  });
+  it('a chunk of over 1024 tokens, one KV head', async () => {
+    const r = await gpuRunner();
+    await checkRetaining(r, 'f32', 1025, 8, 1, 7);
   });
   it('f16p weights (device without shader-f16)', async () => {
     const r = await gpuRunner({ disableF16: true });
-    await checkRetaining(r, 'f16p', 17, 40, 4, 4);
-    await checkRetaining(r, 'f16p', 5, 67, 1, 5);
+    await checkRetaining(r, 'f16p', 17, 40, 4, 8);
+    await checkRetaining(r, 'f16p', 5, 67, 1, 9);
+    await checkRetaining(r, 'f16p', 300, 41, 7, 10);
     await checkEmbedding(r, 'f16p', 64);
     await checkEmbedding(r, 'f16p', 67);
   });

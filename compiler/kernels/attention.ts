@@ -14,10 +14,11 @@
  */
 import { kernel, ro, rw, wgsl } from '../wgsl.js';
 import type { Dispatch } from '../../runtime/gpu/runner.js';
-import { NEG, checkHeadDims, keyBindings, keyFns, ropeParts } from './attn-common.js';
+import { NEG, checkHeadDims, keyBindings, keyFns, ropeParts, type CacheDtype } from './attn-common.js';
+import { decodeScratchBytes } from './attention-decode.js';
 
 export interface AttentionOpts {
-  cacheDtype: 'f32' | 'f16';
+  cacheDtype: CacheDtype;
   numHeads: number;
   numKvHeads: number;
   headDim: number;
@@ -36,8 +37,8 @@ export interface AttentionDims {
 }
 export interface AttentionBuffers {
   q: GPUBuffer; // (T, H, D) f32, already rotated
-  kCache: GPUBuffer; // (KV, capacity, D) f32|f16, keys before RoPE
-  vCache: GPUBuffer; // (KV, capacity, D) f32|f16
+  kCache: GPUBuffer; // (KV, capacity, D) f32|f16, or (KV, capacity, D/4 + 1) u32 int8 rows; keys before RoPE
+  vCache: GPUBuffer; // (KV, capacity, D) f32|f16, or (KV, capacity, D/4 + 1) u32 int8 rows
   kpos: GPUBuffer; // (KV, capacity) u32
   rope: GPUBuffer; // (positions, rotaryDim/2) vec2<f32>(cos, sin)
   out: GPUBuffer; // (T, H*D) f32
@@ -88,8 +89,9 @@ function plan(o: AttentionOpts, d: AttentionDims): Plan {
 /**
  * Bytes of `scratch` that cover every call with T' <= d.T queries ending at or before slot d.base + d.T (so one
  * buffer sized with the largest chunk at the end of the cache also serves every decode step): splits × T' × H ×
- * (D + 4) f32, maximized over T' (0 when nothing splits). The bound uses the split count before rounding, which is
- * nondecreasing in base.
+ * (D + 4) f32, maximized over T' (0 when nothing splits), for this kernel and the decode kernel
+ * (attention-decode.ts, which takes chunks of T' <= DECODE_MAX_T). The bound uses the split count before rounding,
+ * which is nondecreasing in base.
  */
 export function attentionScratchBytes(o: AttentionOpts, d: AttentionDims): number {
   const end = d.base + d.T;
@@ -98,7 +100,7 @@ export function attentionScratchBytes(o: AttentionOpts, d: AttentionDims): numbe
     const p = plan(o, { ...d, T: t, base: end - t });
     if (p.splitsBound > 1) most = Math.max(most, p.splitsBound * t * o.numHeads * (o.headDim + 4) * 4);
   }
-  return most;
+  return Math.max(most, decodeScratchBytes(o, d));
 }
 
 function mainKernel(o: AttentionOpts, p: Plan, split: boolean, withLse: boolean) {
@@ -239,7 +241,7 @@ const WC = 64; // combine threads
  * lse = M + log L. Max and sum are tree-reduced over the splits; the output quads are split among SG groups of
  * splits so that all threads stream the partials.
  */
-function combineKernel(o: AttentionOpts, withLse: boolean) {
+export function combineKernel(o: AttentionOpts, withLse: boolean) {
   const DQ = o.headDim / 4;
   const SG = Math.max(1, Math.floor(WC / DQ)); // split groups
   return kernel({ op: 'attention_combine', D: o.headDim, lse: withLse }, () => ({

@@ -5,12 +5,21 @@
  * Keys are cached BEFORE RoPE, so a key's rotation depends on `kpos[head, slot]`, which eviction may rewrite
  * (compact positions); rotating on load keeps the cache position-agnostic. Loads are vec4 quads: the f32 cache is
  * `array<vec4<f32>>`, the f16 cache is read as `array<vec2<u32>>` (four halves) and widened with `unpack2x16float`,
- * so the kernels need no `shader-f16` and work on every device. Quads need headDim % 4 == 0, and a rotated quad must
- * pair with a whole quad half a rotary span away, so rotaryDim % 8 == 0 (true for every supported family).
+ * so the kernels need no `shader-f16` and work on every device. The int8 cache (kv-int8.ts) is read as `array<u32>`:
+ * one word per quad, dequantized with the row's scale (the word after the row's codes) before RoPE, so attention
+ * sees exactly code · scale. Quads need headDim % 4 == 0, and a rotated quad must pair with a whole quad half a
+ * rotary span away, so rotaryDim % 8 == 0 (true for every supported family).
  */
 import { ro, type Binding } from '../wgsl.js';
+import { int8Fns } from './kv-int8.js';
 
-export type CacheDtype = 'f32' | 'f16';
+export type CacheDtype = 'f32' | 'f16' | 'int8';
+export const CACHE_DTYPES: readonly CacheDtype[] = ['f32', 'f16', 'int8'];
+
+/** 32-bit words of one cached row (one token, one KV head): f32 D, f16 D/2, int8 D/4 codes + 1 scale. */
+export function cacheRowWords(dtype: CacheDtype, headDim: number): number {
+  return dtype === 'f32' ? headDim : dtype === 'f16' ? headDim / 2 : headDim / 4 + 1;
+}
 
 /** Masked logit sentinel: finite so `exp(NEG - m)` is exactly 0 and `max` needs no special case. */
 export const NEG = '-3.0e38';
@@ -24,14 +33,14 @@ export function checkHeadDims(headDim: number, rotaryDim: number): void {
 
 /** WGSL element type of a cache binding viewed as quads. */
 export function cacheQuadType(dtype: CacheDtype): string {
-  return dtype === 'f32' ? 'array<vec4<f32>>' : 'array<vec2<u32>>';
+  return dtype === 'f32' ? 'array<vec4<f32>>' : dtype === 'f16' ? 'array<vec2<u32>>' : 'array<u32>';
 }
 
 /** Read-only bindings of the key side: kCache, kpos, rope (plus vCache when `withV`). */
 export function keyBindings(dtype: CacheDtype, withV: boolean): Binding[] {
   return [
-    ro('kCache', cacheQuadType(dtype)), // (KV, capacity, D) as D/4 quads per slot; keys before RoPE
-    ...(withV ? [ro('vCache', cacheQuadType(dtype))] : []), // (KV, capacity, D) as D/4 quads per slot
+    ro('kCache', cacheQuadType(dtype)), // (KV, capacity, D) as D/4 quads per slot (int8: D/4 + 1 u32); keys before RoPE
+    ...(withV ? [ro('vCache', cacheQuadType(dtype))] : []), // (KV, capacity, D) as D/4 quads per slot (int8: D/4 + 1 u32)
     ro('kpos', 'array<u32>'), // (KV, capacity) RoPE position of each slot
     ro('rope', 'array<vec4<f32>>'), // (positions, rotaryDim/2) (cos, sin) pairs, two pairs per vec4
   ];
@@ -46,8 +55,10 @@ export function keyFns(dtype: CacheDtype, withV: boolean): string {
   const read = (buf: string): string =>
     dtype === 'f32'
       ? `return ${buf}[(g * params.capacity + s) * DQ + j];`
-      : `let w = ${buf}[(g * params.capacity + s) * DQ + j];\n  return vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y));`;
-  return `
+      : dtype === 'f16'
+        ? `let w = ${buf}[(g * params.capacity + s) * DQ + j];\n  return vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y));`
+        : `let at = (g * params.capacity + s) * (DQ + 1u);\n  return unpack8(${buf}[at + j]) * bitcast<f32>(${buf}[at + DQ]);`;
+  return `${dtype === 'int8' ? int8Fns : ''}
 fn kq(g: u32, s: u32, j: u32) -> vec4<f32> {
   ${read('kCache')}
 }

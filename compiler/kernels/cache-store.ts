@@ -5,23 +5,29 @@
  */
 import type { Dispatch } from '../../runtime/gpu/runner.js';
 import { kernel, ro, rw, wgsl } from '../wgsl.js';
+import type { CacheDtype } from './attn-common.js';
+import { kvQuantize } from './kv-int8.js';
 
 const WG = 64;
 
 export interface KvStoreOpts {
-  readonly cacheDtype: 'f32' | 'f16';
+  readonly cacheDtype: CacheDtype;
   readonly numHeads: number;
   readonly numKvHeads: number;
   readonly headDim: number;
 }
 
-/** qkv (T, (H+2KV)·D) → q (T, H, D), K/V into cache slots slot0+t (KV, capacity, D), kpos[h, slot0+t] = pos0+t. */
+/**
+ * qkv (T, (H+2KV)·D) → q (T, H, D), K/V into cache slots slot0+t (KV, capacity, D), kpos[h, slot0+t] = pos0+t.
+ * An int8 cache quantizes whole rows (kv-int8.ts), which needs a row's max: a different kernel shape.
+ */
 export function kvStore(
   o: KvStoreOpts,
   d: { T: number; slot0: number; pos0: number; capacity: number },
   b: { qkv: GPUBuffer; q: GPUBuffer; kCache: GPUBuffer; vCache: GPUBuffer; kpos: GPUBuffer },
 ): Dispatch {
   const { numHeads: H, numKvHeads: KV, headDim: D } = o;
+  if (o.cacheDtype === 'int8') return kvQuantize({ ...o, mode: 'qkv' }, d, b);
   const ct = o.cacheDtype;
   const k = kernel({ op: 'kv_store', cache: ct, H, KV, D }, () => ({
     enables: ct === 'f16' ? ['f16'] : [],

@@ -5,7 +5,7 @@
  */
 import { kernel, ro, rw, wgsl } from '../wgsl.js';
 import type { Dispatch } from '../../runtime/gpu/runner.js';
-import { assertDims, builtins, f32Loader, foldGrid, linearWg, needsF16, unitFor, vdot, vt, weightLoader, type WeightDtype } from './mm-common.js';
+import { assertDims, builtins, f32Loader, foldGrid, isQuantized, linearWg, needsF16, unitFor, vdot, vt, weightLoader, type WeightDtype } from './mm-common.js';
 
 const WG = 256;
 
@@ -17,7 +17,7 @@ const WG = 256;
 export function embedding(
   o: { wdtype: WeightDtype },
   d: { T: number; hidden: number; row0?: number; rows?: number },
-  b: { ids: GPUBuffer; table: GPUBuffer; y: GPUBuffer },
+  b: { ids: GPUBuffer; table: GPUBuffer; y: GPUBuffer; /** q8 / q4: the scales of the same rows */ tableScales?: GPUBuffer },
 ): Dispatch {
   const { T, hidden } = d;
   const row0 = d.row0 ?? 0;
@@ -30,7 +30,7 @@ export function embedding(
     return {
       bindings: [
         ro('ids', 'array<u32>'), // (T) token ids
-        table.binding, // rows row0.. of the table
+        ...table.bindings, // rows row0.. of the table (q8 / q4: quants, then scales table_s)
         rw('y', `array<${vt(U)}>`), // (T, hidden) f32
       ],
       params: [['T', 'u32'], ['HU', 'u32'], ['perRow', 'u32'], ['row0', 'u32'], ['rows', 'u32']],
@@ -49,7 +49,12 @@ fn main(${builtins}) {
 }`,
     };
   });
-  return { kernel: spec, buffers: b, params: { T, HU: hidden / U, perRow, row0, rows }, workgroups: foldGrid(T * perRow) };
+  const buffers: Record<string, GPUBuffer> = { ids: b.ids, table: b.table, y: b.y };
+  if (isQuantized(o.wdtype)) {
+    if (!b.tableScales) throw new Error(`embedding: ${o.wdtype} table needs its scales buffer`);
+    buffers.table_s = b.tableScales;
+  }
+  return { kernel: spec, buffers, params: { T, HU: hidden / U, perRow, row0, rows }, workgroups: foldGrid(T * perRow) };
 }
 
 /** y = x · inverseSqrt(mean(x²) + eps) · w, per row of N. */

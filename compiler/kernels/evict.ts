@@ -11,14 +11,17 @@
  *  2. Compaction in blocks of W slots, in slot order: a workgroup scan gives each kept entry its destination; every
  *     moved word is read into registers, then a storage barrier, then written. Destinations never exceed sources and
  *     later blocks' sources lie beyond this block, so the in-place move is safe. K/V move as raw 32-bit words (the
- *     dtype only sets the row width) and rows whose destination equals their source are not touched at all (the
- *     common case: everything before the first evicted slot stays put).
+ *     dtype only sets the row width; an int8 row carries its scale as its last word, so codes and scale move
+ *     together) and rows whose destination equals their source are not touched at all (the common case: everything
+ *     before the first evicted slot stays put).
  */
 import { kernel, rw, wgsl } from '../wgsl.js';
 import type { Dispatch } from '../../runtime/gpu/runner.js';
+import { cacheRowWords, type CacheDtype } from './attn-common.js';
+import { checkInt8HeadDim } from './kv-int8.js';
 
 export interface EvictOpts {
-  cacheDtype: 'f32' | 'f16';
+  cacheDtype: CacheDtype;
   headDim: number;
   /** rewrite positions to ranks (kpos[h, i] = i) */
   compact: boolean;
@@ -34,8 +37,8 @@ export interface EvictDims {
   capacity: number;
 }
 export interface EvictBuffers {
-  kCache: GPUBuffer; // (KV, capacity, headDim) f32|f16
-  vCache: GPUBuffer; // (KV, capacity, headDim) f32|f16
+  kCache: GPUBuffer; // (KV, capacity, headDim) f32|f16, or (KV, capacity, headDim/4 + 1) u32 int8 rows
+  vCache: GPUBuffer; // (KV, capacity, headDim) f32|f16, or (KV, capacity, headDim/4 + 1) u32 int8 rows
   scores: GPUBuffer; // (KV, capacity) f32
   kpos: GPUBuffer; // (KV, capacity) u32
   /** optional (KV, capacity) u32 per-entry payload moved like kpos but never rewritten (original prompt positions) */
@@ -47,7 +50,8 @@ const W = 128; // threads per workgroup = slots per compaction block
 /** No dispatch when keep >= len: nothing is evicted and every entry already sits at its slot. */
 export function evict(o: EvictOpts, d: EvictDims, b: EvictBuffers): Dispatch[] {
   if (d.keep >= d.len) return [];
-  const rowWords = o.cacheDtype === 'f32' ? o.headDim : o.headDim / 2;
+  if (o.cacheDtype === 'int8') checkInt8HeadDim(o.headDim);
+  const rowWords = cacheRowWords(o.cacheDtype, o.headDim);
   if (!Number.isInteger(rowWords)) throw new Error(`evict: an f16 row of ${o.headDim} halves is not whole 32-bit words`);
   const vw = rowWords % 4 === 0 ? 4 : rowWords % 2 === 0 ? 2 : 1;
   const vt = vw === 1 ? 'u32' : `vec${vw}<u32>`;

@@ -1,7 +1,7 @@
 /**
  * Linear layers: y = f(x) · wᵀ with an optional fused rmsnorm prologue, bias, and an epilogue that stores, adds
- * into the residual stream, or applies SwiGLU to a fused gate/up projection. Decode-sized T (≤ 8) runs the gemv
- * skeleton, larger T the tiled one (see mm-core.ts); the path is part of the variant key.
+ * into the residual stream, applies SiLU, or applies SwiGLU to a fused gate/up projection. Decode-sized T (≤ 8)
+ * runs the gemv skeleton, larger T the tiled one (see mm-core.ts); the path is part of the variant key.
  *
  * A dispatch may compute only the output columns [col0, col0 + cols) of y (row stride N) from weight rows that
  * start at any row of the bound buffer: this is how a weight split across several buffers (one per part of whole
@@ -9,8 +9,10 @@
  */
 import { kernel, rw, wgsl } from '../wgsl.js';
 import type { Dispatch } from '../../runtime/gpu/runner.js';
-import { assertDims, needsF16, unitFor, type WeightDtype, type WeightPart } from './mm-common.js';
-import { GEMV_MAX_T, gemvGrid, gemvShape, gemvSource, tiledGrid, tiledSource, type CoreFamily, type CoreOpts } from './mm-core.js';
+import { assertDims, isQuantized, needsF16, unitFor, type WeightDtype, type WeightPart } from './mm-common.js';
+import { GEMV_MAX_T, tiledGrid, tiledSource, type CoreFamily, type CoreOpts } from './mm-core.js';
+import { sgmatGrid, sgmatSource, sgmatUsable } from './mm-sgmat.js';
+import { gemvGrid, gemvKey, gemvShape, gemvSource, type GemvOpts } from './mm-gemv.js';
 
 export type { WeightDtype, WeightPart } from './mm-common.js';
 
@@ -20,8 +22,12 @@ export interface MatmulOpts {
   readonly norm: boolean;
   /** add an f32 bias: (N), or (2N) gate then up for swiglu */
   readonly bias: boolean;
-  /** store: y = …; residual: y += …; swiglu: y = silu(gate) · up with w = (2N, K) */
-  readonly epilogue: 'store' | 'residual' | 'swiglu';
+  /** store: y = …; residual: y += …; silu: y = silu(…); swiglu: y = silu(gate) · up with w = (2N, K) */
+  readonly epilogue: 'store' | 'residual' | 'silu' | 'swiglu';
+  /** decode path: reduce with subgroup operations (set when the device has `subgroups`) */
+  readonly subgroups?: boolean;
+  /** prefill on tensor cores (mm-sgmat.ts) where the weight and shape allow; only for devices with GpuContext.tensorCores */
+  readonly tensorCores?: boolean;
 }
 
 export interface MatmulDims {
@@ -48,6 +54,10 @@ export interface MatmulBuffers {
   readonly w: GPUBuffer;
   /** swiglu: the buffer holding the up rows uRow.. (default w) */
   readonly wu?: GPUBuffer;
+  /** q8 / q4: scales of the rows in `w` (row r's groups at r·K/32), bound as `w_s` */
+  readonly wScales?: GPUBuffer;
+  /** q8 / q4 swiglu: scales of the rows in `wu` (default wScales), bound as `wu_s` */
+  readonly wuScales?: GPUBuffer;
   /** (K) f32, when norm */
   readonly normW?: GPUBuffer;
   /** (N) f32, swiglu (2N), when bias; always whole (indexed by global column) */
@@ -59,17 +69,21 @@ export interface MatmulBuffers {
 function family(o: MatmulOpts): CoreFamily {
   const swiglu = o.epilogue === 'swiglu';
   const op = o.epilogue === 'residual' ? '+=' : '=';
+  const siluFn = 'fn silu(g: f32) -> f32 { return g / (1.0 + exp(-g)); }';
+  // silu: the retaining head's hidden layer, silu(pre · fc1ᵀ)
+  const act = (v: string) => (o.epilogue === 'silu' ? `silu(${v})` : v);
   const epi = swiglu
-    ? wgsl`fn silu(g: f32) -> f32 { return g / (1.0 + exp(-g)); }
+    ? wgsl`${siluFn}
 fn epi(t: u32, c: u32, g: vec2<f32>, u: vec2<f32>) {
   let o = t * params.N + params.col0 + c;
   y[o] = silu(g.x) * u.x;
   if (c + 1u < params.NC) { y[o + 1u] = silu(g.y) * u.y; }
 }`
-    : wgsl`fn epi(t: u32, c: u32, v: vec2<f32>) {
+    : wgsl`${o.epilogue === 'silu' && siluFn}
+fn epi(t: u32, c: u32, v: vec2<f32>) {
   let o = t * params.N + params.col0 + c;
-  y[o] ${op} v.x;
-  if (c + 1u < params.NC) { y[o + 1u] ${op} v.y; }
+  y[o] ${op} ${act('v.x')};
+  if (c + 1u < params.NC) { y[o + 1u] ${op} ${act('v.y')}; }
 }`;
   // c is a column of this dispatch (0 ≤ c < NC = cols); col0 + c is its column of y and of the bias
   const rows = wgsl`fn wrow(c: u32) -> u32 { return params.wRow + c; }
@@ -103,13 +117,23 @@ export function matmul(o: MatmulOpts, d: MatmulDims, b: MatmulBuffers): Dispatch
   const base = { op: 'matmul', wdtype: o.wdtype, norm: o.norm, bias: o.bias, epilogue: o.epilogue, u: U };
   const buffers: Record<string, GPUBuffer> = { x: b.x, w: b.w, y: b.y };
   if (streams === 2) buffers.wu = b.wu ?? b.w;
+  if (isQuantized(o.wdtype)) {
+    if (!b.wScales) throw new Error(`matmul: ${o.wdtype} weights need their scales buffer`);
+    buffers.w_s = b.wScales;
+    if (streams === 2) buffers.wu_s = b.wuScales ?? b.wScales;
+  }
   if (o.norm) buffers.normW = b.normW!;
   if (o.bias) buffers.bias = b.bias!;
   const params = { T, NC: cols, K, xRow0, eps: d.eps ?? 1e-6, N, col0, wRow, uRow };
   if (T <= GEMV_MAX_T) {
-    const { R, WG } = gemvShape(T, streams, K, U);
-    const spec = kernel({ ...base, path: 'gemv', t: T, r: R, wg: WG }, () => gemvSource(core, T, R, WG, family(o)));
-    return { kernel: spec, buffers, params, workgroups: gemvGrid(cols, R) };
+    const g: GemvOpts = { wdtype: o.wdtype, norm: o.norm, bias: o.bias, streams, subgroups: o.subgroups ?? false };
+    const shape = gemvShape(o.wdtype, T, streams, K);
+    const spec = kernel({ ...base, ...gemvKey(g, T, shape) }, () => gemvSource(g, T, shape, family(o)));
+    return { kernel: spec, buffers, params, workgroups: gemvGrid(cols, shape.R) };
+  }
+  if (o.tensorCores && sgmatUsable(o.wdtype, T, K)) {
+    const spec = kernel({ ...base, path: 'sgmat' }, () => sgmatSource(core, family(o)));
+    return { kernel: spec, buffers, params, workgroups: sgmatGrid(cols, T, streams) };
   }
   const spec = kernel({ ...base, path: 'tiled' }, () => tiledSource(core, family(o)));
   return { kernel: spec, buffers, params, workgroups: tiledGrid(cols, T) };
@@ -145,7 +169,7 @@ export function matmulParts(
     const col0 = edges[i]!;
     const g = partOf(col0);
     const u = streams === 2 ? partOf(d.N + col0) : g;
-    out.push(matmul(o, { ...d, col0, cols: edges[i + 1]! - col0, wRow: col0 - g.row0, uRow: d.N + col0 - u.row0 }, { ...b, w: g.buf, wu: u.buf }));
+    out.push(matmul(o, { ...d, col0, cols: edges[i + 1]! - col0, wRow: col0 - g.row0, uRow: d.N + col0 - u.row0 }, { ...b, w: g.buf, wu: u.buf, wScales: g.scales, wuScales: u.scales }));
   }
   return out;
 }

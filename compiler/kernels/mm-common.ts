@@ -62,41 +62,78 @@ export function needsF16(d: WeightDtype): boolean {
 }
 
 /**
- * A read-only weight binding `name` plus `fn ${name}_ld(i: u32) -> vt(U)`, which returns chunk `i` of the flat
- * weight array (elements i*U .. i*U+U-1) as f32. Chunk indices stay below 2^32 for any tensor that fits a binding.
+ * The read-only binding(s) of weight `name` plus `fn ${name}_ld(i: u32) -> vt(U)`, which returns chunk `i` of the
+ * flat weight array (elements i*U .. i*U+U-1) dequantized to f32. q8 / q4 add a second binding `${name}_s` for the
+ * scales. Chunk indices stay below 2^32 for any tensor that fits a binding; the quantized loaders derive word and
+ * group indices from the chunk index directly, so element indices (up to 8 per byte of a binding) never overflow.
  */
-export function weightLoader(name: string, dtype: WeightDtype, U: Unit, shape: string): { binding: Binding; fn: string } {
+export function weightLoader(name: string, dtype: WeightDtype, U: Unit, shape: string): { bindings: Binding[]; fn: string } {
   const T = vt(U);
   const doc = `// ${name}: ${shape}, ${dtype}`;
   switch (dtype) {
     case 'f32':
       return {
-        binding: ro(name, U === 4 ? 'array<vec4<f32>>' : 'array<f32>'),
+        bindings: [ro(name, U === 4 ? 'array<vec4<f32>>' : 'array<f32>')],
         fn: wgsl`${doc}\nfn ${name}_ld(i: u32) -> ${T} { return ${name}[i]; }`,
       };
     case 'f16':
       return {
-        binding: ro(name, U === 4 ? 'array<vec4<f16>>' : 'array<f16>'),
+        bindings: [ro(name, U === 4 ? 'array<vec4<f16>>' : 'array<f16>')],
         fn: wgsl`${doc}\nfn ${name}_ld(i: u32) -> ${T} { return ${T}(${name}[i]); }`,
       };
     case 'f16p':
       // two halves per little-endian u32 word: element 2j is the low half of word j
       return U === 4
         ? {
-            binding: ro(name, 'array<vec2<u32>>'),
+            bindings: [ro(name, 'array<vec2<u32>>')],
             fn: wgsl`${doc}\nfn ${name}_ld(i: u32) -> vec4<f32> {
   let p = ${name}[i];
   return vec4<f32>(unpack2x16float(p.x), unpack2x16float(p.y));
 }`,
           }
         : {
-            binding: ro(name, 'array<u32>'),
+            bindings: [ro(name, 'array<u32>')],
             fn: wgsl`${doc}\nfn ${name}_ld(i: u32) -> f32 { return unpack2x16float(${name}[i >> 1u])[i & 1u]; }`,
           };
     case 'q8':
     case 'q4':
-      throw new Error(`weight '${name}': ${dtype} is not readable by this kernel yet`);
+      return quantLoader(name, dtype, U, doc);
   }
+}
+
+/**
+ * q8 / q4 chunk loader (layout at `WeightDtype`). Chunks never straddle a group (32 % U == 0), so one scale serves
+ * the whole chunk: group = i·U/32, read from the packed f16 pair of scale word group/2.
+ */
+function quantLoader(name: string, dtype: 'q8' | 'q4', U: Unit, doc: string): { bindings: Binding[]; fn: string } {
+  const s = `${name}_s`;
+  const bindings = [
+    ro(name, 'array<u32>'), // quants: 4 int8 (q8) or 8 nibbles (q4) per word
+    ro(s, 'array<u32>'), // scales: two f16 per word, group 2j in the low half
+  ];
+  const groupShift = Math.log2(QGROUP / U); // chunks per group is a power of two
+  const scale = wgsl`let g = i >> ${groupShift}u;
+  let sc = unpack2x16float(${s}[g >> 1u])[g & 1u];`;
+  let body: string;
+  if (dtype === 'q8') {
+    body = U === 4
+      // one word = the chunk; arithmetic right shift of each byte moved to the top sign-extends it
+      ? wgsl`let p = ${name}[i];
+  let q = bitcast<vec4<i32>>(vec4<u32>(p) << vec4<u32>(24u, 16u, 8u, 0u)) >> vec4<u32>(24u);
+  return vec4<f32>(q) * sc;`
+      : wgsl`let p = ${name}[i >> 2u];
+  let q = bitcast<i32>(p << (24u - 8u * (i & 3u))) >> 24u;
+  return f32(q) * sc;`;
+  } else {
+    body = U === 4
+      // a chunk is one half of a word (4 nibbles): the low half for even chunks
+      ? wgsl`let p = ${name}[i >> 1u] >> (16u * (i & 1u));
+  let q = (vec4<u32>(p) >> vec4<u32>(0u, 4u, 8u, 12u)) & vec4<u32>(15u);
+  return (vec4<f32>(q) - 8.0) * sc;`
+      : wgsl`let q = (${name}[i >> 3u] >> (4u * (i & 7u))) & 15u;
+  return (f32(q) - 8.0) * sc;`;
+  }
+  return { bindings, fn: wgsl`${doc} (scales in ${s})\nfn ${name}_ld(i: u32) -> ${vt(U)} {\n  ${scale}\n  ${body}\n}` };
 }
 
 /** An f32 activation binding read in chunks of U: `fn ${name}_ld(i: u32) -> vt(U)`. */

@@ -17,14 +17,13 @@
  * scaled and biased (v.y is meaningless when c + 1 ≥ NC). Pairs let the qkv family rotate (i, i + rot/2) in one
  * thread by interleaving the pair into adjacent logical columns through `wrow`.
  *
- *   gemv  (T ≤ 8, decode): one workgroup per R logical columns; threads stride over K with vectorized weight
- *         loads (adjacent threads read adjacent chunks of a row: coalesced), two-level reduction in workgroup memory.
+ *   gemv  (T ≤ GEMV_MAX_T, decode): its own file, mm-gemv.ts (16-byte weight loads, subgroup reductions).
  *   tiled (prefill): 64×64 output tile per workgroup, 32-deep K slabs staged in workgroup memory, each of the 256
  *         threads accumulates a 4×4 register block from vec4 reads of both slabs.
  */
 import { ro, wgsl, type Binding, type KernelSource, type Param } from '../wgsl.js';
 import type { Workgroups } from '../../runtime/gpu/runner.js';
-import { builtins, f32Loader, foldGrid, linearWg, vdot, vt, weightLoader, type Unit, type WeightDtype } from './mm-common.js';
+import { builtins, f32Loader, vdot, vt, weightLoader, type Unit, type WeightDtype } from './mm-common.js';
 
 export interface CoreOpts {
   readonly wdtype: WeightDtype;
@@ -67,11 +66,11 @@ export const GEMV_MAX_T = 8;
 function coreBindings(o: CoreOpts, f: CoreFamily): { bindings: Binding[]; fns: string } {
   const x = f32Loader('x', o.U, '(xRow0 + T, K) activations; rows xRow0.. are read');
   const w = weightLoader('w', o.wdtype, o.U, f.wShape);
-  const bindings: Binding[] = [x.binding, w.binding];
+  const bindings: Binding[] = [x.binding, ...w.bindings]; // q8 / q4: w, then its scales w_s
   const fns = [x.fn, w.fn];
   if (o.streams === 2) {
     const wu = weightLoader('wu', o.wdtype, o.U, 'up rows (may be the same buffer as w)');
-    bindings.push(wu.binding);
+    bindings.push(...wu.bindings);
     fns.push(wu.fn);
   }
   if (o.norm) {
@@ -88,107 +87,6 @@ function coreBindings(o: CoreOpts, f: CoreFamily): { bindings: Binding[]; fns: s
 }`);
   }
   return { bindings: [...bindings, ...f.bindings], fns: fns.join('\n') };
-}
-
-/** Columns per workgroup and threads per workgroup for the gemv path. */
-export function gemvShape(T: number, streams: number, K: number, U: Unit): { R: number; WG: number } {
-  // at most ~16 accumulators per thread so they stay in registers; R even so pairs never straddle workgroups
-  let R = Math.floor(16 / (T * streams));
-  R = Math.max(2, Math.min(8, R - (R % 2)));
-  const KU = K / U;
-  const WG = KU >= 1024 ? 256 : KU >= 256 ? 128 : 64;
-  return { R, WG };
-}
-
-export function gemvGrid(NC: number, R: number): Workgroups {
-  return foldGrid(Math.ceil(NC / R));
-}
-
-export function gemvSource(o: CoreOpts, T: number, R: number, WG: number, f: CoreFamily): KernelSource {
-  const { bindings, fns } = coreBindings(o, f);
-  const S = o.streams;
-  const NACC = R * T * S;
-  const NV = NACC + (o.norm ? T : 0);
-  const G = Math.min(NV, Math.floor(4096 / WG)); // values reduced per round: ≤ 16 KiB of workgroup memory
-  const d = (a: string, b: string) => vdot(o.U, a, b);
-  // Two-level reduction (per value: SEG partial sums of WG/SEG, then one sum of SEG) rather than a log-step tree:
-  // two barriers per round instead of log2(WG), which also keeps shader compilation cheap on CPU drivers.
-  const SEG = WG / 16;
-  const rounds: string[] = [];
-  for (let g0 = 0; g0 < NV; g0 += G) {
-    const n = Math.min(G, NV - g0);
-    rounds.push(wgsl`
-  for (var j = 0u; j < ${n}u; j++) { red[j * WG + lid] = v[${g0}u + j]; }
-  workgroupBarrier();
-  for (var i = lid; i < ${n * SEG}u; i += WG) {
-    let b = (i / SEG) * WG + (i % SEG) * (WG / SEG);
-    var s = 0.0;
-    for (var e = 0u; e < WG / SEG; e++) { s += red[b + e]; }
-    part[i] = s;
-  }
-  workgroupBarrier();
-  if (lid < ${n}u) {
-    var s = 0.0;
-    for (var e = 0u; e < SEG; e++) { s += part[lid * SEG + e]; }
-    res[${g0}u + lid] = s;
-  }`);
-  }
-  rounds.push('  workgroupBarrier();');
-  const body = wgsl`
-${fns}
-${f.helpers}
-
-const WG = ${WG}u;
-const U = ${o.U}u;
-const R = ${R}u;      // logical columns per workgroup (even)
-const TT = ${T}u;     // tokens (compile-time: T ≤ ${GEMV_MAX_T})
-const NACC = ${NACC}u; // per-thread partial dots: [stream][column][token]
-const NV = ${NV}u;    // NACC + (norm ? per-token Σx² : 0)
-const SEG = ${SEG}u;
-var<workgroup> red: array<f32, ${G * WG}>;   // reduction scratch: ${G} values × WG threads
-var<workgroup> part: array<f32, ${G * SEG}>; // ${G} values × SEG partial sums
-var<workgroup> res: array<f32, ${NV}>;      // reduced values
-
-@compute @workgroup_size(${WG})
-fn main(${builtins}) {
-  let c0 = ${linearWg} * R;
-  if (c0 >= params.NC) { return; }
-  let KU = params.K / U;
-  var v = array<f32, ${NV}>(); // explicit zero: some drivers skip zeroing uninitialized vars
-  var rows: array<u32, ${R}>; // first chunk of each column's weight row (clamped: tail columns are discarded)
-  for (var r = 0u; r < R; r++) { rows[r] = wrow(min(c0 + r, params.NC - 1u)) * KU; }
-  ${S === 2 && wgsl`var urows: array<u32, ${R}>; // same for the up stream
-  for (var r = 0u; r < R; r++) { urows[r] = urow(min(c0 + r, params.NC - 1u)) * KU; }`}
-  for (var k = lid; k < KU; k += WG) {
-    ${o.norm && 'let nw = normW_ld(k);'}
-    var xs: array<${vt(o.U)}, ${T}>;
-    for (var t = 0u; t < TT; t++) {
-      let xv = x_ld((params.xRow0 + t) * KU + k);
-      ${o.norm ? `v[NACC + t] += ${d('xv', 'xv')};\n      xs[t] = xv * nw;` : 'xs[t] = xv;'}
-    }
-    for (var r = 0u; r < R; r++) {
-      let wv = w_ld(rows[r] + k);
-      ${S === 2 && 'let uv = wu_ld(urows[r] + k);'}
-      for (var t = 0u; t < TT; t++) {
-        v[r * TT + t] += ${d('xs[t]', 'wv')};
-        ${S === 2 && `v[R * TT + r * TT + t] += ${d('xs[t]', 'uv')};`}
-      }
-    }
-  }
-${rounds}
-  for (var p = lid; p < TT * (R / 2u); p += WG) {
-    let t = p / (R / 2u);
-    let r = (p % (R / 2u)) * 2u;
-    let c = c0 + r;
-    if (c < params.NC) {
-      ${o.norm ? 'let sc = inverseSqrt(res[NACC + t] / f32(params.K) + params.eps);' : 'let sc = 1.0;'}
-      let a = vec2<f32>(res[r * TT + t], res[(r + 1u) * TT + t]) * sc${o.bias ? ' + bias2(c, 0u)' : ''};
-      ${S === 2 && `let u = vec2<f32>(res[R * TT + r * TT + t], res[R * TT + (r + 1u) * TT + t]) * sc${o.bias ? ' + bias2(c, 1u)' : ''};`}
-      epi(t, c, a${S === 2 ? ', u' : ''});
-    }
-  }
-}`;
-  return { bindings, params: [...coreParams, ...f.params], workgroupSize: [WG, 1, 1], enables: f.enables, body };
 }
 
 export const TILE = { BM: 64, BN: 64, WG: 256 } as const;

@@ -9,8 +9,10 @@
  */
 import { kernel, ro, rw, wgsl } from '../wgsl.js';
 import type { Dispatch } from '../../runtime/gpu/runner.js';
-import { assertDims, needsF16, unitFor, type WeightDtype } from './mm-common.js';
-import { GEMV_MAX_T, gemvGrid, gemvShape, gemvSource, tiledGrid, tiledSource, type CoreFamily, type CoreOpts } from './mm-core.js';
+import { assertDims, isQuantized, needsF16, unitFor, type WeightDtype } from './mm-common.js';
+import { GEMV_MAX_T, tiledGrid, tiledSource, type CoreFamily, type CoreOpts } from './mm-core.js';
+import { sgmatGrid, sgmatSource, sgmatUsable } from './mm-sgmat.js';
+import { gemvGrid, gemvKey, gemvShape, gemvSource, type GemvOpts } from './mm-gemv.js';
 
 export interface QkvOpts {
   readonly wdtype: WeightDtype;
@@ -22,6 +24,10 @@ export interface QkvOpts {
   readonly rotaryDim: number;
   /** also write concat(Q, K, V) before RoPE to `pre` */
   readonly writePre: boolean;
+  /** decode path: reduce with subgroup operations (set when the device has `subgroups`) */
+  readonly subgroups?: boolean;
+  /** prefill on tensor cores (mm-sgmat.ts) where the weight and shape allow; only for devices with GpuContext.tensorCores */
+  readonly tensorCores?: boolean;
 }
 
 export interface QkvDims {
@@ -43,6 +49,8 @@ export interface QkvBuffers {
   readonly normW: GPUBuffer;
   /** ((H + 2KV)·D, K) rows: H query heads, KV key heads, KV value heads */
   readonly w: GPUBuffer;
+  /** q8 / q4: ((H + 2KV)·D, K/32) f16 scales of w, bound as `w_s` */
+  readonly wScales?: GPUBuffer;
   /** ((H + 2KV)·D) f32, when bias */
   readonly bias?: GPUBuffer;
   /** (positions, rotaryDim/2) vec2<f32>(cos, sin) */
@@ -167,11 +175,20 @@ export function qkvRope(o: QkvOpts, d: QkvDims, b: QkvBuffers): Dispatch {
   };
   if (o.bias) buffers.bias = b.bias!;
   if (o.writePre) buffers.pre = b.pre!;
+  if (isQuantized(o.wdtype)) {
+    if (!b.wScales) throw new Error(`qkvRope: ${o.wdtype} weights need their scales buffer`);
+    buffers.w_s = b.wScales;
+  }
   const params = { T, NC, K, xRow0: 0, eps: d.eps, slot0, pos0, cap: capacity };
   if (T <= GEMV_MAX_T) {
-    const { R, WG } = gemvShape(T, 1, K, U);
-    const spec = kernel({ ...base, path: 'gemv', t: T, r: R, wg: WG }, () => gemvSource(core, T, R, WG, family(o)));
-    return { kernel: spec, buffers, params, workgroups: gemvGrid(NC, R) };
+    const g: GemvOpts = { wdtype: o.wdtype, norm: true, bias: o.bias, streams: 1, subgroups: o.subgroups ?? false };
+    const shape = gemvShape(o.wdtype, T, 1, K);
+    const spec = kernel({ ...base, ...gemvKey(g, T, shape) }, () => gemvSource(g, T, shape, family(o)));
+    return { kernel: spec, buffers, params, workgroups: gemvGrid(NC, shape.R) };
+  }
+  if (o.tensorCores && sgmatUsable(o.wdtype, T, K)) {
+    const spec = kernel({ ...base, path: 'sgmat' }, () => sgmatSource(core, family(o)));
+    return { kernel: spec, buffers, params, workgroups: sgmatGrid(NC, T, 1) };
   }
   const spec = kernel({ ...base, path: 'tiled' }, () => tiledSource(core, family(o)));
   return { kernel: spec, buffers, params, workgroups: tiledGrid(NC, T) };

@@ -1,6 +1,7 @@
 /**
  * Random weights generated on the GPU (benchmarks of 8B-shaped models with no checkpoint and no 16 GB upload):
- * uniform values in [-scale, scale) from a per-element hash, written as f32 or as packed f16 pairs.
+ * uniform values in [-scale, scale) from a per-element hash, written as f32 or as packed f16 pairs; or raw random
+ * bits (quantized weights' quants).
  */
 import type { Dispatch } from '../../runtime/gpu/runner.js';
 import { kernel, ro, rw, wgsl } from '../wgsl.js';
@@ -27,6 +28,27 @@ fn uni(i: u32) -> f32 { return params.offset + params.scale * (f32(hash(i ^ para
 }`,
   }));
   return { kernel: k, buffers: b, params: { words: d.words, seed: d.seed, scale: d.scale, offset: d.offset ?? 0 }, workgroups: grid(Math.ceil(d.words / WG)) };
+}
+
+/** Uniformly random u32 words (every bit a coin flip): the quants of random q8 / q4 weights. */
+export function fillBits(d: { words: number; seed: number }, b: { buf: GPUBuffer }): Dispatch {
+  const k = kernel({ op: 'fill_bits' }, () => ({
+    bindings: [rw('buf', 'array<u32>')], // (words) random bits
+    params: [['words', 'u32'], ['seed', 'u32']],
+    workgroupSize: [WG, 1, 1],
+    body: wgsl`
+fn hash(x: u32) -> u32 {
+  var h = x * 747796405u + 2891336453u;
+  h = ((h >> ((h >> 28u) + 4u)) ^ h) * 277803737u;
+  return (h >> 22u) ^ h;
+}
+@compute @workgroup_size(${WG}) fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nw: vec3u) {
+  let i = gid.x + gid.y * nw.x * ${WG}u;
+  if (i >= params.words) { return; }
+  buf[i] = hash(hash(i ^ params.seed) + params.seed); // two rounds: one round's low bits are weak
+}`,
+  }));
+  return { kernel: k, buffers: b, params: { words: d.words, seed: d.seed }, workgroups: grid(Math.ceil(d.words / WG)) };
 }
 
 /** dst = src, 16 bytes per thread and a grid-stride loop: the device's streaming read+write rate (bench ceiling). */

@@ -11,6 +11,7 @@ export interface EvalOptions {
   readonly stabilizer: number;
   readonly local: number | 'question';
   readonly positions: 'compact' | 'original';
+  readonly kvDtype?: 'f32' | 'f16' | 'int8';
   readonly ropeLong?: boolean;
   readonly limit?: number;
   readonly quiet?: boolean;

@@ -12,6 +12,11 @@ export interface GpuContext {
   /** `chromium-experimental-subgroup-matrix` (f16 tensor-core tiles) */
   readonly subgroupMatrix: boolean;
   readonly subgroups: boolean;
+  /**
+   * the tensor-core prefill kernels can run (compiler/kernels/mm-sgmat.ts): subgroup matrices with an f16×f16→f32
+   * 16×16×16 configuration, subgroups of at most 32 lanes, 32 KiB of workgroup memory
+   */
+  readonly tensorCores: boolean;
   readonly limits: GPUSupportedLimits;
   /** largest storage binding the kernels may use (can be lowered for tests) */
   readonly maxBinding: number;
@@ -32,6 +37,8 @@ async function nodeGpu(): Promise<GPU> {
 export interface DeviceOptions {
   /** refuse native f16 even where the adapter has it (tests the packed path) */
   readonly disableF16?: boolean;
+  /** refuse subgroup operations even where the adapter has them (tests the workgroup-memory reductions) */
+  readonly disableSubgroups?: boolean;
   /** lower the storage-binding limit the kernels plan for (tests splitting) */
   readonly maxBinding?: number;
 }
@@ -49,7 +56,7 @@ export async function createGpuContext(opts: DeviceOptions = {}): Promise<GpuCon
   const want: GPUFeatureName[] = [];
   const f16 = adapter.features.has('shader-f16') && !opts.disableF16 && process.env.LOCRET_NO_F16 !== '1';
   if (f16) want.push('shader-f16');
-  const subgroups = adapter.features.has('subgroups' as GPUFeatureName);
+  const subgroups = adapter.features.has('subgroups' as GPUFeatureName) && !opts.disableSubgroups && process.env.LOCRET_NO_SUBGROUPS !== '1';
   if (subgroups) want.push('subgroups' as GPUFeatureName);
   const sgm = adapter.features.has('chromium-experimental-subgroup-matrix' as GPUFeatureName) && f16;
   if (sgm) want.push('chromium-experimental-subgroup-matrix' as GPUFeatureName);
@@ -64,6 +71,8 @@ export async function createGpuContext(opts: DeviceOptions = {}): Promise<GpuCon
       maxComputeInvocationsPerWorkgroup: l.maxComputeInvocationsPerWorkgroup,
       maxComputeWorkgroupSizeX: l.maxComputeWorkgroupSizeX,
       maxComputeWorkgroupsPerDimension: l.maxComputeWorkgroupsPerDimension,
+      // smaller offsets pack a submission's uniform parameters tighter (runner.ts)
+      minUniformBufferOffsetAlignment: l.minUniformBufferOffsetAlignment,
     },
   });
   device.addEventListener?.('uncapturederror', (e) => {
@@ -73,7 +82,18 @@ export async function createGpuContext(opts: DeviceOptions = {}): Promise<GpuCon
   const adapterName = [info?.vendor, info?.architecture, info?.device, info?.description].filter(Boolean).join(' ') || 'unknown adapter';
   const envMax = Number(process.env.LOCRET_MAX_BINDING ?? 0);
   const maxBinding = Math.min(l.maxStorageBufferBindingSize, opts.maxBinding ?? Infinity, envMax > 0 ? envMax : Infinity);
-  return { device, adapterName, f16, subgroupMatrix: sgm, subgroups, limits: device.limits, maxBinding };
+  const tensorCores = sgm && subgroups && hasF16Tile(info) && (info?.subgroupMaxSize ?? 32) <= 32 &&
+    device.limits.maxComputeWorkgroupStorageSize >= 32768;
+  return { device, adapterName, f16, subgroupMatrix: sgm, subgroups, tensorCores, limits: device.limits, maxBinding };
+}
+
+/** The adapter lists an f16×f16→f32 16×16×16 subgroup-matrix configuration (bindings that list none: assume so). */
+function hasF16Tile(info: GPUAdapterInfo | undefined): boolean {
+  type Config = { componentType: string; resultComponentType: string; M: number | bigint; N: number | bigint; K: number | bigint };
+  const configs = (info as { subgroupMatrixConfigs?: readonly Config[] } | undefined)?.subgroupMatrixConfigs;
+  if (!configs) return true;
+  return [...configs].some((c) => c.componentType === 'f16' && c.resultComponentType === 'f32' &&
+    Number(c.M) === 16 && Number(c.N) === 16 && Number(c.K) === 16);
 }
 
 /** A process-wide default context, created on first use. */

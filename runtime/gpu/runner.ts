@@ -1,9 +1,14 @@
 /**
  * Executes generated kernels: pipeline cache (by kernel name), buffer allocation with live/peak accounting, and
  * command encoding. A prefill chunk or decode step records all of its dispatches into one encoder and submits once.
+ *
+ * Host cost per dispatch is kept small because a decode step is ~230 dispatches that each move little data: the
+ * submission's parameters share one uniform buffer (uniforms.ts) bound at a dynamic offset, so a dispatch's bind
+ * group depends only on its buffers and is cached across steps; pipelines use explicit layouts for that offset.
  */
-import { packParams, type KernelSpec } from '../../compiler/wgsl.js';
+import type { KernelSpec } from '../../compiler/wgsl.js';
 import type { GpuContext } from './device.js';
+import { packInto, paramBytes, UniformPool } from './uniforms.js';
 
 export type Workgroups = readonly [number, number?, number?];
 
@@ -15,15 +20,36 @@ export interface Dispatch {
   readonly workgroups: Workgroups;
 }
 
+interface Compiled {
+  readonly pipeline: GPUComputePipeline;
+  readonly layout: GPUBindGroupLayout;
+  /** bytes of the params struct (0: none) */
+  readonly paramBytes: number;
+}
+
+/** Cached bind groups before the cache is dropped (entries naming destroyed buffers are never hit again). */
+const MAX_BIND_GROUPS = 8192;
+
 export class GpuRunner {
-  private readonly pipelines = new Map<string, GPUComputePipeline>();
+  private readonly pipelines = new Map<string, Compiled>();
+  private readonly bindGroups = new Map<string, GPUBindGroup>();
+  private readonly bufIds = new WeakMap<GPUBuffer, number>();
+  private nextBufId = 1;
+  private readonly uniforms: UniformPool;
   private live = 0;
   private peak = 0;
   private readonly sizes = new WeakMap<GPUBuffer, number>();
   /** number of dispatches recorded since construction (kernel-count checks) */
   dispatchCount = 0;
 
-  constructor(readonly gpu: GpuContext) {}
+  constructor(readonly gpu: GpuContext) {
+    this.uniforms = new UniformPool(gpu.device, Math.max(16, gpu.limits.minUniformBufferOffsetAlignment));
+  }
+
+  /** uniform buffers created so far (benchmarks: steady-state steps should create none) */
+  get uniformBuffersCreated(): number {
+    return this.uniforms.created;
+  }
 
   get device(): GPUDevice {
     return this.gpu.device;
@@ -74,42 +100,103 @@ export class GpuRunner {
   }
 
   pipeline(k: KernelSpec): GPUComputePipeline {
-    let p = this.pipelines.get(k.name);
-    if (!p) {
-      if (k.enables.includes('f16') && !this.gpu.f16) throw new Error(`kernel ${k.name} needs shader-f16, which this device lacks`);
-      const module = this.device.createShaderModule({ code: k.code, label: k.name });
-      p = this.device.createComputePipeline({ layout: 'auto', compute: { module, entryPoint: 'main' }, label: k.name });
-      this.pipelines.set(k.name, p);
-    }
-    return p;
+    return this.compiled(k).pipeline;
   }
 
-  /** Records dispatches into a pass of `enc` (uniform buffers are created per dispatch and freed after submit). */
-  record(enc: GPUCommandEncoder, dispatches: readonly Dispatch[], transient: GPUBuffer[]): void {
-    const pass = enc.beginComputePass();
-    for (const d of dispatches) {
-      const p = this.pipeline(d.kernel);
-      const entries: GPUBindGroupEntry[] = d.kernel.bindings.map((b, i) => {
-        const r = d.buffers[b.name];
-        if (!r) throw new Error(`kernel ${d.kernel.name}: no buffer for binding '${b.name}'`);
-        const res = 'buffer' in r ? r : { buffer: r };
-        this.checkBinding(d.kernel.name, b.name, res);
-        return { binding: i, resource: res };
+  private compiled(k: KernelSpec): Compiled {
+    let c = this.pipelines.get(k.name);
+    if (!c) {
+      if (k.enables.includes('f16') && !this.gpu.f16) throw new Error(`kernel ${k.name} needs shader-f16, which this device lacks`);
+      if (k.enables.includes('subgroups') && !this.gpu.subgroups) throw new Error(`kernel ${k.name} needs subgroups, which this device lacks`);
+      const pb = k.params.length ? paramBytes(k.params) : 0;
+      const entries: GPUBindGroupLayoutEntry[] = k.bindings.map((b, i) => ({
+        binding: i,
+        visibility: GPUShaderStage.COMPUTE,
+        buffer: { type: b.access === 'read' ? 'read-only-storage' : 'storage' },
+      }));
+      // the params struct sits at a per-dispatch offset of the submission's uniform buffer
+      if (pb) entries.push({ binding: k.bindings.length, visibility: GPUShaderStage.COMPUTE, buffer: { type: 'uniform', hasDynamicOffset: true, minBindingSize: pb } });
+      const layout = this.device.createBindGroupLayout({ entries, label: k.name });
+      const module = this.device.createShaderModule({ code: k.code, label: k.name });
+      const pipeline = this.device.createComputePipeline({
+        layout: this.device.createPipelineLayout({ bindGroupLayouts: [layout], label: k.name }),
+        compute: { module, entryPoint: 'main' },
+        label: k.name,
       });
-      if (d.kernel.params.length) {
-        const data = packParams(d.kernel.params, d.params ?? {});
-        const ub = this.device.createBuffer({ size: data.byteLength, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
-        this.device.queue.writeBuffer(ub, 0, data);
-        transient.push(ub);
-        entries.push({ binding: d.kernel.bindings.length, resource: { buffer: ub } });
-      }
-      pass.setPipeline(p);
-      pass.setBindGroup(0, this.device.createBindGroup({ layout: p.getBindGroupLayout(0), entries }));
+      c = { pipeline, layout, paramBytes: pb };
+      this.pipelines.set(k.name, c);
+    }
+    return c;
+  }
+
+  private bufId(b: GPUBuffer): number {
+    let id = this.bufIds.get(b);
+    if (id === undefined) this.bufIds.set(b, (id = this.nextBufId++));
+    return id;
+  }
+
+  /** The bind group of a dispatch's buffers (+ the params buffer), cached by kernel and buffer identities. */
+  private bindGroup(d: Dispatch, c: Compiled, ub: GPUBuffer | null): GPUBindGroup {
+    const k = d.kernel;
+    let key = k.name;
+    for (const b of k.bindings) {
+      const r = d.buffers[b.name];
+      if (!r) throw new Error(`kernel ${k.name}: no buffer for binding '${b.name}'`);
+      key += 'buffer' in r ? `|${this.bufId(r.buffer)}@${r.offset ?? 0}+${r.size ?? ''}` : `|${this.bufId(r)}`;
+    }
+    if (ub) key += `|u${this.bufId(ub)}`;
+    let bg = this.bindGroups.get(key);
+    if (bg) return bg;
+    const entries: GPUBindGroupEntry[] = k.bindings.map((b, i) => {
+      const r = d.buffers[b.name]!;
+      const res = 'buffer' in r ? r : { buffer: r };
+      this.checkBinding(k.name, b.name, res);
+      return { binding: i, resource: res };
+    });
+    if (ub) entries.push({ binding: k.bindings.length, resource: { buffer: ub, offset: 0, size: c.paramBytes } });
+    bg = this.device.createBindGroup({ layout: c.layout, entries, label: k.name });
+    if (this.bindGroups.size >= MAX_BIND_GROUPS) this.bindGroups.clear();
+    this.bindGroups.set(key, bg);
+    return bg;
+  }
+
+  /**
+   * Records dispatches into one compute pass of `enc`. Returns the uniform buffer holding their parameters (null
+   * when none has any): pass it to `submitted` right after submitting `enc`.
+   */
+  record(enc: GPUCommandEncoder, dispatches: readonly Dispatch[]): GPUBuffer | null {
+    const compiled = dispatches.map((d) => this.compiled(d.kernel));
+    const offsets: number[] = [];
+    let bytes = 0;
+    for (const c of compiled) {
+      offsets.push(bytes);
+      if (c.paramBytes) bytes += this.uniforms.slot(c.paramBytes);
+    }
+    let ub: GPUBuffer | null = null;
+    if (bytes) {
+      const dv = new DataView(this.uniforms.stage(bytes));
+      dispatches.forEach((d, i) => {
+        if (compiled[i]!.paramBytes) packInto(dv, offsets[i]!, d.kernel.name, d.kernel.params, d.params ?? {});
+      });
+      ub = this.uniforms.upload(bytes);
+    }
+    const pass = enc.beginComputePass();
+    dispatches.forEach((d, i) => {
+      const c = compiled[i]!;
+      pass.setPipeline(c.pipeline);
+      if (c.paramBytes) pass.setBindGroup(0, this.bindGroup(d, c, ub), [offsets[i]!]);
+      else pass.setBindGroup(0, this.bindGroup(d, c, null));
       const [x, y = 1, z = 1] = d.workgroups;
       pass.dispatchWorkgroups(x, y, z);
       this.dispatchCount++;
-    }
+    });
     pass.end();
+    return ub;
+  }
+
+  /** After submitting an encoder filled by `record`: its uniform buffer returns to the pool once the work is done. */
+  submitted(ub: GPUBuffer | null): void {
+    if (ub) this.uniforms.release(ub);
   }
 
   /**
@@ -125,10 +212,9 @@ export class GpuRunner {
   /** One submission for a list of dispatches. */
   run(dispatches: readonly Dispatch[]): void {
     const enc = this.device.createCommandEncoder();
-    const transient: GPUBuffer[] = [];
-    this.record(enc, dispatches, transient);
+    const ub = this.record(enc, dispatches);
     this.device.queue.submit([enc.finish()]);
-    for (const b of transient) b.destroy();
+    this.submitted(ub);
   }
 
   async read(buf: GPUBuffer, bytes: number, offset = 0): Promise<ArrayBuffer> {

@@ -3,6 +3,12 @@
  * `weights-NNN.bin` blobs. Tensors are 256-byte aligned (GPU uploads and typed views want aligned offsets) and
  * blobs stay ≤ 1 GiB (browser fetch/ArrayBuffer limits) unless a single tensor is larger, in which case it gets a
  * blob of its own. Each tensor carries a sha256 so corruption is caught per tensor, by name.
+ *
+ * A q8 / q4 tensor (a (rows, K) matrix quantized by runtime/quant.ts, so loading never re-quantizes) is one entry
+ * of dtype 'q8' / 'q4' with its logical shape; its bytes are the quants then the scales, unpadded:
+ *
+ *   quants  (rows, K/4) u32 for q8, (rows, K/8) u32 for q4      rows·K or rows·K/2 bytes
+ *   scales  (rows, K/32) f16                                   rows·K/16 bytes
  */
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
@@ -10,6 +16,7 @@ import * as path from 'node:path';
 import type { ModelConfig } from '../../ir/config.js';
 import { DTYPE_BYTES, f32ToF16 } from './dtype.js';
 import { BundleError } from './errors.js';
+import { dequantize, QGROUP, type QuantDtype, type Quantized } from '../quant.js';
 import { BaseStore, readAt } from './store-base.js';
 import type { TensorInfo, TensorStore } from './tensor-store.js';
 
@@ -22,7 +29,7 @@ const MAX_BLOB = 1024 ** 3;
 /** files copied from the HF directory when `tokenizerDir` is given */
 const TOKENIZER_FILES = ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'chat_template.jinja'];
 
-export type BundleDtype = 'f32' | 'f16';
+export type BundleDtype = 'f32' | 'f16' | QuantDtype;
 
 export interface BundleTensor {
   readonly name: string;
@@ -38,7 +45,7 @@ export interface BundleManifest {
   readonly format: typeof BUNDLE_FORMAT;
   readonly version: number;
   readonly config: ModelConfig;
-  /** 'f32' | 'f16' when all tensors share it, else 'mixed' */
+  /** the dtype when all tensors share it, else 'mixed' (a q8 / q4 bundle keeps norms f32 and retaining heads f16) */
   readonly weightDtype: BundleDtype | 'mixed';
   readonly tensors: readonly BundleTensor[];
   readonly tokenizer: boolean;
@@ -47,12 +54,40 @@ export interface BundleManifest {
   readonly generation: Record<string, unknown> | null;
 }
 
-export interface TensorInput {
-  readonly name: string;
-  readonly shape: readonly number[];
-  readonly dtype: BundleDtype;
-  /** f32 values (converted to f16 when dtype is 'f16'), or f16 bit patterns already rounded */
-  readonly data: Float32Array | Uint16Array;
+export type TensorInput =
+  | {
+      readonly name: string;
+      readonly shape: readonly number[];
+      readonly dtype: 'f32' | 'f16';
+      /** f32 values (converted to f16 when dtype is 'f16'), or f16 bit patterns already rounded */
+      readonly data: Float32Array | Uint16Array;
+    }
+  | {
+      readonly name: string;
+      /** (rows, K), K a multiple of 32 */
+      readonly shape: readonly number[];
+      readonly dtype: QuantDtype;
+      readonly data: Quantized;
+    };
+
+/** Stored bytes of a tensor of `dtype` and `shape` (q8 / q4: quants then scales, see the header). */
+export function bundleTensorBytes(dtype: BundleDtype, shape: readonly number[]): number {
+  const numel = shape.reduce((a, b) => a * b, 1);
+  if (dtype === 'q8' || dtype === 'q4') return numel / (dtype === 'q8' ? 1 : 2) + (numel / QGROUP) * 2;
+  return numel * DTYPE_BYTES[dtype];
+}
+
+/** The quants and scales of a q8 / q4 entry's bytes (fresh, 4-byte aligned, as readRaw returns them). */
+export function splitQuantized(name: string, bytes: Uint8Array, dtype: QuantDtype, shape: readonly number[]): Quantized {
+  const numel = shape.reduce((a, b) => a * b, 1);
+  if (shape.length !== 2 || shape[1]! % QGROUP !== 0 || bytes.byteLength !== bundleTensorBytes(dtype, shape))
+    throw new BundleError(`tensor "${name}": ${bytes.byteLength} bytes is not a ${dtype} matrix of shape [${shape}]`, undefined, name);
+  const b = bytes.byteOffset % 4 === 0 ? bytes : bytes.slice();
+  const qBytes = numel / (dtype === 'q8' ? 1 : 2);
+  return {
+    quants: new Uint32Array(b.buffer, b.byteOffset, qBytes / 4),
+    scales: new Uint16Array(b.buffer, b.byteOffset + qBytes, numel / QGROUP),
+  };
 }
 
 export interface WriteBundleOptions {
@@ -68,9 +103,19 @@ export interface WriteBundleOptions {
 
 function tensorBytes(t: TensorInput): Uint8Array {
   const numel = t.shape.reduce((a, b) => a * b, 1);
-  if (t.data.length !== numel)
-    throw new BundleError(`tensor "${t.name}": ${t.data.length} values for shape [${t.shape}] (${numel})`, undefined, t.name);
-  let d: Float32Array | Uint16Array = t.data;
+  if (t.dtype === 'q8' || t.dtype === 'q4') {
+    const { quants, scales } = t.data;
+    const out = new Uint8Array(bundleTensorBytes(t.dtype, t.shape));
+    if (t.shape.length !== 2 || t.shape[1]! % QGROUP !== 0 || quants.byteLength + scales.byteLength !== out.byteLength)
+      throw new BundleError(`tensor "${t.name}": ${quants.length} quant words and ${scales.length} scales do not make a ${t.dtype} matrix of shape [${t.shape}]`, undefined, t.name);
+    out.set(new Uint8Array(quants.buffer, quants.byteOffset, quants.byteLength));
+    out.set(new Uint8Array(scales.buffer, scales.byteOffset, scales.byteLength), quants.byteLength);
+    return out;
+  }
+  let d = t.data;
+  if (!(d instanceof Float32Array || d instanceof Uint16Array))
+    throw new BundleError(`tensor "${t.name}": ${t.dtype} data must be a Float32Array or f16 bits`, undefined, t.name);
+  if (d.length !== numel) throw new BundleError(`tensor "${t.name}": ${d.length} values for shape [${t.shape}] (${numel})`, undefined, t.name);
   if (t.dtype === 'f16' && d instanceof Float32Array) d = f32ToF16(d);
   if ((t.dtype === 'f16') !== d instanceof Uint16Array)
     throw new BundleError(`tensor "${t.name}": ${d.constructor.name} data cannot be stored as ${t.dtype}`, undefined, t.name);
@@ -174,6 +219,11 @@ class BundleStore extends BaseStore {
     const t = this.entry(name);
     return { name, dtype: t.dtype, shape: t.shape, file: path.join(this.dir, t.file) };
   }
+  override readF32(name: string): Float32Array {
+    const t = this.entry(name);
+    if (t.dtype !== 'q8' && t.dtype !== 'q4') return super.readF32(name);
+    return dequantize(splitQuantized(name, this.readRaw(name), t.dtype, t.shape), t.shape[0]!, t.shape[1]!, t.dtype);
+  }
   readRaw(name: string): Uint8Array {
     const t = this.entry(name);
     const file = path.join(this.dir, t.file);
@@ -224,8 +274,8 @@ export function openBundle(dir: string, opts: { verify: boolean }): OpenedBundle
     if (size < 0) throw new BundleError(`${file}: missing (holds tensor "${t.name}")`, file, t.name);
     if (t.offset + t.byteLength > size)
       throw new BundleError(`${file}: truncated: tensor "${t.name}" needs bytes up to ${t.offset + t.byteLength}, file has ${size}`, file, t.name);
-    const numel = t.shape.reduce((a, b) => a * b, 1);
-    if (numel * DTYPE_BYTES[t.dtype] !== t.byteLength)
+    if (!['f32', 'f16', 'q8', 'q4'].includes(t.dtype)) throw new BundleError(`${mf}: tensor "${t.name}" has unknown dtype ${t.dtype}`, mf, t.name);
+    if (bundleTensorBytes(t.dtype, t.shape) !== t.byteLength)
       throw new BundleError(`${mf}: tensor "${t.name}" byteLength ${t.byteLength} does not match shape [${t.shape}] ${t.dtype}`, mf, t.name);
   }
   return {

@@ -37,7 +37,9 @@ export abstract class BaseStore implements TensorStore {
   abstract info(name: string): TensorInfo;
   abstract readRaw(name: string): Uint8Array;
   readF32(name: string): Float32Array {
-    return rawToF32(this.readRaw(name), this.info(name).dtype);
+    const d = this.info(name).dtype;
+    if (d === 'q8' || d === 'q4') throw new CheckpointError(`${this.source}: tensor "${name}" is ${d}, which this reader cannot widen`, this.source, name);
+    return rawToF32(this.readRaw(name), d);
   }
 }
 

@@ -3,7 +3,8 @@ export type StoredDtype = 'f32' | 'f16' | 'bf16';
 
 export interface TensorInfo {
   readonly name: string;
-  readonly dtype: StoredDtype;
+  /** q8 / q4: block-quantized (only in locret bundles; runtime/quant.ts) */
+  readonly dtype: StoredDtype | 'q8' | 'q4';
   readonly shape: readonly number[];
   /** file the bytes live in (for error messages) */
   readonly file: string;

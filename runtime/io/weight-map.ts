@@ -38,7 +38,11 @@ function expectTensor(store: TensorStore, name: string, shape: number[], why: st
 
 /** Row-concatenation of source tensors (row-major (out, in) matrices or vectors concatenate as flat arrays). */
 function fused(store: TensorStore, name: string, shape: number[], sources: string[]): CanonicalTensor {
-  const dtypes = sources.map((s) => store.info(s).dtype);
+  const dtypes = sources.map((s) => {
+    const d = store.info(s).dtype;
+    if (d === 'q8' || d === 'q4') throw new CheckpointError(`${store.source}: tensor "${s}" is ${d}; checkpoints hold f32, f16 or bf16`, store.source, s);
+    return d;
+  });
   const sourceDtype: StoredDtype = dtypes.includes('f32') ? 'f32' : dtypes[0];
   return {
     name,

@@ -30,11 +30,11 @@ const silu = (g: number) => g / (1 + Math.exp(-g));
 export interface MatmulRefOpts {
   norm: boolean;
   bias: boolean;
-  epilogue: 'store' | 'residual' | 'swiglu';
+  epilogue: 'store' | 'residual' | 'silu' | 'swiglu';
 }
 
 /**
- * y (T, N): store f(x)·wᵀ(+b); residual yIn + f(x)·wᵀ(+b); swiglu silu(f(x)·gᵀ + b_g) · (f(x)·uᵀ + b_u) with
+ * y (T, N): store f(x)·wᵀ(+b); residual yIn + f(x)·wᵀ(+b); silu silu(f(x)·wᵀ(+b)); swiglu silu(f(x)·gᵀ + b_g) · (f(x)·uᵀ + b_u) with
  * w = (2N, K) and bias (2N).
  */
 export function matmulRef(
@@ -59,6 +59,7 @@ export function matmulRef(
         const u = dot(a, w, (N + n) * K) + (o.bias ? bias![N + n]! : 0);
         y[t * N + n] = fr(silu(g) * u);
       } else if (o.epilogue === 'residual') y[t * N + n] = fr(yIn![t * N + n]! + g);
+      else if (o.epilogue === 'silu') y[t * N + n] = fr(silu(g));
       else y[t * N + n] = fr(g);
     }
   }

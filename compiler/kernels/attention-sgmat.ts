@@ -1,0 +1,298 @@
+/**
+ * Prefill attention on tensor cores: flash attention whose two products, S = Q·Kᵀ and O += P·V, run as f16×f16→f32
+ * 16×16×16 subgroup-matrix multiply-accumulates (Dawn's `chromium-experimental-subgroup-matrix`). Same contract as
+ * attention.ts (bindings, causal rule, lse, the split-keys scratch layout and its combine kernel).
+ *
+ *   workgroup = 4 subgroups × 32 lanes; 64 rows = BQ queries × G heads of one KV head (GQA group, query-major)
+ *   subgroup s owns rows 16s..16s+15: Q fragments (f16, scale folded in) and the O accumulators (f32) in registers
+ *
+ *   per tile of BK keys:   K (RoPE from kpos on load, f32 math) and V → kv (f16)
+ *                          S = Q·Kᵀ → sS (f32)          one fragment row per subgroup
+ *                          softmax, 2 lanes per row    → pS (f16), running (m, l) in registers
+ *                          O += P·V                    fragments straight into the accumulators
+ *
+ * Lazy rescaling: a row keeps a reference max m and only moves it when a tile's max exceeds m + TAU, so P = e^(s-m)
+ * stays below e^TAU (fits f16 comfortably) and the O accumulators, which live in registers and cannot be scaled
+ * per row in place, need a store → scale → reload pass only on the rare tiles where some row moved (the first tile
+ * of a row never does: its O is still zero). lse = m + log l holds for any reference m.
+ *
+ * Subgroups narrower than 32 lanes (more than 4 subgroups) repeat subgroup 3's work with identical values; wider
+ * ones are not supported (GpuContext.tensorCores requires subgroupMaxSize <= 32).
+ */
+import { f32, kernel, ro, rw, wgsl } from '../wgsl.js';
+import type { Dispatch } from '../../runtime/gpu/runner.js';
+import { attention, combineKernel, type AttentionBuffers, type AttentionDims, type AttentionOpts } from './attention.js';
+import { NEG, checkHeadDims, keyBindings, keyFns, ropeParts } from './attn-common.js';
+import { sgOps } from './sgmat-emu.js';
+
+export interface SgmatAttentionOpts extends AttentionOpts {
+  /** prefill on tensor cores where usable (attentionAuto); only for devices with GpuContext.tensorCores */
+  readonly tensorCores?: boolean;
+  /** plain-WGSL stand-ins for the subgroup-matrix builtins (checks on devices without them; slow) */
+  readonly emulate?: boolean;
+  /** lazy-rescale slack, default TAU (checks: 0 rescales the accumulators whenever a row's max rises) */
+  readonly tau?: number;
+}
+
+const NSG = 4; // subgroups that compute
+const WG = NSG * 32;
+const BR = NSG * 16; // rows per workgroup
+const BK = 32; // keys per tile
+const TAU = 8; // lazy-rescale slack (natural log): P <= e^8 ≈ 2981
+const WG_BYTES = 32768; // workgroup memory every variant must fit (GpuContext.tensorCores guarantees it)
+const TARGET_WG = 1024; // workgroups wanted in flight before splitting keys
+const MIN_SPLIT_KEYS = 512;
+const MAX_SPLITS = 1024; // the combine kernel's limit
+
+/** strides: kv rows in halves, sS rows in f32, pS rows in halves (16-byte multiples, off the bank period) */
+const strides = (D: number) => ({ KS: D + 8, SS: BK + 4, PS: BK + 8, KVR: Math.max(2 * BK, BR) });
+
+function wgBytes(D: number): number {
+  const { KS, SS, PS, KVR } = strides(D);
+  return 2 * KVR * KS + 4 * Math.max(BR * SS, NSG * 512) + 2 * BR * PS + 4 * BR + 4;
+}
+
+/** Whether this kernel can run a call (the device must also have GpuContext.tensorCores). */
+export function sgmatAttentionUsable(o: AttentionOpts, d: Pick<AttentionDims, 'T'>): boolean {
+  const G = o.numHeads / o.numKvHeads;
+  return d.T > 8 && o.headDim % 16 === 0 && Number.isInteger(G) && G <= BR && o.rotaryDim % 8 === 0 &&
+    o.rotaryDim <= o.headDim && wgBytes(o.headDim) <= WG_BYTES;
+}
+
+export interface SgmatPlan {
+  G: number;
+  BQ: number;
+  nQB: number;
+  splits: number;
+  splitKeys: number;
+}
+
+/** Rows, query blocks and key splits; splits only as far as `scratchBytes` holds their partials. */
+export function sgmatAttentionPlan(o: AttentionOpts, d: AttentionDims, scratchBytes: number): SgmatPlan {
+  checkHeadDims(o.headDim, o.rotaryDim);
+  if (!sgmatAttentionUsable(o, d)) throw new Error(`tensor-core attention cannot run H=${o.numHeads}/${o.numKvHeads} D=${o.headDim} T=${d.T}`);
+  const G = o.numHeads / o.numKvHeads;
+  const BQ = Math.floor(BR / G);
+  const nQB = Math.ceil(d.T / BQ);
+  const kvEnd = d.base + d.T;
+  const per = d.T * o.numHeads * (o.headDim + 4) * 4; // scratch bytes per split
+  let splits = d.splits ?? Math.min(Math.ceil(TARGET_WG / (nQB * o.numKvHeads)), Math.ceil(kvEnd / MIN_SPLIT_KEYS), Math.floor(scratchBytes / per));
+  splits = Math.max(1, Math.min(splits, Math.ceil(kvEnd / BK), MAX_SPLITS));
+  const splitKeys = Math.ceil(Math.ceil(kvEnd / splits) / BK) * BK;
+  splits = Math.ceil(kvEnd / splitKeys);
+  if (splits > 1 && per * splits > scratchBytes) throw new Error(`tensor-core attention: ${splits} key splits need a scratch buffer of ${per * splits} bytes`);
+  return { G, BQ, nQB, splits, splitKeys };
+}
+
+function mainKernel(o: SgmatAttentionOpts, p: SgmatPlan, split: boolean, withLse: boolean) {
+  const { G, BQ } = p;
+  const H = o.numHeads;
+  const D = o.headDim;
+  const DQ = D / 4;
+  const ND = D / 16; // fragments along head_dim
+  const NS = BK / 16; // fragments along the tile's keys
+  const { KS, SS, PS, KVR } = strides(D);
+  const emu = o.emulate === true;
+  const QA = emu ? 'qS' : 'kv'; // q staging: kv, which the tiles then reuse; emulated fragments are read at use, so their own array
+  const bytes = wgBytes(D) + (emu ? 2 * BR * KS : 0);
+  if (bytes > WG_BYTES) throw new Error(`tensor-core attention: ${bytes} bytes of workgroup memory exceed ${WG_BYTES}`);
+  const LPT = Math.ceil((BK * DQ) / WG); // K and V quads each thread loads per tile
+  const full = (BK * DQ) % WG === 0;
+  const R = (n: number) => Array.from({ length: n }, (_, i) => i);
+  const batches = R(Math.ceil(LPT / 4)).map((b) => R(Math.min(4, LPT - b * 4)).map((i) => b * 4 + i));
+  const load = (i: number) => `    let e${i} = lid + ${i * WG}u;
+    let j${i} = e${i} % DQ;
+    let kk${i} = e${i} / DQ;
+    let s${i} = min(kb + kk${i}, k1 - 1u);
+    let p${i} = kpos[g * params.capacity + s${i}];
+    let x${i} = kq(g, s${i}, j${i});
+    let y${i} = kq(g, s${i}, partnerQ(j${i}));
+    let v${i} = vq(g, s${i}, j${i});`;
+  const put = (i: number) => `    ${full ? '' : `if (e${i} < BK * DQ) `}{
+      let r = ropeAt(p${i}, j${i});
+      let live = kb + kk${i} < k1;
+      let kr = vec4<f16>(select(vec4<f32>(0.0), rotate(x${i}, y${i}, rope[r], rope[r + 1u], j${i}), live));
+      let vr = vec4<f16>(select(vec4<f32>(0.0), v${i}, live));
+      let a = kk${i} * KS + j${i} * 4u;
+      let b = a + BK * KS;
+      kv[a] = kr.x; kv[a + 1u] = kr.y; kv[a + 2u] = kr.z; kv[a + 3u] = kr.w;
+      kv[b] = vr.x; kv[b + 1u] = vr.y; kv[b + 2u] = vr.z; kv[b + 3u] = vr.w;
+    }`;
+  const ops = sgOps(emu, [
+    { name: 'kv', loads: ['L', 'R'], store: false },
+    ...(emu ? [{ name: 'qS', loads: ['L'] as const, store: false }] : []),
+    { name: 'pS', loads: ['L'], store: false },
+    { name: 'sS', loads: ['A'], store: true },
+  ]);
+  const tau = o.tau ?? TAU;
+  const key = { op: 'attention_sgmat', cache: o.cacheDtype, H, G, D, BK, split, lse: withLse, emu, tau };
+  // one fragment column j of the accumulators through the staging slot j % 2 of this subgroup (16×16, stride 16)
+  const stage = (j: number) => ops.store('sS', `stg + ${(j % 2) * 256}u`, `o${j}`, false, '16u');
+  const staged = (j: number) => `sS[(e / 256u) * 512u + ${(j % 2) * 256}u + e % 256u]`;
+  const rescale = (j: number) => `      ${stage(j)}
+      workgroupBarrier();
+      for (var e = lid; e < ${NSG * 256}u; e += WG) { ${staged(j)} *= rowA[(e / 256u) * 16u + (e % 256u) / 16u]; }
+      workgroupBarrier();
+      o${j} = ${ops.load('A', 'sS', `stg + ${(j % 2) * 256}u`, false, '16u')};`;
+  const emit = (j: number) => `  ${stage(j)}
+  workgroupBarrier();
+  for (var e = lid; e < ${NSG * 256}u; e += WG) {
+    let r = (e / 256u) * 16u + (e % 256u) / 16u;
+    let t = wg.x * BQ + r / G;
+    if (r < R && t < params.T) {
+      let d = ${j * 16}u + e % 16u;
+      let th = t * H + g * G + r % G;
+      ${split ? `scratch[(wg.z * params.T * H + th) * D + d] = ${staged(j)};` : `out[th * D + d] = ${staged(j)} / rowA[r];`}
+    }
+  }`;
+  return kernel(key, () => ({
+    bindings: [
+      ro('q', 'array<vec4<f32>>'), // (T, H, D) as quads, rotated
+      ...keyBindings(o.cacheDtype, true),
+      ...(split
+        ? [rw('scratch', 'array<f32>')] // [splits][T*H][D] unnormalized out, then [splits][T*H] (max, sum, -, -): attention.ts layout
+        : [rw('out', 'array<f32>'), ...(withLse ? [rw('lse', 'array<f32>')] : [])]), // (T, H*D); (T, H)
+    ],
+    params: [['T', 'u32'], ['base', 'u32'], ['capacity', 'u32'], ['rot', 'u32'], ['splitKeys', 'u32'], ['splits', 'u32'], ['scale', 'f32']],
+    workgroupSize: [WG, 1, 1],
+    enables: emu ? ['f16', 'subgroups'] : ['f16', 'subgroups', 'chromium_experimental_subgroup_matrix'],
+    // the fragment calls take subgroup-uniform operands that Tint can only prove workgroup-uniform
+    directives: emu ? [] : ['diagnostic(off, chromium.subgroup_matrix_uniformity)'],
+    body: wgsl`
+const WG = ${WG}u;
+const DQ = ${DQ}u;
+const D = ${D}u;
+const H = ${H}u;
+const G = ${G}u;
+const BQ = ${BQ}u; // queries per workgroup
+const R = ${BQ * G}u; // live rows (the rest of the 64 are padding)
+const BK = ${BK}u;
+const KS = ${KS}u;
+const SS = ${SS}u;
+const PS = ${PS}u;
+const NEG = ${NEG};
+const TAU = ${f32(tau)};
+${keyFns(o.cacheDtype, true)}
+${ropeParts}
+${ops.prelude}
+
+var<workgroup> kv: array<f16, ${KVR * KS}>; // (${KVR}, KS): rows 0..BK-1 rotated keys, BK..2BK-1 values (first: the 64 q rows)
+${emu && `var<workgroup> qS: array<f16, ${BR * KS}>; // (64, KS) the q rows (emulation only)`}
+var<workgroup> sS: array<f32, ${Math.max(BR * SS, NSG * 512)}>; // (64, SS) logits of the tile; or (4, 2, 16, 16) fragment staging
+var<workgroup> pS: array<f16, ${BR * PS}>; // (64, PS) probabilities of the tile
+var<workgroup> rowA: array<f32, ${BR}>; // per row: the tile's rescale factor; at the end the sum l
+var<workgroup> resc: u32; // number (from 1) of the latest tile whose softmax moved some row's reference max
+
+@compute @workgroup_size(${WG})
+fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: vec3<u32>${emu ? '' : ', @builtin(subgroup_id) sgid: u32'}) {
+  ${ops.init('lid')}
+  let g = wg.y;
+  let sgc = min(${emu ? 'lid / 32u' : 'sgid'}, ${NSG - 1}u);
+  let sr = sgc * 16u; // this subgroup's rows
+  let stg = sgc * 512u; // its two staging slots in sS
+  if (lid == 0u) { resc = 0u; }
+  // the block's q rows as f16 with the logit scale folded in (padding rows zero)
+  for (var e = lid; e < ${BR}u * DQ; e += WG) {
+    let r = e / DQ;
+    let t = wg.x * BQ + r / G;
+    var x = vec4<f32>(0.0);
+    if (r < R && t < params.T) { x = q[(t * H + g * G + r % G) * DQ + e % DQ] * params.scale; }
+    let hx = vec4<f16>(x);
+    let a = r * KS + (e % DQ) * 4u;
+    ${QA}[a] = hx.x; ${QA}[a + 1u] = hx.y; ${QA}[a + 2u] = hx.z; ${QA}[a + 3u] = hx.w;
+  }
+  workgroupBarrier();
+${R(ND).map((i) => `  let q${i} = ${ops.load('L', QA, `sr * KS + ${i * 16}u`, false, 'KS')};`)}
+${R(ND).map((i) => `  var o${i} = AccM();`)}
+  // softmax lanes: two per row, keys interleaved
+  let row = lid / 2u;
+  let half = lid % 2u;
+  let tRow = wg.x * BQ + row / G;
+  let rowOk = row < R && tRow < params.T;
+  var m = NEG; // reference max
+  var l = 0.0; // Σ e^(s - m)
+  // keys of this split that the block's last query sees (uniform); the row sees [.., vis)
+  let blockEnd = params.base + min(wg.x * BQ + BQ, params.T);
+  let k0 = wg.z * params.splitKeys;
+  let k1 = min(k0 + params.splitKeys, blockEnd);
+  let vis = select(0u, min(params.base + tRow + 1u, k1), rowOk);
+  var kt = 0u;
+  workgroupBarrier(); // every q fragment is loaded before the first tile overwrites kv
+  for (var kb = k0; kb < k1; kb += BK) {
+    kt += 1u;
+    // K and V quads in batches of 4 per thread (loads of a batch issued before any is used, registers bounded);
+    // keys past k1 are zero, so no NaN reaches P·V
+${batches.map((bt) => [...bt.map(load), ...bt.map(put)].join('\n'))}
+    workgroupBarrier();
+    // S = Q·Kᵀ: Kᵀ fragments are the key rows read column-major
+${R(NS).map((j) => `    {
+      var s = AccM();
+${R(ND).map((i) => `      s = ${ops.mma(`q${i}`, ops.load('R', 'kv', `${j * 16}u * KS + ${i * 16}u`, true, 'KS'), 's')};`).join('\n')}
+      ${ops.store('sS', `sr * SS + ${j * 16}u`, 's', false, 'SS')}
+    }`)}
+    workgroupBarrier();
+    // online softmax with a lazily moved reference max; masked keys get p = 0 explicitly
+    var mx = NEG;
+    for (var kk = half; kk < BK; kk += 2u) { mx = max(mx, select(NEG, sS[row * SS + kk], kb + kk < vis)); }
+    let mt = max(mx, subgroupShuffleXor(mx, 1u));
+    var a = 1.0;
+    if (mt > m + TAU) {
+      // racing writers all store the same tile number
+      if (m > NEG) { a = exp(m - mt); resc = kt; }
+      m = mt;
+    }
+    var ps = 0.0;
+    for (var kk = half; kk < BK; kk += 2u) {
+      let pv = f16(select(0.0, exp(sS[row * SS + kk] - m), kb + kk < vis));
+      pS[row * PS + kk] = pv;
+      ps += f32(pv); // the sum of exactly what P·V multiplies
+    }
+    l = l * a + ps + subgroupShuffleXor(ps, 1u);
+    if (half == 0u) { rowA[row] = a; }
+    if (workgroupUniformLoad(&resc) == kt) {
+${R(ND).map(rescale)}
+    }
+    // O += P·V
+${R(NS).map((kk) => `    {
+      let pf = ${ops.load('L', 'pS', `sr * PS + ${kk * 16}u`, false, 'PS')};
+${R(ND).map((j) => `      o${j} = ${ops.mma('pf', ops.load('R', 'kv', `${BK + kk * 16}u * KS + ${j * 16}u`, false, 'KS'), `o${j}`)};`).join('\n')}
+    }`)}
+    workgroupBarrier();
+  }
+  if (half == 0u) { rowA[row] = l; }
+  // outputs, one fragment column at a time through the staging (slots alternate, so one barrier each)
+${R(ND).map(emit)}
+  if (half == 0u && rowOk) {
+    let th = tRow * H + g * G + row % G;
+${split ? `    let at = params.splits * params.T * H * D + (wg.z * params.T * H + th) * 4u;
+    scratch[at] = m;
+    scratch[at + 1u] = l;` : withLse ? '    lse[th] = m + log(l);' : ''}
+  }
+}`,
+  }));
+}
+
+/** Tensor-core attention of a chunk (T > 8 queries at slots [base, base+T)); 1 dispatch, or 2 when keys are split. */
+export function attentionSgmat(o: SgmatAttentionOpts, d: AttentionDims, b: AttentionBuffers): Dispatch[] {
+  const p = sgmatAttentionPlan(o, d, b.scratch?.size ?? 0);
+  const withLse = b.lse !== undefined;
+  const split = p.splits > 1;
+  const common = { q: b.q, kCache: b.kCache, vCache: b.vCache, kpos: b.kpos, rope: b.rope };
+  const params = { T: d.T, base: d.base, capacity: d.capacity, rot: o.rotaryDim, splitKeys: p.splitKeys, splits: p.splits, scale: d.scale };
+  const workgroups = [p.nQB, o.numKvHeads, p.splits] as const;
+  if (!split) {
+    const outs: Record<string, GPUBuffer> = withLse ? { out: b.out, lse: b.lse! } : { out: b.out };
+    return [{ kernel: mainKernel(o, p, false, withLse), buffers: { ...common, ...outs }, params, workgroups }];
+  }
+  const TH = d.T * o.numHeads;
+  const outs: Record<string, GPUBuffer> = withLse ? { scratch: b.scratch!, out: b.out, lse: b.lse! } : { scratch: b.scratch!, out: b.out };
+  return [
+    { kernel: mainKernel(o, p, true, false), buffers: { ...common, scratch: b.scratch! }, params, workgroups },
+    { kernel: combineKernel(o, withLse), buffers: outs, params: { TH, splits: p.splits }, workgroups: [Math.min(TH, 65535), Math.ceil(TH / 65535)] },
+  ];
+}
+
+/** The tensor-core kernel where the device and the call allow it (`o.tensorCores`), else attention.ts. */
+export function attentionAuto(o: SgmatAttentionOpts, d: AttentionDims, b: AttentionBuffers): Dispatch[] {
+  return o.tensorCores && sgmatAttentionUsable(o, d) ? attentionSgmat(o, d, b) : attention(o, d, b);
+}

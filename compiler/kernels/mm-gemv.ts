@@ -1,0 +1,256 @@
+/**
+ * The decode matmul skeleton (T ≤ GEMV_MAX_T tokens): same contract as mm-core.ts (CoreFamily: wrow / urow /
+ * brow / epi pairs, fused rmsnorm prologue, bias, two weight streams), built to stream weights at memory bandwidth.
+ *
+ * One workgroup computes R logical columns for all T tokens. Its WG threads stride over the K axis in chunks of
+ * E elements = one 16-byte load (f32: 4, f16/f16p: 8 halves as vec4<u32>, q8: 16 int8, q4: one whole 32-element
+ * group), so adjacent lanes read adjacent 16 bytes of a row (coalesced) and each loop iteration issues R·streams
+ * independent loads before any arithmetic uses them:
+ *
+ *   row wrow(c0+r):  | ch 0 | ch 1 | ... | ch WG-1 | ch WG | ...      thread i reads chunks i, i+WG, i+2WG, …
+ *                      t0     t1           t(WG-1)   t0                of every row r < R (and stream s < S)
+ *
+ * Quantized chunks are dequantized in registers: the partial dot of a chunk is taken on the raw integers and
+ * multiplied once by its group's scale (q4's −8 offset becomes −8·Σx, also once per chunk).
+ *
+ * Each thread ends with R·T·S partial dots (+ T partial Σx² with norm); they are reduced with subgroupAdd, lane 0
+ * of each subgroup leaves its sum in workgroup memory and one more pass adds those (any subgroup size 4..128).
+ * Without the `subgroups` feature the reduction goes through workgroup memory only. Rows whose length is not a
+ * multiple of a 16-byte chunk (f32 K % 4, f16 K % 8) take a scalar variant (E = 1): correct, not fast.
+ */
+import { ro, wgsl, type Binding, type KernelSource } from '../wgsl.js';
+import type { Workgroups } from '../../runtime/gpu/runner.js';
+import { builtins, foldGrid, isQuantized, linearWg, QGROUP, type WeightDtype } from './mm-common.js';
+import { coreParams, GEMV_MAX_T, type CoreFamily } from './mm-core.js';
+import { chunkElems, chunkLayout, type ChunkLayout } from './mm-gemv-chunks.js';
+
+export interface GemvOpts {
+  readonly wdtype: WeightDtype;
+  readonly norm: boolean;
+  readonly bias: boolean;
+  readonly streams: 1 | 2;
+  /** reduce with subgroupAdd (needs the device's `subgroups` feature) */
+  readonly subgroups: boolean;
+}
+
+export interface GemvShape {
+  /** elements per chunk (one load) along K */
+  readonly E: number;
+  /** logical columns per workgroup (even, so a pair never straddles two workgroups) */
+  readonly R: number;
+  /** threads per workgroup */
+  readonly WG: number;
+}
+
+/** At most this many partial dots per thread, so they and the loaded chunks stay in registers. */
+const MAX_ACC = 16;
+
+export function gemvShape(wdtype: WeightDtype, T: number, streams: number, K: number): GemvShape {
+  if (T < 1 || T > GEMV_MAX_T) throw new Error(`gemv: T=${T} outside 1..${GEMV_MAX_T}`);
+  const E = chunkElems(wdtype, K);
+  let R = Math.floor(MAX_ACC / (T * streams));
+  R = Math.max(2, Math.min(8, R - (R % 2)));
+  // enough threads that the loads of a row are spread wide, few enough that each thread still loops a few times
+  const KC = K / E;
+  let WG = KC >= 2048 ? 256 : KC >= 256 ? 128 : 64;
+  // tuning hook for timing runs on real GPUs (LOCRET_GEMV="wg=256,r=4"); it changes the variant key, not results
+  const env = typeof process !== 'undefined' ? process.env?.LOCRET_GEMV : undefined;
+  for (const [k, v] of (env ?? '').split(',').filter(Boolean).map((s) => s.split('=') as [string, string])) {
+    if (k === 'wg' && [32, 64, 128, 256].includes(Number(v))) WG = Number(v);
+    if (k === 'r' && Number(v) >= 2 && Number(v) % 2 === 0 && Number(v) <= 16) R = Number(v);
+  }
+  return { E, R, WG };
+}
+
+export function gemvGrid(NC: number, R: number): Workgroups {
+  return foldGrid(Math.ceil(NC / R));
+}
+
+/** The variant-key entries of a gemv kernel (add them to the family's own key). */
+export function gemvKey(o: GemvOpts, T: number, s: GemvShape): Record<string, string | number | boolean> {
+  return { path: 'gemv', t: T, r: s.R, wg: s.WG, e: s.E, sg: o.subgroups };
+}
+
+function gemvBindings(o: GemvOpts, L: ChunkLayout, f: CoreFamily): { bindings: Binding[]; fns: string[] } {
+  const xType = L.E === 1 ? 'array<f32>' : 'array<vec4<f32>>';
+  const bindings: Binding[] = [ro('x', xType)]; // (xRow0 + T, K) f32 activations; rows xRow0.. are read
+  const fns: string[] = [];
+  const weight = (name: string) => {
+    bindings.push(ro(name, L.wType)); // (rows, K/E) chunks, see the chunk layout
+    if (isQuantized(o.wdtype)) {
+      bindings.push(ro(`${name}_s`, 'array<u32>')); // (rows, K/32) f16 group scales, two per u32
+      fns.push(wgsl`fn ${name}_sc(g: u32) -> f32 {
+  let p = unpack2x16float(${name}_s[g >> 1u]);
+  return select(p.x, p.y, (g & 1u) == 1u);
+}`);
+    }
+  };
+  weight('w');
+  if (o.streams === 2) weight('wu'); // up rows (may be the same buffer as w)
+  if (o.norm) bindings.push(ro('normW', xType)); // (K) f32 rmsnorm weight
+  if (o.bias) {
+    bindings.push(ro('bias', 'array<f32>')); // f32, indexed by brow
+    if (!f.brow) fns.push('fn brow(c: u32, s: u32) -> u32 { return s * params.NC + wrow(c); }');
+    fns.push(`fn bias2(c: u32, s: u32) -> vec2<f32> {
+  let c1 = min(c + 1u, params.NC - 1u);
+  return vec2<f32>(bias[brow(c, s)], select(0.0, bias[brow(c1, s)], c + 1u < params.NC));
+}`);
+  }
+  return { bindings: [...bindings, ...f.bindings], fns };
+}
+
+export function gemvSource(o: GemvOpts, T: number, s: GemvShape, f: CoreFamily): KernelSource {
+  const L = chunkLayout(o.wdtype, s.E);
+  const { R, WG, E } = s;
+  const S = o.streams;
+  const { bindings, fns } = gemvBindings(o, L, f);
+  const q = isQuantized(o.wdtype);
+  const XV = Math.max(1, E / 4); // x pieces (vec4, or one f32 when E = 1) per chunk
+  const acc = (st: number, r: number, t: number) => `a${st}_${r}_${t}`;
+  const vals: string[] = []; // reduction order: [stream][column][token], then Σx² per token
+  for (let st = 0; st < S; st++) for (let r = 0; r < R; r++) for (let t = 0; t < T; t++) vals.push(acc(st, r, t));
+  const NACC = vals.length;
+  if (o.norm) for (let t = 0; t < T; t++) vals.push(`ssq${t}`);
+  const NV = vals.length;
+  const streamName = (st: number) => (st === 0 ? 'w' : 'wu');
+  const rowFn = (st: number) => (st === 0 ? 'wrow' : 'urow');
+
+  // before the K loop: each (stream, column)'s first chunk (and first scale group); tail columns clamp to the last
+  // real one and are discarded at the end
+  const setup: string[] = [];
+  for (let st = 0; st < S; st++)
+    for (let r = 0; r < R; r++) {
+      setup.push(`let row${st}_${r} = ${rowFn(st)}(min(c0 + ${r}u, params.NC - 1u));`);
+      setup.push(`let rb${st}_${r} = row${st}_${r} * KC;`);
+      if (q) setup.push(`let gb${st}_${r} = row${st}_${r} * (params.K / ${QGROUP}u);`);
+    }
+
+  // the loop body: all loads first (independent, in flight together), then the arithmetic
+  const body: string[] = [];
+  for (let st = 0; st < S; st++)
+    for (let r = 0; r < R; r++) {
+      body.push(`let w${st}_${r} = ${L.load(streamName(st), `rb${st}_${r} + k`)};`);
+      if (q) body.push(`let s${st}_${r} = ${streamName(st)}_sc(gb${st}_${r} + ${L.E === QGROUP ? 'k' : `k / ${QGROUP / L.E}u`});`);
+    }
+  if (o.norm) for (let j = 0; j < XV; j++) body.push(`let n${j} = normW[k * ${XV}u + ${j}u];`);
+  for (let st = 0; st < S; st++)
+    for (let r = 0; r < R; r++) L.decode(`w${st}_${r}`).forEach((e, p) => body.push(`let d${st}_${r}_${p} = ${e};`));
+  for (let t = 0; t < T; t++) {
+    body.push(`let xb${t} = (params.xRow0 + ${t}u) * XR + k * ${XV}u;`);
+    for (let j = 0; j < XV; j++) {
+      body.push(`let xr${t}_${j} = x[xb${t} + ${j}u];`);
+      if (o.norm) body.push(`ssq${t} += ${E === 1 ? `xr${t}_${j} * xr${t}_${j}` : `dot(xr${t}_${j}, xr${t}_${j})`};`);
+      body.push(`let x${t}_${j} = xr${t}_${j}${o.norm ? ` * n${j}` : ''};`);
+    }
+    const xs = Array.from({ length: XV }, (_, j) => `x${t}_${j}`);
+    const pieces = L.xPieces(xs);
+    pieces.forEach((e, i) => body.push(`let xp${t}_${i} = ${e};`));
+    if (L.xOffset) body.push(`let xo${t} = ${L.xOffset(xs)};`);
+    for (let st = 0; st < S; st++)
+      for (let r = 0; r < R; r++) {
+        const terms = pieces.map((_, p) => (E === 1 ? `xp${t}_${p} * d${st}_${r}_${p}` : `dot(xp${t}_${p}, d${st}_${r}_${p})`));
+        if (L.xOffset) terms.push(`xo${t}`);
+        const sum = terms.join(' + ');
+        body.push(`${acc(st, r, t)} += ${q ? `s${st}_${r} * (${sum})` : sum};`);
+      }
+  }
+
+  const bi = o.subgroups ? `${builtins}, @builtin(subgroup_invocation_id) sid: u32, @builtin(subgroup_size) sgs: u32` : builtins;
+  const code = wgsl`
+${fns}
+${f.helpers}
+
+const WG = ${WG}u;
+const R = ${R}u;      // logical columns per workgroup (even)
+const TT = ${T}u;     // tokens (compile-time: T ≤ ${GEMV_MAX_T})
+const NACC = ${NACC}u; // partial dots: [stream][column][token]
+const NV = ${NV}u;    // NACC + (norm ? per-token Σx² : 0)
+${reduceDecls(o.subgroups, NV, WG)}
+var<workgroup> res: array<f32, ${NV}>; // reduced values
+
+@compute @workgroup_size(${WG})
+fn main(${bi}) {
+  let c0 = ${linearWg} * R;
+  if (c0 >= params.NC) { return; }
+  let KC = params.K / ${E}u;  // chunks per weight row
+  let XR = params.K / ${E === 1 ? 1 : 4}u;  // x elements (E = 1) or vec4s per row
+  ${setup.join('\n  ')}
+  ${vals.map((v) => `var ${v} = 0.0;`).join('\n  ')}
+  for (var k = lid; k < KC; k += WG) {
+    ${body.join('\n    ')}
+  }
+${o.subgroups ? subgroupReduce(vals) : workgroupReduce(vals, WG)}
+  for (var p = lid; p < TT * (R / 2u); p += WG) {
+    let t = p / (R / 2u);
+    let r = (p % (R / 2u)) * 2u;
+    let c = c0 + r;
+    if (c < params.NC) {
+      ${o.norm ? 'let sc = inverseSqrt(res[NACC + t] / f32(params.K) + params.eps);' : 'let sc = 1.0;'}
+      let a = vec2<f32>(res[r * TT + t], res[(r + 1u) * TT + t]) * sc${o.bias ? ' + bias2(c, 0u)' : ''};
+      ${S === 2 && `let u = vec2<f32>(res[R * TT + r * TT + t], res[R * TT + (r + 1u) * TT + t]) * sc${o.bias ? ' + bias2(c, 1u)' : ''};`}
+      epi(t, c, a${S === 2 ? ', u' : ''});
+    }
+  }
+}`;
+  const enables = [...f.enables, ...(o.subgroups ? ['subgroups'] : [])];
+  return { bindings, params: [...coreParams, ...f.params], workgroupSize: [WG, 1, 1], enables, body: code };
+}
+
+/** Subgroup slots: at most WG / 4 subgroups (the smallest subgroup size WebGPU allows). */
+const slots = (WG: number) => WG / 4;
+
+function reduceDecls(subgroups: boolean, NV: number, WG: number): string {
+  if (subgroups) return `var<workgroup> red: array<f32, ${NV * slots(WG)}>; // (NV, subgroups) per-subgroup sums`;
+  const G = Math.min(NV, Math.floor(4096 / WG));
+  return `var<workgroup> red: array<f32, ${G * WG}>; // (${G} values, WG threads) reduction scratch
+var<workgroup> part: array<f32, ${G * (WG / 16)}>; // (${G} values, WG/16) partial sums`;
+}
+
+/**
+ * subgroupAdd per value; lane 0 of each subgroup stores it at slot lid / sgs (subgroups are runs of consecutive
+ * invocation indices, which Vulkan, D3D12 and Metal all use for 1D workgroups); then one thread per value adds
+ * the ceil(WG / sgs) slots. Called in uniform control flow: the early return above is per workgroup.
+ */
+function subgroupReduce(vals: readonly string[]): string {
+  const NS = 'SLOTS';
+  return wgsl`  const ${NS} = WG / 4u;
+  let slot = lid / sgs;
+${vals.map((v, i) => `  { let s = subgroupAdd(${v}); if (sid == 0u) { red[${i}u * ${NS} + slot] = s; } }`)}
+  workgroupBarrier();
+  let nsg = (WG + sgs - 1u) / sgs;
+  for (var p = lid; p < NV; p += WG) {
+    var s = 0.0;
+    for (var i = 0u; i < nsg; i++) { s += red[p * ${NS} + i]; }
+    res[p] = s;
+  }
+  workgroupBarrier();`;
+}
+
+/**
+ * Workgroup memory only: per round of G values, SEG partial sums of WG/SEG each, then one sum of SEG (two
+ * barriers per round rather than log2(WG), which also keeps shader compilation cheap on CPU drivers).
+ */
+function workgroupReduce(vals: readonly string[], WG: number): string {
+  const G = Math.min(vals.length, Math.floor(4096 / WG));
+  const SEG = WG / 16;
+  const out: string[] = [];
+  for (let g0 = 0; g0 < vals.length; g0 += G) {
+    const n = Math.min(G, vals.length - g0);
+    out.push(wgsl`${vals.slice(g0, g0 + n).map((v, j) => `  red[${j}u * WG + lid] = ${v};`)}
+  workgroupBarrier();
+  for (var i = lid; i < ${n * SEG}u; i += WG) {
+    let b = (i / ${SEG}u) * WG + (i % ${SEG}u) * ${WG / SEG}u;
+    var s = 0.0;
+    for (var e = 0u; e < ${WG / SEG}u; e++) { s += red[b + e]; }
+    part[i] = s;
+  }
+  workgroupBarrier();
+  if (lid < ${n}u) {
+    var s = 0.0;
+    for (var e = 0u; e < ${SEG}u; e++) { s += part[lid * ${SEG}u + e]; }
+    res[${g0}u + lid] = s;
+  }`);
+  }
+  out.push('  workgroupBarrier();');
+  return out.join('\n');
+}

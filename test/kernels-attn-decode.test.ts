@@ -1,0 +1,136 @@
+/**
+ * The bandwidth decode attention (compiler/kernels/attention-decode.ts) vs the CPU reference: T = 1..8 queries,
+ * awkward cache lengths, GQA groups 1/3/4, head dims 64/96/128 (one partial rotary span), f32/f16/int8 caches,
+ * subgroup and workgroup-memory reductions, with and without lse, split and unsplit.
+ */
+import { describe, expect, it } from 'vitest';
+import { attentionScratchBytes, type AttentionOpts } from '../compiler/kernels/attention.js';
+import { attentionDecode, attentionDecodePlan, decodeScratchBytes } from '../compiler/kernels/attention-decode.js';
+import type { CacheDtype } from '../compiler/kernels/attn-common.js';
+import { ropeTable } from '../runtime/rope.js';
+import type { GpuRunner } from '../runtime/gpu/runner.js';
+import { expectClose, gpuRunner, rand, weightsFor } from './gpu-harness.js';
+import { refAttention, type RefAttnShape } from './ref/gpu-attention.js';
+import { dequantizeRows, quantizeRows, rowWords } from './ref/kv-int8.js';
+
+interface Case {
+  KV: number;
+  G: number;
+  D: number;
+  rot: number;
+  T: number;
+  /** cache entries the last query sees (base + T) */
+  len: number;
+  dtype: CacheDtype;
+  splits?: number;
+  /** keys per batch; default 1 here: the CPU driver's shader compile time grows with the batch's unrolled code */
+  nk?: number;
+}
+
+const POSITIONS = 1100;
+
+/** K/V as the GPU stores them plus the values the reference must use; slots >= len hold NaN (poison on read). */
+function cacheOf(dtype: CacheDtype, x: Float32Array, KV: number, capacity: number, D: number, len: number) {
+  const rows = KV * capacity;
+  if (dtype === 'int8') {
+    const gpu = quantizeRows(x, rows, D);
+    const nan = new Uint32Array(new Float32Array([NaN]).buffer)[0]!;
+    for (let g = 0; g < KV; g++) for (let s = len; s < capacity; s++) gpu[(g * capacity + s) * rowWords(D) + D / 4] = nan;
+    return { gpu, ref: dequantizeRows(gpu, rows, D) };
+  }
+  const y = x.slice();
+  for (let g = 0; g < KV; g++) y.fill(NaN, (g * capacity + len) * D, (g * capacity + capacity) * D);
+  return weightsFor(dtype, y);
+}
+
+function inputs(c: Case, seed: number) {
+  const H = c.KV * c.G;
+  const base = c.len - c.T;
+  const capacity = c.len + 5;
+  const sh: RefAttnShape = { H, KV: c.KV, D: c.D, rotaryDim: c.rot, T: c.T, base, capacity, scale: 1 / Math.sqrt(c.D) };
+  const q = rand(c.T * H * c.D, seed, 2);
+  const k = cacheOf(c.dtype, rand(c.KV * capacity * c.D, seed + 1, 2), c.KV, capacity, c.D, c.len);
+  const v = cacheOf(c.dtype, rand(c.KV * capacity * c.D, seed + 2), c.KV, capacity, c.D, c.len);
+  // positions as after eviction with original positions: arbitrary, unsorted
+  const kpos = Uint32Array.from(rand(c.KV * capacity, seed + 3), (x) => Math.floor(((x + 1) / 2) * (POSITIONS - 1)));
+  const rope = ropeTable({ kind: 'default', theta: 10000, rotaryDim: c.rot }, POSITIONS);
+  return { sh, capacity, base, q, k, v, kpos, rope };
+}
+
+const opts = (c: Case): AttentionOpts => ({ cacheDtype: c.dtype, numHeads: c.KV * c.G, numKvHeads: c.KV, headDim: c.D, rotaryDim: c.rot });
+
+const cases: Case[] = [
+  { KV: 2, G: 4, D: 128, rot: 128, T: 1, len: 1, dtype: 'f16' },
+  { KV: 2, G: 3, D: 64, rot: 64, T: 1, len: 7, dtype: 'f32' },
+  { KV: 1, G: 4, D: 128, rot: 128, T: 1, len: 300, dtype: 'f16', nk: 0 },
+  { KV: 2, G: 1, D: 96, rot: 32, T: 1, len: 1000, dtype: 'int8' },
+  { KV: 2, G: 4, D: 64, rot: 64, T: 3, len: 7, dtype: 'int8', nk: 2 },
+  { KV: 2, G: 3, D: 128, rot: 128, T: 5, len: 300, dtype: 'f32' },
+  { KV: 1, G: 4, D: 96, rot: 96, T: 8, len: 1000, dtype: 'f16' },
+  { KV: 3, G: 1, D: 64, rot: 64, T: 8, len: 8, dtype: 'f16' },
+  { KV: 2, G: 4, D: 128, rot: 64, T: 2, len: 300, dtype: 'f16', splits: 7, nk: 4 },
+  { KV: 1, G: 3, D: 64, rot: 64, T: 6, len: 1000, dtype: 'int8', splits: 1 },
+  { KV: 2, G: 4, D: 128, rot: 128, T: 8, len: 300, dtype: 'f32' },
+];
+
+async function check(r: GpuRunner, c: Case, seed: number, withLse: boolean) {
+  const H = c.KV * c.G;
+  const x = inputs(c, seed);
+  const want = refAttention(x.sh, x.q, x.k.ref, x.v.ref, x.kpos, x.rope);
+  const d = { T: c.T, base: x.base, capacity: x.capacity, scale: x.sh.scale, splits: c.splits };
+  // nk 0: the plan's own batch size (the 8B decode shape's kernel)
+  const o = { ...opts(c), subgroups: r.gpu.subgroups, nk: c.nk === 0 ? undefined : (c.nk ?? 1) };
+  const p = attentionDecodePlan(o, d);
+  const bufs = {
+    q: r.upload(x.q, 'q'),
+    kCache: r.upload(x.k.gpu, 'k'),
+    vCache: r.upload(x.v.gpu, 'v'),
+    kpos: r.upload(x.kpos, 'kpos'),
+    rope: r.upload(x.rope, 'rope'),
+    out: r.createBuffer(c.T * H * c.D * 4, 'out'),
+    lse: withLse ? r.createBuffer(c.T * H * 4, 'lse') : undefined,
+    scratch: r.createBuffer(Math.max(16, p.splits * c.T * H * (c.D + 4) * 4), 'scratch'),
+  };
+  r.run(attentionDecode(o, d, bufs));
+  const tol = c.dtype === 'f32' ? 1e-4 : 2e-3;
+  const what = `sg=${o.subgroups} splits=${p.splits} R=${p.R} NK=${p.NK}`;
+  expectClose(await r.readF32(bufs.out, c.T * H * c.D), want.out, tol, `out (${what})`);
+  if (bufs.lse) expectClose(await r.readF32(bufs.lse, c.T * H), want.lse, tol, `lse (${what})`);
+  for (const b of Object.values(bufs)) if (b) r.destroy(b);
+}
+
+describe('decode attention over the cache', async () => {
+  const withSg = await gpuRunner();
+  const noSg = await gpuRunner({ disableSubgroups: true });
+  const runners: [string, GpuRunner][] = withSg.gpu.subgroups ? [['subgroups', withSg], ['workgroup memory', noSg]] : [['workgroup memory', noSg]];
+  for (const [name, r] of runners) {
+    for (const [i, c] of cases.entries()) {
+      const withLse = i % 2 === 0 || c.splits !== undefined;
+      it(`${name}: KV=${c.KV} G=${c.G} D=${c.D} rot=${c.rot} T=${c.T} len=${c.len} ${c.dtype}${c.splits ? ` splits=${c.splits}` : ''} nk=${c.nk ?? 1} lse=${withLse}`, async () => {
+        await check(r, c, 100 + i * 10, withLse);
+      });
+    }
+    it(`${name}: the output does not depend on asking for lse (split path)`, async () => {
+      await check(r, cases[2]!, 500, false);
+      await check(r, cases[2]!, 500, true);
+    });
+  }
+});
+
+describe('decode attention scratch sizing', () => {
+  it('attentionScratchBytes (prefill-sized) covers every decode call up to the end of the cache', () => {
+    for (const [KV, G, D] of [[8, 4, 128], [2, 3, 64], [1, 1, 96]] as const) {
+      const o: AttentionOpts = { cacheDtype: 'f16', numHeads: KV * G, numKvHeads: KV, headDim: D, rotaryDim: D };
+      for (const [capacity, maxT] of [[18432, 1024], [131072 + 2048, 1024], [300, 8], [40, 1]] as const) {
+        const bound = attentionScratchBytes(o, { T: maxT, base: capacity - maxT, capacity, scale: 1 });
+        expect(bound).toBeGreaterThanOrEqual(decodeScratchBytes(o, { T: maxT, base: capacity - maxT, capacity, scale: 1 }));
+        for (let T = 1; T <= Math.min(8, maxT); T++) {
+          for (let base = 0; base + T <= capacity; base += 97) {
+            const p = attentionDecodePlan(o, { T, base, capacity, scale: 1 });
+            if (p.splits > 1) expect(p.splits * T * KV * G * (D + 4) * 4).toBeLessThanOrEqual(bound);
+          }
+        }
+      }
+    }
+  });
+});

@@ -1,0 +1,158 @@
+/**
+ * The tensor-core matmul skeleton (mm-sgmat.ts). The CPU driver has no subgroup matrices, so: (1) the generated
+ * WGSL is checked structurally for several variants and the device is shown to reject the extension; (2) the
+ * kernels run with their matrix operations emulated in plain WGSL (./sgmat-emulate.ts; LOCRET_SGMAT_EMULATE=1, slow)
+ * against the CPU reference on partial tiles in both directions, a partial last K slab, every epilogue, norm, bias,
+ * column ranges and x row offsets; (3) path selection falls back to the existing skeletons where the tensor-core one cannot run.
+ */
+import { beforeAll, describe, expect, it } from 'vitest';
+import { matmul, type MatmulDims, type MatmulOpts } from '../compiler/kernels/matmul.js';
+import { sgmatShape, SGMAT_WG_BYTES } from '../compiler/kernels/mm-sgmat.js';
+import { qkvRope, type QkvOpts } from '../compiler/kernels/qkv-rope.js';
+import type { Dispatch, GpuRunner } from '../runtime/gpu/runner.js';
+import { ropeTable } from '../runtime/rope.js';
+import { expectClose, gpuRunner, rand, weightsFor } from './gpu-harness.js';
+import { matmulRef } from './ref/gpu-ops.js';
+import { emulateSubgroupMatrix } from './sgmat-emulate.js';
+
+const TC = { tensorCores: true } as const;
+const mmOpts = (epilogue: MatmulOpts['epilogue'], norm: boolean, bias: boolean): MatmulOpts => ({ wdtype: 'f16', norm, bias, epilogue, ...TC });
+/** the kernel a matmul would dispatch (placeholder buffers: code generation never looks at them) */
+const specOf = (o: MatmulOpts, d: MatmulDims) => matmul(o, d, { x: {}, w: {}, y: {}, normW: {}, bias: {} } as never).kernel;
+
+function workgroupBytes(code: string): number {
+  let n = 0;
+  for (const m of code.matchAll(/var<workgroup> \w+: array<(f16|f32), (\d+)>/g)) n += (m[1] === 'f16' ? 2 : 4) * Number(m[2]);
+  return n;
+}
+
+describe('sgmat WGSL structure', () => {
+  const cases: [MatmulOpts, MatmulDims][] = [
+    [mmOpts('store', false, false), { T: 100, N: 100, K: 48 }],
+    [mmOpts('store', true, true), { T: 1024, N: 6144, K: 4096 }],
+    [mmOpts('residual', false, false), { T: 9, N: 4096, K: 14336 }],
+    [mmOpts('swiglu', true, false), { T: 1024, N: 14336, K: 4096 }],
+    [mmOpts('swiglu', true, true), { T: 33, N: 70, K: 16 }],
+    [mmOpts('silu', false, true), { T: 64, N: 64, K: 64 }],
+  ];
+  it.each(cases.map((c) => [`${c[0].epilogue}${c[0].norm ? ' +norm' : ''}${c[0].bias ? ' +bias' : ''}`, ...c] as const))('%s', (_, o, d) => {
+    const k = specOf(o, d);
+    expect(k.name).toContain('path-sgmat');
+    const c = k.code;
+    const head = c.slice(0, c.indexOf('@group'));
+    for (const e of ['f16', 'subgroups', 'chromium_experimental_subgroup_matrix']) expect(head).toContain(`enable ${e};`);
+    expect(head).toContain('diagnostic(off, chromium.subgroup_matrix_uniformity);');
+    expect(c).toMatch(/alias LeftM = subgroup_matrix_left<f16, 16, 16>;/);
+    expect(c).toMatch(/alias RightM = subgroup_matrix_right<f16, 16, 16>;/);
+    expect(c).toMatch(/alias AccM = subgroup_matrix_result<f32, 16, 16>;/);
+    expect(c).toContain('@builtin(subgroup_id) sg: u32');
+    const S = o.epilogue === 'swiglu' ? 2 : 1;
+    const { BM, BN, SGM, SGN } = sgmatShape(S);
+    const frags = (BM / SGM / 16) * (BN / SGN / 16) * S;
+    expect(c.match(/subgroupMatrixMultiplyAccumulate\(/g)?.length).toBe(frags * 2); // two 16-deep steps per slab
+    expect(c.match(/subgroupMatrixStore\(&os, /g)?.length).toBe(frags);
+    // left operands token-major (row-major), right operands column-major over weight rows, results row-major
+    expect(c).toMatch(/subgroupMatrixLoad<LeftM>\(&xs, [^;]*, false, XS\);/);
+    expect(c).toMatch(/subgroupMatrixLoad<RightM>\(&ws, [^;]*, true, XS\);/);
+    expect(k.workgroupSize[0] % 32).toBe(0);
+    expect(workgroupBytes(c)).toBeLessThanOrEqual(SGMAT_WG_BYTES);
+    expect((c.match(/\{/g) ?? []).length).toBe((c.match(/\}/g) ?? []).length);
+  });
+
+  it('falls back where the tensor-core skeleton cannot run', () => {
+    expect(specOf(mmOpts('store', false, false), { T: 100, N: 64, K: 40 }).name).toContain('path-tiled'); // K % 16
+    expect(specOf({ ...mmOpts('store', false, false), wdtype: 'f32' }, { T: 100, N: 64, K: 64 }).name).toContain('path-tiled');
+    expect(specOf({ ...mmOpts('store', false, false), wdtype: 'f16p' }, { T: 100, N: 64, K: 64 }).name).toContain('path-tiled');
+    expect(specOf({ ...mmOpts('store', false, false), tensorCores: false }, { T: 100, N: 64, K: 64 }).name).toContain('path-tiled');
+    expect(specOf(mmOpts('store', false, false), { T: 8, N: 64, K: 64 }).name).not.toContain('sgmat');
+  });
+
+  it('this device rejects the extension (so the real kernels only compile where it exists)', async () => {
+    const r = await gpuRunner();
+    if (r.gpu.subgroupMatrix) return;
+    const code = specOf(mmOpts('store', false, false), { T: 100, N: 100, K: 48 }).code;
+    r.device.pushErrorScope('validation');
+    const mod = r.device.createShaderModule({ code });
+    const info = await mod.getCompilationInfo();
+    await r.device.popErrorScope();
+    expect(info.messages.some((m) => m.type === 'error' && m.message.includes('chromium_experimental_subgroup_matrix'))).toBe(true);
+  });
+});
+
+/** the dispatch with its kernel swapped for the emulated one (same bindings and params) */
+const emulated = (d: Dispatch): Dispatch => ({ ...d, kernel: emulateSubgroupMatrix(d.kernel) });
+
+// the emulation is slow on the CPU driver (minutes per case), so it runs on request: LOCRET_SGMAT_EMULATE=1
+describe.skipIf(process.env.LOCRET_SGMAT_EMULATE !== '1')('sgmat numerics (subgroup matrices emulated)', () => {
+  let r: GpuRunner;
+  beforeAll(async () => {
+    r = await gpuRunner();
+  });
+
+  async function check(o: MatmulOpts, d: MatmulDims, seed: number): Promise<void> {
+    const { T, N, K } = d;
+    const xRow0 = d.xRow0 ?? 0;
+    const col0 = d.col0 ?? 0;
+    const cols = d.cols ?? N - col0;
+    const rows = o.epilogue === 'swiglu' ? 2 * N : N;
+    const x = rand((xRow0 + T) * K, seed, 2);
+    const w = weightsFor('f16', rand(rows * K, seed + 1, 0.5));
+    const normW = rand(K, seed + 2, 0.5).map((v) => 1 + v);
+    const bias = rand(rows, seed + 3);
+    const yIn = rand(T * N, seed + 4);
+    const bufs = {
+      x: r.upload(x, 'x'),
+      w: r.upload(w.gpu, 'w'),
+      normW: o.norm ? r.upload(normW, 'normW') : undefined,
+      bias: o.bias ? r.upload(bias, 'bias') : undefined,
+      y: r.upload(o.epilogue === 'residual' ? yIn : new Float32Array(T * N).fill(NaN), 'y'),
+    };
+    const disp = matmul(o, { ...d, eps: 1e-5 }, bufs);
+    expect(disp.kernel.name).toContain('path-sgmat');
+    r.run([emulated(disp)]);
+    const got = await r.readF32(bufs.y, T * N);
+    for (const b of Object.values(bufs)) if (b) r.destroy(b);
+    const want = matmulRef(o as Parameters<typeof matmulRef>[0], { T, N, K, eps: 1e-5, xRow0 }, x, w.ref, normW, bias, yIn);
+    const pick = (a: Float32Array) => Float32Array.from({ length: T * cols }, (_, i) => a[Math.floor(i / cols) * N + col0 + (i % cols)]!);
+    // x · normW is rounded to f16 for the tensor cores: 1e-2 of the largest output
+    expectClose(pick(got), pick(want), 1e-2, `${o.epilogue}${o.norm ? ' +norm' : ''}${o.bias ? ' +bias' : ''} T=${T} N=${N} K=${K} cols ${col0}+${cols} xRow0=${xRow0}`);
+  }
+
+  it('store: partial tiles both ways, partial last K slab, x row offset', () => check(mmOpts('store', false, false), { T: 150, N: 200, K: 48, xRow0: 3 }, 1));
+  it('store +norm +bias, column range', () => check(mmOpts('store', true, true), { T: 100, N: 150, K: 64, col0: 30, cols: 100 }, 2));
+  it('residual, T just above gemv', () => check(mmOpts('residual', false, false), { T: 9, N: 130, K: 16 }, 3));
+  it('swiglu +norm +bias', () => check(mmOpts('swiglu', true, true), { T: 140, N: 70, K: 80 }, 4));
+  it('swiglu column range with wRow / uRow', () => check(mmOpts('swiglu', true, false), { T: 20, N: 96, K: 32, col0: 16, cols: 64, wRow: 16, uRow: 96 + 16 }, 5));
+
+  it('qkv_rope on the sgmat path matches the tiled path', async () => {
+    const o: QkvOpts = { wdtype: 'f16', bias: true, cacheDtype: 'f32', numHeads: 4, numKvHeads: 2, headDim: 16, rotaryDim: 8, writePre: true };
+    const T = 70;
+    const K = 48;
+    const capacity = 100;
+    const Wd = (o.numHeads + 2 * o.numKvHeads) * o.headDim;
+    const table = ropeTable({ kind: 'default', theta: 10000, rotaryDim: o.rotaryDim }, 5 + T);
+    const w = weightsFor('f16', rand(Wd * K, 12, 0.5));
+    const inputs = { x: rand(T * K, 11, 2), normW: rand(K, 13, 0.5).map((v) => 1 + v), bias: rand(Wd, 14) };
+    const run = async (tensorCores: boolean) => {
+      const b = {
+        x: r.upload(inputs.x, 'x'), normW: r.upload(inputs.normW, 'normW'), w: r.upload(w.gpu, 'w'), bias: r.upload(inputs.bias, 'bias'),
+        rope: r.upload(table, 'rope'), q: r.upload(new Float32Array(T * o.numHeads * o.headDim), 'q'),
+        kCache: r.upload(new Float32Array(o.numKvHeads * capacity * o.headDim), 'k'), vCache: r.upload(new Float32Array(o.numKvHeads * capacity * o.headDim), 'v'),
+        kpos: r.upload(new Uint32Array(o.numKvHeads * capacity), 'kpos'), pre: r.upload(new Float32Array(T * Wd), 'pre'),
+      };
+      const d = qkvRope({ ...o, tensorCores }, { T, K, eps: 1e-5, slot0: 7, pos0: 5, capacity }, b);
+      expect(d.kernel.name).toContain(tensorCores ? 'path-sgmat' : 'path-tiled');
+      r.run([tensorCores ? emulated(d) : d]);
+      const out = {
+        q: await r.readF32(b.q, T * o.numHeads * o.headDim), k: await r.readF32(b.kCache, o.numKvHeads * capacity * o.headDim),
+        v: await r.readF32(b.vCache, o.numKvHeads * capacity * o.headDim), pre: await r.readF32(b.pre, T * Wd), kpos: await r.readU32(b.kpos, o.numKvHeads * capacity),
+      };
+      for (const x of Object.values(b)) r.destroy(x);
+      return out;
+    };
+    const want = await run(false);
+    const got = await run(true);
+    for (const k of ['q', 'k', 'v', 'pre'] as const) expectClose(got[k], want[k], 1e-2, `qkv ${k}`);
+    expect([...got.kpos]).toEqual([...want.kpos]);
+  });
+});
