@@ -4,13 +4,17 @@
  * head, plus a correctness check of the new kernel against the old one on the same inputs.
  *
  *   node dist/bench/attn-check.js [--out file.json] [--small] [--reps 20] [--layers 32] [--dtype f16|f32|int8]
+ *                                 [--sweep 'v1;v2;v2,kl=16,nt=256;v2,k2=2,slab=512']
+ *
+ * --sweep lists decode-kernel configurations (LOCRET_ATTN_DECODE strings, `;`-separated), each timed and checked
+ * against the old kernel; the first row's `new` columns keep the default configuration (v1 unless the env says v2).
  *
  * One timed submission holds `layers` attention calls (as a decode step does) over distinct caches when they fit,
  * so the L2 cannot serve a later call from an earlier one. --small runs a CPU-driver-sized shape.
  */
 import * as fs from 'node:fs';
 import { attention, attentionScratchBytes, type AttentionOpts } from '../compiler/kernels/attention.js';
-import { attentionDecode, attentionDecodePlan } from '../compiler/kernels/attention-decode.js';
+import { attentionDecode, attentionDecodePlan, attentionDecodeV2Plan, decodeVariant } from '../compiler/kernels/attention-decode.js';
 import { cacheRowWords, type CacheDtype } from '../compiler/kernels/attn-common.js';
 import { defaultGpu } from '../runtime/gpu/device.js';
 import { GpuRunner, type Dispatch } from '../runtime/gpu/runner.js';
@@ -29,6 +33,8 @@ const G = 4;
 const D = 128;
 const lens = small ? [300, 1000] : [16384, 131072];
 const layersWanted = Number(arg('layers', small ? '2' : '32'));
+const sweep = (arg('sweep') ?? '').split(';').map((x) => x.trim()).filter(Boolean);
+const baseKnob = process.env.LOCRET_ATTN_DECODE;
 
 /** Random cache words: f16 halves in [-1, 1), int8 codes with a positive scale, f32 in [-1, 1). */
 function cacheWords(n: number, seed: number): Uint32Array {
@@ -49,6 +55,11 @@ function cacheWords(n: number, seed: number): Uint32Array {
     for (let i = 0; i < w.length; i++) w[i] = i % R === R - 1 ? sc : Math.floor(next() * 2 ** 32) >>> 0;
   }
   return w;
+}
+
+function setKnob(v: string | undefined) {
+  if (v === undefined) delete process.env.LOCRET_ATTN_DECODE;
+  else process.env.LOCRET_ATTN_DECODE = v;
 }
 
 async function main() {
@@ -84,6 +95,7 @@ async function main() {
     const lseOld = r.createBuffer(H * 4, 'lse-old');
     const lseNew = r.createBuffer(H * 4, 'lse-new');
     const calls = (kind: 'old' | 'new'): Dispatch[] => {
+      // plans read LOCRET_ATTN_DECODE when built: the sweep sets it per configuration
       const out: Dispatch[] = [];
       for (let l = 0; l < layersWanted; l++) {
         const b = { q, kCache: kc[l % nCaches]!, vCache: vc[l % nCaches]!, kpos, rope, scratch };
@@ -93,8 +105,10 @@ async function main() {
       }
       return out;
     };
-    const time = async (kind: 'old' | 'new') => {
+    const time = async (kind: 'old' | 'new', knob = baseKnob) => {
+      setKnob(knob);
       const ds = calls(kind);
+      setKnob(baseKnob);
       r.run(ds); // compile + warm up
       await r.device.queue.onSubmittedWorkDone();
       const t0 = performance.now();
@@ -125,6 +139,23 @@ async function main() {
     console.log(`${len} entries × ${layersWanted} layers (${row.cache_gb_per_step.toFixed(2)} GB): old ${msOld.toFixed(3)} ms = ${row.old_gb_per_s.toFixed(0)} GB/s, ` +
       `new ${msNew.toFixed(3)} ms = ${row.new_gb_per_s.toFixed(0)} GB/s (${row.speedup.toFixed(2)}x; ${p.splits} splits of ${p.splitKeys}); ` +
       `new vs old: out ${row.max_rel_err_out.toExponential(2)}, lse ${lseErr.toExponential(2)} ${row.ok ? 'OK' : 'MISMATCH'}`);
+    for (const knob of sweep) {
+      const ms = await time('new', knob);
+      const [c, lc] = [await r.readF32(outNew, H * D), await r.readF32(lseNew, H)];
+      let e = 0;
+      let le = 0;
+      for (let i = 0; i < a.length; i++) e = Math.max(e, Math.abs(a[i]! - c[i]!));
+      for (let i = 0; i < H; i++) le = Math.max(le, Math.abs(la[i]! - lc[i]!) / Math.max(1, Math.abs(la[i]!)));
+      setKnob(knob);
+      const v = decodeVariant({});
+      const sp = v === 'v2' ? attentionDecodeV2Plan({ ...o, subgroups: gpu.subgroups }, d) : attentionDecodePlan(o, d);
+      setKnob(baseKnob);
+      const ok = Number.isFinite(e) && e / scale < 1e-3 && le < 1e-4;
+      const sw = { entries: len, config: knob, ms, gb_per_s: bytes / ms / 1e6, vs_old: msOld / ms, splits: sp.splits, split_keys: sp.splitKeys, max_rel_err_out: e / scale, max_rel_err_lse: le, ok };
+      results.push(sw);
+      console.log(`  [${knob}] ${ms.toFixed(3)} ms = ${sw.gb_per_s.toFixed(0)} GB/s (${sw.vs_old.toFixed(2)}x old; ${sp.splits} splits of ${sp.splitKeys}); ` +
+        `vs old: out ${sw.max_rel_err_out.toExponential(2)}, lse ${le.toExponential(2)} ${ok ? 'OK' : 'MISMATCH'}`);
+    }
     for (const buf of [...kc, ...vc, q, kpos, rope, scratch, outOld, outNew, lseOld, lseNew]) r.destroy(buf);
   }
   const outFile = arg('out');

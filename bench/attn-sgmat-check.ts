@@ -3,7 +3,13 @@
  * (attention.ts, itself tested against the CPU reference) on random caches, then times both at the
  * Llama-3.1-8B prefill shape (chunk 1024 over 16384 earlier entries, 32/8 heads, head_dim 128, f16 cache).
  *
- *   node dist/bench/attn-sgmat-check.js [--small] [--out results.json]
+ *   node dist/bench/attn-sgmat-check.js [--small] [--variants base,qs+bk16,...] [--out results.json]
+ *
+ * --variants runs every case once per diagnostic variant of the kernel (flags joined by '+', see VARIANT_FLAGS in
+ * attention-sgmat.ts; `base` is the default kernel) and prints a PASS/FAIL table per variant. The dump variants
+ * (dumps, dumpq, dumpo) write the first tile's logits, the q fragments or the unnormalized P·V instead of
+ * attention; they run with every key at position 0 (RoPE is then the identity) and one split, and are compared
+ * with S = scale·q·kᵀ, f16(scale·q) and P·V computed here (dumps and dumpo skip int8 caches, whose dequantized keys differ from the f32 ones).
  *
  * Dawn needs `enable-dawn-features=allow_unsafe_apis,vulkan_enable_f16_on_nvidia` to expose subgroup matrices on
  * NVIDIA; it is the default here when LOCRET_DAWN_FLAGS is unset. On a device without them the kernel runs with
@@ -12,7 +18,7 @@
  */
 import * as fs from 'node:fs';
 import { attention, attentionScratchBytes, type AttentionOpts } from '../compiler/kernels/attention.js';
-import { attentionSgmat, sgmatAttentionPlan } from '../compiler/kernels/attention-sgmat.js';
+import { attentionSgmat, sgmatAttentionPlan, variantFlags } from '../compiler/kernels/attention-sgmat.js';
 import type { CacheDtype } from '../compiler/kernels/attn-common.js';
 import { createGpuContext } from '../runtime/gpu/device.js';
 import { GpuRunner, type Dispatch } from '../runtime/gpu/runner.js';
@@ -26,6 +32,8 @@ const arg = (name: string) => {
 };
 const small = process.argv.includes('--small');
 const outFile = arg('out');
+const variants = arg('variants')?.split(',').map((v) => v.trim()).filter(Boolean);
+for (const v of variants ?? []) variantFlags(v); // unknown flags fail here, before any GPU work
 const TOL = 1e-2; // f16 Q, K, V and P against f32 math: max |Δ| / max |out|; lse: max |Δ|
 
 /** tau 0: the accumulators are rescaled whenever a row's max rises (exercises the rare path on most tiles) */
@@ -108,7 +116,7 @@ async function main() {
   const results: Record<string, unknown>[] = [];
   let allPass = true;
 
-  const setup = (c: Case, seed: number) => {
+  const setup = (c: Case, seed: number, zeroPos = false) => {
     const o: AttentionOpts = { cacheDtype: c.dtype, numHeads: c.H, numKvHeads: c.KV, headDim: c.D, rotaryDim: c.D };
     const capacity = c.base + c.T + 7;
     const P = c.base + c.T + 16;
@@ -120,9 +128,11 @@ async function main() {
       v.fill(NaN, (g * capacity + c.base + c.T) * c.D, (g + 1) * capacity * c.D);
     }
     const pr = rng(seed + 3);
-    const kpos = Uint32Array.from({ length: c.KV * capacity }, () => Math.floor(pr() * P));
+    // zeroPos (dump variants): every key at position 0, where RoPE is the identity, so S needs no rotation here
+    const kpos = Uint32Array.from({ length: c.KV * capacity }, () => (zeroPos ? 0 : Math.floor(pr() * P)));
+    const qh = rand(c.T * c.H * c.D, seed, 2);
     const bufs = {
-      q: r.upload(rand(c.T * c.H * c.D, seed, 2), 'q'),
+      q: r.upload(qh, 'q'),
       kCache: r.upload(cacheData(c.dtype, k, c.D), 'k'),
       vCache: r.upload(cacheData(c.dtype, v, c.D), 'v'),
       kpos: r.upload(kpos, 'kpos'),
@@ -141,42 +151,141 @@ async function main() {
     const ob = mk('old', oldScratch);
     const nb = mk('new', newScratch);
     const oldD = attention(o, { ...d, splits: undefined }, ob);
-    const newD = attentionSgmat({ ...o, emulate: !real, tau: c.tau }, d, nb);
+    const mkNew = (variant?: string) => attentionSgmat({ ...o, emulate: !real, tau: c.tau, variant }, d, nb);
+    const newD = mkNew();
     const release = () => {
       for (const b of [...Object.values(bufs), ob.out, ob.lse, ob.scratch, nb.out, nb.lse, nb.scratch]) if (b) r.destroy(b);
     };
-    return { o, d, sp, ob, nb, oldD, newD, release };
+    return { o, d, sp, ob, nb, oldD, newD, mkNew, release, qh, k, v };
+  };
+  type Setup = ReturnType<typeof setup>;
+
+  /** the tensor-core kernel (one variant) against the f32 kernel, already run into s.ob */
+  const check = async (c: Case, s: Setup, variant?: string) => {
+    await scoped(dev, async () => r.run(variant === undefined ? s.newD : s.mkNew(variant)));
+    const n = c.T * c.H * c.D;
+    const [a, b] = [await r.readF32(s.ob.out, n), await r.readF32(s.nb.out, n)];
+    let scale = 0;
+    let err = 0;
+    for (let j = 0; j < n; j++) scale = Math.max(scale, Math.abs(a[j]!));
+    for (let j = 0; j < n; j++) err = Math.max(err, Number.isNaN(b[j]!) ? Infinity : Math.abs(a[j]! - b[j]!) / scale);
+    let lseErr = 0;
+    if (c.lse) {
+      const [la, lb] = [await r.readF32(s.ob.lse!, c.T * c.H), await r.readF32(s.nb.lse!, c.T * c.H)];
+      for (let j = 0; j < la.length; j++) lseErr = Math.max(lseErr, Number.isNaN(lb[j]!) ? Infinity : Math.abs(la[j]! - lb[j]!));
+    }
+    return { err, lseErr, pass: err <= TOL && lseErr <= TOL };
   };
 
+  /** a dump variant against S = scale·q·kᵀ (first tile, keys 0..BK-1, zero past the block's keys) or f16(scale·q) */
+  const checkDump = async (c: Case, s: Setup, variant: string) => {
+    const f = variantFlags(variant);
+    const bk = f.has('bk16') ? 16 : 32;
+    await scoped(dev, async () => r.run(s.mkNew(variant)));
+    const n = c.T * c.H * c.D;
+    const got = await r.readF32(s.nb.out, n);
+    const ref = new Float32Array(n);
+    const G = c.H / c.KV;
+    const BQ = Math.floor(64 / G);
+    const sOf = (t: number, h: number, key: number) => {
+      const g = Math.floor(h / G);
+      let x = 0;
+      for (let i = 0; i < c.D; i++) x += s.qh[(t * c.H + h) * c.D + i]! * s.d.scale * s.k[(g * s.d.capacity + key) * c.D + i]!;
+      return x;
+    };
+    for (let t = 0; t < c.T; t++) {
+      const k1 = c.base + Math.min(Math.floor(t / BQ) * BQ + BQ, c.T);
+      for (let h = 0; h < c.H; h++) {
+        const g = Math.floor(h / G);
+        const at = (t * c.H + h) * c.D;
+        if (f.has('dumpo')) {
+          // first tile's keys that the query sees; P = e^(s - m) over them, m their max
+          const vis = Math.min(c.base + t + 1, k1, bk);
+          const ss = Array.from({ length: vis }, (_, key) => sOf(t, h, key));
+          const m = Math.max(...ss);
+          for (let key = 0; key < vis; key++) {
+            const pk = Math.exp(ss[key]! - m);
+            for (let e = 0; e < c.D; e++) ref[at + e] += pk * s.v[(g * s.d.capacity + key) * c.D + e]!;
+          }
+          continue;
+        }
+        for (let e = 0; e < c.D; e++) {
+          if (f.has('dumpq')) ref[at + e] = Math.fround(s.qh[at + e]! * s.d.scale);
+          else if (e < bk && e < k1) ref[at + e] = sOf(t, h, e);
+        }
+      }
+    }
+    let scale = 0;
+    let err = 0;
+    let worst = -1;
+    for (let j = 0; j < n; j++) scale = Math.max(scale, Math.abs(ref[j]!));
+    for (let j = 0; j < n; j++) {
+      const e = Number.isNaN(got[j]!) ? Infinity : Math.abs(ref[j]! - got[j]!) / scale;
+      if (e > err) { err = e; worst = j; }
+    }
+    // where the worst entry is: query t, head h, column (key or head_dim element) e; and whether the kernel wrote 0
+    const w = worst < 0 ? undefined : { t: Math.floor(worst / (c.H * c.D)), h: Math.floor(worst / c.D) % c.H, e: worst % c.D, got: got[worst], ref: ref[worst] };
+    return { err, lseErr: 0, pass: err <= TOL, worst: w };
+  };
+
+  const caseName = (c: Case) => `H${c.H}/${c.KV} D${c.D} T${c.T} base${c.base} ${c.dtype}${c.lse ? ' lse' : ''}${c.splits ? ` splits${c.splits}` : ''}${c.tau === 0 ? ' tau0' : ''}`;
+  const isDump = (v: string) => ['dumps', 'dumpq', 'dumpo'].some((x) => variantFlags(v).has(x as 'dumps'));
+  /** per variant: one result per case */
+  const table = new Map<string, Record<string, unknown>[]>((variants ?? []).map((v) => [v, []]));
+  const fmt = (x: { err: number; lseErr: number }) => `max rel err ${x.err.toExponential(2)}  lse max abs err ${x.lseErr.toExponential(2)}`;
+
   for (const [i, c] of cases.entries()) {
-    const name = `H${c.H}/${c.KV} D${c.D} T${c.T} base${c.base} ${c.dtype}${c.lse ? ' lse' : ''}${c.splits ? ` splits${c.splits}` : ''}${c.tau === 0 ? ' tau0' : ''}`;
+    const name = caseName(c);
     const s = setup(c, 1000 + i * 10);
     try {
-      await scoped(dev, async () => {
-        r.run(s.oldD);
-        r.run(s.newD);
-      });
-      const n = c.T * c.H * c.D;
-      const [a, b] = [await r.readF32(s.ob.out, n), await r.readF32(s.nb.out, n)];
-      let scale = 0;
-      let err = 0;
-      for (let j = 0; j < n; j++) scale = Math.max(scale, Math.abs(a[j]!));
-      for (let j = 0; j < n; j++) err = Math.max(err, Number.isNaN(b[j]!) ? Infinity : Math.abs(a[j]! - b[j]!) / scale);
-      let lseErr = 0;
-      if (c.lse) {
-        const [la, lb] = [await r.readF32(s.ob.lse!, c.T * c.H), await r.readF32(s.nb.lse!, c.T * c.H)];
-        for (let j = 0; j < la.length; j++) lseErr = Math.max(lseErr, Number.isNaN(lb[j]!) ? Infinity : Math.abs(la[j]! - lb[j]!));
-      }
-      const pass = err <= TOL && lseErr <= TOL;
-      allPass &&= pass;
-      console.log(`${pass ? 'PASS' : 'FAIL'}  ${name}  splits=${s.sp.splits}  max rel err ${err.toExponential(2)}  lse max abs err ${lseErr.toExponential(2)}`);
-      results.push({ name, splits: s.sp.splits, err, lseErr, pass });
+      await scoped(dev, async () => r.run(s.oldD));
+      const x = await check(c, s);
+      allPass &&= x.pass;
+      console.log(`${x.pass ? 'PASS' : 'FAIL'}  ${name}  splits=${s.sp.splits}  ${fmt(x)}`);
+      results.push({ name, splits: s.sp.splits, ...x });
     } catch (e) {
       allPass = false;
       console.log(`FAIL  ${name}  error: ${(e as Error).message}`);
       results.push({ name, error: (e as Error).message, pass: false });
     }
+    for (const v of (variants ?? []).filter((v) => !isDump(v))) {
+      try {
+        const x = await check(c, s, v);
+        table.get(v)!.push({ name, ...x });
+      } catch (e) {
+        table.get(v)!.push({ name, error: (e as Error).message.slice(0, 300), pass: false });
+      }
+    }
     s.release();
+    const dumps = (variants ?? []).filter(isDump);
+    if (dumps.length) {
+      const sd = setup({ ...c, splits: 1 }, 1000 + i * 10, true);
+      for (const v of dumps) {
+        if (c.dtype === 'int8' && !variantFlags(v).has('dumpq')) { table.get(v)!.push({ name, skipped: 'int8', pass: true }); continue; }
+        try {
+          table.get(v)!.push({ name, ...(await checkDump(c, sd, v)) });
+        } catch (e) {
+          table.get(v)!.push({ name, error: (e as Error).message.slice(0, 300), pass: false });
+        }
+      }
+      sd.release();
+    }
+    if (outFile) fs.writeFileSync(outFile, JSON.stringify({ device: gpu.adapterName, partial: true, cases: results, variants: Object.fromEntries(table) }, null, 1));
+  }
+
+  const variantPass: Record<string, boolean> = {};
+  for (const [v, rs] of table) {
+    variantPass[v] = rs.every((x) => x.pass);
+    console.log(`\nvariant ${v}: ${variantPass[v] ? 'ALL PASS' : `${rs.filter((x) => !x.pass).length}/${rs.length} FAIL`}`);
+    for (const x of rs) {
+      const detail = x.error ? `error: ${x.error as string}` : x.skipped ? `skipped (${x.skipped as string})` :
+        `${fmt(x as { err: number; lseErr: number })}${x.worst ? `  worst ${JSON.stringify(x.worst)}` : ''}`;
+      console.log(`  ${x.pass ? 'PASS' : 'FAIL'}  ${x.name as string}  ${detail}`);
+    }
+  }
+  if (table.size) {
+    console.log('\nsummary (P pass, F fail, E error, - skipped), one column per case in order:');
+    for (const [v, rs] of table) console.log(`  ${rs.map((x) => (x.error ? 'E' : x.skipped ? '-' : x.pass ? 'P' : 'F')).join('')}  ${v}`);
   }
 
   let timing: Record<string, number> | undefined;
@@ -204,11 +313,21 @@ async function main() {
     console.log(`  f32 FMA kernel       ${ms.old.toFixed(3)} ms  ${tf(ms.old).toFixed(1)} TFLOP/s`);
     console.log(`  tensor cores (${s.sp.splits} split${s.sp.splits > 1 ? 's' : ''})  ${ms.sgmat.toFixed(3)} ms  ${tf(ms.sgmat).toFixed(1)} TFLOP/s`);
     console.log(`  tensor cores (1 split)   ${ms.sgmat1.toFixed(3)} ms  ${tf(ms.sgmat1).toFixed(1)} TFLOP/s`);
+    // variants that passed every case (not the debug ones), same splits as the default
+    for (const v of Object.keys(variantPass).filter((v) => variantPass[v] && !isDump(v) && !variantFlags(v).has('emu'))) {
+      try {
+        const t = await scoped(dev, async () => time(s.mkNew(v)));
+        timing[`variant ${v} ms`] = t;
+        console.log(`  variant ${v}  ${t.toFixed(3)} ms  ${tf(t).toFixed(1)} TFLOP/s`);
+      } catch (e) {
+        console.log(`  variant ${v}  error: ${(e as Error).message.slice(0, 300)}`);
+      }
+    }
     s.release();
   }
   console.log(allPass ? 'ALL PASS' : 'SOME FAILED');
   if (outFile) {
-    fs.writeFileSync(outFile, JSON.stringify({ device: gpu.adapterName, subgroupMatrix: real, emulated: !real, small, tolerance: TOL, cases: results, timing, pass: allPass }, null, 1));
+    fs.writeFileSync(outFile, JSON.stringify({ device: gpu.adapterName, subgroupMatrix: real, emulated: !real, small, tolerance: TOL, cases: results, variants: Object.fromEntries(table), timing, pass: allPass }, null, 1));
   }
   process.exit(allPass ? 0 : 1);
 }

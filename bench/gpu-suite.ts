@@ -4,7 +4,8 @@
  *
  *   node dist/bench/gpu-suite.js --fixtures ../shared --out out/ [--skip-eval] [--skip-bench] [--sets a,b] [--kv-dtype int8]
  *
- * --kv-dtype f32|f16|int8 sets the KV cache storage of every run (default: follows the weights).
+ * --kv-dtype f32|f16|int8 sets the KV cache storage of every run (default: follows the weights); --dtype f16|q8|q4
+ * the tiny-llama weights of the accuracy table; --configs 'full,locret b=512' keeps some of its columns.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -25,6 +26,8 @@ const arg = (name: string, def?: string) => {
 const flag = (name: string) => process.argv.includes(`--${name}`);
 const kvDtype = arg('kv-dtype') as 'f32' | 'f16' | 'int8' | undefined;
 if (kvDtype !== undefined && !['f32', 'f16', 'int8'].includes(kvDtype)) throw new Error(`--kv-dtype must be f32, f16 or int8, got '${kvDtype}'`);
+const wdtype = (arg('dtype') ?? 'f16') as 'f16' | 'q8' | 'q4';
+if (!['f16', 'q8', 'q4'].includes(wdtype)) throw new Error(`--dtype must be f16, q8 or q4, got '${wdtype}'`);
 const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), '../..');
 const fixtures = path.resolve(arg('fixtures', path.join(root, '../shared'))!);
 const out = path.resolve(arg('out', 'out')!);
@@ -59,8 +62,10 @@ async function evalTable() {
     ['streaming b=512', 'streaming', 512], ['h2o b=512', 'h2o', 512], ['snapkv b=512', 'snapkv', 512], ['random b=512', 'random', 512],
   ];
   const heads = path.join(fixtures, 'models/tiny-llama/retaining_heads.safetensors');
-  const e = await Engine.load(path.join(root, 'models/tiny-llama'), { dtype: 'f16', heads });
-  log(`\n| set${kvDtype ? ` (kv ${kvDtype})` : ''} | ${configs.map((c) => c[0]).join(' | ')} |`);
+  const e = await Engine.load(path.join(root, 'models/tiny-llama'), { dtype: wdtype, heads });
+  const keep = arg('configs')?.split(',');
+  if (keep) configs.splice(0, configs.length, ...configs.filter((c) => keep.includes(c[0])));
+  log(`\n| set (weights ${wdtype}${kvDtype ? `, kv ${kvDtype}` : ''}) | ${configs.map((c) => c[0]).join(' | ')} |`);
   log(`| --- | ${configs.map(() => '---').join(' | ')} |`);
   const json: Record<string, Record<string, unknown>> = {};
   for (const set of sets) {

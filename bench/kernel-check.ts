@@ -4,7 +4,11 @@
  * against its tiled path), then sgmat vs tiled timings of the Llama-3.1-8B projections at T = 1024.
  *
  *   LOCRET_DAWN_FLAGS=enable-dawn-features=allow_unsafe_apis,vulkan_enable_f16_on_nvidia \
- *     node dist/bench/kernel-check.js --out kc.json [--small]
+ *     node dist/bench/kernel-check.js --out kc.json [--small] [--no-variants]
+ *
+ * On a tensor-core device (not --small) it then checks and times every sgmat variant at the four 8B shapes
+ * (bench/sgmat-variants.ts) and prints one TFLOP/s table; variant check failures do not fail the run (a variant
+ * that fails is simply not one to pick), they are marked `!` in the table.
  *
  * Where the device has no tensor cores (e.g. the CPU driver) it says so and checks and times only the tiled path,
  * on small shapes. Big cases compare sampled rows only (the CPU reference of a 1024 × 28672 × 4096 product is slow).
@@ -17,6 +21,7 @@ import { createGpuContext } from '../runtime/gpu/device.js';
 import { GpuRunner, type Dispatch } from '../runtime/gpu/runner.js';
 import { f16ToF32, f32ToF16 } from '../runtime/io/dtype.js';
 import { ropeTable } from '../runtime/rope.js';
+import { benchSgmatVariants } from './sgmat-variants.js';
 
 const arg = (name: string) => {
   const i = process.argv.indexOf(`--${name}`);
@@ -218,7 +223,9 @@ async function main() {
       }
     }
   }
-  const report = { device: gpu.adapterName, tensorCores: sg, subgroupMatrixConfigs: configs, subgroupMaxSize: info?.subgroupMaxSize, small, checks, timings, failed };
+  // every tensor-core variant at the 8B shapes (checked and timed): the table SGMAT_PICK is flipped from
+  const variants = sg && !small && !process.argv.includes('--no-variants') ? await benchSgmatVariants(r, T) : [];
+  const report = { device: gpu.adapterName, tensorCores: sg, subgroupMatrixConfigs: configs, subgroupMaxSize: info?.subgroupMaxSize, small, checks, timings, variants, failed };
   fs.writeFileSync(out, JSON.stringify(report, null, 2));
   console.log(`${failed ? `${failed} FAILED` : 'all checks passed'}; wrote ${out}`);
   process.exit(failed ? 1 : 0);

@@ -23,6 +23,7 @@ import { matmulParts, type MatmulOpts } from './kernels/matmul.js';
 import { qkvRope } from './kernels/qkv-rope.js';
 import { retainingScores } from './kernels/retaining.js';
 import { attentionStats } from './kernels/scores.js';
+import { envFlag } from '../runtime/env.js';
 
 export interface LayerCache {
   readonly k: GPUBuffer; // (kv_heads, capacity, head_dim) f32|f16, or (kv_heads, capacity, head_dim/4 + 1) u32 int8 rows
@@ -102,7 +103,7 @@ const whole = (c: Ctx, id: NodeId, op: string): GPUBuffer => {
 const optWhole = (c: Ctx, id: NodeId | null, op: string) => (id === null ? undefined : whole(c, id, op));
 /** a matmul over every part of weight `wid` */
 /** prefill matmuls on tensor cores where the device has them; LOCRET_NO_TENSOR_CORES=1 keeps the FMA tiles (A/B timing) */
-const tensorCores = (c: Ctx) => c.env.runner.gpu.tensorCores && process.env.LOCRET_NO_TENSOR_CORES !== '1';
+const tensorCores = (c: Ctx) => c.env.runner.gpu.tensorCores && !envFlag('LOCRET_NO_TENSOR_CORES');
 const mm = (c: Ctx, o: Omit<MatmulOpts, 'wdtype'>, wid: NodeId, d: Parameters<typeof matmulParts>[1], b: Parameters<typeof matmulParts>[2]) => {
   const x = w(c, wid);
   return matmulParts({ ...o, wdtype: x.dtype, tensorCores: tensorCores(c), subgroups: c.env.runner.gpu.subgroups }, d, b, weightParts(x));
@@ -176,9 +177,10 @@ const lowerings: { readonly [O in Op]: Lowering<O> } = {
     const l = c.env.cache(n.layer);
     const d = { T: s.T, base: s.slot0, capacity: c.env.capacity, scale: 1 / Math.sqrt(c.g.dims.headDim) };
     const b = { q: c.buf(n.q), kCache: l.k, vCache: l.v, kpos: l.kpos, rope: s.rope, out: c.buf(n.id), scratch: c.scratch(), lse: c.lse };
-    if (s.T <= DECODE_MAX_T && process.env.LOCRET_OLD_DECODE_ATTN !== '1') return attentionDecode({ ...attnOpts(c), subgroups: c.env.runner.gpu.subgroups }, d, b);
+    if (s.T <= DECODE_MAX_T && !envFlag('LOCRET_OLD_DECODE_ATTN')) return attentionDecode({ ...attnOpts(c), subgroups: c.env.runner.gpu.subgroups }, d, b);
     // prefill on tensor cores where the device has them (attention-sgmat.ts; LOCRET_NO_TENSOR_CORES=1 keeps f32 FMAs)
-    return attentionAuto({ ...attnOpts(c), tensorCores: tensorCores(c) }, d, b);
+    // the tensor-core attention is opt-in until it is verified on a device (bench/attn-sgmat-check.ts)
+    return attentionAuto({ ...attnOpts(c), tensorCores: tensorCores(c) && envFlag('LOCRET_TC_ATTENTION') }, d, b);
   },
   attention_stats: (n, c) => (s) => {
     if (s.T === 1 && s.decode) return []; // decode tokens are never evicted: their attention scores nothing
@@ -194,6 +196,27 @@ const lowerings: { readonly [O in Op]: Lowering<O> } = {
     return [copyLastRows({ T, R, N: n.shape[1] as number }, { x: c.buf(n.x), y: c.buf(n.id) })];
   },
 };
+
+/**
+ * What an op's dispatches depend on besides the plan: the step's row count alone ('rows': matmuls, norms, the
+ * embedding; built once per (T, decode) and reused, which keeps a decode step's host time low), or also its cache
+ * slots, positions and rope table ('slots': rebuilt every step).
+ */
+const stepDependence: { readonly [O in Op]: 'rows' | 'slots' } = {
+  input_ids: 'rows', weight: 'rows', pre_output: 'rows', embedding: 'rows', rmsnorm: 'rows', linear: 'rows', norm_linear: 'rows',
+  linear_residual: 'rows', norm_linear_swiglu: 'rows', silu_mul: 'rows', add: 'rows', last_rows: 'rows',
+  kv_store: 'slots', rope: 'slots', qkv_rope: 'slots', retaining_head: 'slots', attention: 'slots', attention_stats: 'slots',
+};
+
+function memoByRows(e: Emit): Emit {
+  const memo = new Map<string, Dispatch[]>();
+  return (s) => {
+    const k = `${s.T}|${s.decode ? 1 : 0}`;
+    let d = memo.get(k);
+    if (!d) memo.set(k, (d = e(s)));
+    return d;
+  };
+}
 
 /** pre_output nodes share storage with a side buffer of their qkv_rope node, looked up by the pre_output's id. */
 function preBuf(c: Ctx, fusedId: NodeId): GPUBuffer {
@@ -319,7 +342,7 @@ export function lower(g: Graph, env: LowerEnv): Plan {
   };
   for (const n of g.nodes) {
     const e = (lowerings[n.op] as Lowering<Op>)(n as never, ctx);
-    if (e) steps.push({ node: n, emit: e });
+    if (e) steps.push({ node: n, emit: stepDependence[n.op] === 'rows' ? memoByRows(e) : e });
   }
   const activationBytes = owned.reduce((a, b) => a + (size.get(b) ?? 0), 0);
   return {

@@ -12,8 +12,7 @@
  *
  * `LOCRET_DUMP_KERNELS=dir` writes every generated shader to `dir/<name>.wgsl`.
  */
-import { mkdirSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { env, nodeModule } from '../runtime/env.js';
 
 export type Access = 'read' | 'read_write';
 export interface Binding {
@@ -118,10 +117,12 @@ export function kernel(key: VariantKey, build: () => KernelSource): KernelSpec {
   ].join('\n');
   const spec: KernelSpec = { key: k, name, code, bindings: src.bindings, params, workgroupSize: src.workgroupSize, enables };
   cache.set(k, spec);
-  const dumpDir = typeof process !== 'undefined' ? process.env?.LOCRET_DUMP_KERNELS : undefined;
-  if (dumpDir) {
-    mkdirSync(dumpDir, { recursive: true });
-    writeFileSync(join(dumpDir, `${name}.wgsl`), code);
+  const dumpDir = env('LOCRET_DUMP_KERNELS');
+  // Node only (a browser has no file system to dump to)
+  const fs = dumpDir ? nodeModule<typeof import('node:fs')>('node:fs') : undefined;
+  if (dumpDir && fs) {
+    fs.mkdirSync(dumpDir, { recursive: true });
+    fs.writeFileSync(`${dumpDir}/${name}.wgsl`, code);
   }
   return spec;
 }

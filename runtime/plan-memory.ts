@@ -10,7 +10,9 @@
  *   cache        layers × capacity × kvHeads × (2·headDim·kvBytes + 4 score f32 + 4 position u32 [+ 8 int8 scales])
  *                capacity = budget + chunk + local + maxNew   (every evicting policy: cache.ts's layout)
  *                         = context + maxNew                  (policy full)
- *   activations  one prefill chunk of T = min(chunk, context) tokens (prefill is chunked for every policy), f32.
+ *   activations  one prefill chunk of T = min(chunk, context) tokens (prefill is chunked for every policy), f32,
+ *                plus (evicting policies) the eviction scratch: one layer's K and V rows and a 16-byte word per
+ *                (KV head, slot), shared by all layers (compiler/kernels/evict.ts).
  *
  * Sizes are bytes; `24GB` means 24·10⁹ and `24GiB` 24·2³⁰ (so a plan is never optimistic about a "24GB" card).
  */
@@ -153,6 +155,15 @@ export function activationTerms(cfg: ModelConfig, o: ResolvedPlanOptions): Memor
     { name: 'logits', bytes: cfg.vocabSize * 4, formula: `vocab ${cfg.vocabSize} × 4 (last position)` },
     { name: 'rope_table', bytes: ropePositions * half * 8, formula: `positions ${ropePositions} × rotary/2 ${half} × 8 (vec2<f32>)` },
   ];
+  if (o.policy !== 'full') {
+    const cap = cacheCapacity(o);
+    const rowBytes = 2 * cfg.headDim * (o.kvDtype === 'f32' ? 4 : o.kvDtype === 'f16' ? 2 : 1) + (o.kvDtype === 'int8' ? 8 : 0);
+    terms.push({
+      name: 'evict_scratch',
+      bytes: cfg.numKvHeads * cap * (rowBytes + 16),
+      formula: `KV ${cfg.numKvHeads} × capacity ${cap} × (K+V row ${rowBytes} + 16 meta) (one layer, reused)`,
+    });
+  }
   if (o.retainingHeads) {
     terms.push({ name: 'retaining_hidden', bytes: T * RETAINING_HIDDEN * 4, formula: `T ${T} × ${RETAINING_HIDDEN} × 4` });
   }

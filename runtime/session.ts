@@ -9,7 +9,7 @@ import type { ModelConfig } from '../ir/config.js';
 import type { Node, Op } from '../ir/ops.js';
 import { fuse } from '../compiler/fuse.js';
 import { lower, type LayerCache, type Plan } from '../compiler/lower.js';
-import { evict } from '../compiler/kernels/evict.js';
+import { evict, evictScratchBytes, evictThreads, type EvictScratch } from '../compiler/kernels/evict.js';
 import { fillScores } from '../compiler/kernels/scores.js';
 import { argmax } from '../compiler/kernels/elementwise.js';
 import { feedToken } from '../compiler/kernels/decode-feed.js';
@@ -58,6 +58,8 @@ export class Session {
   private caches: LayerCache[] = [];
   /** per layer (kv_heads, capacity) u32 original prompt positions, only when tracing */
   private orig: GPUBuffer[] = [];
+  /** one layer's worth of eviction scratch, shared by every layer (evicting policies only) */
+  private evictScratch: EvictScratch | null = null;
   private capacity = 0;
   private maxT = 0;
   private book: CacheBook | null = null;
@@ -115,6 +117,13 @@ export class Session {
       kpos: this.runner.createBuffer(c.numKvHeads * capacity * 4, `pos${l}`), // (kv_heads, capacity)
     }));
     if (this.opts.trace) this.orig = this.caches.map((_, l) => this.runner.createBuffer(c.numKvHeads * capacity * 4, `orig${l}`));
+    if (POLICY_TRAITS[this.opts.policy].evicts) {
+      const sb = evictScratchBytes(this.cacheDtype, c.headDim, c.numKvHeads, capacity);
+      this.evictScratch = {
+        rows: this.runner.createBuffer(sb.rows, 'evict-rows'), // (2: K, V, kv_heads, capacity, row words) u32
+        meta: this.runner.createBuffer(sb.meta, 'evict-meta'), // (kv_heads, capacity) vec4<u32>
+      };
+    }
     this.cacheBytes = c.numLayers * (2 * kvBytes + 8 * c.numKvHeads * capacity);
     this.cachePeakBytes = Math.max(this.cachePeakBytes, this.cacheBytes);
     this.capacity = capacity;
@@ -207,12 +216,18 @@ export class Session {
 
   private evictDispatches(len: number, keep: number, forcedFrom: number): Dispatch[] {
     const c = this.config;
-    const o = { cacheDtype: this.cacheDtype, headDim: c.headDim, compact: this.opts.positions === 'compact' };
+    const threads = evictThreads(this.runner.gpu.limits.maxComputeInvocationsPerWorkgroup);
+    const o = { cacheDtype: this.cacheDtype, headDim: c.headDim, compact: this.opts.positions === 'compact', threads };
+    const scratch = this.evictScratch;
+    if (!scratch) throw new Error(`policy '${this.opts.policy}' does not evict`);
     return this.caches.flatMap((l, i) =>
-      evict(o, { KV: c.numKvHeads, len, keep, forcedFrom, capacity: this.capacity }, { kCache: l.k, vCache: l.v, scores: l.scores, kpos: l.kpos, orig: this.orig[i] }));
+      evict(o, { KV: c.numKvHeads, len, keep, forcedFrom, capacity: this.capacity }, { kCache: l.k, vCache: l.v, scores: l.scores, kpos: l.kpos, orig: this.orig[i], scratch }));
   }
 
-  /** Benchmarks: one eviction of every layer at full size (budget + chunk → budget); destroys the cache's content. */
+  /**
+   * Benchmarks: one eviction of every layer at full size (budget + chunk → budget), all of it: selection, gather and
+   * scatter of every layer; destroys the cache's content.
+   */
   evictionProbe(): Dispatch[] {
     const len = Math.min(this.capacity, this.opts.budget + this.opts.chunk);
     return this.evictDispatches(len, this.opts.budget, len - this.opts.stabilizer);
@@ -310,6 +325,8 @@ export class Session {
     this.plan = null;
     for (const l of this.caches) for (const b of [l.k, l.v, l.scores, l.kpos]) this.runner.destroy(b);
     for (const b of this.orig) this.runner.destroy(b);
+    if (this.evictScratch) for (const b of [this.evictScratch.rows, this.evictScratch.meta]) this.runner.destroy(b);
+    this.evictScratch = null;
     this.caches = [];
     this.orig = [];
     if (this.argmaxOut) this.runner.destroy(this.argmaxOut);

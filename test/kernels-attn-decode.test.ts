@@ -1,11 +1,11 @@
 /**
- * The bandwidth decode attention (compiler/kernels/attention-decode.ts) vs the CPU reference: T = 1..8 queries,
+ * The bandwidth decode attention (compiler/kernels/attention-decode.ts, variants v1 and v2) vs the CPU reference: T = 1..8 queries,
  * awkward cache lengths, GQA groups 1/3/4, head dims 64/96/128 (one partial rotary span), f32/f16/int8 caches,
  * subgroup and workgroup-memory reductions, with and without lse, split and unsplit.
  */
 import { describe, expect, it } from 'vitest';
 import { attentionScratchBytes, type AttentionOpts } from '../compiler/kernels/attention.js';
-import { attentionDecode, attentionDecodePlan, decodeScratchBytes } from '../compiler/kernels/attention-decode.js';
+import { attentionDecode, attentionDecodePlan, attentionDecodeV2Plan, decodeScratchBytes, type DecodeOpts } from '../compiler/kernels/attention-decode.js';
 import type { CacheDtype } from '../compiler/kernels/attn-common.js';
 import { ropeTable } from '../runtime/rope.js';
 import type { GpuRunner } from '../runtime/gpu/runner.js';
@@ -25,6 +25,9 @@ interface Case {
   splits?: number;
   /** keys per batch; default 1 here: the CPU driver's shader compile time grows with the batch's unrolled code */
   nk?: number;
+  /** v2 only: lanes per key, threads per workgroup (keys per lane group per round: nk, at most 2) */
+  kl?: number;
+  nt?: number;
 }
 
 const POSITIONS = 1100;
@@ -73,14 +76,24 @@ const cases: Case[] = [
   { KV: 2, G: 4, D: 128, rot: 128, T: 8, len: 300, dtype: 'f32' },
 ];
 
-async function check(r: GpuRunner, c: Case, seed: number, withLse: boolean) {
+/** v2 on the same cases plus its own knobs: 16 lanes per key (wider than the CPU driver's subgroups: the
+ * workgroup-memory branch), 4 lanes, small workgroups, 2 keys per round */
+const casesV2: Case[] = [
+  ...[0, 3, 6, 8, 9].map((i) => cases[i]!),
+  { KV: 2, G: 4, D: 128, rot: 128, T: 1, len: 300, dtype: 'f16', kl: 16, splits: 3 },
+  { KV: 1, G: 3, D: 96, rot: 32, T: 4, len: 200, dtype: 'f32', kl: 4, nt: 32 },
+  { KV: 2, G: 4, D: 64, rot: 64, T: 2, len: 1000, dtype: 'int8', nk: 2, nt: 64 },
+];
+
+async function check(r: GpuRunner, c: Case, seed: number, withLse: boolean, variant: 'v1' | 'v2' = 'v1') {
   const H = c.KV * c.G;
   const x = inputs(c, seed);
   const want = refAttention(x.sh, x.q, x.k.ref, x.v.ref, x.kpos, x.rope);
   const d = { T: c.T, base: x.base, capacity: x.capacity, scale: x.sh.scale, splits: c.splits };
   // nk 0: the plan's own batch size (the 8B decode shape's kernel)
-  const o = { ...opts(c), subgroups: r.gpu.subgroups, nk: c.nk === 0 ? undefined : (c.nk ?? 1) };
-  const p = attentionDecodePlan(o, d);
+  const o: DecodeOpts = { ...opts(c), subgroups: r.gpu.subgroups, nk: c.nk === 0 ? undefined : (c.nk ?? 1), variant };
+  if (variant === 'v2') o.v2 = { kl: c.kl, nt: c.nt, nk: c.nk === 0 ? undefined : Math.min(2, c.nk ?? 1) };
+  const p = variant === 'v2' ? attentionDecodeV2Plan(o, d) : attentionDecodePlan(o, d);
   const bufs = {
     q: r.upload(x.q, 'q'),
     kCache: r.upload(x.k.gpu, 'k'),
@@ -93,7 +106,7 @@ async function check(r: GpuRunner, c: Case, seed: number, withLse: boolean) {
   };
   r.run(attentionDecode(o, d, bufs));
   const tol = c.dtype === 'f32' ? 1e-4 : 2e-3;
-  const what = `sg=${o.subgroups} splits=${p.splits} R=${p.R} NK=${p.NK}`;
+  const what = `${variant} sg=${o.subgroups} splits=${p.splits} R=${p.R} NK=${p.NK}`;
   expectClose(await r.readF32(bufs.out, c.T * H * c.D), want.out, tol, `out (${what})`);
   if (bufs.lse) expectClose(await r.readF32(bufs.lse, c.T * H), want.lse, tol, `lse (${what})`);
   for (const b of Object.values(bufs)) if (b) r.destroy(b);
@@ -114,6 +127,12 @@ describe('decode attention over the cache', async () => {
       await check(r, cases[2]!, 500, false);
       await check(r, cases[2]!, 500, true);
     });
+    for (const [i, c] of casesV2.entries()) {
+      const withLse = i % 2 === 1 || c.splits !== undefined;
+      it(`${name}: v2 KV=${c.KV} G=${c.G} D=${c.D} rot=${c.rot} T=${c.T} len=${c.len} ${c.dtype}${c.splits ? ` splits=${c.splits}` : ''} kl=${c.kl ?? '-'} nt=${c.nt ?? '-'} nk=${c.nk ?? 1} lse=${withLse}`, async () => {
+        await check(r, c, 700 + i * 10, withLse, 'v2');
+      });
+    }
   }
 });
 
@@ -126,8 +145,9 @@ describe('decode attention scratch sizing', () => {
         expect(bound).toBeGreaterThanOrEqual(decodeScratchBytes(o, { T: maxT, base: capacity - maxT, capacity, scale: 1 }));
         for (let T = 1; T <= Math.min(8, maxT); T++) {
           for (let base = 0; base + T <= capacity; base += 97) {
-            const p = attentionDecodePlan(o, { T, base, capacity, scale: 1 });
-            if (p.splits > 1) expect(p.splits * T * KV * G * (D + 4) * 4).toBeLessThanOrEqual(bound);
+            for (const p of [attentionDecodePlan(o, { T, base, capacity, scale: 1 }), attentionDecodeV2Plan({ ...o, subgroups: true }, { T, base, capacity, scale: 1 })]) {
+              if (p.splits > 1) expect(p.splits * T * KV * G * (D + 4) * 4).toBeLessThanOrEqual(bound);
+            }
           }
         }
       }

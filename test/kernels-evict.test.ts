@@ -1,5 +1,8 @@
 import { describe, expect, it } from 'vitest';
-import { evict } from '../compiler/kernels/evict.js';
+import { evict, evictScratchBytes, type EvictScratch } from '../compiler/kernels/evict.js';
+import { evictSingle } from '../compiler/kernels/evict-single.js';
+import type { CacheDtype } from '../compiler/kernels/attn-common.js';
+import type { GpuRunner } from '../runtime/gpu/runner.js';
 import { fillScores } from '../compiler/kernels/scores.js';
 import { gpuRunner, rand } from './gpu-harness.js';
 import { refEvict, refFillScores } from './ref/gpu-attention.js';
@@ -16,6 +19,16 @@ interface Case {
   compact: boolean;
   /** score generator: ties (few distinct values), mixed (ties, ±0, ±inf, negatives), equal (all the same) */
   scores: 'ties' | 'mixed' | 'equal';
+  /** selection workgroup size (default 256) */
+  threads?: number;
+  /** run the single-workgroup kernel (evict-single.ts) instead, the baseline bench/evict-check.ts times */
+  single?: boolean;
+}
+
+/** Scratch for one call, filled with garbage so a read of an unwritten scratch word shows. */
+function scratchFor(r: GpuRunner, dtype: CacheDtype, D: number, KV: number, capacity: number): EvictScratch {
+  const sb = evictScratchBytes(dtype, D, KV, capacity);
+  return { rows: r.upload(words(1, sb.rows / 4, 1, 0x5a5a), 'rows'), meta: r.upload(words(1, sb.meta / 4, 1, 0xa5a5), 'meta') };
 }
 
 function makeScores(kind: Case['scores'], n: number, seed: number): Float32Array {
@@ -60,11 +73,23 @@ const cases: Case[] = [
   // int8 rows: D/4 codes + the scale word, so odd widths (17, 33 words) that must move whole
   { name: 'int8 rows (codes + scale)', KV: 2, D: 64, dtype: 'int8', len: 300, keep: 100, forcedFrom: 280, compact: true, scores: 'mixed' },
   { name: 'int8 rows, D=128', KV: 3, D: 128, dtype: 'int8', len: 200, keep: 77, forcedFrom: 200, compact: false, scores: 'ties' },
+  // awkward sizes against the selection's per-thread runs (len / threads not whole) and the move grid
+  { name: 'len not a multiple of the threads, 1024 threads', KV: 2, D: 16, dtype: 'f16', len: 3001, keep: 1500, forcedFrom: 2900, compact: true, scores: 'mixed', threads: 1024 },
+  { name: 'len < threads', KV: 3, D: 8, dtype: 'f32', len: 37, keep: 20, forcedFrom: 30, compact: true, scores: 'ties', threads: 512 },
+  { name: 'keep 1', KV: 2, D: 16, dtype: 'f16', len: 700, keep: 1, forcedFrom: 700, compact: true, scores: 'mixed' },
+  { name: 'keep 1 of 2', KV: 1, D: 8, dtype: 'f32', len: 2, keep: 1, forcedFrom: 2, compact: false, scores: 'ties' },
+  { name: 'keep len-1', KV: 4, D: 16, dtype: 'f16', len: 1025, keep: 1024, forcedFrom: 1000, compact: true, scores: 'ties', threads: 1024 },
+  { name: 'all equal, large: the first keep slots win', KV: 2, D: 16, dtype: 'f16', len: 2500, keep: 1234, forcedFrom: 2500, compact: true, scores: 'equal', threads: 1024 },
+  { name: 'forced region covers everything: the first keep slots win', KV: 2, D: 8, dtype: 'f32', len: 500, keep: 300, forcedFrom: 0, compact: false, scores: 'mixed' },
+  { name: 'KV=8, int8 D=64 (17-word rows)', KV: 8, D: 64, dtype: 'int8', len: 513, keep: 256, forcedFrom: 450, compact: true, scores: 'mixed', threads: 1024 },
+  { name: 'KV=5, f32 D=128', KV: 5, D: 128, dtype: 'f32', len: 333, keep: 111, forcedFrom: 300, compact: false, scores: 'ties' },
+  { name: 'KV=8, f16 D=128 (the 8B row)', KV: 8, D: 128, dtype: 'f16', len: 1100, keep: 1000, forcedFrom: 900, compact: true, scores: 'mixed', threads: 1024 },
+  { name: 'single-workgroup baseline', KV: 3, D: 16, dtype: 'f16', len: 1000, keep: 517, forcedFrom: 990, compact: true, scores: 'mixed', single: true },
 ];
 
-describe('evict (select + in-place compaction)', () => {
+describe('evict (select + gather + scatter through a scratch)', () => {
   for (const [ci, c] of cases.entries()) {
-    it(`${c.name}: KV=${c.KV} ${c.dtype} D=${c.D} len=${c.len} keep=${c.keep} forcedFrom=${c.forcedFrom} compact=${c.compact}`, async () => {
+    it(`${c.name}: KV=${c.KV} ${c.dtype} D=${c.D} len=${c.len} keep=${c.keep} forcedFrom=${c.forcedFrom} compact=${c.compact} threads=${c.threads ?? 256}`, async () => {
       const r = await gpuRunner();
       const capacity = c.len + 9;
       const W = c.dtype === 'f32' ? c.D : c.dtype === 'f16' ? c.D / 2 : rowWords(c.D);
@@ -78,10 +103,12 @@ describe('evict (select + in-place compaction)', () => {
       const wantOrig = refEvict({ ...c, compact: false, capacity, words: W }, k, v, scores, orig).kpos;
       const b: Record<string, GPUBuffer> = { kCache: r.upload(k, 'k'), vCache: r.upload(v, 'v'), scores: r.upload(scores, 'scores'), kpos: r.upload(kpos, 'kpos') };
       if (c.compact) b.orig = r.upload(orig, 'orig');
-      const ds = evict({ cacheDtype: c.dtype, headDim: c.D, compact: c.compact }, { KV: c.KV, len: c.len, keep: c.keep, forcedFrom: c.forcedFrom, capacity }, {
-        kCache: b.kCache!, vCache: b.vCache!, scores: b.scores!, kpos: b.kpos!, orig: b.orig,
-      });
-      if (c.keep >= c.len) expect(ds.length).toBe(0);
+      const scratch = scratchFor(r, c.dtype, c.D, c.KV, capacity);
+      const o = { cacheDtype: c.dtype, headDim: c.D, compact: c.compact, threads: c.threads };
+      const d = { KV: c.KV, len: c.len, keep: c.keep, forcedFrom: c.forcedFrom, capacity };
+      const bufs = { kCache: b.kCache!, vCache: b.vCache!, scores: b.scores!, kpos: b.kpos!, orig: b.orig };
+      const ds = c.single ? evictSingle(o, d, bufs) : evict(o, d, { ...bufs, scratch });
+      if (c.keep >= c.len || c.keep === 0) expect(ds.length).toBe(0);
       r.run(ds);
       const got = {
         k: await r.readU32(b.kCache!, k.length),
@@ -95,9 +122,42 @@ describe('evict (select + in-place compaction)', () => {
       expect(firstDiff(got.kpos, want.kpos), 'kpos').toBe('equal');
       expect(firstDiff(got.k, want.k), 'K').toBe('equal');
       expect(firstDiff(got.v, want.v), 'V').toBe('equal');
-      for (const buf of Object.values(b)) r.destroy(buf);
+      for (const buf of [...Object.values(b), scratch.rows, scratch.meta]) r.destroy(buf);
     });
   }
+});
+
+describe('evict over several layers sharing one scratch', () => {
+  it('three layers of different scores in one submission each come out as the reference says', async () => {
+    const r = await gpuRunner();
+    const KV = 2, D = 16, len = 600, keep = 250, forcedFrom = 560, capacity = 610, W = D / 2;
+    const scratch = scratchFor(r, 'f16', D, KV, capacity);
+    const layers = [0, 1, 2].map((l) => {
+      const k = words(KV, capacity, W, 0x77 + l);
+      const v = words(KV, capacity, W, 0x99 + l);
+      const scores = makeScores(l === 1 ? 'ties' : 'mixed', KV * capacity, 300 + l);
+      const kpos = Uint32Array.from({ length: KV * capacity }, (_, i) => (i * 3 + l) % 5000);
+      const want = refEvict({ KV, len, keep, forcedFrom, capacity, compact: true, words: W }, k, v, scores, kpos);
+      const b = { kCache: r.upload(k, 'k'), vCache: r.upload(v, 'v'), scores: r.upload(scores, 'scores'), kpos: r.upload(kpos, 'kpos') };
+      return { want, b, n: k.length };
+    });
+    r.run(layers.flatMap(({ b }) => evict({ cacheDtype: 'f16', headDim: D, compact: true, threads: 1024 }, { KV, len, keep, forcedFrom, capacity }, { ...b, scratch })));
+    for (const [l, { want, b, n }] of layers.entries()) {
+      expect(firstDiff(await r.readU32(b.kCache, n), want.k), `K layer ${l}`).toBe('equal');
+      expect(firstDiff(await r.readU32(b.vCache, n), want.v), `V layer ${l}`).toBe('equal');
+      expect(firstDiff(await r.readU32(b.scores, KV * capacity), new Uint32Array(want.scores.buffer)), `scores layer ${l}`).toBe('equal');
+      expect(firstDiff(await r.readU32(b.kpos, KV * capacity), want.kpos), `kpos layer ${l}`).toBe('equal');
+      for (const buf of Object.values(b)) r.destroy(buf);
+    }
+    r.destroy(scratch.rows);
+    r.destroy(scratch.meta);
+  });
+
+  it('rejects a scratch too small for the caches', () => {
+    const tiny = { size: 16 } as GPUBuffer;
+    expect(() => evict({ cacheDtype: 'f16', headDim: 8, compact: false }, { KV: 2, len: 10, keep: 5, forcedFrom: 10, capacity: 10 },
+      { kCache: tiny, vCache: tiny, scores: tiny, kpos: tiny, scratch: { rows: tiny, meta: tiny } })).toThrow(/scratch/);
+  });
 });
 
 describe('evict an int8 cache', () => {
@@ -113,7 +173,8 @@ describe('evict an int8 cache', () => {
     const kpos = Uint32Array.from({ length: KV * capacity }, (_, i) => i % capacity);
     const want = refEvict({ KV, len, keep, forcedFrom: 140, capacity, compact: false, words: RW }, k, v, scores, kpos);
     const b = { kCache: r.upload(k, 'k'), vCache: r.upload(v, 'v'), scores: r.upload(scores, 'scores'), kpos: r.upload(kpos, 'kpos') };
-    r.run(evict({ cacheDtype: 'int8', headDim: D, compact: false }, { KV, len, keep, forcedFrom: 140, capacity }, b));
+    const scratch = scratchFor(r, 'int8', D, KV, capacity);
+    r.run(evict({ cacheDtype: 'int8', headDim: D, compact: false }, { KV, len, keep, forcedFrom: 140, capacity }, { ...b, scratch }));
     const kd = dequantizeRows(await r.readU32(b.kCache, k.length), KV * capacity, D);
     const vd = dequantizeRows(await r.readU32(b.vCache, v.length), KV * capacity, D);
     const k0 = dequantizeRows(k, KV * capacity, D);
@@ -126,7 +187,7 @@ describe('evict an int8 cache', () => {
         expect(Array.from(vd.subarray(to, to + D)), `V head ${g} slot ${i} (from ${src})`).toEqual(Array.from(v0.subarray(from, from + D)));
       });
     }
-    for (const buf of Object.values(b)) r.destroy(buf);
+    for (const buf of [...Object.values(b), scratch.rows, scratch.meta]) r.destroy(buf);
   });
 
   it('rejects a head size that is not a multiple of 4', () => {
@@ -164,10 +225,11 @@ describe('baseline scores', () => {
     const kpos = r.upload(Uint32Array.from({ length: KV * capacity }, (_, i) => i % capacity), 'kpos');
     const kc = r.createBuffer(KV * capacity * 8 * 4, 'k');
     const vc = r.createBuffer(KV * capacity * 8 * 4, 'v');
-    r.run(evict({ cacheDtype: 'f32', headDim: 8, compact: false }, { KV, len, keep: 20, forcedFrom: 45, capacity }, { kCache: kc, vCache: vc, scores, kpos }));
+    const scratch = scratchFor(r, 'f32', 8, KV, capacity);
+    r.run(evict({ cacheDtype: 'f32', headDim: 8, compact: false }, { KV, len, keep: 20, forcedFrom: 45, capacity }, { kCache: kc, vCache: vc, scores, kpos, scratch }));
     const pos = await r.readU32(kpos, KV * capacity);
     const expected = [0, 1, 2, 3, ...Array.from({ length: 16 }, (_, i) => 34 + i)];
     for (let g = 0; g < KV; g++) expect(Array.from(pos.subarray(g * capacity, g * capacity + 20))).toEqual(expected);
-    for (const buf of [scores, kpos, kc, vc]) r.destroy(buf);
+    for (const buf of [scores, kpos, kc, vc, scratch.rows, scratch.meta]) r.destroy(buf);
   });
 });

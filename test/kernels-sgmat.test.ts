@@ -7,7 +7,7 @@
  */
 import { beforeAll, describe, expect, it } from 'vitest';
 import { matmul, type MatmulDims, type MatmulOpts } from '../compiler/kernels/matmul.js';
-import { sgmatShape, SGMAT_WG_BYTES } from '../compiler/kernels/mm-sgmat.js';
+import { SGMAT_VARIANTS, SGMAT_WG_BYTES, sgmatPick, sgmatVariant, type SgmatVariant } from '../compiler/kernels/mm-sgmat.js';
 import { qkvRope, type QkvOpts } from '../compiler/kernels/qkv-rope.js';
 import type { Dispatch, GpuRunner } from '../runtime/gpu/runner.js';
 import { ropeTable } from '../runtime/rope.js';
@@ -47,7 +47,8 @@ describe('sgmat WGSL structure', () => {
     expect(c).toMatch(/alias AccM = subgroup_matrix_result<f32, 16, 16>;/);
     expect(c).toContain('@builtin(subgroup_id) sg: u32');
     const S = o.epilogue === 'swiglu' ? 2 : 1;
-    const { BM, BN, SGM, SGN } = sgmatShape(S);
+    const { BM, BN, SGM, SGN } = sgmatVariant(sgmatPick(S, o.norm, d.N, d.T), S);
+    expect(k.name).toContain(`sgv-${sgmatPick(S, o.norm, d.N, d.T)}`);
     const frags = (BM / SGM / 16) * (BN / SGN / 16) * S;
     expect(c.match(/subgroupMatrixMultiplyAccumulate\(/g)?.length).toBe(frags * 2); // two 16-deep steps per slab
     expect(c.match(/subgroupMatrixStore\(&os, /g)?.length).toBe(frags);
@@ -57,6 +58,19 @@ describe('sgmat WGSL structure', () => {
     expect(k.workgroupSize[0] % 32).toBe(0);
     expect(workgroupBytes(c)).toBeLessThanOrEqual(SGMAT_WG_BYTES);
     expect((c.match(/\{/g) ?? []).length).toBe((c.match(/\}/g) ?? []).length);
+  });
+
+  // every shape in the table generates within the workgroup-memory budget, with its own kernel name
+  it.each(Object.entries(SGMAT_VARIANTS as Record<string, SgmatVariant>))('variant %s', (name, v) => {
+    const o = { ...mmOpts(v.streams === 2 ? 'swiglu' : 'store', true, true), sgmatVariant: name };
+    const k = specOf(o, { T: 300, N: 1000, K: 4096 });
+    expect(k.name).toContain(`sgv-${name}`);
+    expect(k.workgroupSize[0]).toBe(v.SGM * v.SGN * 32);
+    const frags = (v.BM / v.SGM / 16) * (v.BN / v.SGN / 16) * v.streams;
+    expect(k.code.match(/subgroupMatrixMultiplyAccumulate\(/g)?.length).toBe(frags * 2);
+    expect(workgroupBytes(k.code)).toBeLessThanOrEqual(SGMAT_WG_BYTES);
+    expect(k.code).not.toMatch(/ssq\[|wr\[|xr\[/); // unrolled: no dynamically indexed private arrays
+    expect((k.code.match(/\{/g) ?? []).length).toBe((k.code.match(/\}/g) ?? []).length);
   });
 
   it('falls back where the tensor-core skeleton cannot run', () => {
@@ -123,6 +137,15 @@ describe.skipIf(process.env.LOCRET_SGMAT_EMULATE !== '1')('sgmat numerics (subgr
   it('residual, T just above gemv', () => check(mmOpts('residual', false, false), { T: 9, N: 130, K: 16 }, 3));
   it('swiglu +norm +bias', () => check(mmOpts('swiglu', true, true), { T: 140, N: 70, K: 80 }, 4));
   it('swiglu column range with wRow / uRow', () => check(mmOpts('swiglu', true, false), { T: 20, N: 96, K: 32, col0: 16, cols: 64, wRow: 16, uRow: 96 + 16 }, 5));
+
+  // the other shapes of SGMAT_VARIANTS: lean x staging, prefetch, 64-token tiles, 16 subgroups
+  const V = (epilogue: MatmulOpts['epilogue'], norm: boolean, bias: boolean, sgmatVariant: string): MatmulOpts => ({ ...mmOpts(epilogue, norm, bias), sgmatVariant });
+  it('m64n128lp store +norm +bias, partial tiles and last slab', () => check(V('store', true, true, 'm64n128lp'), { T: 70, N: 150, K: 48 }, 6));
+  it('m128n128s16l residual, x row offset', () => check(V('residual', false, false, 'm128n128s16l'), { T: 130, N: 140, K: 48, xRow0: 2 }, 7));
+  it('m128n128p store +norm (spread staging, prefetch)', () => check(V('store', true, false, 'm128n128p'), { T: 40, N: 130, K: 80 }, 8));
+  it('sw128n64lp swiglu +norm +bias', () => check(V('swiglu', true, true, 'sw128n64lp'), { T: 140, N: 70, K: 48 }, 9));
+  it('sw128n64s16l swiglu column range', () => check(V('swiglu', true, false, 'sw128n64s16l'), { T: 20, N: 96, K: 32, col0: 16, cols: 64, wRow: 16, uRow: 96 + 16 }, 10));
+  it('sw64n64l swiglu +norm', () => check(V('swiglu', true, false, 'sw64n64l'), { T: 70, N: 70, K: 48 }, 11));
 
   it('qkv_rope on the sgmat path matches the tiled path', async () => {
     const o: QkvOpts = { wdtype: 'f16', bias: true, cacheDtype: 'f32', numHeads: 4, numKvHeads: 2, headDim: 16, rotaryDim: 8, writePre: true };

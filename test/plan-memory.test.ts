@@ -118,6 +118,7 @@ describe('planMemory', () => {
       mlp: 1024 * 14336 * 4,
       logits: 128256 * 4,
       rope_table: 17764 * 64 * 8,
+      evict_scratch: 8 * 17764 * (2 * 128 * 2 + 16),
       retaining_hidden: 1024 * 1024 * 4,
     });
     const short = resolvePlanOptions({ context: 300, chunk: 1024, policy: 'full' });
@@ -125,6 +126,7 @@ describe('planMemory', () => {
     expect(t2.qkv).toBe(300 * 6144 * 4);
     expect(t2.rope_table).toBe((300 + 256) * 64 * 8);
     expect(t2.retaining_hidden).toBeUndefined();
+    expect(t2.evict_scratch).toBeUndefined(); // policy full never evicts
   });
 
   it('fits is null without a memory size; warnings for odd settings', () => {

@@ -24,6 +24,8 @@ import type { Dispatch } from '../../runtime/gpu/runner.js';
 import { NEG, checkHeadDims, keyBindings, keyFns, ropeParts } from './attn-common.js';
 import type { AttentionBuffers, AttentionDims, AttentionOpts } from './attention.js';
 import { decodeCombine, MAX_SPLITS } from './attention-combine.js';
+import { env } from '../../runtime/env.js';
+import { attentionDecodeV2, planV2, type DecodeV2Plan } from './attention-decode-v2.js';
 
 /** Largest chunk the decode kernel serves; longer chunks take the prefill kernel. */
 export const DECODE_MAX_T = 8;
@@ -38,6 +40,20 @@ export interface DecodeOpts extends AttentionOpts {
   subgroups: boolean;
   /** force the keys per batch (tests: CPU Vulkan compile time grows with the batch's unrolled code) */
   nk?: number;
+  /** kernel variant (default: `LOCRET_ATTN_DECODE` naming `v1` or `v2`, else v1); v2 is attention-decode-v2.ts */
+  variant?: 'v1' | 'v2';
+  /** v2 plan knobs: lanes per key, threads per workgroup, keys per lane group per round */
+  v2?: { kl?: number; nt?: number; nk?: number };
+}
+
+/**
+ * The variant a call takes: the option, else a `v1` / `v2` token in LOCRET_ATTN_DECODE, else v2 (measured on an
+ * H200 at the 8B shape, f16 cache: v2 2.3 ms = 920 GB/s at 16K entries and 1,770 GB/s at 131K, v1 555 / 629 GB/s).
+ */
+export function decodeVariant(o: { variant?: 'v1' | 'v2' }): 'v1' | 'v2' {
+  if (o.variant) return o.variant;
+  const toks = (env('LOCRET_ATTN_DECODE') ?? '').split(',');
+  return toks.includes('v1') ? 'v1' : 'v2';
 }
 
 interface DecodePlan {
@@ -58,9 +74,9 @@ interface DecodePlan {
 
 /** Tuning hook for timing runs on real GPUs (`LOCRET_ATTN_DECODE="nk=4,wg=4096"`); it changes plans, not results. */
 function tuning(): { nk?: number; wg?: number } {
-  const env = typeof process !== 'undefined' ? process.env?.LOCRET_ATTN_DECODE : undefined;
+  const knob = env('LOCRET_ATTN_DECODE');
   const t: { nk?: number; wg?: number } = {};
-  for (const [k, v] of (env ?? '').split(',').filter(Boolean).map((s) => s.split('=') as [string, string])) {
+  for (const [k, v] of (knob ?? '').split(',').filter(Boolean).map((s) => s.split('=') as [string, string])) {
     if (k === 'nk' && [1, 2, 4, 8, 16].includes(Number(v))) t.nk = Number(v);
     if (k === 'wg' && Number(v) >= 1) t.wg = Number(v);
   }
@@ -240,6 +256,7 @@ ${withLse ? `    if (lid == 0u) { lse[qa${r} / DQ] = m${r} + log(l${r}); }` : ''
 
 /** Attention of T ≤ DECODE_MAX_T queries at slots [base, base+T) over the cache: 1 dispatch, 2 when keys split. */
 export function attentionDecode(o: DecodeOpts, d: AttentionDims, b: AttentionBuffers): Dispatch[] {
+  if (decodeVariant(o) === 'v2') return attentionDecodeV2(v2Opts(o), d, b, v1Bound(o, d));
   const p = plan(o, d);
   const withLse = b.lse !== undefined;
   const split = p.splits > 1;
@@ -256,6 +273,18 @@ export function attentionDecode(o: DecodeOpts, d: AttentionDims, b: AttentionBuf
     { kernel: mainKernel(o, p, true, false), buffers: { ...common, scratch: b.scratch }, params, workgroups },
     decodeCombine(o.headDim, { TH: d.T * o.numHeads, splits: p.splits }, { scratch: b.scratch, out: b.out, lse: b.lse }),
   ];
+}
+
+const v2Opts = (o: DecodeOpts) => ({ ...o, nk: o.v2?.nk, kl: o.v2?.kl, nt: o.v2?.nt });
+
+/** v1's splits for this call before rounding: v2 stays within it, so decodeScratchBytes covers both variants. */
+function v1Bound(o: AttentionOpts, d: AttentionDims): number {
+  return plan(o, { ...d, splits: undefined }).splitsBound;
+}
+
+/** v2's plan for the same call (tests and benchmarks). */
+export function attentionDecodeV2Plan(o: DecodeOpts, d: AttentionDims): Readonly<DecodeV2Plan> {
+  return planV2(v2Opts(o), d, v1Bound(o, d));
 }
 
 /** The plan's shape, for tests and benchmarks. */

@@ -24,6 +24,7 @@ import type { Dispatch } from '../../runtime/gpu/runner.js';
 import { attention, combineKernel, type AttentionBuffers, type AttentionDims, type AttentionOpts } from './attention.js';
 import { NEG, checkHeadDims, keyBindings, keyFns, ropeParts } from './attn-common.js';
 import { sgOps } from './sgmat-emu.js';
+import { env } from '../../runtime/env.js';
 
 export interface SgmatAttentionOpts extends AttentionOpts {
   /** prefill on tensor cores where usable (attentionAuto); only for devices with GpuContext.tensorCores */
@@ -32,6 +33,39 @@ export interface SgmatAttentionOpts extends AttentionOpts {
   readonly emulate?: boolean;
   /** lazy-rescale slack, default TAU (checks: 0 rescales the accumulators whenever a row's max rises) */
   readonly tau?: number;
+  /**
+   * Diagnostic variant: flags joined by '+' or ',' (see VARIANT_FLAGS); default LOCRET_SGMAT_ATTN_VARIANT, else none.
+   * Each flag changes one thing the real builtins might treat differently from the emulation, so a single GPU run
+   * over all of them (bench/attn-sgmat-check.ts --variants) tells which one the results depend on.
+   */
+  readonly variant?: string;
+}
+
+/**
+ * qs      q rows in their own array, fragments loaded at each use (none held in registers across tiles)
+ * bk16    16-key tiles (what qs needs to fit at head_dim 128)
+ * nopad   unpadded strides (KS = D, SS = BK, PS = BK halves)
+ * vcol    V staged transposed and loaded column-major, like every right operand of mm-sgmat.ts
+ * notau   no accumulator rescale (tau 1e30: the store → scale → load-result pass never runs)
+ * newapi  the current builtin spelling subgroupMatrixLoad<T, row_major>(p, off, stride) instead of the bool form
+ * lid     subgroup index from local_invocation_index / 32 instead of @builtin(subgroup_id)
+ * noshfl  row-pair max / sum through workgroup memory instead of subgroupShuffleXor
+ * emu     the plain-WGSL stand-ins (implies qs), on any device
+ * dumps   debug: out row (t, h) gets the raw logits S of the first tile (keys 0..BK-1), then the kernel returns
+ * dumpq   debug: out row (t, h) gets the q fragments as held by the kernel after the first tile's S
+ * dumpo   debug: out row (t, h) gets the accumulators after the first tile's P·V, unnormalized (P = e^(s - m))
+ * (dump variants need splits = 1; the check compares them with S and q computed on the CPU)
+ */
+export const VARIANT_FLAGS = ['qs', 'bk16', 'nopad', 'vcol', 'notau', 'newapi', 'lid', 'noshfl', 'emu', 'dumps', 'dumpq', 'dumpo'] as const;
+export type VariantFlag = (typeof VARIANT_FLAGS)[number];
+
+export function variantFlags(variant: string | undefined): Set<VariantFlag> {
+  const fs = new Set<VariantFlag>();
+  for (const f of (variant ?? '').split(/[+,]/).map((x) => x.trim()).filter((x) => x && x !== 'base')) {
+    if (!(VARIANT_FLAGS as readonly string[]).includes(f)) throw new Error(`tensor-core attention: unknown variant flag ${f}`);
+    fs.add(f as VariantFlag);
+  }
+  return fs;
 }
 
 const NSG = 4; // subgroups that compute
@@ -40,16 +74,23 @@ const BR = NSG * 16; // rows per workgroup
 const BK = 32; // keys per tile
 const TAU = 8; // lazy-rescale slack (natural log): P <= e^8 ≈ 2981
 const WG_BYTES = 32768; // workgroup memory every variant must fit (GpuContext.tensorCores guarantees it)
+const DIAG_WG_BYTES = 49152; // diagnostic variants may use what NVIDIA gives (the pipeline fails where it is less)
 const TARGET_WG = 1024; // workgroups wanted in flight before splitting keys
 const MIN_SPLIT_KEYS = 512;
 const MAX_SPLITS = 1024; // the combine kernel's limit
 
 /** strides: kv rows in halves, sS rows in f32, pS rows in halves (16-byte multiples, off the bank period) */
-const strides = (D: number) => ({ KS: D + 8, SS: BK + 4, PS: BK + 8, KVR: Math.max(2 * BK, BR) });
+const strides = (D: number, bk = BK, pad = true) =>
+  pad ? { KS: D + 8, SS: bk + 4, PS: bk + 8, VS: bk + 8, KVR: Math.max(2 * bk, BR) } : { KS: D, SS: bk, PS: bk, VS: bk, KVR: Math.max(2 * bk, BR) };
 
-function wgBytes(D: number): number {
-  const { KS, SS, PS, KVR } = strides(D);
-  return 2 * KVR * KS + 4 * Math.max(BR * SS, NSG * 512) + 2 * BR * PS + 4 * BR + 4;
+function wgBytes(D: number, f: ReadonlySet<VariantFlag> = new Set()): number {
+  const bk = f.has('bk16') ? 16 : BK;
+  const { KS, SS, PS, VS } = strides(D, bk, !f.has('nopad'));
+  const qs = f.has('qs') || f.has('emu');
+  // kv: the q rows (unless qs) or the keys, and the values unless vcol stages them transposed in vt
+  const kvRows = Math.max(f.has('vcol') ? bk : 2 * bk, qs ? 0 : BR);
+  return 2 * kvRows * KS + (qs ? 2 * BR * KS : 0) + (f.has('vcol') ? 2 * D * VS : 0) +
+    4 * Math.max(BR * SS, NSG * 512) + 2 * BR * PS + 4 * BR + 4 + (f.has('noshfl') ? 4 * WG : 0);
 }
 
 /** Whether this kernel can run a call (the device must also have GpuContext.tensorCores). */
@@ -89,15 +130,25 @@ function mainKernel(o: SgmatAttentionOpts, p: SgmatPlan, split: boolean, withLse
   const H = o.numHeads;
   const D = o.headDim;
   const DQ = D / 4;
+  const f = variantFlags(o.variant ?? env('LOCRET_SGMAT_ATTN_VARIANT'));
+  const emu = o.emulate === true || f.has('emu');
+  // q rows kept in their own array and loaded at each use; emulated fragments are read at use, so they always need it
+  const qs = emu || f.has('qs');
+  const vcol = f.has('vcol');
+  const noshfl = f.has('noshfl');
+  const dump = f.has('dumps') ? 's' : f.has('dumpq') ? 'q' : f.has('dumpo') ? 'o' : '';
+  if (dump && split) throw new Error('tensor-core attention: the dump variants need splits = 1');
+  const bk = f.has('bk16') ? 16 : BK; // keys per tile
   const ND = D / 16; // fragments along head_dim
-  const NS = BK / 16; // fragments along the tile's keys
-  const { KS, SS, PS, KVR } = strides(D);
-  const emu = o.emulate === true;
-  const QA = emu ? 'qS' : 'kv'; // q staging: kv, which the tiles then reuse; emulated fragments are read at use, so their own array
-  const bytes = wgBytes(D) + (emu ? 2 * BR * KS : 0);
-  if (bytes > WG_BYTES) throw new Error(`tensor-core attention: ${bytes} bytes of workgroup memory exceed ${WG_BYTES}`);
-  const LPT = Math.ceil((BK * DQ) / WG); // K and V quads each thread loads per tile
-  const full = (BK * DQ) % WG === 0;
+  const NS = bk / 16; // fragments along the tile's keys
+  const { KS, SS, PS, VS } = strides(D, bk, !f.has('nopad'));
+  const QA = qs ? 'qS' : 'kv'; // q staging: kv, which the tiles then reuse, unless qs
+  const kvRows = Math.max(vcol ? bk : 2 * bk, qs ? 0 : BR);
+  const bytes = wgBytes(D, emu ? new Set([...f, 'emu' as const]) : f);
+  const limit = f.size ? DIAG_WG_BYTES : WG_BYTES;
+  if (bytes > limit) throw new Error(`tensor-core attention: ${bytes} bytes of workgroup memory exceed ${limit}`);
+  const LPT = Math.ceil((bk * DQ) / WG); // K and V quads each thread loads per tile
+  const full = (bk * DQ) % WG === 0;
   const R = (n: number) => Array.from({ length: n }, (_, i) => i);
   const batches = R(Math.ceil(LPT / 4)).map((b) => R(Math.min(4, LPT - b * 4)).map((i) => b * 4 + i));
   const load = (i: number) => `    let e${i} = lid + ${i * WG}u;
@@ -108,24 +159,37 @@ function mainKernel(o: SgmatAttentionOpts, p: SgmatPlan, split: boolean, withLse
     let x${i} = kq(g, s${i}, j${i});
     let y${i} = kq(g, s${i}, partnerQ(j${i}));
     let v${i} = vq(g, s${i}, j${i});`;
+  // values: key rows after the keys in kv, or transposed (one row per head_dim element) in vt
+  const vput = (i: number) => vcol
+    ? `let b = j${i} * 4u * VS + kk${i};
+      vt[b] = vr.x; vt[b + VS] = vr.y; vt[b + 2u * VS] = vr.z; vt[b + 3u * VS] = vr.w;`
+    : `let b = a + BK * KS;
+      kv[b] = vr.x; kv[b + 1u] = vr.y; kv[b + 2u] = vr.z; kv[b + 3u] = vr.w;`;
   const put = (i: number) => `    ${full ? '' : `if (e${i} < BK * DQ) `}{
       let r = ropeAt(p${i}, j${i});
       let live = kb + kk${i} < k1;
       let kr = vec4<f16>(select(vec4<f32>(0.0), rotate(x${i}, y${i}, rope[r], rope[r + 1u], j${i}), live));
       let vr = vec4<f16>(select(vec4<f32>(0.0), v${i}, live));
       let a = kk${i} * KS + j${i} * 4u;
-      let b = a + BK * KS;
       kv[a] = kr.x; kv[a + 1u] = kr.y; kv[a + 2u] = kr.z; kv[a + 3u] = kr.w;
-      kv[b] = vr.x; kv[b + 1u] = vr.y; kv[b + 2u] = vr.z; kv[b + 3u] = vr.w;
+      ${vput(i)}
     }`;
   const ops = sgOps(emu, [
-    { name: 'kv', loads: ['L', 'R'], store: false },
-    ...(emu ? [{ name: 'qS', loads: ['L'] as const, store: false }] : []),
+    { name: 'kv', loads: qs ? ['R'] : ['L', 'R'], store: false },
+    ...(qs ? [{ name: 'qS', loads: ['L'] as const, store: false }] : []),
+    ...(vcol ? [{ name: 'vt', loads: ['R'] as const, store: false }] : []),
     { name: 'pS', loads: ['L'], store: false },
     { name: 'sS', loads: ['A'], store: true },
-  ]);
-  const tau = o.tau ?? TAU;
-  const key = { op: 'attention_sgmat', cache: o.cacheDtype, H, G, D, BK, split, lse: withLse, emu, tau };
+  ], { newApi: f.has('newapi') });
+  const tau = f.has('notau') ? 1e30 : o.tau ?? TAU;
+  const variant = [...f].sort().join('+');
+  const key = { op: 'attention_sgmat', cache: o.cacheDtype, H, G, D, BK: bk, split, lse: withLse, emu, tau, ...(variant ? { variant } : {}) };
+  const qf = (i: number) => (qs ? ops.load('L', 'qS', `sr * KS + ${i * 16}u`, false, 'KS') : `q${i}`);
+  const vf = (kk: number, j: number) => vcol
+    ? ops.load('R', 'vt', `${j * 16}u * VS + ${kk * 16}u`, true, 'VS')
+    : ops.load('R', 'kv', `${bk + kk * 16}u * KS + ${j * 16}u`, false, 'KS');
+  // the other lane of a row's pair (lanes 2r, 2r+1)
+  const pair = (x: string) => (noshfl ? `pairX(lid, ${x})` : `subgroupShuffleXor(${x}, 1u)`);
   // one fragment column j of the accumulators through the staging slot j % 2 of this subgroup (16×16, stride 16)
   const stage = (j: number) => ops.store('sS', `stg + ${(j % 2) * 256}u`, `o${j}`, false, '16u');
   const staged = (j: number) => `sS[(e / 256u) * 512u + ${(j % 2) * 256}u + e % 256u]`;
@@ -145,6 +209,23 @@ function mainKernel(o: SgmatAttentionOpts, p: SgmatPlan, split: boolean, withLse
       ${split ? `scratch[(wg.z * params.T * H + th) * D + d] = ${staged(j)};` : `out[th * D + d] = ${staged(j)} / rowA[r];`}
     }
   }`;
+  // debug: the first tile's logits, or the q fragments as the kernel holds them after computing them, into out
+  const dumpOut = (v: string) => `    for (var e = lid; e < ${BR}u * D; e += WG) {
+      let r = e / D;
+      let d = e % D;
+      let t = wg.x * BQ + r / G;
+      if (r < R && t < params.T) { out[(t * H + g * G + r % G) * D + d] = ${v}; }
+    }
+    return;`;
+  const dumpCode = dump === 's'
+    ? dumpOut('select(0.0, sS[r * SS + min(d, BK - 1u)], d < BK)')
+    : dump === 'q'
+      ? emu
+        ? dumpOut('f32(qS[r * KS + d])')
+        : `${R(ND).map((i) => `    ${ops.store('kv', `sr * KS + ${i * 16}u`, qf(i), false, 'KS')}`).join('\n')}
+    workgroupBarrier();
+${dumpOut('f32(kv[r * KS + d])')}`
+      : '';
   return kernel(key, () => ({
     bindings: [
       ro('q', 'array<vec4<f32>>'), // (T, H, D) as quads, rotated
@@ -166,28 +247,39 @@ const H = ${H}u;
 const G = ${G}u;
 const BQ = ${BQ}u; // queries per workgroup
 const R = ${BQ * G}u; // live rows (the rest of the 64 are padding)
-const BK = ${BK}u;
+const BK = ${bk}u;
 const KS = ${KS}u;
 const SS = ${SS}u;
 const PS = ${PS}u;
+const VS = ${VS}u;
 const NEG = ${NEG};
 const TAU = ${f32(tau)};
 ${keyFns(o.cacheDtype, true)}
 ${ropeParts}
 ${ops.prelude}
 
-var<workgroup> kv: array<f16, ${KVR * KS}>; // (${KVR}, KS): rows 0..BK-1 rotated keys, BK..2BK-1 values (first: the 64 q rows)
-${emu && `var<workgroup> qS: array<f16, ${BR * KS}>; // (64, KS) the q rows (emulation only)`}
+var<workgroup> kv: array<f16, ${kvRows * KS}>; // (${kvRows}, KS): rows 0..BK-1 rotated keys${vcol ? '' : ', BK..2BK-1 values'}${qs ? '' : ' (first: the 64 q rows)'}
+${qs && `var<workgroup> qS: array<f16, ${BR * KS}>; // (64, KS) the q rows`}
+${vcol && `var<workgroup> vt: array<f16, ${D * VS}>; // (D, VS) the tile's values, transposed`}
 var<workgroup> sS: array<f32, ${Math.max(BR * SS, NSG * 512)}>; // (64, SS) logits of the tile; or (4, 2, 16, 16) fragment staging
 var<workgroup> pS: array<f16, ${BR * PS}>; // (64, PS) probabilities of the tile
 var<workgroup> rowA: array<f32, ${BR}>; // per row: the tile's rescale factor; at the end the sum l
 var<workgroup> resc: u32; // number (from 1) of the latest tile whose softmax moved some row's reference max
+${noshfl && `var<workgroup> xch: array<f32, ${WG}>; // row-pair exchange
+
+fn pairX(lid: u32, x: f32) -> f32 {
+  xch[lid] = x;
+  workgroupBarrier();
+  let y = xch[lid ^ 1u];
+  workgroupBarrier();
+  return y;
+}`}
 
 @compute @workgroup_size(${WG})
 fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: vec3<u32>${emu ? '' : ', @builtin(subgroup_id) sgid: u32'}) {
   ${ops.init('lid')}
   let g = wg.y;
-  let sgc = min(${emu ? 'lid / 32u' : 'sgid'}, ${NSG - 1}u);
+  let sgc = min(${emu || f.has('lid') ? 'lid / 32u' : 'sgid'}, ${NSG - 1}u);
   let sr = sgc * 16u; // this subgroup's rows
   let stg = sgc * 512u; // its two staging slots in sS
   if (lid == 0u) { resc = 0u; }
@@ -202,7 +294,7 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: ve
     ${QA}[a] = hx.x; ${QA}[a + 1u] = hx.y; ${QA}[a + 2u] = hx.z; ${QA}[a + 3u] = hx.w;
   }
   workgroupBarrier();
-${R(ND).map((i) => `  let q${i} = ${ops.load('L', QA, `sr * KS + ${i * 16}u`, false, 'KS')};`)}
+${qs ? '' : R(ND).map((i) => `  let q${i} = ${ops.load('L', QA, `sr * KS + ${i * 16}u`, false, 'KS')};`)}
 ${R(ND).map((i) => `  var o${i} = AccM();`)}
   // softmax lanes: two per row, keys interleaved
   let row = lid / 2u;
@@ -227,14 +319,15 @@ ${batches.map((bt) => [...bt.map(load), ...bt.map(put)].join('\n'))}
     // S = Q·Kᵀ: Kᵀ fragments are the key rows read column-major
 ${R(NS).map((j) => `    {
       var s = AccM();
-${R(ND).map((i) => `      s = ${ops.mma(`q${i}`, ops.load('R', 'kv', `${j * 16}u * KS + ${i * 16}u`, true, 'KS'), 's')};`).join('\n')}
+${R(ND).map((i) => `      s = ${ops.mma(qf(i), ops.load('R', 'kv', `${j * 16}u * KS + ${i * 16}u`, true, 'KS'), 's')};`).join('\n')}
       ${ops.store('sS', `sr * SS + ${j * 16}u`, 's', false, 'SS')}
     }`)}
     workgroupBarrier();
+${dump !== 'o' && dumpCode}
     // online softmax with a lazily moved reference max; masked keys get p = 0 explicitly
     var mx = NEG;
     for (var kk = half; kk < BK; kk += 2u) { mx = max(mx, select(NEG, sS[row * SS + kk], kb + kk < vis)); }
-    let mt = max(mx, subgroupShuffleXor(mx, 1u));
+    let mt = max(mx, ${pair('mx')});
     var a = 1.0;
     if (mt > m + TAU) {
       // racing writers all store the same tile number
@@ -247,7 +340,7 @@ ${R(ND).map((i) => `      s = ${ops.mma(`q${i}`, ops.load('R', 'kv', `${j * 16}u
       pS[row * PS + kk] = pv;
       ps += f32(pv); // the sum of exactly what P·V multiplies
     }
-    l = l * a + ps + subgroupShuffleXor(ps, 1u);
+    l = l * a + ps + ${pair('ps')};
     if (half == 0u) { rowA[row] = a; }
     if (workgroupUniformLoad(&resc) == kt) {
 ${R(ND).map(rescale)}
@@ -255,9 +348,12 @@ ${R(ND).map(rescale)}
     // O += P·V
 ${R(NS).map((kk) => `    {
       let pf = ${ops.load('L', 'pS', `sr * PS + ${kk * 16}u`, false, 'PS')};
-${R(ND).map((j) => `      o${j} = ${ops.mma('pf', ops.load('R', 'kv', `${BK + kk * 16}u * KS + ${j * 16}u`, false, 'KS'), `o${j}`)};`).join('\n')}
+${R(ND).map((j) => `      o${j} = ${ops.mma('pf', vf(kk, j), `o${j}`)};`).join('\n')}
     }`)}
     workgroupBarrier();
+${dump === 'o' && `    if (half == 0u) { rowA[row] = 1.0; }
+${R(ND).map(emit).join('\n')}
+    return;`}
   }
   if (half == 0u) { rowA[row] = l; }
   // outputs, one fragment column at a time through the staging (slots alternate, so one barrier each)

@@ -1,23 +1,33 @@
 /**
  * Eviction after a prefill chunk, one layer: per KV head keep the `keep` best-scored entries among slots [0, len)
- * and compact them in original slot order to [0, keep), moving K, V, score and position together.
+ * and compact them in original slot order to [0, keep), moving K, V, score and position (and orig) together.
  *
- * One workgroup per KV head (heads are independent; the whole cache of a head is its own in-place problem):
- *  1. Selection without sorting: a 4-pass radix select (8 bits per pass, workgroup histogram) on the
- *     order-preserving u32 image of the f32 score finds the keep-th largest key `thr` and how many entries equal to
- *     it survive (`needEq`). Forced entries (slot >= forcedFrom, the stabilizer) use the key of +inf. An entry is
- *     kept iff key > thr, or key == thr and it is among the first needEq such entries in slot order; so ties go to
- *     the earlier slot and the result is deterministic.
- *  2. Compaction in blocks of W slots, in slot order: a workgroup scan gives each kept entry its destination; every
- *     moved word is read into registers, then a storage barrier, then written. Destinations never exceed sources and
- *     later blocks' sources lie beyond this block, so the in-place move is safe. K/V move as raw 32-bit words (the
- *     dtype only sets the row width; an int8 row carries its scale as its last word, so codes and scale move
- *     together) and rows whose destination equals their source are not touched at all (the common case: everything
- *     before the first evicted slot stays put).
+ * Three dispatches per layer, two of them spread over the whole GPU:
+ *
+ *   scores ─▶ 1. select  (evict-select.ts)  KV workgroups of 256..1024 threads
+ *                          radix select of the keep-th key + scan of kept flags
+ *                          ─▶ meta[h, s] = (dst | NONE, score, kpos, orig)
+ *   cache  ─▶ 2. gather  (evict-move.ts)    one thread per (K|V, h, s, 16 bytes): moved rows ─▶ scratch rows[s]
+ *   scratch ─▶ 3. scatter (evict-move.ts)   same grid: rows[s] ─▶ cache[dst]; scalars from meta ─▶ [dst]
+ *
+ *   slot:   0 1 2 3 4 5 6 7 8 ...            kept: ■ ■ ■ □ ■ □ ■ ■ ...  (□ evicted)
+ *   dst:    0 1 2 - 3 - 4 5                  rows before the first evicted slot have dst == s: never touched
+ *
+ * Why a scratch: moving in place with independent workgroups is unsafe (a destination row may be another
+ * workgroup's unread source), and ordering the moves would serialize them again. The scratch is one layer's worth
+ * (both caches' rows + a 16-byte meta word per slot), reused by every layer: for Llama-3.1-8B (8 KV heads, f16,
+ * head_dim 128, capacity 17,764) that is 72.8 MB + 2.3 MB, next to 18.6 GB of cache. Each moved row is copied
+ * twice (cache → scratch → cache): with ~16K of 17.4K rows moving per head (scores spread evictions over the
+ * whole cache) that is 4 × 67 MB per layer, ~8.6 GB per chunk, ~2.3 ms at the H200's ~3.8 TB/s copy rate.
+ *
+ * K/V move as raw 32-bit words (the dtype only sets the row width; an int8 row carries its scale as its last word,
+ * so codes and scale move together). The result equals evict-single.ts's (and test/ref's refEvict) word for word:
+ * slots >= keep keep their old contents.
  */
-import { kernel, rw, wgsl } from '../wgsl.js';
 import type { Dispatch } from '../../runtime/gpu/runner.js';
 import { cacheRowWords, type CacheDtype } from './attn-common.js';
+import { evictMove } from './evict-move.js';
+import { evictSelect } from './evict-select.js';
 import { checkInt8HeadDim } from './kv-int8.js';
 
 export interface EvictOpts {
@@ -25,6 +35,8 @@ export interface EvictOpts {
   headDim: number;
   /** rewrite positions to ranks (kpos[h, i] = i) */
   compact: boolean;
+  /** threads of the selection workgroup: 256 (default, any device), 512 or 1024 (see evictThreads) */
+  threads?: number;
 }
 export interface EvictDims {
   KV: number;
@@ -36,6 +48,11 @@ export interface EvictDims {
   forcedFrom: number;
   capacity: number;
 }
+/** Scratch shared by every layer's eviction (sized by evictScratchBytes for the largest KV × capacity). */
+export interface EvictScratch {
+  rows: GPUBuffer; // (2: K, V, KV, capacity, rowWords) u32
+  meta: GPUBuffer; // (KV, capacity) vec4<u32>
+}
 export interface EvictBuffers {
   kCache: GPUBuffer; // (KV, capacity, headDim) f32|f16, or (KV, capacity, headDim/4 + 1) u32 int8 rows
   vCache: GPUBuffer; // (KV, capacity, headDim) f32|f16, or (KV, capacity, headDim/4 + 1) u32 int8 rows
@@ -43,170 +60,41 @@ export interface EvictBuffers {
   kpos: GPUBuffer; // (KV, capacity) u32
   /** optional (KV, capacity) u32 per-entry payload moved like kpos but never rewritten (original prompt positions) */
   orig?: GPUBuffer;
+  scratch: EvictScratch;
 }
 
-const W = 128; // threads per workgroup = slots per compaction block
+function rowWordsOf(cacheDtype: CacheDtype, headDim: number): number {
+  if (cacheDtype === 'int8') checkInt8HeadDim(headDim);
+  const rw = cacheRowWords(cacheDtype, headDim);
+  if (!Number.isInteger(rw)) throw new Error(`evict: an f16 row of ${headDim} halves is not whole 32-bit words`);
+  return rw;
+}
 
-/** No dispatch when keep >= len: nothing is evicted and every entry already sits at its slot. */
+/** Bytes of the two scratch buffers for caches of (KV, capacity) rows. */
+export function evictScratchBytes(cacheDtype: CacheDtype, headDim: number, KV: number, capacity: number): { rows: number; meta: number } {
+  return { rows: 2 * KV * capacity * rowWordsOf(cacheDtype, headDim) * 4, meta: KV * capacity * 16 };
+}
+
+/** Largest selection workgroup a device allows, up to 1024 (fewer, longer-running threads when it allows less). */
+export function evictThreads(maxInvocationsPerWorkgroup: number): number {
+  return maxInvocationsPerWorkgroup >= 1024 ? 1024 : maxInvocationsPerWorkgroup >= 512 ? 512 : 256;
+}
+
+/**
+ * No dispatch when keep >= len (nothing is evicted, every entry already sits at its slot) or keep == 0 (nothing
+ * survives, so nothing is written: slots keep their old contents as with any evicted entry).
+ */
 export function evict(o: EvictOpts, d: EvictDims, b: EvictBuffers): Dispatch[] {
-  if (d.keep >= d.len) return [];
-  if (o.cacheDtype === 'int8') checkInt8HeadDim(o.headDim);
-  const rowWords = cacheRowWords(o.cacheDtype, o.headDim);
-  if (!Number.isInteger(rowWords)) throw new Error(`evict: an f16 row of ${o.headDim} halves is not whole 32-bit words`);
-  const vw = rowWords % 4 === 0 ? 4 : rowWords % 2 === 0 ? 2 : 1;
-  const vt = vw === 1 ? 'u32' : `vec${vw}<u32>`;
-  const RV = rowWords / vw; // vectors per row
-  const CV = Math.min(RV, 8); // row vectors each block moves per pass: bounds the registers held across the barrier
-  const withOrig = b.orig !== undefined;
-  const k = kernel({ op: 'evict', rowWords, compact: o.compact, orig: withOrig }, () => ({
-    bindings: [
-      rw('kCache', `array<${vt}>`), // (KV, capacity, rowWords) raw words
-      rw('vCache', `array<${vt}>`), // (KV, capacity, rowWords) raw words
-      rw('scores', 'array<u32>'), // (KV, capacity) f32 bits (moved bit-exactly)
-      rw('kpos', 'array<u32>'), // (KV, capacity)
-      ...(withOrig ? [rw('orig', 'array<u32>')] : []), // (KV, capacity)
-    ],
-    // rv, blk: run-time copies of RV and W as bounds of the loops that contain barriers; with constant bounds CPU Vulkan
-    // compilers unroll them and every copy of a barrier becomes a suspend point (tens of seconds of shader compile)
-    params: [['len', 'u32'], ['keep', 'u32'], ['forcedFrom', 'u32'], ['capacity', 'u32'], ['rv', 'u32'], ['blk', 'u32']],
-    workgroupSize: [W, 1, 1],
-    body: wgsl`
-const W = ${W}u;
-const RV = ${RV}u;
-const CV = ${CV}u;
-
-var<workgroup> hist: array<atomic<u32>, 256>;
-var<workgroup> selPrefix: u32;
-var<workgroup> selRem: u32;
-var<workgroup> sc: array<u32, W>; // block scan: kept-by-score count (low 16 bits) | ties count (high 16 bits)
-var<workgroup> srcOf: array<u32, W>; // source slot of the block's j-th kept entry
-
-// order-preserving image of an f32: larger float <=> larger u32 (+inf, -inf, -0 < +0 all ordered)
-fn keyOf(base: u32, s: u32) -> u32 {
-  if (s >= params.forcedFrom) { return 0xff800000u; } // +inf
-  let u = scores[base + s];
-  return select(u | 0x80000000u, ~u, (u & 0x80000000u) != 0u);
-}
-
-fn moveRows(isV: bool, base: u32, off: u32, kept: u32, lid: u32) {
-  for (var c0 = 0u; c0 < params.rv; c0 += CV) {
-    var buf: array<${vt}, CV>;
-    for (var i = 0u; i < CV; i++) {
-      let e = lid + W * i;
-      let j = e / CV;
-      let col = c0 + e % CV;
-      if (j < kept && col < RV && srcOf[j] != off + j) {
-        let at = (base + srcOf[j]) * RV + col;
-        if (isV) { buf[i] = vCache[at]; } else { buf[i] = kCache[at]; }
-      }
-    }
-    storageBarrier();
-    for (var i = 0u; i < CV; i++) {
-      let e = lid + W * i;
-      let j = e / CV;
-      let col = c0 + e % CV;
-      if (j < kept && col < RV && srcOf[j] != off + j) {
-        let at = (base + off + j) * RV + col;
-        if (isV) { vCache[at] = buf[i]; } else { kCache[at] = buf[i]; }
-      }
-    }
-    storageBarrier();
-  }
-}
-
-@compute @workgroup_size(${W})
-fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: vec3<u32>) {
-  let base = wg.x * params.capacity;
-  // 1. radix select of the keep-th largest key, most significant byte first
-  var prefix = 0u;
-  var rem = params.keep; // rank still to find among entries matching prefix
-  for (var ps = 0u; ps < 4u; ps++) {
-    let shift = 24u - 8u * ps;
-    let hiMask = ~(0xffffffffu >> (8u * ps)); // bytes already fixed
-    atomicStore(&hist[lid], 0u);
-    atomicStore(&hist[lid + W], 0u);
-    workgroupBarrier();
-    for (var s = lid; s < params.len; s += W) {
-      let k = keyOf(base, s);
-      if ((k & hiMask) == prefix) { atomicAdd(&hist[(k >> shift) & 255u], 1u); }
-    }
-    workgroupBarrier();
-    if (lid == 0u) {
-      var cum = 0u;
-      var bin = 255u;
-      // the bins of this prefix hold >= rem entries, so the walk stops at or before bin 0
-      for (var bi = 255i; bi >= 0i; bi--) {
-        bin = u32(bi);
-        let c = atomicLoad(&hist[bin]);
-        if (cum + c >= rem) { break; }
-        cum += c;
-      }
-      selPrefix = prefix | (bin << shift);
-      selRem = rem - cum;
-    }
-    workgroupBarrier();
-    prefix = selPrefix;
-    rem = selRem;
-  }
-  let thr = prefix;
-  let needEq = rem;
-
-  // 2. in-order compaction, block by block
-  var off = 0u; // entries kept so far = destination of the block's first kept entry
-  var eqSeen = 0u; // ties (key == thr) seen in earlier blocks
-  for (var b0 = 0u; b0 < params.len; b0 += W) {
-    let s = b0 + lid;
-    var k = 0u;
-    if (s < params.len) { k = keyOf(base, s); }
-    let gt = s < params.len && k > thr;
-    let eq = s < params.len && k == thr;
-    let v = select(0u, 1u, gt) | (select(0u, 1u, eq) << 16u);
-    workgroupBarrier(); // previous block's readers of sc / srcOf are done
-    sc[lid] = v;
-    workgroupBarrier();
-    for (var o = 1u; o < params.blk; o <<= 1u) {
-      var add = 0u;
-      if (lid >= o) { add = sc[lid - o]; }
-      workgroupBarrier();
-      sc[lid] += add;
-      workgroupBarrier();
-    }
-    let ex = sc[lid] - v;
-    let tot = sc[W - 1u];
-    let eqBefore = eqSeen + (ex >> 16u);
-    // ties survive while their rank among all ties is < needEq
-    let keepMe = gt || (eq && eqBefore < needEq);
-    let j = (ex & 0xffffu) + min(eqBefore, needEq) - min(eqSeen, needEq);
-    let kept = (tot & 0xffffu) + min(eqSeen + (tot >> 16u), needEq) - min(eqSeen, needEq);
-    var sv = 0u;
-    var pv = 0u;
-    var ov = 0u;
-    if (keepMe) {
-      srcOf[j] = s;
-      sv = scores[base + s];
-      pv = kpos[base + s];
-      ${withOrig ? 'ov = orig[base + s];' : ''}
-    }
-    storageBarrier();
-    workgroupBarrier();
-    if (keepMe) {
-      scores[base + off + j] = sv;
-      kpos[base + off + j] = ${o.compact ? 'off + j' : 'pv'};
-      ${withOrig ? 'orig[base + off + j] = ov;' : ''}
-    }
-    moveRows(false, base, off, kept, lid);
-    moveRows(true, base, off, kept, lid);
-    off += kept;
-    eqSeen += tot >> 16u;
-  }
-}`,
-  }));
+  const rowWords = rowWordsOf(o.cacheDtype, o.headDim);
+  if (d.keep >= d.len || d.keep === 0) return [];
+  const need = evictScratchBytes(o.cacheDtype, o.headDim, d.KV, d.capacity);
+  if (b.scratch.rows.size < need.rows || b.scratch.meta.size < need.meta)
+    throw new Error(`evict: scratch of ${b.scratch.rows.size} + ${b.scratch.meta.size} bytes, need ${need.rows} + ${need.meta}`);
+  const move = { kCache: b.kCache, vCache: b.vCache, scores: b.scores, kpos: b.kpos, orig: b.orig, ...b.scratch };
+  const md = { KV: d.KV, len: d.len, capacity: d.capacity };
   return [
-    {
-      kernel: k,
-      buffers: { kCache: b.kCache, vCache: b.vCache, scores: b.scores, kpos: b.kpos, ...(withOrig ? { orig: b.orig! } : {}) },
-      params: { len: d.len, keep: d.keep, forcedFrom: d.forcedFrom, capacity: d.capacity, rv: RV, blk: W },
-      workgroups: [d.KV],
-    },
+    evictSelect({ threads: o.threads ?? 256, compact: o.compact }, d, { scores: b.scores, kpos: b.kpos, orig: b.orig, meta: b.scratch.meta }),
+    evictMove('gather', { rowWords, compact: o.compact }, md, move),
+    evictMove('scatter', { rowWords, compact: o.compact }, md, move),
   ];
 }

@@ -11,7 +11,7 @@ import { kernel, rw, wgsl } from '../wgsl.js';
 import type { Dispatch } from '../../runtime/gpu/runner.js';
 import { assertDims, isQuantized, needsF16, unitFor, type WeightDtype, type WeightPart } from './mm-common.js';
 import { GEMV_MAX_T, tiledGrid, tiledSource, type CoreFamily, type CoreOpts } from './mm-core.js';
-import { sgmatGrid, sgmatSource, sgmatUsable } from './mm-sgmat.js';
+import { sgmatGrid, sgmatPick, sgmatSource, sgmatUsable, sgmatVariant } from './mm-sgmat.js';
 import { gemvGrid, gemvKey, gemvShape, gemvSource, type GemvOpts } from './mm-gemv.js';
 
 export type { WeightDtype, WeightPart } from './mm-common.js';
@@ -28,6 +28,8 @@ export interface MatmulOpts {
   readonly subgroups?: boolean;
   /** prefill on tensor cores (mm-sgmat.ts) where the weight and shape allow; only for devices with GpuContext.tensorCores */
   readonly tensorCores?: boolean;
+  /** tensor-core shape by name (mm-sgmat.ts SGMAT_VARIANTS) instead of SGMAT_PICK's; the benchmark's A/B */
+  readonly sgmatVariant?: string;
 }
 
 export interface MatmulDims {
@@ -132,8 +134,9 @@ export function matmul(o: MatmulOpts, d: MatmulDims, b: MatmulBuffers): Dispatch
     return { kernel: spec, buffers, params, workgroups: gemvGrid(cols, shape.R) };
   }
   if (o.tensorCores && sgmatUsable(o.wdtype, T, K)) {
-    const spec = kernel({ ...base, path: 'sgmat' }, () => sgmatSource(core, family(o)));
-    return { kernel: spec, buffers, params, workgroups: sgmatGrid(cols, T, streams) };
+    const sgv = o.sgmatVariant ?? sgmatPick(streams, o.norm, cols, T);
+    const spec = kernel({ ...base, path: 'sgmat', sgv }, () => sgmatSource(core, family(o), sgv));
+    return { kernel: spec, buffers, params, workgroups: sgmatGrid(cols, T, sgmatVariant(sgv, streams)) };
   }
   const spec = kernel({ ...base, path: 'tiled' }, () => tiledSource(core, family(o)));
   return { kernel: spec, buffers, params, workgroups: tiledGrid(cols, T) };

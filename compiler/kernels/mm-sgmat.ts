@@ -3,7 +3,7 @@
  * same bindings, params and epilogue pairs), computed with Dawn's `chromium-experimental-subgroup-matrix` on
  * f16×f16→f32 16×16×16 fragments instead of f32 FMAs.
  *
- *   per workgroup: BM tokens × BN logical columns, SG = SGM × SGN subgroups of ≤ 32 lanes, each owning
+ *   per workgroup (e.g. m128n128): BM tokens × BN logical columns, SG = SGM × SGN subgroups of ≤ 32 lanes, each owning
  *   FM × FN result fragments (16×16 f32) per stream:
  *
  *            BN columns ─────────────▶
@@ -13,6 +13,10 @@
  *      ▼    │ sg 2    │ sg 3    │          ws (BN, 32)  weight rows (native f16)       → right operands (column-major)
  *           │   …     │   …     │        epilogue: one 16-token fragment row at a time is stored (f32) to `os`,
  *           └─────────┴─────────┘        then every thread runs the family's `epi` on pairs read from there
+ *
+ * The tile shape, the x staging layout and whether the next slab is prefetched into registers are a named
+ * variant (SGMAT_VARIANTS below); SGMAT_PICK chooses one per matmul kind and bench/kernel-check.ts times them all.
+ * The staging code itself is generated in mm-sgmat-stage.ts.
  *
  * Tokens ≥ T and columns ≥ NC are zero in staging (and never reach `epi`), so any T and N work; K must be a
  * multiple of 16 (a partial last slab is zero-padded to 32). The rmsnorm prologue accumulates Σx² in f32 from the
@@ -29,6 +33,7 @@ import { ro, wgsl, type Binding, type KernelSource } from '../wgsl.js';
 import type { Workgroups } from '../../runtime/gpu/runner.js';
 import { builtins, f32Loader, MAX_WG_PER_DIM, type WeightDtype } from './mm-common.js';
 import { coreParams, type CoreFamily, type CoreOpts } from './mm-core.js';
+import { stagePlan } from './mm-sgmat-stage.js';
 
 /** fragment edge: the f16×f16→f32 16×16×16 configuration */
 const FR = 16;
@@ -41,19 +46,76 @@ export const SGMAT_MAX_SUBGROUP = 32;
 /** workgroup memory every variant fits in (checked when generating) */
 export const SGMAT_WG_BYTES = 32768;
 
-export interface SgmatShape {
+export interface SgmatVariant {
+  readonly streams: 1 | 2;
   /** tokens per workgroup */
   readonly BM: number;
-  /** logical columns per workgroup */
+  /** logical columns per workgroup (per stream) */
   readonly BN: number;
   /** subgroups along tokens and along columns */
   readonly SGM: number;
   readonly SGN: number;
+  /** x staged one token row per thread: one Σx² register, weight-row indices recomputed (mm-sgmat-stage.ts) */
+  readonly lean: boolean;
+  /** the next K slab's global loads are issued before the current slab's products (register double buffering) */
+  readonly prefetch: boolean;
 }
 
-/** 8 subgroups of 32×64 (one stream) or 32×32 (swiglu: twice the accumulators and weight slabs). */
-export function sgmatShape(streams: 1 | 2): SgmatShape {
-  return streams === 2 ? { BM: 128, BN: 64, SGM: 4, SGN: 2 } : { BM: 128, BN: 128, SGM: 4, SGN: 2 };
+const v = (streams: 1 | 2, BM: number, BN: number, SGM: number, SGN: number, lean = false, prefetch = false): SgmatVariant =>
+  ({ streams, BM, BN, SGM, SGN, lean, prefetch });
+
+/**
+ * Every generated shape; bench/kernel-check.ts times each at the Llama-3.1-8B projections. Names: m<BM>n<BN>,
+ * s<subgroups> when not 8, then l (lean), p (prefetch); the swiglu ones start with `sw` (BN per stream).
+ * Accumulators per subgroup: streams · (BM/SGM/16) · (BN/SGN/16).
+ */
+export const SGMAT_VARIANTS = {
+  m128n128: v(1, 128, 128, 4, 2), //             8 subgroups of 32×64: 8 accumulators (the first shape)
+  m128n128l: v(1, 128, 128, 4, 2, true),
+  m128n128p: v(1, 128, 128, 4, 2, false, true),
+  m128n128lp: v(1, 128, 128, 4, 2, true, true),
+  m128n128s16l: v(1, 128, 128, 4, 4, true), //   16 subgroups of 32×32: 4 accumulators, 512 threads
+  m64n128l: v(1, 64, 128, 2, 4, true), //        half the token tile: twice the workgroups for small grids
+  m64n128lp: v(1, 64, 128, 2, 4, true, true),
+  sw128n64: v(2, 128, 64, 4, 2), //              8 subgroups of 32×32 per stream: 8 accumulators (the first shape)
+  sw128n64l: v(2, 128, 64, 4, 2, true),
+  sw128n64lp: v(2, 128, 64, 4, 2, true, true),
+  sw128n64s16l: v(2, 128, 64, 4, 4, true), //    16 subgroups of 32×16 per stream: 4 accumulators, 512 threads
+  sw64n64l: v(2, 64, 64, 2, 2, true), //         4 subgroups of 32×32 per stream, 128 threads: more resident tiles
+} as const satisfies Record<string, SgmatVariant>;
+export type SgmatVariantName = keyof typeof SGMAT_VARIANTS;
+
+export interface SgmatRule {
+  readonly streams: 1 | 2;
+  /** only matmuls with (true) / without (false) the rmsnorm prologue; any when absent */
+  readonly norm?: boolean;
+  /** only when T · NC (outputs per stream) is at most this: small grids, where a 128-token tile leaves SMs idle */
+  readonly maxOutputs?: number;
+  readonly variant: SgmatVariantName;
+}
+
+/**
+ * Which variant runs, first matching rule wins. Flip the names after a `node dist/bench/kernel-check.js` run
+ * (its "sgmat variants" table prints each one's TFLOP/s at the 8B shapes: qkv and gate_up have norm, o and down
+ * not; qkv at T=1024 has 6.3M outputs, o and down 4.2M).
+ */
+export const SGMAT_PICK: readonly SgmatRule[] = [
+  { streams: 2, variant: 'sw64n64l' }, // H200, gate_up 28672×4096 at T=1024: 84.8 TFLOP/s vs 22.7–42 for sw128n64
+  { streams: 1, norm: true, variant: 'm128n128' },
+  { streams: 1, variant: 'm128n128' },
+];
+
+export function sgmatPick(streams: 1 | 2, norm: boolean, NC: number, T: number): SgmatVariantName {
+  const r = SGMAT_PICK.find((r) => r.streams === streams && (r.norm === undefined || r.norm === norm) && (r.maxOutputs === undefined || T * NC <= r.maxOutputs));
+  if (!r) throw new Error(`sgmat: no variant picked for ${streams} stream(s), norm ${norm}`);
+  return r.variant;
+}
+
+export function sgmatVariant(name: string, streams: 1 | 2): SgmatVariant {
+  const s = (SGMAT_VARIANTS as Record<string, SgmatVariant>)[name];
+  if (!s) throw new Error(`sgmat: unknown variant ${name}`);
+  if (s.streams !== streams) throw new Error(`sgmat: variant ${name} is for ${s.streams} stream(s), not ${streams}`);
+  return s;
 }
 
 /**
@@ -64,10 +126,9 @@ export function sgmatUsable(wdtype: WeightDtype, T: number, K: number): boolean 
   return wdtype === 'f16' && T > 8 && K % FR === 0;
 }
 
-export function sgmatGrid(NC: number, T: number, streams: 1 | 2): Workgroups {
-  const { BM, BN } = sgmatShape(streams);
-  const x = Math.ceil(NC / BN);
-  const y = Math.ceil(T / BM);
+export function sgmatGrid(NC: number, T: number, s: SgmatVariant): Workgroups {
+  const x = Math.ceil(NC / s.BN);
+  const y = Math.ceil(T / s.BM);
   if (x > MAX_WG_PER_DIM || y > MAX_WG_PER_DIM) throw new Error(`sgmat matmul grid too large: ${x}×${y}`);
   return [x, y];
 }
@@ -96,22 +157,22 @@ function bindingsOf(o: CoreOpts, f: CoreFamily): { bindings: Binding[]; fns: str
   return { bindings: [...bindings, ...f.bindings], fns: fns.join('\n') };
 }
 
-export function sgmatSource(o: CoreOpts, f: CoreFamily): KernelSource {
+export function sgmatSource(o: CoreOpts, f: CoreFamily, variant: string): KernelSource {
   if (o.wdtype !== 'f16' || o.U !== 4) throw new Error(`sgmat matmul reads native f16 weights with K % 16 == 0 (got ${o.wdtype}, U=${o.U})`);
   const { bindings, fns } = bindingsOf(o, f);
   const S = o.streams;
-  const { BM, BN, SGM, SGN } = sgmatShape(S);
+  const V = sgmatVariant(variant, S);
+  const { BM, BN, SGM, SGN } = V;
   const SG = SGM * SGN;
   const WG = SG * SGMAT_MAX_SUBGROUP;
   const FM = BM / SGM / FR;
   const FN = BN / SGN / FR;
   const UPR = BK / 4; // vec4 loads per staged row
-  const A_PER = (BM * UPR) / WG;
-  const B_PER = (BN * UPR) / WG;
   const OS = S * FR * BN; // f32 result staging: one fragment row of the tile per stream
-  if (!Number.isInteger(FM) || !Number.isInteger(FN) || !Number.isInteger(A_PER) || !Number.isInteger(B_PER) || FM < 1 || FN < 1)
-    throw new Error(`sgmat shape ${BM}×${BN} does not split over ${SGM}×${SGN} subgroups / ${WG} threads`);
-  if (o.norm && A_PER * WG > OS) throw new Error('sgmat: Σx² partials do not fit the result staging');
+  if (!Number.isInteger(FM) || !Number.isInteger(FN) || FM < 1 || FN < 1)
+    throw new Error(`sgmat shape ${BM}×${BN} does not split over ${SGM}×${SGN} subgroups`);
+  const st = stagePlan({ BM, BN, WG, UPR, XS, streams: S, norm: o.norm, lean: V.lean });
+  if (o.norm && st.scratchNeeded > OS) throw new Error('sgmat: Σx² partials do not fit the result staging');
   const bytes = 2 * BM * XS + 2 * S * BN * XS + 4 * OS + (o.norm ? 4 * BM : 0);
   if (bytes > SGMAT_WG_BYTES) throw new Error(`sgmat: ${bytes} bytes of workgroup memory exceed ${SGMAT_WG_BYTES}`);
   const R = (n: number) => Array.from({ length: n }, (_, i) => i);
@@ -136,6 +197,8 @@ export function sgmatSource(o: CoreOpts, f: CoreFamily): KernelSource {
     R(S).flatMap((s) => R(FN).map((j) => `subgroupMatrixStore(&os, ${s * FR * BN}u + sn * ${FN * FR}u + ${j * FR}u, ${acc(s, i, j)}, false, BN);`)).join('\n        ');
   const stores = R(FM).map((i) => `${i ? ' else ' : ''}if (fi == ${i}u) {\n        ${storeRow(i)}\n      }`).join('');
   const biasS = (s: number) => (o.bias ? ` + bias2(c, ${s}u)` : '');
+  // without prefetch a slab is fetched and staged back to back; with it, slab k0 + UPR is fetched between the
+  // barrier that publishes slab k0 and its products (fetch masks vec4s past K to zero, so the last one is harmless)
   const body = wgsl`
 ${fns}
 ${f.helpers}
@@ -164,59 +227,19 @@ fn main(${builtins}, @builtin(subgroup_id) sg: u32) {
   let sm = sg / ${SGN}u; // this subgroup's tokens: sm·${FM * FR} ..
   let sn = sg % ${SGN}u; // its columns: sn·${FN * FR} ..
 ${accs.map((a) => `  var ${a} = AccM();`)}
-  ${o.norm && `var ssq = array<f32, ${A_PER}>(); // Σx² of the x loads this thread makes (same rows every slab)`}
-  // first vec4 of the weight rows this thread stages (fixed over K; tail columns clamp and are zeroed below)
-  var wr: array<u32, ${B_PER}>;
-  ${S === 2 && `var ur: array<u32, ${B_PER}>;`}
-  for (var i = 0u; i < ${B_PER}u; i++) {
-    let c = min(n0 + (lid + i * WG) / UPR, params.NC - 1u);
-    wr[i] = wrow(c) * KU;
-    ${S === 2 && 'ur[i] = urow(c) * KU;'}
-  }
+${st.decls}
+${V.prefetch && st.fetch('0u')}
   for (var k0 = 0u; k0 < KU; k0 += UPR) {
-    for (var i = 0u; i < ${A_PER}u; i++) {
-      let u = lid + i * WG;
-      let m = u / UPR;
-      let kc = u % UPR;
-      let k = k0 + kc;
-      var xv = vec4<f32>(0.0);
-      if (m0 + m < params.T && k < KU) {
-        xv = x[(params.xRow0 + m0 + m) * KU + k];
-        ${o.norm && 'ssq[i] += dot(xv, xv);\n        xv = xv * normW_ld(k);'}
-      }
-      let h = vec4<f16>(xv);
-      let e = m * XS + kc * 4u;
-      xs[e] = h.x; xs[e + 1u] = h.y; xs[e + 2u] = h.z; xs[e + 3u] = h.w;
-    }
-    for (var i = 0u; i < ${B_PER}u; i++) {
-      let u = lid + i * WG;
-      let n = u / UPR;
-      let kc = u % UPR;
-      let k = k0 + kc;
-      var wv = vec4<f16>();
-      ${S === 2 && 'var uv = vec4<f16>();'}
-      if (n0 + n < params.NC && k < KU) {
-        wv = w[wr[i] + k];
-        ${S === 2 && 'uv = wu[ur[i] + k];'}
-      }
-      let e = n * XS + kc * 4u;
-      ws[e] = wv.x; ws[e + 1u] = wv.y; ws[e + 2u] = wv.z; ws[e + 3u] = wv.w;
-      ${S === 2 && `ws[${BN * XS}u + e] = uv.x; ws[${BN * XS}u + e + 1u] = uv.y; ws[${BN * XS}u + e + 2u] = uv.z; ws[${BN * XS}u + e + 3u] = uv.w;`}
-    }
+${!V.prefetch && st.fetch('k0')}
+${st.stage('k0')}
     workgroupBarrier();
+${V.prefetch && st.fetch('(k0 + UPR)')}
     if (sg < SG) { // subgroups narrower than ${SGMAT_MAX_SUBGROUP} lanes: the first SG cover the tile, the rest idle
 ${R(BK / FR).map((kk) => step(kk).join('\n'))}
     }
     workgroupBarrier();
   }
-  ${o.norm && wgsl`// per-token Σx²: partials of load slot u sit at scratch index u = m * UPR + kc
-  for (var i = 0u; i < ${A_PER}u; i++) { os[lid + i * WG] = ssq[i]; }
-  workgroupBarrier();
-  if (lid < BM) {
-    var s = 0.0;
-    for (var kc = 0u; kc < UPR; kc++) { s += os[lid * UPR + kc]; }
-    rs[lid] = inverseSqrt(s / f32(params.K) + params.eps);
-  }`}
+${o.norm && st.rms}
   // epilogue, one 16-token fragment row of the tile at a time (bounded workgroup memory)
   for (var r = 0u; r < BM / ${FR}u; r++) {
     workgroupBarrier(); // the previous round (or the rms pass) is done with os

@@ -11,7 +11,7 @@ import { kernel, ro, rw, wgsl } from '../wgsl.js';
 import type { Dispatch } from '../../runtime/gpu/runner.js';
 import { assertDims, isQuantized, needsF16, unitFor, type WeightDtype } from './mm-common.js';
 import { GEMV_MAX_T, tiledGrid, tiledSource, type CoreFamily, type CoreOpts } from './mm-core.js';
-import { sgmatGrid, sgmatSource, sgmatUsable } from './mm-sgmat.js';
+import { sgmatGrid, sgmatPick, sgmatSource, sgmatUsable, sgmatVariant } from './mm-sgmat.js';
 import { gemvGrid, gemvKey, gemvShape, gemvSource, type GemvOpts } from './mm-gemv.js';
 
 export interface QkvOpts {
@@ -187,8 +187,9 @@ export function qkvRope(o: QkvOpts, d: QkvDims, b: QkvBuffers): Dispatch {
     return { kernel: spec, buffers, params, workgroups: gemvGrid(NC, shape.R) };
   }
   if (o.tensorCores && sgmatUsable(o.wdtype, T, K)) {
-    const spec = kernel({ ...base, path: 'sgmat' }, () => sgmatSource(core, family(o)));
-    return { kernel: spec, buffers, params, workgroups: sgmatGrid(NC, T, 1) };
+    const sgv = sgmatPick(1, true, NC, T);
+    const spec = kernel({ ...base, path: 'sgmat', sgv }, () => sgmatSource(core, family(o), sgv));
+    return { kernel: spec, buffers, params, workgroups: sgmatGrid(NC, T, sgmatVariant(sgv, 1)) };
   }
   const spec = kernel({ ...base, path: 'tiled' }, () => tiledSource(core, family(o)));
   return { kernel: spec, buffers, params, workgroups: tiledGrid(NC, T) };

@@ -3,6 +3,7 @@
  * browser. Dawn crashes the process if the object returned by `create()` is garbage-collected while a device
  * lives, so it is held at module scope for the life of the process.
  */
+import { env, envFlag } from '../env.js';
 
 export interface GpuContext {
   readonly device: GPUDevice;
@@ -29,7 +30,7 @@ async function nodeGpu(): Promise<GPU> {
   if (dawnGpu) return dawnGpu;
   const mod = (await import('webgpu')) as { create(flags: string[]): GPU; globals: object };
   Object.assign(globalThis, mod.globals);
-  const flags = (process.env.LOCRET_DAWN_FLAGS ?? '').split(/\s+/).filter(Boolean);
+  const flags = (env('LOCRET_DAWN_FLAGS') ?? '').split(/\s+/).filter(Boolean);
   dawnGpu = mod.create(flags);
   return dawnGpu;
 }
@@ -54,9 +55,9 @@ export async function createGpuContext(opts: DeviceOptions = {}): Promise<GpuCon
     );
   }
   const want: GPUFeatureName[] = [];
-  const f16 = adapter.features.has('shader-f16') && !opts.disableF16 && process.env.LOCRET_NO_F16 !== '1';
+  const f16 = adapter.features.has('shader-f16') && !opts.disableF16 && !envFlag('LOCRET_NO_F16');
   if (f16) want.push('shader-f16');
-  const subgroups = adapter.features.has('subgroups' as GPUFeatureName) && !opts.disableSubgroups && process.env.LOCRET_NO_SUBGROUPS !== '1';
+  const subgroups = adapter.features.has('subgroups' as GPUFeatureName) && !opts.disableSubgroups && !envFlag('LOCRET_NO_SUBGROUPS');
   if (subgroups) want.push('subgroups' as GPUFeatureName);
   const sgm = adapter.features.has('chromium-experimental-subgroup-matrix' as GPUFeatureName) && f16;
   if (sgm) want.push('chromium-experimental-subgroup-matrix' as GPUFeatureName);
@@ -80,7 +81,7 @@ export async function createGpuContext(opts: DeviceOptions = {}): Promise<GpuCon
   });
   const info = adapter.info;
   const adapterName = [info?.vendor, info?.architecture, info?.device, info?.description].filter(Boolean).join(' ') || 'unknown adapter';
-  const envMax = Number(process.env.LOCRET_MAX_BINDING ?? 0);
+  const envMax = Number(env('LOCRET_MAX_BINDING') ?? 0);
   const maxBinding = Math.min(l.maxStorageBufferBindingSize, opts.maxBinding ?? Infinity, envMax > 0 ? envMax : Infinity);
   const tensorCores = sgm && subgroups && hasF16Tile(info) && (info?.subgroupMaxSize ?? 32) <= 32 &&
     device.limits.maxComputeWorkgroupStorageSize >= 32768;

@@ -1,0 +1,271 @@
+/**
+ * Decode attention, variant 2 (flash-decoding inside the workgroup): per-key work is split so that no lane does
+ * the same softmax or reduction work as its neighbours.
+ *
+ * Grid (KV × row blocks, splits): the KV heads (and row blocks) of one slab are adjacent in dispatch order, so the
+ * workgroups that read the same rope rows (and, for several row blocks, the same K/V rows) run together and share
+ * them through L2. A workgroup of NT threads owns one KV head, one slab of `splitKeys` slots and R ≤ 4 rows
+ * (query, head) of the GQA group. Its threads form NG = NT/KL lane groups of KL lanes; a lane group owns one key at
+ * a time (NK keys per round), and lane l of it reads quads l, l + KL, … of that key's row, so a group's loads are
+ * contiguous and a warp's loads cover whole rows of NK·32/KL keys:
+ *
+ *   round:   group 0 → key kb+0   | l0 | l1 | .. | lKL-1 | l0 | l1 | .. |   (quads of one K row, then V row)
+ *            group 1 → key kb+1   | l0 | l1 | .. | lKL-1 | ..
+ *
+ * RoPE: lane l takes frequency quads f = l, l + KL, … and reads both halves (quad f and f + rot/8) of the key and
+ * the 2 rope vec4s of f itself, so every K byte and rope byte is read once per key (no partner re-reads).
+ * The KL partial dots of a key are summed with log2(KL) subgroupShuffleXor steps (workgroup memory without
+ * `subgroups`, or when the subgroup is narrower than KL), then every lane group keeps its OWN online softmax
+ * (max, sum, output quads) over the keys it saw: no cross-group work per key, and the max is moved lazily (exp of the
+ * old max only when a key beats it). The groups merge once per slab through workgroup memory.
+ *
+ * Output contract as attention-decode.ts: unnormalized partials + (max, sum) into `scratch` when split (merged by
+ * decodeCombine), else out and lse directly.
+ */
+import { kernel, ro, rw, wgsl } from '../wgsl.js';
+import type { Dispatch } from '../../runtime/gpu/runner.js';
+import { NEG, checkHeadDims, keyBindings, keyFns } from './attn-common.js';
+import type { AttentionBuffers, AttentionDims, AttentionOpts } from './attention.js';
+import { decodeCombine, MAX_SPLITS } from './attention-combine.js';
+import { env } from '../../runtime/env.js';
+
+const MAX_ROWS = 4; // q and the output quads of R rows stay in registers: R × (rot/4 + (D-rot)/4 + D/4)/KL vec4
+const TARGET_WG = 1024; // 4-warp workgroups: ~8 per SM on a 132-SM GPU
+const MIN_SPLIT_KEYS = 64;
+const OB_BYTES = 16384; // workgroup memory for the end-of-slab merge of one row's output quads
+
+export interface DecodeV2Opts extends AttentionOpts {
+  subgroups: boolean;
+  /** lanes per key (power of two dividing D/4); threads per workgroup; keys per lane group per round */
+  kl?: number;
+  nt?: number;
+  nk?: number;
+}
+
+export interface DecodeV2Plan {
+  G: number;
+  R: number;
+  nBlocks: number;
+  KL: number;
+  NT: number;
+  NG: number;
+  NK: number;
+  splits: number;
+  splitKeys: number;
+}
+
+/** `LOCRET_ATTN_DECODE="v2,kl=8,nt=128,k2=1,slab=512,wgs=1024"`: plan knobs for timing runs (results unchanged). */
+export function tuningV2(spec = env('LOCRET_ATTN_DECODE')): { kl?: number; nt?: number; nk?: number; slab?: number; wgs?: number } {
+  const t: { kl?: number; nt?: number; nk?: number; slab?: number; wgs?: number } = {};
+  for (const [k, v] of (spec ?? '').split(',').filter(Boolean).map((s) => s.split('=') as [string, string])) {
+    const n = Number(v);
+    if (k === 'kl' && [1, 2, 4, 8, 16, 32].includes(n)) t.kl = n;
+    if (k === 'nt' && [32, 64, 128, 256].includes(n)) t.nt = n;
+    if (k === 'k2' && [1, 2, 4].includes(n)) t.nk = n;
+    if (k === 'slab' && n >= 1) t.slab = n;
+    if (k === 'wgs' && n >= 1) t.wgs = n;
+  }
+  return t;
+}
+
+/** The plan; `splitsBound` caps the splits so the scratch sized for the v1 kernel (decodeScratchBytes) suffices. */
+export function planV2(o: DecodeV2Opts, d: AttentionDims, splitsBound: number): DecodeV2Plan {
+  checkHeadDims(o.headDim, o.rotaryDim);
+  if (o.numHeads % o.numKvHeads !== 0) throw new Error(`numHeads ${o.numHeads} not a multiple of numKvHeads ${o.numKvHeads}`);
+  const G = o.numHeads / o.numKvHeads;
+  const rows = d.T * G;
+  const R = Math.min(rows, MAX_ROWS);
+  const nBlocks = Math.ceil(rows / R);
+  const DQ = o.headDim / 4;
+  const tune = tuningV2();
+  let KL = o.kl ?? tune.kl ?? 8;
+  while (DQ % KL !== 0) KL /= 2;
+  let NT = Math.max(KL, o.nt ?? tune.nt ?? 128);
+  while (NT > KL && (NT / KL) * DQ * 16 > OB_BYTES) NT /= 2;
+  const NG = NT / KL;
+  const NK = o.nk ?? tune.nk ?? 2; // 2 keys per round: best of the H200 sweep at 16K and 131K entries
+  const kvEnd = d.base + d.T;
+  let splits = d.splits ?? (tune.slab ? Math.ceil(kvEnd / tune.slab)
+    : Math.min(Math.ceil((tune.wgs ?? TARGET_WG) / (nBlocks * o.numKvHeads)), Math.ceil(kvEnd / MIN_SPLIT_KEYS)));
+  if (d.splits === undefined) splits = Math.min(splits, splitsBound);
+  splits = Math.max(1, Math.min(splits, MAX_SPLITS));
+  const round = NG * NK;
+  const splitKeys = Math.ceil(Math.ceil(kvEnd / splits) / round) * round;
+  return { G, R, nBlocks, KL, NT, NG, NK, splits: Math.ceil(kvEnd / splitKeys), splitKeys };
+}
+
+const seq = (n: number) => Array.from({ length: n }, (_, i) => i);
+
+function mainKernel(o: DecodeV2Opts, p: DecodeV2Plan, split: boolean, withLse: boolean) {
+  const { G, R, KL, NT, NG, NK } = p;
+  const H = o.numHeads;
+  const DQ = o.headDim / 4;
+  const HQ = o.rotaryDim / 8; // frequency quads (quads per rotary half)
+  const PQ = (o.headDim - o.rotaryDim) / 4; // pass-through quads
+  const nf = Math.ceil(HQ / KL); // per lane
+  const np = Math.ceil(PQ / KL);
+  const nv = DQ / KL;
+  const sg = o.subgroups;
+  const key = { op: 'attention_decode2', cache: o.cacheDtype, H, G, D: o.headDim, rot: o.rotaryDim, R, KL, NT, NK, sg, split, lse: withLse };
+  const [rs, fs, ps, vs, ks] = [seq(R), seq(nf), seq(np), seq(nv), seq(NK)];
+  const rk = (kk: number, r: number) => `${kk}_${r}`;
+  const redLen = 2 * NK * R * NT;
+  // partial dots of (key kk, row r) summed over the KL lanes of each group into z_kk_r
+  const shuffleSum = ks.map((kk) => rs.map((r) => seq(Math.log2(KL)).map((b) => `        z${rk(kk, r)} += subgroupShuffleXor(z${rk(kk, r)}, ${1 << b}u);`).join('\n')).join('\n')).join('\n');
+  const ldsSum = `        let rb = hb * ${NK * R * NT}u;
+${ks.map((kk) => rs.map((r) => `        red[rb + ${(kk * R + r) * NT}u + lid] = z${rk(kk, r)};`).join('\n')).join('\n')}
+        workgroupBarrier();
+${ks.map((kk) => rs.map((r) => `        z${rk(kk, r)} = 0.0;
+        for (var i = 0u; i < KL; i++) { z${rk(kk, r)} += red[rb + ${(kk * R + r) * NT}u + grp * KL + i]; }`).join('\n')).join('\n')}`;
+  return kernel(key, () => ({
+    bindings: [
+      ro('q', 'array<vec4<f32>>'), // (T, H, D) as quads, rotated
+      ...keyBindings(o.cacheDtype, true),
+      ...(split
+        ? [rw('scratch', 'array<vec4<f32>>')] // [splits][T*H][D/4] unnormalized out, then [splits][T*H] (max, sum, 0, 0)
+        : [rw('out', 'array<vec4<f32>>'), ...(withLse ? [rw('lse', 'array<f32>')] : [])]), // (T, H*D); (T, H)
+    ],
+    params: [['T', 'u32'], ['base', 'u32'], ['capacity', 'u32'], ['rot', 'u32'], ['splitKeys', 'u32'], ['splits', 'u32'], ['scale', 'f32']],
+    workgroupSize: [NT, 1, 1],
+    enables: sg ? ['subgroups'] : [],
+    body: wgsl`
+const DQ = ${DQ}u;
+const HQ = ${HQ}u;
+const H = ${H}u;
+const G = ${G}u;
+const R = ${R}u;
+const KL = ${KL}u;
+const NG = ${NG}u;
+const NEG = ${NEG};
+${keyFns(o.cacheDtype, true)}
+
+var<workgroup> red: array<f32, ${redLen}>; // (2 rounds, NK keys, R rows, NT lanes) partial dots, no-shuffle path
+var<workgroup> gm: array<f32, ${R * NG}>; // (R, NG) per-group max
+var<workgroup> gl: array<f32, ${R * NG}>; // (R, NG) per-group sum
+var<workgroup> ob: array<vec4<f32>, ${NG * DQ}>; // (NG, DQ) one row's per-group output quads, rescaled
+
+@compute @workgroup_size(${NT})
+fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: vec3<u32>${sg ? ', @builtin(subgroup_size) sgs: u32' : ''}) {
+  let g = wg.x % ${o.numKvHeads}u;
+  let blk = wg.x / ${o.numKvHeads}u;
+  let ln = lid % KL;
+  let grp = lid / KL;
+  let k0 = wg.y * params.splitKeys;
+  let lastT = min((blk * R + R - 1u) / G, params.T - 1u);
+  let k1 = min(k0 + params.splitKeys, params.base + lastT + 1u); // uniform: workgroup id and params only
+  // this lane's quads: frequency quads f (and f + HQ), pass-through quads, value quads; out-of-range ones read a
+  // valid quad and meet a zero q
+${fs.map((i) => `  let f${i} = ln + ${i * KL}u;
+  let fq${i} = min(f${i}, HQ - 1u);`)}
+${ps.map((i) => `  let pp${i} = ln + ${i * KL}u;
+  let pq${i} = ${2 * HQ}u + min(pp${i}, ${Math.max(PQ, 1) - 1}u);`)}
+${rs.map((r) => `  let ri${r} = blk * R + ${r}u;
+  let t${r} = ri${r} / G;
+  let ok${r} = t${r} < params.T;
+  let qa${r} = (t${r} * H + g * G + ri${r} % G) * DQ; // first quad of the row in q / out
+  let lim${r} = select(0u, min(params.base + t${r} + 1u, k1), ok${r}); // keys [k0, lim) are visible
+  var m${r} = NEG;
+  var l${r} = 0.0;
+${fs.map((i) => `  var qa${r}_${i} = vec4<f32>(0.0);
+  var qb${r}_${i} = vec4<f32>(0.0);
+  if (ok${r} && f${i} < HQ) { qa${r}_${i} = q[qa${r} + fq${i}] * params.scale; qb${r}_${i} = q[qa${r} + fq${i} + HQ] * params.scale; }`).join('\n')}
+${ps.map((i) => `  var qp${r}_${i} = vec4<f32>(0.0);
+  if (ok${r} && pp${i} < ${PQ}u) { qp${r}_${i} = q[qa${r} + pq${i}] * params.scale; }`).join('\n')}
+${vs.map((i) => `  var a${r}_${i} = vec4<f32>(0.0);`).join('\n')}`)}
+  var hb = 0u;
+  for (var kb = k0; kb < k1; kb += ${NG * NK}u) {
+    // every load of the round first; keys past k1 read slot k1 - 1 and are masked below
+${ks.map((kk) => `    let key${kk} = kb + ${kk * NG}u + grp;
+    let s${kk} = min(key${kk}, k1 - 1u);
+    let p${kk} = kpos[g * params.capacity + s${kk}];
+${fs.map((i) => `    let xa${kk}_${i} = kq(g, s${kk}, fq${i});
+    let xb${kk}_${i} = kq(g, s${kk}, fq${i} + HQ);
+    let ra${kk}_${i} = rope[p${kk} * ${HQ}u * 2u + fq${i} * 2u];
+    let rb${kk}_${i} = rope[p${kk} * ${HQ}u * 2u + fq${i} * 2u + 1u];`).join('\n')}
+${ps.map((i) => `    let xp${kk}_${i} = kq(g, s${kk}, pq${i});`).join('\n')}
+${vs.map((i) => `    let v${kk}_${i} = vq(g, s${kk}, ln + ${i * KL}u);`).join('\n')}`)}
+${ks.map((kk) => fs.map((i) => `    let c${kk}_${i} = vec4<f32>(ra${kk}_${i}.x, ra${kk}_${i}.z, rb${kk}_${i}.x, rb${kk}_${i}.z);
+    let sn${kk}_${i} = vec4<f32>(ra${kk}_${i}.y, ra${kk}_${i}.w, rb${kk}_${i}.y, rb${kk}_${i}.w);
+    let ka${kk}_${i} = xa${kk}_${i} * c${kk}_${i} - xb${kk}_${i} * sn${kk}_${i}; // HF rotate_half, low half
+    let kb${kk}_${i} = xb${kk}_${i} * c${kk}_${i} + xa${kk}_${i} * sn${kk}_${i};`).join('\n')).join('\n')}
+${ks.map((kk) => rs.map((r) => `    var z${rk(kk, r)} = ${[...fs.map((i) => `dot(qa${r}_${i}, ka${kk}_${i}) + dot(qb${r}_${i}, kb${kk}_${i})`), ...ps.map((i) => `dot(qp${r}_${i}, xp${kk}_${i})`)].join(' + ')};`).join('\n')).join('\n')}
+${sg ? `    if (sgs >= KL) { // lane groups are aligned runs of KL lanes inside one subgroup
+${shuffleSum}
+    } else {
+${ldsSum}
+    }` : `    {
+${ldsSum}
+    }`}
+    // this group's online softmax; masked keys get weight 0 explicitly (exp(NEG - NEG) would be 1)
+${ks.map((kk) => rs.map((r) => `    {
+      let e = select(NEG, z${rk(kk, r)}, key${kk} < lim${r});
+      if (e > m${r}) {
+        let al = exp(m${r} - e);
+        l${r} *= al;
+${vs.map((i) => `        a${r}_${i} *= al;`).join('\n')}
+        m${r} = e;
+      }
+      let w = select(0.0, exp(e - m${r}), e > -1.0e38);
+      l${r} += w;
+${vs.map((i) => `      a${r}_${i} += w * v${kk}_${i};`).join('\n')}
+    }`).join('\n')).join('\n')}
+    hb ^= 1u;
+  }
+  // merge the lane groups: M = max of the group maxima, each group's output and sum weighed by exp(m - M)
+  if (ln == 0u) {
+${rs.map((r) => `    gm[${r * NG}u + grp] = m${r};
+    gl[${r * NG}u + grp] = l${r};`).join('\n')}
+  }
+  workgroupBarrier();
+${rs.map((r) => merge(r, vs, KL, NG, NT, split, withLse)).join('\n')}
+}`,
+  }));
+}
+
+function merge(r: number, vs: number[], KL: number, NG: number, NT: number, split: boolean, withLse: boolean): string {
+  const write = split
+    ? `scratch[(wg.y * params.T * H + qa${r} / DQ) * DQ + j] = a;`
+    : `out[qa${r} + j] = a / L;`;
+  // (max, sum) after all splits' outputs: the combine weighs split i by exp(m_i - M)
+  const stats = split
+    ? `if (ok${r} && lid == 0u) { scratch[params.splits * params.T * H * DQ + wg.y * params.T * H + qa${r} / DQ] = vec4<f32>(M, L, 0.0, 0.0); }`
+    : withLse ? `if (ok${r} && lid == 0u) { lse[qa${r} / DQ] = M + log(L); }` : '';
+  return `  {
+    var M = NEG;
+    for (var i = 0u; i < NG; i++) { M = max(M, gm[${r * NG}u + i]); }
+    var L = 0.0;
+    for (var i = 0u; i < NG; i++) { L += gl[${r * NG}u + i] * exp(gm[${r * NG}u + i] - M); } // empty group: 0 · 1
+    let sc = exp(m${r} - M);
+${vs.map((i) => `    ob[grp * DQ + ln + ${i * KL}u] = a${r}_${i} * sc;`).join('\n')}
+    workgroupBarrier();
+    if (ok${r}) {
+      for (var j = lid; j < DQ; j += ${NT}u) {
+        var a = vec4<f32>(0.0);
+        for (var i = 0u; i < ${NG}u; i++) { a += ob[i * DQ + j]; }
+        ${write}
+      }
+    }
+    ${stats}
+    workgroupBarrier();
+  }`;
+}
+
+/** v2 attention of T ≤ 8 queries: 1 dispatch, 2 when keys split. `splitsBound`: see planV2. */
+export function attentionDecodeV2(o: DecodeV2Opts, d: AttentionDims, b: AttentionBuffers, splitsBound: number): Dispatch[] {
+  const p = planV2(o, d, splitsBound);
+  const withLse = b.lse !== undefined;
+  const split = p.splits > 1;
+  const common = { q: b.q, kCache: b.kCache, vCache: b.vCache, kpos: b.kpos, rope: b.rope };
+  const params = { T: d.T, base: d.base, capacity: d.capacity, rot: o.rotaryDim, splitKeys: p.splitKeys, splits: p.splits, scale: d.scale };
+  const workgroups = [o.numKvHeads * p.nBlocks, p.splits, 1] as const;
+  if (!split) {
+    const outs: Record<string, GPUBuffer> = withLse ? { out: b.out, lse: b.lse! } : { out: b.out };
+    return [{ kernel: mainKernel(o, p, false, withLse), buffers: { ...common, ...outs }, params, workgroups }];
+  }
+  const need = p.splits * d.T * o.numHeads * (o.headDim + 4) * 4;
+  if (!b.scratch || b.scratch.size < need) throw new Error(`decode attention: ${p.splits} key splits need a scratch buffer of ${need} bytes`);
+  return [
+    { kernel: mainKernel(o, p, true, false), buffers: { ...common, scratch: b.scratch }, params, workgroups },
+    decodeCombine(o.headDim, { TH: d.T * o.numHeads, splits: p.splits }, { scratch: b.scratch, out: b.out, lse: b.lse }),
+  ];
+}
