@@ -4,24 +4,23 @@
  *
  *   buffer: | params of dispatch 0 | pad | params of dispatch 1 | pad | ... |      (stride = aligned slot)
  *
- * Buffers come from a pool and go back to it only once the queue reports the submission that read them done, so
- * no pending submission ever sees its parameters overwritten. A decode step awaits its readback, so steady-state
- * decoding keeps reusing the same buffer, which keeps bind groups (which name the buffer) cacheable.
+ * One buffer serves every submission: WebGPU orders `queue.writeBuffer` with submissions on the queue timeline, so
+ * a submission reads the parameters written before it was submitted even when the next step's write follows at
+ * once. Steps can then be queued back to back (greedy decoding queues dozens) while every dispatch keeps the same
+ * bind group, which names the buffer: no bind group is created after the first step of each kind.
  */
 import type { Param } from '../../compiler/wgsl.js';
 
 /** Bytes of a kernel's Params struct as bound (4-byte scalars, rounded up to 16 like packParams). */
 export const paramBytes = (params: readonly Param[]): number => Math.max(16, Math.ceil((params.length * 4) / 16) * 16);
 
-/** Idle buffers kept for reuse; more are destroyed when returned. */
-const KEEP = 4;
 const MIN_BYTES = 64 * 1024;
 
 export class UniformPool {
-  private readonly idle: GPUBuffer[] = [];
-  private bytes = MIN_BYTES;
+  private buf: GPUBuffer | null = null;
+  private bytes = 0;
   private scratch = new ArrayBuffer(MIN_BYTES);
-  /** buffers handed out so far (tests and benchmarks: checks that decode reuses them) */
+  /** buffers created so far (benchmarks: steady-state steps create none) */
   created = 0;
 
   constructor(
@@ -34,37 +33,28 @@ export class UniformPool {
     return Math.ceil(bytes / this.align) * this.align;
   }
 
-  /** A host staging area of at least `bytes` (zeroed where a previous submission left values is not needed). */
+  /** A host staging area of at least `bytes`. */
   stage(bytes: number): ArrayBuffer {
     if (this.scratch.byteLength < bytes) this.scratch = new ArrayBuffer(Math.max(bytes, 2 * this.scratch.byteLength));
     return this.scratch;
   }
 
-  /** A buffer of at least `bytes` that no pending submission reads, holding the first `bytes` of the stage. */
+  /** The params buffer, grown to at least `bytes`, holding the first `bytes` of the stage for the next submission. */
   upload(bytes: number): GPUBuffer {
-    if (bytes > this.bytes) {
-      this.bytes = Math.max(bytes, 2 * this.bytes);
-      for (const b of this.idle.splice(0)) b.destroy();
-    }
-    let buf = this.idle.pop();
-    if (!buf) {
-      buf = this.device.createBuffer({ size: this.bytes, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST, label: 'params' });
+    if (!this.buf || bytes > this.bytes) {
+      const old = this.buf;
+      this.bytes = Math.max(bytes, 2 * this.bytes, MIN_BYTES);
+      this.buf = this.device.createBuffer({ size: this.bytes, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST, label: 'params' });
       this.created++;
+      // submissions already queued still read the old buffer
+      if (old) this.device.queue.onSubmittedWorkDone().then(() => old.destroy(), () => old.destroy());
     }
-    this.device.queue.writeBuffer(buf, 0, this.scratch, 0, Math.ceil(bytes / 4) * 4);
-    return buf;
+    this.device.queue.writeBuffer(this.buf, 0, this.scratch, 0, Math.ceil(bytes / 4) * 4);
+    return this.buf;
   }
 
-  /** Call after submitting the work that reads `buf`: it is reused once that work has finished. */
-  release(buf: GPUBuffer): void {
-    this.device.queue.onSubmittedWorkDone().then(
-      () => {
-        if (buf.size >= this.bytes && this.idle.length < KEEP) this.idle.push(buf);
-        else buf.destroy();
-      },
-      () => buf.destroy(),
-    );
-  }
+  /** Nothing to return: the buffer is shared by all submissions (kept for the runner's record/submit protocol). */
+  release(_buf: GPUBuffer): void {}
 }
 
 /** Writes `values` of `params` at byte `offset` of `dv` (the layout of packParams in compiler/wgsl.ts). */
