@@ -1,7 +1,8 @@
 /**
  * Tensor-core matmul check on the device: the sgmat skeleton (compiler/kernels/mm-sgmat.ts) against a CPU
  * reference on awkward and Llama-sized shapes (every epilogue, norm, bias, column ranges, x row offsets, qkv_rope
- * against its tiled path), then sgmat vs tiled timings of the Llama-3.1-8B projections at T = 1024.
+ * against its tiled path, q8 / q4 weights against their dequantized values), then sgmat vs tiled timings of the
+ * Llama-3.1-8B projections at T = 1024 (f16; gate_up and down also with q8 and q4 weights).
  *
  *   LOCRET_DAWN_FLAGS=enable-dawn-features=allow_unsafe_apis,vulkan_enable_f16_on_nvidia \
  *     node dist/bench/kernel-check.js --out kc.json [--small] [--no-variants]
@@ -15,11 +16,12 @@
  */
 import * as fs from 'node:fs';
 import { matmul, type MatmulDims, type MatmulOpts } from '../compiler/kernels/matmul.js';
-import { fillRandom } from '../compiler/kernels/random.js';
+import { fillBits, fillRandom } from '../compiler/kernels/random.js';
 import { qkvRope, type QkvOpts } from '../compiler/kernels/qkv-rope.js';
 import { createGpuContext } from '../runtime/gpu/device.js';
 import { GpuRunner, type Dispatch } from '../runtime/gpu/runner.js';
 import { f16ToF32, f32ToF16 } from '../runtime/io/dtype.js';
+import { dequantize, quantize, quantizedBytes } from '../runtime/quant.js';
 import { ropeTable } from '../runtime/rope.js';
 import { benchSgmatVariants } from './sgmat-variants.js';
 
@@ -81,15 +83,20 @@ async function check(r: GpuRunner, c: Case, tensorCores: boolean, seed: number) 
   const swiglu = c.o.epilogue === 'swiglu';
   const rows = swiglu ? 2 * N : N;
   const x = rand((xRow0 + T) * K, seed, 2);
-  const wBits = f32ToF16(rand(rows * K, seed + 1, 1 / Math.sqrt(K)));
-  const w = f16ToF32(wBits);
+  const wRaw = rand(rows * K, seed + 1, 1 / Math.sqrt(K));
+  // q8 / q4: quants and scales of one part; the reference multiplies by the dequantized values the kernel sees
+  const wd = c.o.wdtype;
+  const q = wd === 'q8' || wd === 'q4' ? quantize(wRaw, rows, K, wd) : undefined;
+  if (q && c.separateUp) throw new Error('check: separateUp is for f16 weights');
+  const wBits = q ? q.quants : f32ToF16(wRaw);
+  const w = q ? dequantize(q, rows, K, wd as 'q8' | 'q4') : f16ToF32(wBits as Uint16Array);
   const normW = rand(K, seed + 2, 0.5).map((v) => 1 + v);
   const bias = rand(rows, seed + 3, 1);
   const yIn = rand(T * N, seed + 4, 1);
   // separateUp: the up rows live in their own buffer (a split weight), uRow counted from its start
-  const upBits = c.separateUp ? wBits.slice(N * K) : undefined;
+  const upBits = c.separateUp ? (wBits as Uint16Array).slice(N * K) : undefined;
   const bufs = {
-    x: r.upload(x, 'x'), w: r.upload(wBits, 'w'), wu: upBits ? r.upload(upBits, 'wu') : undefined,
+    x: r.upload(x, 'x'), w: r.upload(wBits, 'w'), wu: upBits ? r.upload(upBits, 'wu') : undefined, wScales: q ? r.upload(q.scales, 'w_s') : undefined,
     normW: r.upload(normW, 'normW'), bias: r.upload(bias, 'bias'), y: r.upload(c.o.epilogue === 'residual' ? yIn : new Float32Array(T * N), 'y'),
   };
   const d = matmul({ ...c.o, tensorCores }, c.d, bufs);
@@ -141,8 +148,16 @@ async function checkQkv(r: GpuRunner, T: number, K: number) {
 
 async function timeMatmul(r: GpuRunner, name: string, o: MatmulOpts, T: number, N: number, K: number, tensorCores: boolean) {
   const rows = o.epilogue === 'swiglu' ? 2 * N : N;
-  const b = { x: r.createBuffer(T * K * 4, 'x'), w: r.createBuffer(rows * K * 2, 'w'), normW: r.createBuffer(K * 4, 'normW'), y: r.createBuffer(T * N * 4, 'y') };
-  r.run([fillRandom({ half: false }, { words: T * K, seed: 3, scale: 1 }, { buf: b.x }), fillRandom({ half: true }, { words: (rows * K) / 2, seed: 5, scale: 0.02 }, { buf: b.w }),
+  const quant = o.wdtype === 'q8' || o.wdtype === 'q4' ? quantizedBytes(o.wdtype, rows, K) : undefined;
+  const b = {
+    x: r.createBuffer(T * K * 4, 'x'), w: r.createBuffer(quant ? quant.quants : rows * K * 2, 'w'), wScales: quant ? r.createBuffer(quant.scales, 'w_s') : undefined,
+    normW: r.createBuffer(K * 4, 'normW'), y: r.createBuffer(T * N * 4, 'y'),
+  };
+  // q8 / q4: random quant bits and small f16 scales (the speed does not depend on the values)
+  const fillW = quant
+    ? [fillBits({ words: quant.quants / 4, seed: 5 }, { buf: b.w }), fillRandom({ half: true }, { words: quant.scales / 4, seed: 6, scale: 0.002, offset: 0.003 }, { buf: b.wScales! })]
+    : [fillRandom({ half: true }, { words: (rows * K) / 2, seed: 5, scale: 0.02 }, { buf: b.w })];
+  r.run([fillRandom({ half: false }, { words: T * K, seed: 3, scale: 1 }, { buf: b.x }), ...fillW,
     fillRandom({ half: false }, { words: K, seed: 7, scale: 0.1, offset: 1 }, { buf: b.normW }), fillRandom({ half: false }, { words: T * N, seed: 9, scale: 1 }, { buf: b.y })]);
   const d: Dispatch = matmul({ ...o, tensorCores }, { T, N, K, eps: 1e-5 }, b);
   const reps = 20;
@@ -154,9 +169,9 @@ async function timeMatmul(r: GpuRunner, name: string, o: MatmulOpts, T: number, 
     await r.device.queue.onSubmittedWorkDone();
     return (performance.now() - t0) / reps;
   });
-  for (const x of Object.values(b)) r.destroy(x);
+  for (const x of Object.values(b)) if (x) r.destroy(x);
   const tflops = (2 * T * rows * K) / (ms / 1000) / 1e12;
-  return { name, path: tensorCores ? 'sgmat' : 'tiled', kernel: d.kernel.name, T, N: rows, K, ms, tflops };
+  return { name, wdtype: o.wdtype, path: tensorCores ? 'sgmat' : 'tiled', kernel: d.kernel.name, T, N: rows, K, ms, tflops };
 }
 
 async function main() {
@@ -172,7 +187,7 @@ async function main() {
   console.log(`device: ${gpu.adapterName}; f16 ${gpu.f16}; subgroups ${gpu.subgroups}; subgroup-matrix ${gpu.subgroupMatrix}; subgroup sizes ${info?.subgroupMinSize}..${info?.subgroupMaxSize}`);
   console.log(`subgroup-matrix configs: ${JSON.stringify(configs)}; workgroup storage ${gpu.limits.maxComputeWorkgroupStorageSize}`);
   console.log(sg ? 'sgmat path: available' : 'sgmat path: UNAVAILABLE on this device (checking and timing the tiled path only)');
-  const mm = (epilogue: MatmulOpts['epilogue'], norm: boolean, bias: boolean): MatmulOpts => ({ wdtype: 'f16', epilogue, norm, bias });
+  const mm = (epilogue: MatmulOpts['epilogue'], norm: boolean, bias: boolean, wdtype: MatmulOpts['wdtype'] = 'f16'): MatmulOpts => ({ wdtype, epilogue, norm, bias });
   const cases: Case[] = [
     { name: 'store T=9 N=64 K=16', o: mm('store', false, false), d: { T: 9, N: 64, K: 16 } },
     { name: 'store +norm +bias T=100 N=100 K=48 xRow0=2', o: mm('store', true, true), d: { T: 100, N: 100, K: 48, xRow0: 2, eps: 1e-5 } },
@@ -181,11 +196,17 @@ async function main() {
     { name: 'store +bias cols 1000+2000 of 4096, T=100 K=64', o: mm('store', false, true), d: { T: 100, N: small ? 300 : 4096, K: 64, col0: small ? 100 : 1000, cols: small ? 150 : 2000 } },
     { name: 'swiglu cols 36+64 of 100, up rows in their own buffer, T=9 K=16', o: mm('swiglu', true, false), d: { T: 9, N: 100, K: 16, col0: 36, cols: 64, wRow: 36, uRow: 36, eps: 1e-5 }, separateUp: true },
     { name: 'residual T=100 N=4096 K=4096', o: mm('residual', false, false), d: { T: 100, N: small ? 256 : 4096, K: small ? 256 : 4096 } },
+    // q8 / q4 weights dequantized while staging (K % 32 == 0); the swiglu ones read wu_s as well
+    { name: 'q8 swiglu +norm +bias T=100 N=100 K=64', o: mm('swiglu', true, true, 'q8'), d: { T: 100, N: 100, K: 64, eps: 1e-5 } },
+    { name: 'q4 store +norm +bias T=100 N=100 K=96 xRow0=2', o: mm('store', true, true, 'q4'), d: { T: 100, N: 100, K: 96, xRow0: 2, eps: 1e-5 } },
+    { name: 'q4 swiglu +norm T=100 N=100 K=64', o: mm('swiglu', true, false, 'q4'), d: { T: 100, N: 100, K: 64, eps: 1e-5 } },
   ];
   if (!small) cases.push(
     { name: 'qkv-shaped store +norm T=1024 N=6144 K=4096', o: mm('store', true, false), d: { T: 1024, N: 6144, K: 4096, eps: 1e-5 } },
     { name: 'gate_up swiglu +norm T=1024 N=14336 (28672 rows) K=4096', o: mm('swiglu', true, false), d: { T: 1024, N: 14336, K: 4096, eps: 1e-5 } },
     { name: 'down residual T=1024 N=4096 K=14336', o: mm('residual', false, false), d: { T: 1024, N: 4096, K: 14336 } },
+    { name: 'q8 gate_up swiglu +norm T=1024 N=14336 (28672 rows) K=4096', o: mm('swiglu', true, false, 'q8'), d: { T: 1024, N: 14336, K: 4096, eps: 1e-5 } },
+    { name: 'q4 down residual T=1024 N=4096 K=14336', o: mm('residual', false, false, 'q4'), d: { T: 1024, N: 4096, K: 14336 } },
   );
   const paths = sg ? [true] : [false];
   const checks: Record<string, unknown>[] = [];
@@ -207,9 +228,11 @@ async function main() {
   if (sg) await record('qkv_rope sgmat vs tiled T=100 K=4096 (32/8 heads of 128)', () => checkQkv(r, 100, 4096));
   const T = small ? 128 : 1024;
   const shapes: [string, MatmulOpts, number, number][] = small
-    ? [['qkv', mm('store', true, false), 384, 256], ['down', mm('residual', false, false), 256, 512]]
+    ? [['qkv', mm('store', true, false), 384, 256], ['down', mm('residual', false, false), 256, 512], ['q8 gate_up', mm('swiglu', true, false, 'q8'), 256, 256], ['q4 down', mm('residual', false, false, 'q4'), 256, 512]]
     : [['qkv 6144x4096', mm('store', true, false), 6144, 4096], ['o 4096x4096', mm('residual', false, false), 4096, 4096],
-      ['gate_up 28672x4096', mm('swiglu', true, false), 14336, 4096], ['down 4096x14336', mm('residual', false, false), 4096, 14336]];
+      ['gate_up 28672x4096', mm('swiglu', true, false), 14336, 4096], ['down 4096x14336', mm('residual', false, false), 4096, 14336],
+      ...(['q8', 'q4'] as const).flatMap((q): [string, MatmulOpts, number, number][] =>
+        [[`${q} gate_up 28672x4096`, mm('swiglu', true, false, q), 14336, 4096], [`${q} down 4096x14336`, mm('residual', false, false, q), 4096, 14336]])];
   const timings: Record<string, unknown>[] = [];
   for (const [name, o, N, K] of shapes) {
     for (const tc of sg ? [false, true] : [false]) {

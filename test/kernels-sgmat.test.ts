@@ -3,7 +3,7 @@
  * WGSL is checked structurally for several variants and the device is shown to reject the extension; (2) the
  * kernels run with their matrix operations emulated in plain WGSL (./sgmat-emulate.ts; LOCRET_SGMAT_EMULATE=1, slow)
  * against the CPU reference on partial tiles in both directions, a partial last K slab, every epilogue, norm, bias,
- * column ranges and x row offsets; (3) path selection falls back to the existing skeletons where the tensor-core one cannot run.
+ * column ranges, x row offsets and q8 / q4 weights (dequantized while staging; the reference takes `dequantize()`d ones); (3) path selection falls back to the existing skeletons where the tensor-core one cannot run.
  */
 import { beforeAll, describe, expect, it } from 'vitest';
 import { matmul, type MatmulDims, type MatmulOpts } from '../compiler/kernels/matmul.js';
@@ -12,13 +12,14 @@ import { qkvRope, type QkvOpts } from '../compiler/kernels/qkv-rope.js';
 import type { Dispatch, GpuRunner } from '../runtime/gpu/runner.js';
 import { ropeTable } from '../runtime/rope.js';
 import { expectClose, gpuRunner, rand, weightsFor } from './gpu-harness.js';
+import { destroyParts, quantWeights, uploadQuantParts } from './quant-harness.js';
 import { matmulRef } from './ref/gpu-ops.js';
 import { emulateSubgroupMatrix } from './sgmat-emulate.js';
 
 const TC = { tensorCores: true } as const;
 const mmOpts = (epilogue: MatmulOpts['epilogue'], norm: boolean, bias: boolean): MatmulOpts => ({ wdtype: 'f16', norm, bias, epilogue, ...TC });
 /** the kernel a matmul would dispatch (placeholder buffers: code generation never looks at them) */
-const specOf = (o: MatmulOpts, d: MatmulDims) => matmul(o, d, { x: {}, w: {}, y: {}, normW: {}, bias: {} } as never).kernel;
+const specOf = (o: MatmulOpts, d: MatmulDims) => matmul(o, d, { x: {}, w: {}, wScales: {}, y: {}, normW: {}, bias: {} } as never).kernel;
 
 function workgroupBytes(code: string): number {
   let n = 0;
@@ -73,6 +74,26 @@ describe('sgmat WGSL structure', () => {
     expect((k.code.match(/\{/g) ?? []).length).toBe((k.code.match(/\}/g) ?? []).length);
   });
 
+  // q8 / q4: the same skeleton with the dequantizing loaders feeding the weight slabs; the dtype keys the kernel
+  it.each(['q8', 'q4'] as const)('%s weights', (wdtype) => {
+    for (const o of [{ ...mmOpts('store', true, false), wdtype }, { ...mmOpts('swiglu', true, false), wdtype }]) {
+      const k = specOf(o, { T: 1024, N: 4096, K: 4096 });
+      expect(k.name).toContain('path-sgmat');
+      expect(k.name).toContain(`wdtype-${wdtype}`);
+      expect(k.name).not.toBe(specOf(mmOpts(o.epilogue, true, false), { T: 1024, N: 4096, K: 4096 }).name);
+      const names = k.bindings.map((b) => b.name);
+      expect(names).toEqual(expect.arrayContaining(o.epilogue === 'swiglu' ? ['w', 'w_s', 'wu', 'wu_s'] : ['w', 'w_s']));
+      expect(k.code).toMatch(/wq0 = select\(vec4<f16>\(\), vec4<f16>\(w_ld\(/);
+      expect(workgroupBytes(k.code)).toBeLessThanOrEqual(SGMAT_WG_BYTES);
+    }
+    for (const [name, v] of Object.entries(SGMAT_VARIANTS as Record<string, SgmatVariant>)) {
+      const k = specOf({ ...mmOpts(v.streams === 2 ? 'swiglu' : 'store', true, true), wdtype, sgmatVariant: name }, { T: 300, N: 1000, K: 4096 });
+      expect(k.name).toContain(`sgv-${name}`);
+      expect(k.code.match(/_ld\(/g)?.length).toBeGreaterThan(0);
+      expect((k.code.match(/\{/g) ?? []).length).toBe((k.code.match(/\}/g) ?? []).length);
+    }
+  });
+
   it('falls back where the tensor-core skeleton cannot run', () => {
     expect(specOf(mmOpts('store', false, false), { T: 100, N: 64, K: 40 }).name).toContain('path-tiled'); // K % 16
     expect(specOf({ ...mmOpts('store', false, false), wdtype: 'f32' }, { T: 100, N: 64, K: 64 }).name).toContain('path-tiled');
@@ -112,13 +133,18 @@ describe('sgmat numerics (subgroup matrices emulated)', () => {
     const cols = d.cols ?? N - col0;
     const rows = o.epilogue === 'swiglu' ? 2 * N : N;
     const x = rand((xRow0 + T) * K, seed, 2);
-    const w = weightsFor('f16', rand(rows * K, seed + 1, 0.5));
+    const raw = rand(rows * K, seed + 1, 0.5);
+    // q8 / q4: one part with its scales; the reference multiplies by exactly the values the kernel dequantizes
+    const qw = o.wdtype === 'q8' || o.wdtype === 'q4' ? quantWeights(o.wdtype, raw, rows, K) : undefined;
+    const parts = qw ? uploadQuantParts(r, o.wdtype as 'q8' | 'q4', qw.q, rows, K) : undefined;
+    const w = qw ? { gpu: undefined, ref: qw.ref } : weightsFor('f16', raw);
     const normW = rand(K, seed + 2, 0.5).map((v) => 1 + v);
     const bias = rand(rows, seed + 3);
     const yIn = rand(T * N, seed + 4);
     const bufs = {
       x: r.upload(x, 'x'),
-      w: r.upload(w.gpu, 'w'),
+      w: parts ? parts[0]!.buf : r.upload(w.gpu!, 'w'),
+      wScales: parts?.[0]!.scales,
       normW: o.norm ? r.upload(normW, 'normW') : undefined,
       bias: o.bias ? r.upload(bias, 'bias') : undefined,
       y: r.upload(o.epilogue === 'residual' ? yIn : new Float32Array(T * N).fill(NaN), 'y'),
@@ -127,11 +153,13 @@ describe('sgmat numerics (subgroup matrices emulated)', () => {
     expect(disp.kernel.name).toContain('path-sgmat');
     r.run([emulated(disp)]);
     const got = await r.readF32(bufs.y, T * N);
-    for (const b of Object.values(bufs)) if (b) r.destroy(b);
+    for (const [k, b] of Object.entries(bufs)) if (b && k !== 'w' && k !== 'wScales') r.destroy(b);
+    if (parts) destroyParts(r, parts);
+    else r.destroy(bufs.w);
     const want = matmulRef(o as Parameters<typeof matmulRef>[0], { T, N, K, eps: 1e-5, xRow0 }, x, w.ref, normW, bias, yIn);
     const pick = (a: Float32Array) => Float32Array.from({ length: T * cols }, (_, i) => a[Math.floor(i / cols) * N + col0 + (i % cols)]!);
     // x · normW is rounded to f16 for the tensor cores: 1e-2 of the largest output
-    expectClose(pick(got), pick(want), 1e-2, `${o.epilogue}${o.norm ? ' +norm' : ''}${o.bias ? ' +bias' : ''} T=${T} N=${N} K=${K} cols ${col0}+${cols} xRow0=${xRow0}`);
+    expectClose(pick(got), pick(want), 1e-2, `${o.wdtype} ${o.epilogue}${o.norm ? ' +norm' : ''}${o.bias ? ' +bias' : ''} T=${T} N=${N} K=${K} cols ${col0}+${cols} xRow0=${xRow0}`);
   }
 
   more('store: partial tiles both ways, partial last K slab, x row offset', () => check(mmOpts('store', false, false), { T: 150, N: 200, K: 48, xRow0: 3 }, 1));
@@ -148,6 +176,13 @@ describe('sgmat numerics (subgroup matrices emulated)', () => {
   more('sw128n64lp swiglu +norm +bias', () => check(V('swiglu', true, true, 'sw128n64lp'), { T: 140, N: 70, K: 48 }, 9));
   more('sw128n64s16l swiglu column range', () => check(V('swiglu', true, false, 'sw128n64s16l'), { T: 20, N: 96, K: 32, col0: 16, cols: 64, wRow: 16, uRow: 96 + 16 }, 10));
   it('sw64n64l swiglu +norm', () => check(V('swiglu', true, false, 'sw64n64l'), { T: 70, N: 70, K: 48 }, 11));
+
+  // q8 / q4 weights (K % 32 == 0): the q4 one always runs (m128n128, partial tiles both ways); q8 on the swiglu
+  // variant covers the up stream's own quants and scales (wu, wu_s)
+  const Q = (wdtype: 'q8' | 'q4', epilogue: MatmulOpts['epilogue'], norm: boolean, bias: boolean): MatmulOpts => ({ ...mmOpts(epilogue, norm, bias), wdtype });
+  it('q4 store +norm', () => check(Q('q4', 'store', true, false), { T: 40, N: 70, K: 64 }, 15));
+  more('q8 swiglu +norm +bias', () => check(Q('q8', 'swiglu', true, true), { T: 40, N: 70, K: 64 }, 16));
+  more('q8 residual, column range, x row offset', () => check(Q('q8', 'residual', false, false), { T: 20, N: 96, K: 96, col0: 16, cols: 64, xRow0: 2 }, 17));
 
   more('qkv_rope on the sgmat path matches the tiled path', async () => {
     const o: QkvOpts = { wdtype: 'f16', bias: true, cacheDtype: 'f32', numHeads: 4, numKvHeads: 2, headDim: 16, rotaryDim: 8, writePre: true };

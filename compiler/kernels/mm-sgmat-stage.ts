@@ -3,7 +3,8 @@
  * named register (no dynamically indexed private arrays, which drivers may place in local memory):
  *
  *   fetch   global → registers: A_PER vec4<f32> of x, B_PER vec4<f16> of weight rows per stream, masked to zero
- *           past T, NC and K
+ *           past T, NC and K; q8 / q4 weights are dequantized on the way (`w_ld`, 4 elements and their group's
+ *           scale per load), so the registers, the slabs and the products are the same for every weight dtype
  *   stage   registers → workgroup memory as f16 (x · normW; Σx² of the f32 x accumulated on the way)
  *
  * Two x layouts (the variant's `lean`):
@@ -28,6 +29,8 @@ export interface StageShape {
   readonly streams: 1 | 2;
   readonly norm: boolean;
   readonly lean: boolean;
+  /** weights read through the dequantizing loaders `w_ld` / `wu_ld` (q8 / q4) instead of as native vec4<f16> */
+  readonly quant: boolean;
 }
 
 const R = (n: number) => Array.from({ length: n }, (_, i) => i);
@@ -44,6 +47,9 @@ export function stagePlan(s: StageShape) {
     s.lean ? { m: `(lid / ${TPR}u)`, kc: `(lid % ${TPR}u + ${TPR * i}u)` } : { m: `((lid + ${i * s.WG}u) / UPR)`, kc: `((lid + ${i * s.WG}u) % UPR)` };
   const wAt = (i: number) => ({ n: `((lid + ${i * s.WG}u) / UPR)`, kc: `((lid + ${i * s.WG}u) % UPR)` });
   const S = s.streams;
+  // vec4 `i` of a weight binding as f16: a dequantized q8 / q4 value is at most its group's largest |weight| (an
+  // f16 scale times the quant that maps to it, runtime/quant.ts), so f16 holds it
+  const wv = (name: 'w' | 'wu', i: string) => (s.quant ? `vec4<f16>(${name}_ld(${i}))` : `${name}[${i}]`);
 
   /** declarations before the K loop: fetch registers, Σx² partials, (spread) weight-row starts */
   const decls = wgsl`${R(A_PER).map((i) => `  var xr${i} = vec4<f32>(); // x load ${i} of the slab in flight`)}
@@ -66,7 +72,7 @@ ${R(B_PER).map((i) => {
     const rowW = s.lean ? `wrow(${c}) * KU` : `wr${i}`;
     const rowU = s.lean ? `urow(${c}) * KU` : `ur${i}`;
     return `  { let n = ${n}; let k = ${k0} + ${kc}; let ok = n0 + n < params.NC && k < KU; let kk = min(k, KU - 1u);
-    wq${i} = select(vec4<f16>(), w[${rowW} + kk], ok);${S === 2 ? `\n    uq${i} = select(vec4<f16>(), wu[${rowU} + kk], ok);` : ''} }`;
+    wq${i} = select(vec4<f16>(), ${wv('w', `${rowW} + kk`)}, ok);${S === 2 ? `\n    uq${i} = select(vec4<f16>(), ${wv('wu', `${rowU} + kk`)}, ok);` : ''} }`;
   })}`;
 
   /** registers → xs / ws for the slab starting at vec4 `k0` */

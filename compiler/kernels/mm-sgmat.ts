@@ -10,7 +10,7 @@
  *      BM   ┌─────────┬─────────┐        subgroup (sm, sn) owns tokens sm·FM·16 ..  and columns sn·FN·16 ..
  *    tokens │ sg 0    │ sg 1    │        K loop: 32-deep slabs staged in workgroup memory as f16
  *      │    ├─────────┼─────────┤          xs (BM, 32)  x · normW, token-major         → left operands
- *      ▼    │ sg 2    │ sg 3    │          ws (BN, 32)  weight rows (native f16)       → right operands (column-major)
+ *      ▼    │ sg 2    │ sg 3    │          ws (BN, 32)  weight rows as f16             → right operands (column-major)
  *           │   …     │   …     │        epilogue: one 16-token fragment row at a time is stored (f32) to `os`,
  *           └─────────┴─────────┘        then every thread runs the family's `epi` on pairs read from there
  *
@@ -18,10 +18,14 @@
  * variant (SGMAT_VARIANTS below); SGMAT_PICK chooses one per matmul kind and bench/kernel-check.ts times them all.
  * The staging code itself is generated in mm-sgmat-stage.ts.
  *
+ * Weights are f16 (read natively) or q8 / q4 (mm-common.ts `WeightDtype`: dequantized to f16 while staging,
+ * through the same `w_ld` loaders as the tiled skeleton), so the slabs and the tensor-core part do not depend on
+ * the weight dtype.
+ *
  * Tokens ≥ T and columns ≥ NC are zero in staging (and never reach `epi`), so any T and N work; K must be a
- * multiple of 16 (a partial last slab is zero-padded to 32). The rmsnorm prologue accumulates Σx² in f32 from the
- * f32 x while staging it and scales by rinv in the epilogue, exactly like the tiled skeleton; x · normW is rounded
- * to f16 for the tensor cores (|x · normW| must stay below 65504).
+ * multiple of 16 (a partial last slab is zero-padded to 32), of 32 for q8 / q4. The rmsnorm prologue accumulates
+ * Σx² in f32 from the f32 x while staging it and scales by rinv in the epilogue, exactly like the tiled skeleton;
+ * x · normW is rounded to f16 for the tensor cores (|x · normW| must stay below 65504).
  *
  * WGSL notes (Dawn's extension): `subgroup_matrix_left<T, K, M>` is M rows × K columns, `_right<T, N, K>` is
  * K rows × N columns, `_result<T, N, M>` is M rows × N columns; `subgroupMatrixLoad<Type>(&arr, offset, col_major,
@@ -31,7 +35,7 @@
  */
 import { ro, wgsl, type Binding, type KernelSource } from '../wgsl.js';
 import type { Workgroups } from '../../runtime/gpu/runner.js';
-import { builtins, f32Loader, MAX_WG_PER_DIM, type WeightDtype } from './mm-common.js';
+import { builtins, f32Loader, isQuantized, MAX_WG_PER_DIM, QGROUP, weightLoader, type WeightDtype } from './mm-common.js';
 import { coreParams, type CoreFamily, type CoreOpts } from './mm-core.js';
 import { stagePlan } from './mm-sgmat-stage.js';
 
@@ -120,10 +124,12 @@ export function sgmatVariant(name: string, streams: 1 | 2): SgmatVariant {
 
 /**
  * Whether the tensor-core skeleton can run this matmul: prefill-sized T (decode, T ≤ 8, stays on the gemv path),
- * native f16 weights, K a multiple of the fragment depth. The device must also have it (GpuContext.tensorCores).
+ * native f16 or q8 / q4 weights (staged as f16 either way), K a multiple of the fragment depth (quantized weights:
+ * of the group size, which their loaders need anyway). The device must also have it (GpuContext.tensorCores).
  */
 export function sgmatUsable(wdtype: WeightDtype, T: number, K: number): boolean {
-  return wdtype === 'f16' && T > 8 && K % FR === 0;
+  const quant = isQuantized(wdtype);
+  return (wdtype === 'f16' || quant) && T > 8 && K % (quant ? QGROUP : FR) === 0;
 }
 
 export function sgmatGrid(NC: number, T: number, s: SgmatVariant): Workgroups {
@@ -133,14 +139,25 @@ export function sgmatGrid(NC: number, T: number, s: SgmatVariant): Workgroups {
   return [x, y];
 }
 
-/** The core's bindings for native f16 weights (the only dtype this skeleton reads), in coreBindings' order. */
+/**
+ * The core's bindings in coreBindings' order: native f16 weights are read as vec4<f16> straight into the slabs;
+ * q8 / q4 through the dequantizing loaders (quants `w`, scales `w_s`; `wu`, `wu_s` for the up stream).
+ */
 function bindingsOf(o: CoreOpts, f: CoreFamily): { bindings: Binding[]; fns: string } {
-  const bindings: Binding[] = [
-    ro('x', 'array<vec4<f32>>'), // (xRow0 + T, K) f32 activations; rows xRow0.. are read
-    ro('w', 'array<vec4<f16>>'), // weight rows, f16: see wShape below
-  ];
-  const fns = [`// w: ${f.wShape}, f16`];
-  if (o.streams === 2) bindings.push(ro('wu', 'array<vec4<f16>>')); // up rows (may be the same buffer as w)
+  const bindings: Binding[] = [ro('x', 'array<vec4<f32>>')]; // (xRow0 + T, K) f32 activations; rows xRow0.. are read
+  const fns: string[] = [];
+  if (isQuantized(o.wdtype)) {
+    const streams: [string, string][] = [['w', f.wShape], ['wu', 'up rows (may be the same buffer as w)']];
+    for (const [name, shape] of streams.slice(0, o.streams)) {
+      const l = weightLoader(name, o.wdtype, 4, shape);
+      bindings.push(...l.bindings);
+      fns.push(l.fn);
+    }
+  } else {
+    bindings.push(ro('w', 'array<vec4<f16>>')); // weight rows, f16: see wShape below
+    fns.push(`// w: ${f.wShape}, f16`);
+    if (o.streams === 2) bindings.push(ro('wu', 'array<vec4<f16>>')); // up rows (may be the same buffer as w)
+  }
   if (o.norm) {
     const n = f32Loader('normW', 4, '(K) rmsnorm weight');
     bindings.push(n.binding);
@@ -158,7 +175,7 @@ function bindingsOf(o: CoreOpts, f: CoreFamily): { bindings: Binding[]; fns: str
 }
 
 export function sgmatSource(o: CoreOpts, f: CoreFamily, variant: string): KernelSource {
-  if (o.wdtype !== 'f16' || o.U !== 4) throw new Error(`sgmat matmul reads native f16 weights with K % 16 == 0 (got ${o.wdtype}, U=${o.U})`);
+  if ((o.wdtype !== 'f16' && !isQuantized(o.wdtype)) || o.U !== 4) throw new Error(`sgmat matmul reads f16, q8 or q4 weights with K % 16 == 0 (got ${o.wdtype}, U=${o.U})`);
   const { bindings, fns } = bindingsOf(o, f);
   const S = o.streams;
   const V = sgmatVariant(variant, S);
@@ -171,7 +188,7 @@ export function sgmatSource(o: CoreOpts, f: CoreFamily, variant: string): Kernel
   const OS = S * FR * BN; // f32 result staging: one fragment row of the tile per stream
   if (!Number.isInteger(FM) || !Number.isInteger(FN) || FM < 1 || FN < 1)
     throw new Error(`sgmat shape ${BM}×${BN} does not split over ${SGM}×${SGN} subgroups`);
-  const st = stagePlan({ BM, BN, WG, UPR, XS, streams: S, norm: o.norm, lean: V.lean });
+  const st = stagePlan({ BM, BN, WG, UPR, XS, streams: S, norm: o.norm, lean: V.lean, quant: isQuantized(o.wdtype) });
   if (o.norm && st.scratchNeeded > OS) throw new Error('sgmat: Σx² partials do not fit the result staging');
   const bytes = 2 * BM * XS + 2 * S * BN * XS + 4 * OS + (o.norm ? 4 * BM : 0);
   if (bytes > SGMAT_WG_BYTES) throw new Error(`sgmat: ${bytes} bytes of workgroup memory exceed ${SGMAT_WG_BYTES}`);
