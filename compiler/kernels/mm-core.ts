@@ -63,6 +63,20 @@ export const coreParams: readonly Param[] = [
 
 export const GEMV_MAX_T = 8;
 
+/** The f32 bias binding (indexed by brow) and `bias2(c, s)`, the biases of columns c, c + 1 of stream s; shared by every skeleton. */
+export function biasParts(f: CoreFamily): { binding: Binding; fns: string[] } {
+  return {
+    binding: ro('bias', 'array<f32>'),
+    fns: [
+      ...(f.brow ? [] : ['fn brow(c: u32, s: u32) -> u32 { return s * params.NC + wrow(c); }']),
+      `fn bias2(c: u32, s: u32) -> vec2<f32> {
+  let c1 = min(c + 1u, params.NC - 1u);
+  return vec2<f32>(bias[brow(c, s)], select(0.0, bias[brow(c1, s)], c + 1u < params.NC));
+}`,
+    ],
+  };
+}
+
 function coreBindings(o: CoreOpts, f: CoreFamily): { bindings: Binding[]; fns: string } {
   const x = f32Loader('x', o.U, '(xRow0 + T, K) activations; rows xRow0.. are read');
   const w = weightLoader('w', o.wdtype, o.U, f.wShape);
@@ -79,12 +93,9 @@ function coreBindings(o: CoreOpts, f: CoreFamily): { bindings: Binding[]; fns: s
     fns.push(n.fn);
   }
   if (o.bias) {
-    bindings.push(ro('bias', 'array<f32>')); // f32, indexed by brow
-    if (!f.brow) fns.push('fn brow(c: u32, s: u32) -> u32 { return s * params.NC + wrow(c); }');
-    fns.push(`fn bias2(c: u32, s: u32) -> vec2<f32> {
-  let c1 = min(c + 1u, params.NC - 1u);
-  return vec2<f32>(bias[brow(c, s)], select(0.0, bias[brow(c1, s)], c + 1u < params.NC));
-}`);
+    const b = biasParts(f);
+    bindings.push(b.binding);
+    fns.push(...b.fns);
   }
   return { bindings: [...bindings, ...f.bindings], fns: fns.join('\n') };
 }

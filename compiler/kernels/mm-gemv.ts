@@ -21,7 +21,7 @@
 import { ro, wgsl, type Binding, type KernelSource } from '../wgsl.js';
 import type { Workgroups } from '../../runtime/gpu/runner.js';
 import { builtins, foldGrid, isQuantized, linearWg, QGROUP, type WeightDtype } from './mm-common.js';
-import { coreParams, GEMV_MAX_T, type CoreFamily } from './mm-core.js';
+import { biasParts, coreParams, GEMV_MAX_T, type CoreFamily } from './mm-core.js';
 import { chunkElems, chunkLayout, type ChunkLayout } from './mm-gemv-chunks.js';
 
 export interface GemvOpts {
@@ -89,12 +89,9 @@ function gemvBindings(o: GemvOpts, L: ChunkLayout, f: CoreFamily): { bindings: B
   if (o.streams === 2) weight('wu'); // up rows (may be the same buffer as w)
   if (o.norm) bindings.push(ro('normW', xType)); // (K) f32 rmsnorm weight
   if (o.bias) {
-    bindings.push(ro('bias', 'array<f32>')); // f32, indexed by brow
-    if (!f.brow) fns.push('fn brow(c: u32, s: u32) -> u32 { return s * params.NC + wrow(c); }');
-    fns.push(`fn bias2(c: u32, s: u32) -> vec2<f32> {
-  let c1 = min(c + 1u, params.NC - 1u);
-  return vec2<f32>(bias[brow(c, s)], select(0.0, bias[brow(c1, s)], c + 1u < params.NC));
-}`);
+    const b = biasParts(f);
+    bindings.push(b.binding);
+    fns.push(...b.fns);
   }
   return { bindings: [...bindings, ...f.bindings], fns };
 }

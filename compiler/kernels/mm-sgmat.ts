@@ -36,7 +36,7 @@
 import { ro, wgsl, type Binding, type KernelSource } from '../wgsl.js';
 import type { Workgroups } from '../../runtime/gpu/runner.js';
 import { builtins, f32Loader, isQuantized, MAX_WG_PER_DIM, QGROUP, weightLoader, type WeightDtype } from './mm-common.js';
-import { coreParams, type CoreFamily, type CoreOpts } from './mm-core.js';
+import { biasParts, coreParams, type CoreFamily, type CoreOpts } from './mm-core.js';
 import { stagePlan } from './mm-sgmat-stage.js';
 
 /** fragment edge: the f16×f16→f32 16×16×16 configuration */
@@ -164,12 +164,9 @@ function bindingsOf(o: CoreOpts, f: CoreFamily): { bindings: Binding[]; fns: str
     fns.push(n.fn);
   }
   if (o.bias) {
-    bindings.push(ro('bias', 'array<f32>')); // f32, indexed by brow
-    if (!f.brow) fns.push('fn brow(c: u32, s: u32) -> u32 { return s * params.NC + wrow(c); }');
-    fns.push(`fn bias2(c: u32, s: u32) -> vec2<f32> {
-  let c1 = min(c + 1u, params.NC - 1u);
-  return vec2<f32>(bias[brow(c, s)], select(0.0, bias[brow(c1, s)], c + 1u < params.NC));
-}`);
+    const b = biasParts(f);
+    bindings.push(b.binding);
+    fns.push(...b.fns);
   }
   return { bindings: [...bindings, ...f.bindings], fns: fns.join('\n') };
 }
