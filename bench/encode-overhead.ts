@@ -87,16 +87,13 @@ async function main(): Promise<void> {
   const ds = s.stepProbe(1, true);
   console.log(`${gpu.adapterName}: decode step of ${c.numLayers} layers = ${ds.length} dispatches, ${steps} steps each`);
   const created = r.uniformBuffersCreated;
-  await time('runner (pooled uniforms, cached)', r, ds, (d) => r.run(d));
+  await time('runner (shared params buffer, cached bind groups)', r, ds, (d) => r.run(d));
   console.log(`  uniform buffers created during those steps: ${r.uniformBuffersCreated - created}`);
   await time('  of which record + finish only', r, ds, (d) => {
     const enc = r.device.createCommandEncoder();
-    const ub = r.record(enc, d);
+    r.record(enc, d);
     const cb = enc.finish();
-    lastCb = () => {
-      r.device.queue.submit([cb]);
-      r.submitted(ub);
-    };
+    lastCb = () => r.device.queue.submit([cb]);
   }, () => lastCb());
   await time('per-dispatch uniforms (previous)', r, ds, (d) => legacyRun(r, d));
   s.release();

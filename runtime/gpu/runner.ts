@@ -8,7 +8,7 @@
  */
 import type { KernelSpec } from '../../compiler/wgsl.js';
 import type { GpuContext } from './device.js';
-import { packInto, paramBytes, UniformPool } from './uniforms.js';
+import { packInto, paramBytes, ParamsBuffer } from './uniforms.js';
 
 export type Workgroups = readonly [number, number?, number?];
 
@@ -35,7 +35,7 @@ export class GpuRunner {
   private readonly bindGroups = new Map<string, GPUBindGroup>();
   private readonly bufIds = new WeakMap<GPUBuffer, number>();
   private nextBufId = 1;
-  private readonly uniforms: UniformPool;
+  private readonly uniforms: ParamsBuffer;
   private live = 0;
   private peak = 0;
   private readonly sizes = new WeakMap<GPUBuffer, number>();
@@ -43,7 +43,7 @@ export class GpuRunner {
   dispatchCount = 0;
 
   constructor(readonly gpu: GpuContext) {
-    this.uniforms = new UniformPool(gpu.device, Math.max(16, gpu.limits.minUniformBufferOffsetAlignment));
+    this.uniforms = new ParamsBuffer(gpu.device, Math.max(16, gpu.limits.minUniformBufferOffsetAlignment));
   }
 
   /** uniform buffers created so far (benchmarks: steady-state steps should create none) */
@@ -160,11 +160,8 @@ export class GpuRunner {
     return bg;
   }
 
-  /**
-   * Records dispatches into one compute pass of `enc`. Returns the uniform buffer holding their parameters (null
-   * when none has any): pass it to `submitted` right after submitting `enc`.
-   */
-  record(enc: GPUCommandEncoder, dispatches: readonly Dispatch[]): GPUBuffer | null {
+  /** Records dispatches into one compute pass of `enc`; their parameters go to the shared params buffer. */
+  record(enc: GPUCommandEncoder, dispatches: readonly Dispatch[]): void {
     const compiled = dispatches.map((d) => this.compiled(d.kernel));
     const offsets: number[] = [];
     let bytes = 0;
@@ -191,12 +188,6 @@ export class GpuRunner {
       this.dispatchCount++;
     });
     pass.end();
-    return ub;
-  }
-
-  /** After submitting an encoder filled by `record`: its uniform buffer returns to the pool once the work is done. */
-  submitted(ub: GPUBuffer | null): void {
-    if (ub) this.uniforms.release(ub);
   }
 
   /**
@@ -212,9 +203,8 @@ export class GpuRunner {
   /** One submission for a list of dispatches. */
   run(dispatches: readonly Dispatch[]): void {
     const enc = this.device.createCommandEncoder();
-    const ub = this.record(enc, dispatches);
+    this.record(enc, dispatches);
     this.device.queue.submit([enc.finish()]);
-    this.submitted(ub);
   }
 
   async read(buf: GPUBuffer, bytes: number, offset = 0): Promise<ArrayBuffer> {

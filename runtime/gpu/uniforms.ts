@@ -16,7 +16,7 @@ export const paramBytes = (params: readonly Param[]): number => Math.max(16, Mat
 
 const MIN_BYTES = 64 * 1024;
 
-export class UniformPool {
+export class ParamsBuffer {
   private buf: GPUBuffer | null = null;
   private bytes = 0;
   private scratch = new ArrayBuffer(MIN_BYTES);
@@ -52,9 +52,6 @@ export class UniformPool {
     this.device.queue.writeBuffer(this.buf, 0, this.scratch, 0, Math.ceil(bytes / 4) * 4);
     return this.buf;
   }
-
-  /** Nothing to return: the buffer is shared by all submissions (kept for the runner's record/submit protocol). */
-  release(_buf: GPUBuffer): void {}
 }
 
 /** Writes `values` of `params` at byte `offset` of `dv` (the layout of packParams in compiler/wgsl.ts). */
