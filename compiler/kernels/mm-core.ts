@@ -77,7 +77,8 @@ export function biasParts(f: CoreFamily): { binding: Binding; fns: string[] } {
   };
 }
 
-function coreBindings(o: CoreOpts, f: CoreFamily): { bindings: Binding[]; fns: string } {
+/** Bindings and loader functions of every prefill skeleton: x, w (+ w_s), wu (+ wu_s), normW, bias, then the family's. */
+export function coreBindings(o: CoreOpts, f: CoreFamily): { bindings: Binding[]; fns: string } {
   const x = f32Loader('x', o.U, '(xRow0 + T, K) activations; rows xRow0.. are read');
   const w = weightLoader('w', o.wdtype, o.U, f.wShape);
   const bindings: Binding[] = [x.binding, ...w.bindings]; // q8 / q4: w, then its scales w_s

@@ -33,10 +33,10 @@
  * The calls take subgroup-uniform operands that Tint can only prove workgroup-uniform, hence the diagnostic off.
  * Vulkan wants fragment pointers and strides 16-byte aligned: every offset here is a multiple of 8 halves / 4 f32.
  */
-import { ro, wgsl, type Binding, type KernelSource } from '../wgsl.js';
+import { wgsl, type KernelSource } from '../wgsl.js';
 import type { Workgroups } from '../../runtime/gpu/runner.js';
-import { builtins, f32Loader, isQuantized, MAX_WG_PER_DIM, QGROUP, weightLoader, type WeightDtype } from './mm-common.js';
-import { biasParts, coreParams, type CoreFamily, type CoreOpts } from './mm-core.js';
+import { builtins, isQuantized, MAX_WG_PER_DIM, QGROUP, type WeightDtype } from './mm-common.js';
+import { coreBindings, coreParams, type CoreFamily, type CoreOpts } from './mm-core.js';
 import { stagePlan } from './mm-sgmat-stage.js';
 
 /** fragment edge: the f16×f16→f32 16×16×16 configuration */
@@ -139,41 +139,9 @@ export function sgmatGrid(NC: number, T: number, s: SgmatVariant): Workgroups {
   return [x, y];
 }
 
-/**
- * The core's bindings in coreBindings' order: native f16 weights are read as vec4<f16> straight into the slabs;
- * q8 / q4 through the dequantizing loaders (quants `w`, scales `w_s`; `wu`, `wu_s` for the up stream).
- */
-function bindingsOf(o: CoreOpts, f: CoreFamily): { bindings: Binding[]; fns: string } {
-  const bindings: Binding[] = [ro('x', 'array<vec4<f32>>')]; // (xRow0 + T, K) f32 activations; rows xRow0.. are read
-  const fns: string[] = [];
-  if (isQuantized(o.wdtype)) {
-    const streams: [string, string][] = [['w', f.wShape], ['wu', 'up rows (may be the same buffer as w)']];
-    for (const [name, shape] of streams.slice(0, o.streams)) {
-      const l = weightLoader(name, o.wdtype, 4, shape);
-      bindings.push(...l.bindings);
-      fns.push(l.fn);
-    }
-  } else {
-    bindings.push(ro('w', 'array<vec4<f16>>')); // weight rows, f16: see wShape below
-    fns.push(`// w: ${f.wShape}, f16`);
-    if (o.streams === 2) bindings.push(ro('wu', 'array<vec4<f16>>')); // up rows (may be the same buffer as w)
-  }
-  if (o.norm) {
-    const n = f32Loader('normW', 4, '(K) rmsnorm weight');
-    bindings.push(n.binding);
-    fns.push(n.fn);
-  }
-  if (o.bias) {
-    const b = biasParts(f);
-    bindings.push(b.binding);
-    fns.push(...b.fns);
-  }
-  return { bindings: [...bindings, ...f.bindings], fns: fns.join('\n') };
-}
-
 export function sgmatSource(o: CoreOpts, f: CoreFamily, variant: string): KernelSource {
   if ((o.wdtype !== 'f16' && !isQuantized(o.wdtype)) || o.U !== 4) throw new Error(`sgmat matmul reads f16, q8 or q4 weights with K % 16 == 0 (got ${o.wdtype}, U=${o.U})`);
-  const { bindings, fns } = bindingsOf(o, f);
+  const { bindings, fns } = coreBindings(o, f); // f16 weights are read as vec4<f16> straight into the slabs (w_ld unused)
   const S = o.streams;
   const V = sgmatVariant(variant, S);
   const { BM, BN, SGM, SGN } = V;
