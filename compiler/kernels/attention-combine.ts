@@ -11,7 +11,7 @@
  */
 import { kernel, ro, rw, wgsl } from '../wgsl.js';
 import type { Dispatch } from '../../runtime/gpu/runner.js';
-import { NEG } from './attn-common.js';
+import { NEG, workgroupReduce } from './attn-common.js';
 
 /** Most splits one row may have: the combine keeps one weight per split in workgroup memory. */
 export const MAX_SPLITS = 1024;
@@ -38,17 +38,7 @@ var<workgroup> red: array<f32, ${WC}>;
 var<workgroup> wt: array<f32, ${MAX_SPLITS}>; // e^(m_i - M) per split
 var<workgroup> part: array<vec4<f32>, ${WC}>; // (SL, QB) partial outputs
 
-fn reduce(lid: u32, v: f32, isMax: bool) -> f32 {
-  red[lid] = v;
-  workgroupBarrier();
-  for (var w = ${WC / 2}u; w > 0u; w >>= 1u) {
-    if (lid < w) { red[lid] = select(red[lid] + red[lid + w], max(red[lid], red[lid + w]), isMax); }
-    workgroupBarrier();
-  }
-  let r = red[0];
-  workgroupBarrier();
-  return r;
-}
+${workgroupReduce(WC)}
 
 @compute @workgroup_size(${WC})
 fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: vec3<u32>) {

@@ -22,9 +22,9 @@
  * Output contract as attention-decode.ts: unnormalized partials + (max, sum) into `scratch` when split (merged by
  * decodeCombine), else out and lse directly.
  */
-import { kernel, ro, rw, wgsl } from '../wgsl.js';
+import { kernel, wgsl } from '../wgsl.js';
 import type { Dispatch } from '../../runtime/gpu/runner.js';
-import { NEG, checkHeadDims, keyBindings, keyFns } from './attn-common.js';
+import { NEG, attentionBindings, checkHeadDims, keyFns } from './attn-common.js';
 import type { AttentionBuffers, AttentionDims, AttentionOpts } from './attention.js';
 import { decodeCombine, MAX_SPLITS } from './attention-combine.js';
 import { env } from '../../runtime/env.js';
@@ -118,13 +118,7 @@ ${ks.map((kk) => rs.map((r) => `        red[rb + ${(kk * R + r) * NT}u + lid] = 
 ${ks.map((kk) => rs.map((r) => `        z${rk(kk, r)} = 0.0;
         for (var i = 0u; i < KL; i++) { z${rk(kk, r)} += red[rb + ${(kk * R + r) * NT}u + grp * KL + i]; }`).join('\n')).join('\n')}`;
   return kernel(key, () => ({
-    bindings: [
-      ro('q', 'array<vec4<f32>>'), // (T, H, D) as quads, rotated
-      ...keyBindings(o.cacheDtype, true),
-      ...(split
-        ? [rw('scratch', 'array<vec4<f32>>')] // [splits][T*H][D/4] unnormalized out, then [splits][T*H] (max, sum, 0, 0)
-        : [rw('out', 'array<vec4<f32>>'), ...(withLse ? [rw('lse', 'array<f32>')] : [])]), // (T, H*D); (T, H)
-    ],
+    bindings: attentionBindings(o.cacheDtype, split, withLse),
     params: [['T', 'u32'], ['base', 'u32'], ['capacity', 'u32'], ['rot', 'u32'], ['splitKeys', 'u32'], ['splits', 'u32'], ['scale', 'f32']],
     workgroupSize: [NT, 1, 1],
     enables: sg ? ['subgroups'] : [],

@@ -19,9 +19,9 @@
  * With more than one split, each workgroup writes its unnormalized output and (max, sum) per row to `scratch` (the
  * layout of the prefill kernel's split path) and `decodeCombine` merges the splits.
  */
-import { kernel, ro, rw, wgsl } from '../wgsl.js';
+import { kernel, wgsl } from '../wgsl.js';
 import type { Dispatch } from '../../runtime/gpu/runner.js';
-import { NEG, checkHeadDims, keyBindings, keyFns, ropeParts } from './attn-common.js';
+import { NEG, attentionBindings, checkHeadDims, keyFns, ropeParts } from './attn-common.js';
 import type { AttentionBuffers, AttentionDims, AttentionOpts } from './attention.js';
 import { decodeCombine, MAX_SPLITS } from './attention-combine.js';
 import { env } from '../../runtime/env.js';
@@ -134,13 +134,7 @@ function mainKernel(o: DecodeOpts, p: DecodePlan, split: boolean, withLse: boole
   const NS = Math.ceil(W / 4);
   const redLen = sg ? 2 * NV * NS : 2 * W * (NV + 1);
   return kernel(key, () => ({
-    bindings: [
-      ro('q', 'array<vec4<f32>>'), // (T, H, D) as quads, rotated
-      ...keyBindings(o.cacheDtype, true),
-      ...(split
-        ? [rw('scratch', 'array<vec4<f32>>')] // [splits][T*H][D/4] unnormalized out, then [splits][T*H] (max, sum, 0, 0)
-        : [rw('out', 'array<vec4<f32>>'), ...(withLse ? [rw('lse', 'array<f32>')] : [])]), // (T, H*D); (T, H)
-    ],
+    bindings: attentionBindings(o.cacheDtype, split, withLse),
     params: [['T', 'u32'], ['base', 'u32'], ['capacity', 'u32'], ['rot', 'u32'], ['splitKeys', 'u32'], ['splits', 'u32'], ['scale', 'f32']],
     workgroupSize: [W, 1, 1],
     enables: sg ? ['subgroups'] : [],

@@ -19,10 +19,10 @@
  * Subgroups narrower than 32 lanes (more than 4 subgroups) repeat subgroup 3's work with identical values; wider
  * ones are not supported (GpuContext.tensorCores requires subgroupMaxSize <= 32).
  */
-import { f32, kernel, ro, rw, wgsl } from '../wgsl.js';
+import { f32, kernel, wgsl } from '../wgsl.js';
 import type { Dispatch } from '../../runtime/gpu/runner.js';
 import { attention, combineKernel, type AttentionBuffers, type AttentionDims, type AttentionOpts } from './attention.js';
-import { NEG, checkHeadDims, keyBindings, keyFns, ropeParts } from './attn-common.js';
+import { NEG, attentionBindings, checkHeadDims, keyFns, ropeParts } from './attn-common.js';
 import { sgOps } from './sgmat-emu.js';
 import { env } from '../../runtime/env.js';
 
@@ -227,13 +227,7 @@ function mainKernel(o: SgmatAttentionOpts, p: SgmatPlan, split: boolean, withLse
 ${dumpOut('f32(kv[r * KS + d])')}`
       : '';
   return kernel(key, () => ({
-    bindings: [
-      ro('q', 'array<vec4<f32>>'), // (T, H, D) as quads, rotated
-      ...keyBindings(o.cacheDtype, true),
-      ...(split
-        ? [rw('scratch', 'array<f32>')] // [splits][T*H][D] unnormalized out, then [splits][T*H] (max, sum, -, -): attention.ts layout
-        : [rw('out', 'array<f32>'), ...(withLse ? [rw('lse', 'array<f32>')] : [])]), // (T, H*D); (T, H)
-    ],
+    bindings: attentionBindings(o.cacheDtype, split, withLse, 'f32'), // the attention.ts buffers, read as scalars
     params: [['T', 'u32'], ['base', 'u32'], ['capacity', 'u32'], ['rot', 'u32'], ['splitKeys', 'u32'], ['splits', 'u32'], ['scale', 'f32']],
     workgroupSize: [WG, 1, 1],
     enables: emu ? ['f16', 'subgroups'] : ['f16', 'subgroups', 'chromium_experimental_subgroup_matrix'],

@@ -14,7 +14,7 @@
  */
 import { kernel, ro, rw, wgsl } from '../wgsl.js';
 import type { Dispatch } from '../../runtime/gpu/runner.js';
-import { NEG, checkHeadDims, keyBindings, keyFns, ropeParts, type CacheDtype } from './attn-common.js';
+import { NEG, attentionBindings, workgroupReduce, checkHeadDims, keyFns, ropeParts, type CacheDtype } from './attn-common.js';
 import { decodeScratchBytes } from './attention-decode.js';
 
 export interface AttentionOpts {
@@ -117,13 +117,7 @@ function mainKernel(o: AttentionOpts, p: Plan, split: boolean, withLse: boolean)
   const ls = Array.from({ length: LPT }, (_, i) => i);
   const full = (BK * DQ) % W === 0;
   return kernel(key, () => ({
-    bindings: [
-      ro('q', 'array<vec4<f32>>'), // (T, H, D) as quads, rotated
-      ...keyBindings(o.cacheDtype, true),
-      ...(split
-        ? [rw('scratch', 'array<vec4<f32>>')] // [splits][T*H][D/4] unnormalized out, then [splits][T*H] (max, sum, 0, 0)
-        : [rw('out', 'array<vec4<f32>>'), ...(withLse ? [rw('lse', 'array<f32>')] : [])]), // (T, H*D); (T, H)
-    ],
+    bindings: attentionBindings(o.cacheDtype, split, withLse),
     params: [['T', 'u32'], ['base', 'u32'], ['capacity', 'u32'], ['rot', 'u32'], ['splitKeys', 'u32'], ['splits', 'u32'], ['tpr', 'u32'], ['scale', 'f32']],
     workgroupSize: [W, 1, 1],
     body: wgsl`
@@ -260,17 +254,7 @@ var<workgroup> red: array<f32, ${WC}>;
 var<workgroup> wt: array<f32, ${MAX_SPLITS}>; // e^(m_i - M) / L per split
 var<workgroup> acc: array<vec4<f32>, ${SG * DQ}>;
 
-fn reduce(lid: u32, v: f32, isMax: bool) -> f32 {
-  red[lid] = v;
-  workgroupBarrier();
-  for (var w = ${WC / 2}u; w > 0u; w >>= 1u) {
-    if (lid < w) { red[lid] = select(red[lid] + red[lid + w], max(red[lid], red[lid + w]), isMax); }
-    workgroupBarrier();
-  }
-  let r = red[0];
-  workgroupBarrier();
-  return r;
-}
+${workgroupReduce(WC)}
 
 @compute @workgroup_size(${WC})
 fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: vec3<u32>) {

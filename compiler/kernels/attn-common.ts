@@ -10,7 +10,7 @@
  * sees exactly code · scale. Quads need headDim % 4 == 0, and a rotated quad must pair with a whole quad half a
  * rotary span away, so rotaryDim % 8 == 0 (true for every supported family).
  */
-import { ro, type Binding } from '../wgsl.js';
+import { ro, rw, type Binding } from '../wgsl.js';
 import { int8Fns } from './kv-int8.js';
 
 export type CacheDtype = 'f32' | 'f16' | 'int8';
@@ -44,6 +44,37 @@ export function keyBindings(dtype: CacheDtype, withV: boolean): Binding[] {
     ro('kpos', 'array<u32>'), // (KV, capacity) RoPE position of each slot
     ro('rope', 'array<vec4<f32>>'), // (positions, rotaryDim/2) (cos, sin) pairs, two pairs per vec4
   ];
+}
+
+/**
+ * Bindings of an attention kernel: rotated q, the key/value side, then either the split-keys scratch or the outputs.
+ * `elem` is how the f32 buffers are viewed: quads (vec4) or scalars.
+ *
+ *   scratch: [splits][T·H][D] unnormalized outputs, then [splits][T·H] (max, sum, 0, 0)
+ */
+export function attentionBindings(dtype: CacheDtype, split: boolean, withLse: boolean, elem: 'vec4<f32>' | 'f32' = 'vec4<f32>'): Binding[] {
+  return [
+    ro('q', 'array<vec4<f32>>'), // (T, H, D) as quads, rotated
+    ...keyBindings(dtype, true),
+    ...(split
+      ? [rw('scratch', `array<${elem}>`)] // see above
+      : [rw('out', `array<${elem}>`), ...(withLse ? [rw('lse', 'array<f32>')] : [])]), // (T, H*D); (T, H)
+  ];
+}
+
+/** WGSL `reduce(lid, v, isMax)`: a workgroup-wide max or sum over WC threads through `red` (array<f32, WC>). */
+export function workgroupReduce(WC: number): string {
+  return `fn reduce(lid: u32, v: f32, isMax: bool) -> f32 {
+  red[lid] = v;
+  workgroupBarrier();
+  for (var w = ${WC / 2}u; w > 0u; w >>= 1u) {
+    if (lid < w) { red[lid] = select(red[lid] + red[lid + w], max(red[lid], red[lid + w]), isMax); }
+    workgroupBarrier();
+  }
+  let r = red[0];
+  workgroupBarrier();
+  return r;
+}`;
 }
 
 /**
