@@ -23,7 +23,7 @@ import { GpuRunner, type Dispatch } from '../runtime/gpu/runner.js';
 import { f16ToF32, f32ToF16 } from '../runtime/io/dtype.js';
 import { dequantize, quantize, quantizedBytes } from '../runtime/quant.js';
 import { ropeTable } from '../runtime/rope.js';
-import { benchSgmatVariants } from './sgmat-variants.js';
+import { benchSgmatVariants, rand, silu } from './sgmat-variants.js';
 
 const arg = (name: string) => {
   const i = process.argv.indexOf(`--${name}`);
@@ -32,17 +32,6 @@ const arg = (name: string) => {
 const out = arg('out') ?? 'kernel-check.json';
 
 interface Case { name: string; o: MatmulOpts; d: MatmulDims; separateUp?: boolean }
-
-function rand(n: number, seed: number, scale: number): Float32Array {
-  let s = seed >>> 0 || 1;
-  const a = new Float32Array(n);
-  for (let i = 0; i < n; i++) {
-    s ^= s << 13; s ^= s >>> 17; s ^= s << 5; // xorshift32
-    a[i] = ((s >>> 0) / 4294967296 * 2 - 1) * scale;
-  }
-  return a;
-}
-const silu = (g: number) => g / (1 + Math.exp(-g));
 
 /** y[t, col0 + c] for the checked tokens, f64; rows of w per the dispatch's wRow / uRow */
 function reference(c: Case, x: Float32Array, w: Float32Array, wu: Float32Array, normW: Float32Array, bias: Float32Array, yIn: Float32Array, tokens: number[]): Float64Array {

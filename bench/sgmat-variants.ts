@@ -12,6 +12,7 @@ import { siluMul } from '../compiler/kernels/elementwise.js';
 import { SGMAT_VARIANTS, sgmatPick, type SgmatVariant } from '../compiler/kernels/mm-sgmat.js';
 import type { Dispatch, GpuRunner } from '../runtime/gpu/runner.js';
 import { f16ToF32, f32ToF16 } from '../runtime/io/dtype.js';
+import { rng } from '../runtime/sampling.js';
 
 export interface VariantShape {
   readonly name: string;
@@ -29,16 +30,12 @@ export const LLAMA8B_SHAPES: readonly VariantShape[] = [
   { name: 'down 4096x14336', epilogue: 'residual', norm: false, N: 4096, K: 14336 },
 ];
 
-function rand(n: number, seed: number, scale: number): Float32Array<ArrayBuffer> {
-  let s = seed >>> 0 || 1;
-  const a = new Float32Array(n);
-  for (let i = 0; i < n; i++) {
-    s ^= s << 13; s ^= s >>> 17; s ^= s << 5; // xorshift32
-    a[i] = ((s >>> 0) / 4294967296 * 2 - 1) * scale;
-  }
-  return a;
+/** n uniform values in [-scale, scale) from the runtime's seeded generator (shared with kernel-check.ts) */
+export function rand(n: number, seed: number, scale: number): Float32Array<ArrayBuffer> {
+  const r = rng(seed);
+  return Float32Array.from({ length: n }, () => (r() * 2 - 1) * scale);
 }
-const silu = (g: number) => g / (1 + Math.exp(-g));
+export const silu = (g: number) => g / (1 + Math.exp(-g));
 
 /** y[t, :] of the sampled tokens, f64 accumulation (swiglu: w holds gate rows 0..N, up rows N..2N) */
 function reference(sh: VariantShape, T: number, x: Float32Array, w: Float32Array, normW: Float32Array, yIn: Float32Array, tokens: number[]): Float64Array {
