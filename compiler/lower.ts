@@ -23,7 +23,7 @@ import { matmulParts, type MatmulOpts } from './kernels/matmul.js';
 import { qkvRope } from './kernels/qkv-rope.js';
 import { retainingScores } from './kernels/retaining.js';
 import { attentionStats } from './kernels/scores.js';
-import { envFlag } from '../runtime/env.js';
+import { env, envFlag } from '../runtime/env.js';
 
 export interface LayerCache {
   readonly k: GPUBuffer; // (kv_heads, capacity, head_dim) f32|f16, or (kv_heads, capacity, head_dim/4 + 1) u32 int8 rows
@@ -178,9 +178,9 @@ const lowerings: { readonly [O in Op]: Lowering<O> } = {
     const d = { T: s.T, base: s.slot0, capacity: c.env.capacity, scale: 1 / Math.sqrt(c.g.dims.headDim) };
     const b = { q: c.buf(n.q), kCache: l.k, vCache: l.v, kpos: l.kpos, rope: s.rope, out: c.buf(n.id), scratch: c.scratch(), lse: c.lse };
     if (s.T <= DECODE_MAX_T && !envFlag('LOCRET_OLD_DECODE_ATTN')) return attentionDecode({ ...attnOpts(c), subgroups: c.env.runner.gpu.subgroups }, d, b);
-    // prefill on tensor cores where the device has them (attention-sgmat.ts; LOCRET_NO_TENSOR_CORES=1 keeps f32 FMAs)
-    // the tensor-core attention is opt-in until it is verified on a device (bench/attn-sgmat-check.ts)
-    return attentionAuto({ ...attnOpts(c), tensorCores: tensorCores(c) && envFlag('LOCRET_TC_ATTENTION') }, d, b);
+    // prefill on tensor cores where the device has them (attention-sgmat.ts); LOCRET_NO_TENSOR_CORES=1 keeps f32 FMAs
+    // everywhere, LOCRET_TC_ATTENTION=0 for attention alone
+    return attentionAuto({ ...attnOpts(c), tensorCores: tensorCores(c) && env('LOCRET_TC_ATTENTION') !== '0' }, d, b);
   },
   attention_stats: (n, c) => (s) => {
     if (s.T === 1 && s.decode) return []; // decode tokens are never evicted: their attention scores nothing

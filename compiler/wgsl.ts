@@ -13,6 +13,7 @@
  * `LOCRET_DUMP_KERNELS=dir` writes every generated shader to `dir/<name>.wgsl`.
  */
 import { env, nodeModule } from '../runtime/env.js';
+import { checkFragmentAlignment } from './wgsl-workgroup.js';
 
 export type Access = 'read' | 'read_write';
 export interface Binding {
@@ -115,6 +116,7 @@ export function kernel(key: VariantKey, build: () => KernelSource): KernelSpec {
     src.body.trim(),
     '',
   ].join('\n');
+  if (enables.includes('chromium_experimental_subgroup_matrix')) checkFragmentAlignment(name, code);
   const spec: KernelSpec = { key: k, name, code, bindings: src.bindings, params, workgroupSize: src.workgroupSize, enables };
   cache.set(k, spec);
   const dumpDir = env('LOCRET_DUMP_KERNELS');

@@ -16,6 +16,10 @@
  * per row in place, need a store → scale → reload pass only on the rare tiles where some row moved (the first tile
  * of a row never does: its O is still zero). lse = m + log l holds for any reference m.
  *
+ * Every workgroup variable is a multiple of 16 bytes (the tile counter `resc` is a vec4 for that alone): fragment
+ * loads read 16-byte vectors, and drivers place a lone u32 where it shifts the f16 arrays off that boundary
+ * (wgsl-workgroup.ts; kernel() refuses such a layout).
+ *
  * Subgroups narrower than 32 lanes (more than 4 subgroups) repeat subgroup 3's work with identical values; wider
  * ones are not supported (GpuContext.tensorCores requires subgroupMaxSize <= 32).
  */
@@ -90,7 +94,7 @@ function wgBytes(D: number, f: ReadonlySet<VariantFlag> = new Set()): number {
   // kv: the q rows (unless qs) or the keys, and the values unless vcol stages them transposed in vt
   const kvRows = Math.max(f.has('vcol') ? bk : 2 * bk, qs ? 0 : BR);
   return 2 * kvRows * KS + (qs ? 2 * BR * KS : 0) + (f.has('vcol') ? 2 * D * VS : 0) +
-    4 * Math.max(BR * SS, NSG * 512) + 2 * BR * PS + 4 * BR + 4 + (f.has('noshfl') ? 4 * WG : 0);
+    4 * Math.max(BR * SS, NSG * 512) + 2 * BR * PS + 4 * BR + 16 + (f.has('noshfl') ? 4 * WG : 0);
 }
 
 /** Whether this kernel can run a call (the device must also have GpuContext.tensorCores). */
@@ -258,7 +262,7 @@ ${vcol && `var<workgroup> vt: array<f16, ${D * VS}>; // (D, VS) the tile's value
 var<workgroup> sS: array<f32, ${Math.max(BR * SS, NSG * 512)}>; // (64, SS) logits of the tile; or (4, 2, 16, 16) fragment staging
 var<workgroup> pS: array<f16, ${BR * PS}>; // (64, PS) probabilities of the tile
 var<workgroup> rowA: array<f32, ${BR}>; // per row: the tile's rescale factor; at the end the sum l
-var<workgroup> resc: u32; // number (from 1) of the latest tile whose softmax moved some row's reference max
+var<workgroup> resc: vec4<u32>; // .x: number (from 1) of the latest tile whose softmax moved some row's reference max
 ${noshfl && `var<workgroup> xch: array<f32, ${WG}>; // row-pair exchange
 
 fn pairX(lid: u32, x: f32) -> f32 {
@@ -276,7 +280,7 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: ve
   let sgc = min(${emu || f.has('lid') ? 'lid / 32u' : 'sgid'}, ${NSG - 1}u);
   let sr = sgc * 16u; // this subgroup's rows
   let stg = sgc * 512u; // its two staging slots in sS
-  if (lid == 0u) { resc = 0u; }
+  if (lid == 0u) { resc.x = 0u; }
   // the block's q rows as f16 with the logit scale folded in (padding rows zero)
   for (var e = lid; e < ${BR}u * DQ; e += WG) {
     let r = e / DQ;
@@ -325,7 +329,7 @@ ${dump !== 'o' && dumpCode}
     var a = 1.0;
     if (mt > m + TAU) {
       // racing writers all store the same tile number
-      if (m > NEG) { a = exp(m - mt); resc = kt; }
+      if (m > NEG) { a = exp(m - mt); resc.x = kt; }
       m = mt;
     }
     var ps = 0.0;
@@ -336,7 +340,7 @@ ${dump !== 'o' && dumpCode}
     }
     l = l * a + ps + ${pair('ps')};
     if (half == 0u) { rowA[row] = a; }
-    if (workgroupUniformLoad(&resc) == kt) {
+    if (workgroupUniformLoad(&resc).x == kt) {
 ${R(ND).map(rescale)}
     }
     // O += P·V

@@ -1,0 +1,109 @@
+/**
+ * Tensor-core prefill attention (attention-sgmat.ts). The CPU driver has no subgroup matrices, so the kernel runs
+ * with its fragment operations emulated in plain WGSL (same indexing, staging, masking, lazy rescaling and split
+ * combine; `emulate: true`) against the CPU reference, and its generated source is checked for the workgroup
+ * layout the real builtins need: every workgroup variable a multiple of 16 bytes (a lone u32 counter once shifted
+ * all fragments on NVIDIA while the emulation passed), which kernel() now enforces for every tensor-core kernel.
+ */
+import { describe, expect, it } from 'vitest';
+import type { AttentionOpts } from '../compiler/kernels/attention.js';
+import { attentionSgmat, sgmatAttentionPlan, type SgmatAttentionOpts } from '../compiler/kernels/attention-sgmat.js';
+import { matmul, type MatmulOpts } from '../compiler/kernels/matmul.js';
+import { kernel } from '../compiler/wgsl.js';
+import { workgroupVars } from '../compiler/wgsl-workgroup.js';
+import { ropeTable } from '../runtime/rope.js';
+import { expectClose, gpuRunner, rand, weightsFor } from './gpu-harness.js';
+import { refAttention, type RefAttnShape } from './ref/gpu-attention.js';
+
+interface Case { H: number; KV: number; D: number; rot: number; T: number; base: number; dtype: 'f32' | 'f16'; lse: boolean; splits?: number; tau?: number }
+const POSITIONS = 300;
+const opts = (c: Case, emulate = true): SgmatAttentionOpts => ({
+  cacheDtype: c.dtype, numHeads: c.H, numKvHeads: c.KV, headDim: c.D, rotaryDim: c.rot, emulate, tau: c.tau,
+});
+const placeholders = { q: {}, kCache: {}, vCache: {}, kpos: {}, rope: {}, out: {}, lse: {}, scratch: { size: 1 << 30 } } as never;
+
+describe('tensor-core attention: workgroup layout', () => {
+  const shapes: Case[] = [
+    { H: 32, KV: 8, D: 128, rot: 128, T: 1024, base: 16384, dtype: 'f16', lse: true },
+    { H: 8, KV: 8, D: 64, rot: 64, T: 9, base: 0, dtype: 'f32', lse: false },
+    { H: 24, KV: 8, D: 96, rot: 64, T: 100, base: 500, dtype: 'f16', lse: true, splits: 1 },
+  ];
+  it.each(shapes.map((c) => [`H${c.H}/${c.KV} D${c.D} T${c.T}`, c] as const))('%s: every workgroup variable a multiple of 16 bytes', (_, c) => {
+    const d = { T: c.T, base: c.base, capacity: c.base + c.T, scale: 1, splits: c.splits };
+    for (const disp of attentionSgmat(opts(c, false), d, placeholders)) {
+      const vars = workgroupVars(disp.kernel.code);
+      if (!disp.kernel.enables.includes('chromium_experimental_subgroup_matrix')) continue; // the combine kernel
+      expect(vars.map((v) => v.name)).toEqual(expect.arrayContaining(['kv', 'sS', 'pS', 'rowA', 'resc']));
+      for (const v of vars) expect(v.bytes % 16, `${disp.kernel.name} ${v.name}: ${v.type}`).toBe(0);
+    }
+  });
+
+  it('tensor-core matmuls follow the same rule', () => {
+    const o: MatmulOpts = { wdtype: 'f16', norm: true, bias: false, epilogue: 'swiglu', tensorCores: true };
+    const k = matmul(o, { T: 1024, N: 14336, K: 4096 }, { x: {}, w: {}, wScales: {}, y: {}, normW: {}, bias: {} } as never).kernel;
+    const vars = workgroupVars(k.code);
+    expect(vars.length).toBeGreaterThanOrEqual(3);
+    for (const v of vars) expect(v.bytes % 16, `${v.name}: ${v.type}`).toBe(0);
+  });
+
+  it('sizes WGSL types as the spec lays them out', () => {
+    const code = `var<workgroup> a: array<f16, 10>;\nvar<workgroup> b: vec3<f32>;\nvar<workgroup> c: array<vec3<f32>, 2>;\nvar<workgroup> d: u32;`;
+    expect(workgroupVars(code).map((v) => v.bytes)).toEqual([20, 12, 32, 4]);
+  });
+
+  it('kernel() refuses a tensor-core kernel with a misaligning workgroup variable, naming it', () => {
+    const build = () => kernel({ op: 'test_sgmat_layout', n: Math.random() }, () => ({
+      bindings: [],
+      workgroupSize: [32, 1, 1],
+      enables: ['f16', 'chromium_experimental_subgroup_matrix'],
+      body: 'var<workgroup> xs: array<f16, 256>;\nvar<workgroup> flag: u32;\n@compute @workgroup_size(32) fn main() {}',
+    }));
+    expect(build).toThrow(/flag: u32 is 4/);
+  });
+});
+
+describe('tensor-core attention numerics (fragments emulated)', () => {
+  const cases: Case[] = [
+    { H: 4, KV: 4, D: 32, rot: 32, T: 9, base: 0, dtype: 'f32', lse: true },
+    { H: 8, KV: 2, D: 48, rot: 32, T: 37, base: 40, dtype: 'f16', lse: true, splits: 2 },
+    { H: 6, KV: 2, D: 32, rot: 16, T: 20, base: 40, dtype: 'f16', lse: false },
+    { H: 4, KV: 1, D: 48, rot: 48, T: 21, base: 0, dtype: 'f16', lse: true }, // emulation keeps q in its own array: D 64 would not fit
+    { H: 2, KV: 2, D: 32, rot: 32, T: 70, base: 30, dtype: 'f32', lse: true, tau: 0 },
+  ];
+  for (const [i, c] of cases.entries()) {
+    const capacity = c.base + c.T + 5;
+    const d = { T: c.T, base: c.base, capacity, scale: 1 / Math.sqrt(c.D), splits: c.splits };
+    const p = sgmatAttentionPlan(opts(c), d, 1 << 30);
+    it(`H=${c.H}/${c.KV} D=${c.D} rot=${c.rot} T=${c.T} base=${c.base} ${c.dtype}${c.lse ? ' lse' : ''} (BQ=${p.BQ} splits=${p.splits}${c.tau === 0 ? ' tau 0' : ''})`, async () => {
+      const r = await gpuRunner();
+      const sh: RefAttnShape = { H: c.H, KV: c.KV, D: c.D, rotaryDim: c.rot, T: c.T, base: c.base, capacity, scale: d.scale };
+      const seed = 700 + 10 * i;
+      const q = rand(c.T * c.H * c.D, seed, 2);
+      const k = rand(c.KV * capacity * c.D, seed + 1, 2);
+      const v = rand(c.KV * capacity * c.D, seed + 2);
+      // slots past the chunk are NaN: a read past the visible range would poison the output
+      for (let g = 0; g < c.KV; g++) for (let s = c.base + c.T; s < capacity; s++) {
+        k.fill(NaN, (g * capacity + s) * c.D, (g * capacity + s + 1) * c.D);
+        v.fill(NaN, (g * capacity + s) * c.D, (g * capacity + s + 1) * c.D);
+      }
+      const kpos = Uint32Array.from(rand(c.KV * capacity, seed + 3), (x) => Math.floor(((x + 1) / 2) * (POSITIONS - 1)));
+      const rope = ropeTable({ kind: 'default', theta: 10000, rotaryDim: c.rot }, POSITIONS);
+      const kw = weightsFor(c.dtype, k);
+      const vw = weightsFor(c.dtype, v);
+      const want = refAttention(sh, q, kw.ref, vw.ref, kpos, rope);
+      const per = c.T * c.H * (c.D + 4) * 4;
+      const bufs = {
+        q: r.upload(q, 'q'), kCache: r.upload(kw.gpu, 'k'), vCache: r.upload(vw.gpu, 'v'), kpos: r.upload(kpos, 'kpos'),
+        rope: r.upload(rope, 'rope'), out: r.createBuffer(c.T * c.H * c.D * 4, 'out'),
+        lse: c.lse ? r.createBuffer(c.T * c.H * 4, 'lse') : undefined, scratch: r.createBuffer(per * p.splits, 'scratch'),
+      };
+      const ds = attentionSgmat(opts(c), d, bufs);
+      expect(ds.length).toBe(p.splits > 1 ? 2 : 1);
+      r.run(ds);
+      // q, K, V and P are f16 on the tensor cores: relative to max |out|
+      expectClose(await r.readF32(bufs.out, c.T * c.H * c.D), want.out, 1e-2, 'out');
+      if (bufs.lse) expectClose(await r.readF32(bufs.lse, c.T * c.H), want.lse, 1e-2, 'lse');
+      for (const b of Object.values(bufs)) if (b) r.destroy(b);
+    }, 120_000);
+  }
+});
