@@ -12,7 +12,7 @@ import { Session } from './session.js';
 import { cacheRowWords, type CacheDtype } from '../compiler/kernels/attn-common.js';
 import { stepBreakdown, type StepBreakdown } from './bench-breakdown.js';
 import { quantizedBytes } from './quant.js';
-import { elemBytes, isQuantizable, partsWeight, weightBytes, type GpuWeight, type WeightFormat } from './weights.js';
+import { elemBytes, partsWeight, quantDtypeFor, weightBytes, type GpuWeight, type WeightFormat } from './weights.js';
 
 export interface BenchOptions {
   readonly chunks: readonly number[];
@@ -68,8 +68,8 @@ export function randomWeights(r: GpuRunner, c: ModelConfig, format: boolean | We
     const matrix = shape.length === 2;
     const cols = matrix ? shape[1]! : shape.reduce((a, b) => a * b, 1);
     const seed = m.size * 7919 + 1;
-    if (matrix && (fmt === 'q8' || fmt === 'q4') && isQuantizable(name) && cols % QGROUP === 0) {
-      const q = fmt;
+    const q = quantDtypeFor(name, fmt, ['lm_head']); // the shapes here always have an lm_head
+    if (matrix && q && cols % QGROUP === 0) {
       const make = (row0: number, rows: number, label: string) => {
         const words = (rows * cols) / (q === 'q8' ? 4 : 8);
         const { scales: sBytes } = quantizedBytes(q, rows, cols);

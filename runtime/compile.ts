@@ -11,7 +11,7 @@ import type { TensorInput } from './io/bundle.js';
 import { writeBundle, type BundleManifest } from './io/bundle.js';
 import { f32ToF16 } from './io/dtype.js';
 import { QGROUP, quantize, type QuantDtype } from './quant.js';
-import { isQuantizable } from './weights.js';
+import { isQuantizable, quantDtypeFor } from './weights.js';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { decoderGraph } from '../ir/models/decoder.js';
@@ -36,8 +36,9 @@ export function compileModel(hfDir: string, outDir: string, o: CompileOptions): 
       const t = src.tensors.get(name)!;
       const matrix = t.shape.length === 2;
       const f = t.f32();
-      if (matrix && (o.dtype === 'q8' || o.dtype === 'q4') && isQuantizable(name) && t.shape[1]! % QGROUP === 0) {
-        yield { name, shape: t.shape, dtype: o.dtype, data: quantize(f, t.shape[0]!, t.shape[1]!, o.dtype) };
+      const q = quantDtypeFor(name, o.dtype, names);
+      if (matrix && q && t.shape[1]! % QGROUP === 0) {
+        yield { name, shape: t.shape, dtype: q, data: quantize(f, t.shape[0]!, t.shape[1]!, q) };
       } else {
         if (matrix && o.dtype !== 'f16' && o.dtype !== 'f32' && isQuantizable(name)) halfOnly.push(`${name} [${t.shape}]`);
         const half = o.dtype !== 'f32' && matrix;

@@ -17,6 +17,7 @@
  * Sizes are bytes; `24GB` means 24·10⁹ and `24GiB` 24·2³⁰ (so a plan is never optimistic about a "24GB" card).
  */
 import { RETAINING_HIDDEN, qkvWidth, type ModelConfig } from '../ir/config.js';
+import { quantDtypeFor } from './weights.js';
 
 export const WEIGHT_DTYPES = ['f32', 'f16', 'q8', 'q4'] as const;
 export type WeightDtype = (typeof WEIGHT_DTYPES)[number];
@@ -114,8 +115,12 @@ export function weightTerms(cfg: ModelConfig, dtype: WeightDtype, retaining: boo
   const I = cfg.intermediateSize;
   const V = cfg.vocabSize;
   const terms: MemoryTerm[] = [];
-  const quantized = (name: string, params: number, formula: string) =>
-    terms.push({ name, params, bytes: params * bpp, formula: `${formula} × ${bpp}` });
+  // q4 keeps the output projection q8 (weights.ts quantDtypeFor)
+  const names = cfg.tieWordEmbeddings ? [] : ['lm_head'];
+  const quantized = (name: string, params: number, formula: string) => {
+    const b = dtype === 'q8' || dtype === 'q4' ? bytesPerParam(quantDtypeFor(name, dtype, names) ?? dtype) : bpp;
+    terms.push({ name, params, bytes: params * b, formula: `${formula} × ${b}${b !== bpp ? ` (${name === 'embed' ? 'tied output' : 'output'}: q8)` : ''}` });
+  };
   const f32 = (name: string, params: number, formula: string) =>
     terms.push({ name, params, bytes: params * 4, formula: `${formula} × 4 (f32)` });
   quantized('embed', V * h, `vocab ${V} × hidden ${h}`);

@@ -4,12 +4,15 @@
  *
  *   row r, group g = elements [32g, 32g + 32) of the row          (K % 32 == 0)
  *   q8  q = round(v / s) ∈ [−127, 127],  s = max|v| / 127          quants (rows, K/4) u32
- *   q4  q = round(v / s) ∈ [−8, 7],      s = max|v| / 7 (sign-aware, see below)   quants (rows, K/8) u32
+ *   q4  q = round(v / s) ∈ [−8, 7],      s searched (below)                quants (rows, K/8) u32
  *   scales (rows, K/32) f16, two per u32 word
  *
- * q4 takes the scale from the element of largest magnitude m: s = −m/8 when m < 0 (so m maps to −8 exactly, the
- * level the positive side lacks), else m/7. The scale is rounded to f16 first and the quants computed against
- * the rounded scale, so dequantize(quantize(w)) is exactly what the kernels see.
+ * q4 has only 16 levels, so its scale is searched rather than taken from the extreme: starting from the element of
+ * largest magnitude m mapped to the level −8 (s = −m/8, negative when m > 0: the asymmetric side then serves the
+ * sign of m) or to ±7, candidate assignments q = round(v / s') for s' around those are fitted by least squares
+ * (s = Σ v·q / Σ q², the best scale for those levels) and the one of least squared error is kept (as llama.cpp's
+ * make_qx_quants does). Every scale is rounded to f16 first and the quants computed against the rounded scale,
+ * so dequantize(quantize(w)) is exactly what the kernels see.
  */
 import { f16BitsToNumber, numberToF16Bits } from './io/dtype.js';
 
@@ -44,23 +47,62 @@ export function quantize(w: Float32Array, rows: number, K: number, dtype: QuantD
   const scales = new Uint16Array((rows * K) / QGROUP);
   for (let g = 0; g < scales.length; g++) {
     const at = g * QGROUP;
-    let m = 0;
-    for (let i = 0; i < QGROUP; i++) if (Math.abs(w[at + i]!) > Math.abs(m)) m = w[at + i]!;
-    const raw = dtype === 'q8' ? Math.abs(m) / 127 : m < 0 ? -m / 8 : m / 7;
-    const sBits = numberToF16Bits(raw);
+    const x = w.subarray(at, at + QGROUP);
+    const sBits = dtype === 'q8' ? q8Scale(x) : q4Scale(x);
     scales[g] = sBits;
     const s = f16BitsToNumber(sBits);
-    const inv = s > 0 ? 1 / s : 0;
+    const inv = s !== 0 ? 1 / s : 0;
     const lo = dtype === 'q8' ? -127 : -8;
     const hi = dtype === 'q8' ? 127 : 7;
     for (let i = 0; i < QGROUP; i++) {
-      const q = Math.min(hi, Math.max(lo, Math.round(w[at + i]! * inv)));
+      const q = Math.min(hi, Math.max(lo, Math.round(x[i]! * inv)));
       const e = at + i;
       const field = dtype === 'q8' ? q & 0xff : q + 8; // q8: two's complement byte; q4: offset nibble
       quants[(e / per) | 0] = (quants[(e / per) | 0]! | (field << (bits * (e % per)))) >>> 0;
     }
   }
   return { quants, scales };
+}
+
+/** q8: max|v| / 127, as f16 bits. */
+function q8Scale(x: Float32Array): number {
+  let m = 0;
+  for (let i = 0; i < x.length; i++) m = Math.max(m, Math.abs(x[i]!));
+  return numberToF16Bits(m / 127);
+}
+
+/** Candidate inverse scales for q4, as multiples of 1/m (m the signed extreme): m on −8 and a little inside. */
+const Q4_CANDIDATES = [-8, -8.5, -9, 7];
+
+/**
+ * q4: the f16 scale of least squared error among least-squares fits (see the file comment). The error of a fit is
+ * Σx² − 2sΣxq + s²Σq² for its own levels q; re-rounding to the nearest level at the chosen scale can only lower it.
+ */
+function q4Scale(x: Float32Array): number {
+  let m = 0;
+  for (let i = 0; i < x.length; i++) if (Math.abs(x[i]!) > Math.abs(m)) m = x[i]!;
+  if (m === 0) return 0;
+  let best = 0;
+  let bestErr = Infinity;
+  for (const c of Q4_CANDIDATES) {
+    const inv = c / m;
+    let xq = 0;
+    let qq = 0;
+    for (let i = 0; i < x.length; i++) {
+      const q = Math.min(7, Math.max(-8, Math.round(x[i]! * inv)));
+      xq += x[i]! * q;
+      qq += q * q;
+    }
+    if (qq === 0) continue;
+    const bits = numberToF16Bits(xq / qq);
+    const s = f16BitsToNumber(bits);
+    const err = -2 * s * xq + s * s * qq; // + Σx², the same for every candidate
+    if (err < bestErr) {
+      bestErr = err;
+      best = bits;
+    }
+  }
+  return best;
 }
 
 /** The f32 values the kernels compute with for a quantized matrix. */

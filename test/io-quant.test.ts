@@ -18,7 +18,7 @@ import { openBundle } from '../runtime/io/bundle.js';
 import { openModel, type ModelSource } from '../runtime/model-source.js';
 import { planMemory } from '../runtime/plan-memory.js';
 import { dequantize, quantize, quantizedBytes, type QuantDtype } from '../runtime/quant.js';
-import { isQuantizable, uploadWeights, weightBytes, weightParts, type GpuWeight } from '../runtime/weights.js';
+import { isQuantizable, quantDtypeFor, uploadWeights, weightBytes, weightParts, type GpuWeight } from '../runtime/weights.js';
 import { TINY_LLAMA } from './paths.js';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'locret-io-quant-'));
@@ -27,6 +27,8 @@ afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 const bytesOf = (a: ArrayBufferView) => Buffer.from(a.buffer, a.byteOffset, a.byteLength);
 const sameBytes = (a: ArrayBufferView, b: ArrayBufferView, what: string) => expect(bytesOf(a).equals(bytesOf(b)), what).toBe(true);
 const BACKBONE = ['embed', 'lm_head', 'L0.qkv', 'L3.o', 'L5.gate_up', 'L7.down'];
+/** q4 storage of a tiny-llama matrix: the output projection stays q8 */
+const qdt = (name: string): QuantDtype => (name === 'lm_head' ? 'q8' : 'q4');
 
 /** What the GPU holds for a quantized weight: quants and (unpadded) scales of every part, concatenated. */
 async function readQuantized(r: GpuRunner, w: GpuWeight): Promise<{ quants: Uint32Array; scales: Uint16Array }> {
@@ -54,19 +56,21 @@ describe('q4 bundle', () => {
 
   it('stores quantize() of the backbone matrices (dtype in the manifest), norms f32', () => {
     const m = openBundle(bundle, { verify: true }).manifest;
-    for (const t of m.tensors) expect(t.dtype, t.name).toBe(isQuantizable(t.name) ? 'q4' : t.shape.length === 2 ? 'f16' : 'f32');
+    // the output projection stays q8 under q4 (tiny-llama has its own lm_head)
+    for (const t of m.tensors) expect(t.dtype, t.name).toBe(isQuantizable(t.name) ? (t.name === 'lm_head' ? 'q8' : 'q4') : t.shape.length === 2 ? 'f16' : 'f32');
     for (const name of BACKBONE) {
       const t = hf.tensors.get(name)!;
       const [rows, K] = t.shape as [number, number];
-      const want = quantize(t.f32(), rows, K, 'q4');
+      const dt = qdt(name);
+      const want = quantize(t.f32(), rows, K, dt);
       const got = src.tensors.get(name)!;
-      expect(got.quantized?.dtype).toBe('q4');
+      expect(got.quantized?.dtype).toBe(dt);
       const q = got.quantized!.read();
       sameBytes(q.quants, want.quants, `${name} quants`);
       sameBytes(q.scales, want.scales, `${name} scales`);
-      sameBytes(got.f32(), dequantize(want, rows, K, 'q4'), `${name} widened`);
+      sameBytes(got.f32(), dequantize(want, rows, K, dt), `${name} widened`);
       const e = m.tensors.find((x) => x.name === name)!;
-      expect(e.byteLength).toBe(quantizedBytes('q4', rows, K).quants + (rows * K) / 16);
+      expect(e.byteLength).toBe(quantizedBytes(dt, rows, K).quants + (rows * K) / 16);
     }
   });
 
@@ -83,7 +87,7 @@ describe('q4 bundle', () => {
     for (const name of BACKBONE) {
       const a = stored.get(name)!;
       const b = atLoad.get(name)!;
-      expect([a.dtype, b.dtype]).toEqual(['q4', 'q4']);
+      expect([a.dtype, b.dtype]).toEqual([qdt(name), qdt(name)]);
       const want = src.tensors.get(name)!.quantized!.read();
       const ga = await readQuantized(r, a);
       const gb = await readQuantized(r, b);
@@ -91,7 +95,7 @@ describe('q4 bundle', () => {
       sameBytes(ga.scales, want.scales, `${name} stored scales`);
       // f16 rounding first: the at-load quantization sees the f16 values, so compare with quantize() of those
       const t = openModel(f16Bundle).tensors.get(name)!;
-      const w16 = quantize(t.f32(), t.shape[0]!, t.shape[1]!, 'q4');
+      const w16 = quantize(t.f32(), t.shape[0]!, t.shape[1]!, qdt(name));
       sameBytes(gb.quants, w16.quants, `${name} at-load quants`);
       sameBytes(gb.scales, w16.scales, `${name} at-load scales`);
     }
@@ -108,7 +112,9 @@ describe('random quantized benchmark weights', () => {
       const r = new GpuRunner(await createGpuContext({ maxBinding: 256 * 1024 }));
       const cfg = openModel(TINY_LLAMA).config;
       const w = randomWeights(r, cfg, dtype);
-      for (const [name, x] of w) expect(x.dtype, name).toBe(isQuantizable(name) ? dtype : x.shape.length === 2 ? (r.gpu.f16 ? 'f16' : 'f16p') : 'f32');
+      const names = [...w.keys()];
+      for (const [name, x] of w) expect(x.dtype, name).toBe(isQuantizable(name) ? quantDtypeFor(name, dtype, names) : x.shape.length === 2 ? (r.gpu.f16 ? 'f16' : 'f16p') : 'f32');
+      if (dtype === 'q4' && w.has(W.lmHead)) expect(w.get(W.lmHead)!.dtype).toBe('q8');
       const embed = w.get(W.embed)!;
       expect(embed.parts?.length ?? 1).toBeGreaterThan(dtype === 'q8' ? 1 : 0);
       const got = await readQuantized(r, embed);
@@ -131,6 +137,7 @@ describe('memory plan', () => {
       const t = (n: string) => p.detail.weights.find((x) => x.name === n)!;
       expect(t('qkv').bytes).toBe((t('qkv').params! * (dtype === 'q8' ? 8.5 : 4.5)) / 8);
       expect(t('retaining_heads').bytes).toBe(t('retaining_heads').params! * 2);
+      expect(t('lm_head').bytes, 'the output projection stays q8').toBe((t('lm_head').params! * 8.5) / 8);
     }
   });
 });
