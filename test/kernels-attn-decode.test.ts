@@ -28,6 +28,8 @@ interface Case {
   /** v2 only: lanes per key, threads per workgroup (keys per lane group per round: nk, at most 2) */
   kl?: number;
   nt?: number;
+  /** v2 only: rows per workgroup (default by cache length: 2 for the short caches here) */
+  rows?: number;
 }
 
 const POSITIONS = 1100;
@@ -83,6 +85,9 @@ const casesV2: Case[] = [
   { KV: 2, G: 4, D: 128, rot: 128, T: 1, len: 300, dtype: 'f16', kl: 16, splits: 3 },
   { KV: 1, G: 3, D: 96, rot: 32, T: 4, len: 200, dtype: 'f32', kl: 4, nt: 32 },
   { KV: 2, G: 4, D: 64, rot: 64, T: 2, len: 1000, dtype: 'int8', nk: 2, nt: 64 },
+  // the long-cache shape (4 rows, 2 keys per round) on a short cache
+  { KV: 2, G: 4, D: 128, rot: 128, T: 1, len: 700, dtype: 'f16', nk: 2, rows: 4 },
+  { KV: 2, G: 3, D: 64, rot: 32, T: 3, len: 500, dtype: 'f32', nk: 2, rows: 4, splits: 2 },
 ];
 
 async function check(r: GpuRunner, c: Case, seed: number, withLse: boolean, variant: 'v1' | 'v2' = 'v1') {
@@ -92,7 +97,7 @@ async function check(r: GpuRunner, c: Case, seed: number, withLse: boolean, vari
   const d = { T: c.T, base: x.base, capacity: x.capacity, scale: x.sh.scale, splits: c.splits };
   // nk 0: the plan's own batch size (the 8B decode shape's kernel)
   const o: DecodeOpts = { ...opts(c), subgroups: r.gpu.subgroups, nk: c.nk === 0 ? undefined : (c.nk ?? 1), variant };
-  if (variant === 'v2') o.v2 = { kl: c.kl, nt: c.nt, nk: c.nk === 0 ? undefined : Math.min(2, c.nk ?? 1) };
+  if (variant === 'v2') o.v2 = { kl: c.kl, nt: c.nt, nk: c.nk === 0 ? undefined : Math.min(2, c.nk ?? 1), rows: c.rows };
   const p = variant === 'v2' ? attentionDecodeV2Plan(o, d) : attentionDecodePlan(o, d);
   const bufs = {
     q: r.upload(x.q, 'q'),
@@ -129,7 +134,7 @@ describe('decode attention over the cache', async () => {
     });
     for (const [i, c] of casesV2.entries()) {
       const withLse = i % 2 === 1 || c.splits !== undefined;
-      it(`${name}: v2 KV=${c.KV} G=${c.G} D=${c.D} rot=${c.rot} T=${c.T} len=${c.len} ${c.dtype}${c.splits ? ` splits=${c.splits}` : ''} kl=${c.kl ?? '-'} nt=${c.nt ?? '-'} nk=${c.nk ?? 1} lse=${withLse}`, async () => {
+      it(`${name}: v2 KV=${c.KV} G=${c.G} D=${c.D} rot=${c.rot} T=${c.T} len=${c.len} ${c.dtype}${c.splits ? ` splits=${c.splits}` : ''} kl=${c.kl ?? '-'} nt=${c.nt ?? '-'} nk=${c.nk ?? 1}${c.rows ? ` rows=${c.rows}` : ''} lse=${withLse}`, async () => {
         await check(r, c, 700 + i * 10, withLse, 'v2');
       });
     }

@@ -30,6 +30,12 @@ import { decodeCombine, MAX_SPLITS } from './attention-combine.js';
 import { env } from '../../runtime/env.js';
 
 const MAX_ROWS = 4; // q and the output quads of R rows stay in registers: R × (rot/4 + (D-rot)/4 + D/4)/KL vec4
+/**
+ * Caches up to this many slots take 2 rows and 1 key per round (fewer registers: more workgroups resident), longer
+ * ones 4 rows and 2 keys (each K/V byte read once per GQA group). H200 sweep (bench/attn-check.ts, 32 layers, GQA 4,
+ * D 128): 16K slots 1.75 ms vs 2.3–2.6 ms; 131K slots 10.2 ms vs 9.7 ms.
+ */
+const SHORT_CACHE = 65536;
 const TARGET_WG = 1024; // 4-warp workgroups: ~8 per SM on a 132-SM GPU
 const MIN_SPLIT_KEYS = 64;
 const OB_BYTES = 16384; // workgroup memory for the end-of-slab merge of one row's output quads
@@ -40,6 +46,8 @@ export interface DecodeV2Opts extends AttentionOpts {
   kl?: number;
   nt?: number;
   nk?: number;
+  /** rows (query, head) per workgroup, ≤ 4 (default: by cache length, see SHORT_CACHE) */
+  rows?: number;
 }
 
 export interface DecodeV2Plan {
@@ -54,9 +62,9 @@ export interface DecodeV2Plan {
   splitKeys: number;
 }
 
-/** `LOCRET_ATTN_DECODE="v2,kl=8,nt=128,k2=1,slab=512,wgs=1024"`: plan knobs for timing runs (results unchanged). */
-export function tuningV2(spec = env('LOCRET_ATTN_DECODE')): { kl?: number; nt?: number; nk?: number; slab?: number; wgs?: number } {
-  const t: { kl?: number; nt?: number; nk?: number; slab?: number; wgs?: number } = {};
+/** `LOCRET_ATTN_DECODE="v2,kl=8,nt=128,k2=1,slab=512,wgs=1024,rows=4"`: plan knobs for timing runs (results unchanged). */
+export function tuningV2(spec = env('LOCRET_ATTN_DECODE')): { kl?: number; nt?: number; nk?: number; slab?: number; wgs?: number; rows?: number } {
+  const t: { kl?: number; nt?: number; nk?: number; slab?: number; wgs?: number; rows?: number } = {};
   for (const [k, v] of (spec ?? '').split(',').filter(Boolean).map((s) => s.split('=') as [string, string])) {
     const n = Number(v);
     if (k === 'kl' && [1, 2, 4, 8, 16, 32].includes(n)) t.kl = n;
@@ -64,6 +72,7 @@ export function tuningV2(spec = env('LOCRET_ATTN_DECODE')): { kl?: number; nt?: 
     if (k === 'k2' && [1, 2, 4].includes(n)) t.nk = n;
     if (k === 'slab' && n >= 1) t.slab = n;
     if (k === 'wgs' && n >= 1) t.wgs = n;
+    if (k === 'rows' && [1, 2, 3, 4].includes(n)) t.rows = n;
   }
   return t;
 }
@@ -74,17 +83,18 @@ export function planV2(o: DecodeV2Opts, d: AttentionDims, splitsBound: number): 
   if (o.numHeads % o.numKvHeads !== 0) throw new Error(`numHeads ${o.numHeads} not a multiple of numKvHeads ${o.numKvHeads}`);
   const G = o.numHeads / o.numKvHeads;
   const rows = d.T * G;
-  const R = Math.min(rows, MAX_ROWS);
+  const tune = tuningV2();
+  const kvEnd = d.base + d.T;
+  const short = kvEnd <= SHORT_CACHE;
+  const R = Math.min(rows, o.rows ?? tune.rows ?? (short ? 2 : MAX_ROWS), MAX_ROWS);
   const nBlocks = Math.ceil(rows / R);
   const DQ = o.headDim / 4;
-  const tune = tuningV2();
   let KL = o.kl ?? tune.kl ?? 8;
   while (DQ % KL !== 0) KL /= 2;
   let NT = Math.max(KL, o.nt ?? tune.nt ?? 128);
   while (NT > KL && (NT / KL) * DQ * 16 > OB_BYTES) NT /= 2;
   const NG = NT / KL;
-  const NK = o.nk ?? tune.nk ?? 2; // 2 keys per round: best of the H200 sweep at 16K and 131K entries
-  const kvEnd = d.base + d.T;
+  const NK = o.nk ?? tune.nk ?? (short ? 1 : 2);
   let splits = d.splits ?? (tune.slab ? Math.ceil(kvEnd / tune.slab)
     : Math.min(Math.ceil((tune.wgs ?? TARGET_WG) / (nBlocks * o.numKvHeads)), Math.ceil(kvEnd / MIN_SPLIT_KEYS)));
   if (d.splits === undefined) splits = Math.min(splits, splitsBound);
