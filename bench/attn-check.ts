@@ -10,7 +10,8 @@
  * against the old kernel; the first row's `new` columns keep the default configuration (v1 unless the env says v2).
  *
  * One timed submission holds `layers` attention calls (as a decode step does) over distinct caches when they fit,
- * so the L2 cannot serve a later call from an earlier one. --small runs a CPU-driver-sized shape.
+ * so the L2 cannot serve a later call from an earlier one. --small runs a CPU-driver-sized shape. --kpos-zero puts
+ * every key at position 0, so the rope table costs no memory traffic (a diagnostic of how much it does otherwise).
  */
 import * as fs from 'node:fs';
 import { attention, attentionScratchBytes, type AttentionOpts } from '../compiler/kernels/attention.js';
@@ -26,6 +27,7 @@ const arg = (name: string, def?: string) => {
   return i >= 0 ? process.argv[i + 1] : def;
 };
 const small = process.argv.includes('--small');
+const kposZero = process.argv.includes('--kpos-zero');
 const reps = Number(arg('reps', small ? '2' : '20'));
 const dtype = arg('dtype', 'f16') as CacheDtype;
 const KV = small ? 2 : 8;
@@ -86,7 +88,8 @@ async function main() {
     }
     const next = rng(7);
     const q = r.upload(Float32Array.from({ length: H * D }, () => next() * 2 - 1), 'q');
-    const kpos = r.upload(Uint32Array.from({ length: KV * capacity }, (_, i) => i % capacity), 'kpos');
+    // --kpos-zero: every key at position 0 (one rope row, always cached): how much of the time is rope-table traffic
+    const kpos = r.upload(Uint32Array.from({ length: KV * capacity }, (_, i) => (kposZero ? 0 : i % capacity)), 'kpos');
     const rope = r.upload(ropeTable({ kind: 'default', theta: 500000, rotaryDim: D }, capacity), 'rope');
     const d = { T: 1, base: len - 1, capacity, scale: 1 / Math.sqrt(D) };
     const scratch = r.createBuffer(Math.max(16, attentionScratchBytes(o, d)), 'scratch');

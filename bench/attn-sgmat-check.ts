@@ -6,7 +6,8 @@
  *   node dist/bench/attn-sgmat-check.js [--small] [--variants base,qs+bk16,...] [--out results.json]
  *
  * --variants runs every case once per diagnostic variant of the kernel (flags joined by '+', see VARIANT_FLAGS in
- * attention-sgmat.ts; `base` is the default kernel) and prints a PASS/FAIL table per variant. The dump variants
+ * attention-sgmat.ts; `base` is the default kernel, `cache` the kernel rotating keys while staging them instead of
+ * reading them from kRot, rotated beforehand) and prints a PASS/FAIL table per variant. The dump variants
  * (dumps, dumpq, dumpo) write the first tile's logits, the q fragments or the unnormalized P·V instead of
  * attention; they run with every key at position 0 (RoPE is then the identity) and one split, and are compared
  * with S = scale·q·kᵀ, f16(scale·q) and P·V computed here (dumps and dumpo skip int8 caches, whose dequantized keys differ from the f32 ones).
@@ -32,8 +33,10 @@ const arg = (name: string) => {
 };
 const small = process.argv.includes('--small');
 const outFile = arg('out');
+/** pseudo-variant: keys rotated from the cache while staged (no kRot), the form before rotate-keys.ts */
+const CACHE = 'cache';
 const variants = arg('variants')?.split(',').map((v) => v.trim()).filter(Boolean);
-for (const v of variants ?? []) variantFlags(v); // unknown flags fail here, before any GPU work
+for (const v of variants ?? []) if (v !== CACHE) variantFlags(v); // unknown flags fail here, before any GPU work
 const TOL = 1e-2; // f16 Q, K, V and P against f32 math: max |Δ| / max |out|; lse: max |Δ|
 
 /** tau 0: the accumulators are rescaled whenever a row's max rises (exercises the rare path on most tiles) */
@@ -149,12 +152,14 @@ async function main() {
       scratch: r.createBuffer(scratch, `scratch-${tag}`),
     });
     const ob = mk('old', oldScratch);
-    const nb = mk('new', newScratch);
+    const nb = { ...mk('new', newScratch), kRot: r.createBuffer(c.KV * capacity * c.D * 2, 'krot') };
     const oldD = attention(o, { ...d, splits: undefined }, ob);
-    const mkNew = (variant?: string) => attentionSgmat({ ...o, emulate: !real, tau: c.tau, variant }, d, nb);
+    const mkNew = (variant?: string) => variant === CACHE
+      ? attentionSgmat({ ...o, emulate: !real, tau: c.tau }, d, { ...nb, kRot: undefined })
+      : attentionSgmat({ ...o, emulate: !real, tau: c.tau, variant }, d, nb);
     const newD = mkNew();
     const release = () => {
-      for (const b of [...Object.values(bufs), ob.out, ob.lse, ob.scratch, nb.out, nb.lse, nb.scratch]) if (b) r.destroy(b);
+      for (const b of [...Object.values(bufs), ob.out, ob.lse, ob.scratch, nb.out, nb.lse, nb.scratch, nb.kRot]) if (b) r.destroy(b);
     };
     return { o, d, sp, ob, nb, oldD, newD, mkNew, release, qh, k, v };
   };
@@ -229,7 +234,7 @@ async function main() {
   };
 
   const caseName = (c: Case) => `H${c.H}/${c.KV} D${c.D} T${c.T} base${c.base} ${c.dtype}${c.lse ? ' lse' : ''}${c.splits ? ` splits${c.splits}` : ''}${c.tau === 0 ? ' tau0' : ''}`;
-  const isDump = (v: string) => ['dumps', 'dumpq', 'dumpo'].some((x) => variantFlags(v).has(x as 'dumps'));
+  const isDump = (v: string) => v !== CACHE && ['dumps', 'dumpq', 'dumpo'].some((x) => variantFlags(v).has(x as 'dumps'));
   /** per variant: one result per case */
   const table = new Map<string, Record<string, unknown>[]>((variants ?? []).map((v) => [v, []]));
   const fmt = (x: { err: number; lseErr: number }) => `max rel err ${x.err.toExponential(2)}  lse max abs err ${x.lseErr.toExponential(2)}`;
@@ -314,7 +319,7 @@ async function main() {
     console.log(`  tensor cores (${s.sp.splits} split${s.sp.splits > 1 ? 's' : ''})  ${ms.sgmat.toFixed(3)} ms  ${tf(ms.sgmat).toFixed(1)} TFLOP/s`);
     console.log(`  tensor cores (1 split)   ${ms.sgmat1.toFixed(3)} ms  ${tf(ms.sgmat1).toFixed(1)} TFLOP/s`);
     // variants that passed every case (not the debug ones), same splits as the default
-    for (const v of Object.keys(variantPass).filter((v) => variantPass[v] && !isDump(v) && !variantFlags(v).has('emu'))) {
+    for (const v of Object.keys(variantPass).filter((v) => variantPass[v] && (v === CACHE || (!isDump(v) && !variantFlags(v).has('emu'))))) {
       try {
         const t = await scoped(dev, async () => time(s.mkNew(v)));
         timing[`variant ${v} ms`] = t;

@@ -13,7 +13,8 @@ import { assertNever, operandsOf, type Graph, type Node, type NodeId, type NodeO
 import type { Dispatch, GpuRunner } from '../runtime/gpu/runner.js';
 import { weightParts, type GpuWeight } from '../runtime/weights.js';
 import { attentionScratchBytes } from './kernels/attention.js';
-import { attentionAuto } from './kernels/attention-sgmat.js';
+import { attentionAuto, sgmatAttentionUsable } from './kernels/attention-sgmat.js';
+import { rotatedKeysBytes } from './kernels/rotate-keys.js';
 import { attentionDecode, DECODE_MAX_T } from './kernels/attention-decode.js';
 import type { CacheDtype } from './kernels/attn-common.js';
 import { copyLastRows, kvStore } from './kernels/cache-store.js';
@@ -79,6 +80,8 @@ interface Ctx {
   buf(id: NodeId): GPUBuffer;
   rows(id: NodeId, s: StepDims): number;
   readonly scratch: () => GPUBuffer;
+  /** (KV, capacity, D) f16 keys rotated for the tensor-core prefill attention, shared by every layer */
+  readonly keyRot: () => GPUBuffer;
   /** int8 cache: f32 rows qkv_rope writes before kvQuantize packs them (see kv-int8.ts) */
   readonly kvStage: () => KvStage;
   /** (maxT, heads) f32 log-sum-exp of the latest attention, when attention_stats nodes read it */
@@ -178,9 +181,10 @@ const lowerings: { readonly [O in Op]: Lowering<O> } = {
     const d = { T: s.T, base: s.slot0, capacity: c.env.capacity, scale: 1 / Math.sqrt(c.g.dims.headDim) };
     const b = { q: c.buf(n.q), kCache: l.k, vCache: l.v, kpos: l.kpos, rope: s.rope, out: c.buf(n.id), scratch: c.scratch(), lse: c.lse };
     if (s.T <= DECODE_MAX_T && !envFlag('LOCRET_OLD_DECODE_ATTN')) return attentionDecode({ ...attnOpts(c), subgroups: c.env.runner.gpu.subgroups }, d, b);
-    // prefill on tensor cores where the device has them (attention-sgmat.ts); LOCRET_NO_TENSOR_CORES=1 keeps f32 FMAs
-    // everywhere, LOCRET_TC_ATTENTION=0 for attention alone
-    return attentionAuto({ ...attnOpts(c), tensorCores: tensorCores(c) && env('LOCRET_TC_ATTENTION') !== '0' }, d, b);
+    // prefill on tensor cores where the device has them (attention-sgmat.ts, keys rotated once per layer into kRot);
+    // LOCRET_NO_TENSOR_CORES=1 keeps f32 FMAs everywhere, LOCRET_TC_ATTENTION=0 for attention alone
+    const o = { ...attnOpts(c), tensorCores: tensorCores(c) && env('LOCRET_TC_ATTENTION') !== '0' };
+    return attentionAuto(o, d, o.tensorCores && sgmatAttentionUsable(o, d) ? { ...b, kRot: c.keyRot() } : b);
   },
   attention_stats: (n, c) => (s) => {
     if (s.T === 1 && s.decode) return []; // decode tokens are never evicted: their attention scores nothing
@@ -304,6 +308,7 @@ export function lower(g: Graph, env: LowerEnv): Plan {
   }
   const steps: { node: Node; emit: Emit }[] = [];
   let scratchBuf: GPUBuffer | null = null;
+  let keyRotBuf: GPUBuffer | null = null;
   let stage: KvStage | null = null;
   const stageBuf = (bytes: number, label: string) => {
     const b = runner.createBuffer(bytes, label);
@@ -333,6 +338,10 @@ export function lower(g: Graph, env: LowerEnv): Plan {
         owned.push(scratchBuf);
       }
       return scratchBuf;
+    },
+    keyRot: () => {
+      keyRotBuf ??= stageBuf(Math.max(16, rotatedKeysBytes(g.dims, env.capacity)), 'attention-rotated-keys');
+      return keyRotBuf;
     },
     kvStage: () => {
       const { numKvHeads: KV, headDim: D } = g.dims;

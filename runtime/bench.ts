@@ -201,8 +201,9 @@ export async function runBench(r: GpuRunner, c: ModelConfig, weights: Map<string
       for (let i = 0; i < o.decodeTokens; i++) tok = await s.decodeGreedy(tok);
       roundTripMs = (performance.now() - t2) / o.decodeTokens;
       const perChunk = ms / chunks;
-      evictShare = (await timeIt(r, 3, () => r.run(s.evictionProbe()))) / perChunk;
-      scoreShare = (await timeIt(r, 3, () => r.run(s.scoringProbe(chunk)))) / perChunk;
+      // 10 back-to-back submissions each, so the one wait for the queue at the end weighs little on a few-ms probe
+      evictShare = (await timeIt(r, 10, () => r.run(s.evictionProbe()))) / perChunk;
+      scoreShare = (await timeIt(r, 10, () => r.run(s.scoringProbe(chunk)))) / perChunk;
       log('per-op breakdown of a chunk and a decode step');
       breakdown = { prefill: await stepBreakdown(r, s, chunk, false, 3), decode: await stepBreakdown(r, s, 1, true, 10) };
     }

@@ -12,7 +12,8 @@
  *                         = context + maxNew                  (policy full)
  *   activations  one prefill chunk of T = min(chunk, context) tokens (prefill is chunked for every policy), f32,
  *                plus (evicting policies) the eviction scratch: one layer's K and V rows and a 16-byte word per
- *                (KV head, slot), shared by all layers (compiler/kernels/evict.ts).
+ *                (KV head, slot), shared by all layers (compiler/kernels/evict.ts), and one layer's keys rotated
+ *                to f16 for the tensor-core prefill attention (compiler/kernels/rotate-keys.ts).
  *
  * Sizes are bytes; `24GB` means 24·10⁹ and `24GiB` 24·2³⁰ (so a plan is never optimistic about a "24GB" card).
  */
@@ -169,6 +170,14 @@ export function activationTerms(cfg: ModelConfig, o: ResolvedPlanOptions): Memor
       formula: `KV ${cfg.numKvHeads} × capacity ${cap} × (K+V row ${rowBytes} + 16 meta) (one layer, reused)`,
     });
   }
+  // the tensor-core prefill attention rotates one layer's keys into an f16 buffer first (compiler/kernels/rotate-keys.ts);
+  // counted on every device so a plan never undercounts the GPUs that have tensor cores
+  const cap = cacheCapacity(o);
+  terms.push({
+    name: 'rotated_keys',
+    bytes: cfg.numKvHeads * cap * cfg.headDim * 2,
+    formula: `KV ${cfg.numKvHeads} × capacity ${cap} × headDim ${cfg.headDim} × 2 (f16, one layer, reused; tensor-core devices)`,
+  });
   if (o.retainingHeads) {
     terms.push({ name: 'retaining_hidden', bytes: T * RETAINING_HIDDEN * 4, formula: `T ${T} × ${RETAINING_HIDDEN} × 4` });
   }

@@ -11,9 +11,12 @@ import { attentionSgmat, sgmatAttentionPlan, type SgmatAttentionOpts } from '../
 import { matmul, type MatmulOpts } from '../compiler/kernels/matmul.js';
 import { kernel } from '../compiler/wgsl.js';
 import { workgroupVars } from '../compiler/wgsl-workgroup.js';
+import { rotateKeys, rotatedKeysBytes } from '../compiler/kernels/rotate-keys.js';
+import { f16ToF32 } from '../runtime/io/dtype.js';
 import { ropeTable } from '../runtime/rope.js';
 import { expectClose, gpuRunner, rand, weightsFor } from './gpu-harness.js';
 import { refAttention, type RefAttnShape } from './ref/gpu-attention.js';
+import { dequantizeRows, quantizeRows } from './ref/kv-int8.js';
 
 interface Case { H: number; KV: number; D: number; rot: number; T: number; base: number; dtype: 'f32' | 'f16'; lse: boolean; splits?: number; tau?: number }
 const POSITIONS = 300;
@@ -62,6 +65,42 @@ describe('tensor-core attention: workgroup layout', () => {
   });
 });
 
+describe('keys rotated once per layer (rotate-keys.ts)', () => {
+  it.each([['f32', 64, 64], ['f16', 48, 32], ['int8', 32, 16]] as const)('%s cache, D %i, rot %i: f16 rows of HF rotate_half, slots past kvEnd untouched', async (dtype, D, rot) => {
+    const r = await gpuRunner();
+    const KV = 2;
+    const capacity = 40;
+    const kvEnd = 33;
+    const k = rand(KV * capacity * D, 31, 2);
+    const kpos = Uint32Array.from(rand(KV * capacity, 32), (x) => Math.floor(((x + 1) / 2) * (POSITIONS - 1)));
+    const rope = ropeTable({ kind: 'default', theta: 10000, rotaryDim: rot }, POSITIONS);
+    const rows = KV * capacity;
+    const kw = dtype === 'int8' ? { gpu: quantizeRows(k, rows, D), ref: dequantizeRows(quantizeRows(k, rows, D), rows, D) } : weightsFor(dtype, k);
+    // kRot starts as f16 NaN everywhere: slots past kvEnd must keep it
+    const b = { kCache: r.upload(kw.gpu, 'k'), kpos: r.upload(kpos, 'kpos'), rope: r.upload(rope, 'rope'), kRot: r.upload(new Uint16Array(rows * D).fill(0x7e00), 'krot') };
+    r.run([rotateKeys({ cacheDtype: dtype, numKvHeads: KV, headDim: D, rotaryDim: rot }, { kvEnd, capacity }, b)]);
+    const got = f16ToF32(new Uint16Array((await r.readU32(b.kRot, (KV * capacity * D) / 2)).buffer));
+    const want = new Float32Array(KV * capacity * D).fill(NaN);
+    const half = rot / 2;
+    for (let g = 0; g < KV; g++) for (let s = 0; s < kvEnd; s++) {
+      const row = (g * capacity + s) * D;
+      const p = kpos[g * capacity + s]!;
+      for (let i = 0; i < D; i++) {
+        const x = kw.ref[row + i]!;
+        if (i >= rot) { want[row + i] = x; continue; }
+        const f = i % half;
+        const [cs, sn] = [rope[(p * half + f) * 2]!, rope[(p * half + f) * 2 + 1]!];
+        want[row + i] = i < half ? x * cs - kw.ref[row + i + half]! * sn : x * cs + kw.ref[row + i - half]! * sn;
+      }
+    }
+    for (let e = 0; e < want.length; e++) {
+      if (Number.isNaN(want[e]!)) expect(Number.isNaN(got[e]!), `slot past kvEnd at ${e}`).toBe(true);
+      else expect(Math.abs(got[e]! - want[e]!), `element ${e}`).toBeLessThanOrEqual(Math.abs(want[e]!) * 1e-3 + 1e-6);
+    }
+    for (const x of Object.values(b)) r.destroy(x);
+  });
+});
+
 describe('tensor-core attention numerics (fragments emulated)', () => {
   const cases: Case[] = [
     { H: 4, KV: 4, D: 32, rot: 32, T: 9, base: 0, dtype: 'f32', lse: true },
@@ -97,13 +136,18 @@ describe('tensor-core attention numerics (fragments emulated)', () => {
         rope: r.upload(rope, 'rope'), out: r.createBuffer(c.T * c.H * c.D * 4, 'out'),
         lse: c.lse ? r.createBuffer(c.T * c.H * 4, 'lse') : undefined, scratch: r.createBuffer(per * p.splits, 'scratch'),
       };
-      const ds = attentionSgmat(opts(c), d, bufs);
-      expect(ds.length).toBe(p.splits > 1 ? 2 : 1);
-      r.run(ds);
-      // q, K, V and P are f16 on the tensor cores: relative to max |out|
-      expectClose(await r.readF32(bufs.out, c.T * c.H * c.D), want.out, 1e-2, 'out');
-      if (bufs.lse) expectClose(await r.readF32(bufs.lse, c.T * c.H), want.lse, 1e-2, 'lse');
-      for (const b of Object.values(bufs)) if (b) r.destroy(b);
+      const kRot = r.createBuffer(rotatedKeysBytes({ numKvHeads: c.KV, headDim: c.D }, capacity), 'krot');
+      // keys rotated while staged (no kRot), then rotated beforehand into kRot (one more dispatch)
+      for (const rotated of [false, true]) {
+        const ds = attentionSgmat(opts(c), d, rotated ? { ...bufs, kRot } : bufs);
+        expect(ds.length).toBe((p.splits > 1 ? 2 : 1) + (rotated ? 1 : 0));
+        r.run(ds);
+        // q, K, V and P are f16 on the tensor cores: relative to max |out|
+        const how = rotated ? 'keys from kRot' : 'keys rotated while staged';
+        expectClose(await r.readF32(bufs.out, c.T * c.H * c.D), want.out, 1e-2, `out (${how})`);
+        if (bufs.lse) expectClose(await r.readF32(bufs.lse, c.T * c.H), want.lse, 1e-2, `lse (${how})`);
+      }
+      for (const b of [...Object.values(bufs), kRot]) if (b) r.destroy(b);
     }, 120_000);
   }
 });

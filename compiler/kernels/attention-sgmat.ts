@@ -6,7 +6,7 @@
  *   workgroup = 4 subgroups × 32 lanes; 64 rows = BQ queries × G heads of one KV head (GQA group, query-major)
  *   subgroup s owns rows 16s..16s+15: Q fragments (f16, scale folded in) and the O accumulators (f32) in registers
  *
- *   per tile of BK keys:   K (RoPE from kpos on load, f32 math) and V → kv (f16)
+ *   per tile of BK keys:   K (rotated beforehand into kRot, or RoPE from kpos on load in f32) and V → kv (f16)
  *                          S = Q·Kᵀ → sS (f32)          one fragment row per subgroup
  *                          softmax, 2 lanes per row    → pS (f16), running (m, l) in registers
  *                          O += P·V                    fragments straight into the accumulators
@@ -26,7 +26,8 @@
 import { f32, kernel, wgsl } from '../wgsl.js';
 import type { Dispatch } from '../../runtime/gpu/runner.js';
 import { attention, combineKernel, type AttentionBuffers, type AttentionDims, type AttentionOpts } from './attention.js';
-import { NEG, attentionBindings, checkHeadDims, keyFns, ropeParts } from './attn-common.js';
+import { NEG, attentionBindings, checkHeadDims, keyFns, ropeParts, rotatedKeyFns } from './attn-common.js';
+import { rotateKeys } from './rotate-keys.js';
 import { sgOps } from './sgmat-emu.js';
 import { env } from '../../runtime/env.js';
 
@@ -129,7 +130,8 @@ export function sgmatAttentionPlan(o: AttentionOpts, d: AttentionDims, scratchBy
   return { G, BQ, nQB, splits, splitKeys };
 }
 
-function mainKernel(o: SgmatAttentionOpts, p: SgmatPlan, split: boolean, withLse: boolean) {
+/** rk: keys come rotated from kRot (rotate-keys.ts) instead of being rotated from the cache while staged */
+function mainKernel(o: SgmatAttentionOpts, p: SgmatPlan, split: boolean, withLse: boolean, rk: boolean) {
   const { G, BQ } = p;
   const H = o.numHeads;
   const D = o.headDim;
@@ -159,9 +161,9 @@ function mainKernel(o: SgmatAttentionOpts, p: SgmatPlan, split: boolean, withLse
     let j${i} = e${i} % DQ;
     let kk${i} = e${i} / DQ;
     let s${i} = min(kb + kk${i}, k1 - 1u);
-    let p${i} = kpos[g * params.capacity + s${i}];
-    let x${i} = kq(g, s${i}, j${i});
+${rk ? `    let x${i} = krq(g, s${i}, j${i});` : `    let p${i} = kpos[g * params.capacity + s${i}];
     let y${i} = kq(g, s${i}, partnerQ(j${i}));
+    let x${i} = kq(g, s${i}, j${i});`}
     let v${i} = vq(g, s${i}, j${i});`;
   // values: key rows after the keys in kv, or transposed (one row per head_dim element) in vt
   const vput = (i: number) => vcol
@@ -170,9 +172,9 @@ function mainKernel(o: SgmatAttentionOpts, p: SgmatPlan, split: boolean, withLse
     : `let b = a + BK * KS;
       kv[b] = vr.x; kv[b + 1u] = vr.y; kv[b + 2u] = vr.z; kv[b + 3u] = vr.w;`;
   const put = (i: number) => `    ${full ? '' : `if (e${i} < BK * DQ) `}{
-      let r = ropeAt(p${i}, j${i});
       let live = kb + kk${i} < k1;
-      let kr = vec4<f16>(select(vec4<f32>(0.0), rotate(x${i}, y${i}, rope[r], rope[r + 1u], j${i}), live));
+${rk ? `      let kr = vec4<f16>(select(vec4<f32>(0.0), x${i}, live));` : `      let r = ropeAt(p${i}, j${i});
+      let kr = vec4<f16>(select(vec4<f32>(0.0), rotate(x${i}, y${i}, rope[r], rope[r + 1u], j${i}), live));`}
       let vr = vec4<f16>(select(vec4<f32>(0.0), v${i}, live));
       let a = kk${i} * KS + j${i} * 4u;
       kv[a] = kr.x; kv[a + 1u] = kr.y; kv[a + 2u] = kr.z; kv[a + 3u] = kr.w;
@@ -187,7 +189,7 @@ function mainKernel(o: SgmatAttentionOpts, p: SgmatPlan, split: boolean, withLse
   ], { newApi: f.has('newapi') });
   const tau = f.has('notau') ? 1e30 : o.tau ?? TAU;
   const variant = [...f].sort().join('+');
-  const key = { op: 'attention_sgmat', cache: o.cacheDtype, H, G, D, BK: bk, split, lse: withLse, emu, tau, ...(variant ? { variant } : {}) };
+  const key = { op: 'attention_sgmat', cache: o.cacheDtype, H, G, D, BK: bk, split, lse: withLse, emu, tau, rk, ...(variant ? { variant } : {}) };
   const qf = (i: number) => (qs ? ops.load('L', 'qS', `sr * KS + ${i * 16}u`, false, 'KS') : `q${i}`);
   const vf = (kk: number, j: number) => vcol
     ? ops.load('R', 'vt', `${j * 16}u * VS + ${kk * 16}u`, true, 'VS')
@@ -231,7 +233,7 @@ function mainKernel(o: SgmatAttentionOpts, p: SgmatPlan, split: boolean, withLse
 ${dumpOut('f32(kv[r * KS + d])')}`
       : '';
   return kernel(key, () => ({
-    bindings: attentionBindings(o.cacheDtype, split, withLse, 'f32'), // the attention.ts buffers, read as scalars
+    bindings: attentionBindings(o.cacheDtype, split, withLse, 'f32', rk), // the attention.ts buffers, outputs as scalars
     params: [['T', 'u32'], ['base', 'u32'], ['capacity', 'u32'], ['rot', 'u32'], ['splitKeys', 'u32'], ['splits', 'u32'], ['scale', 'f32']],
     workgroupSize: [WG, 1, 1],
     enables: emu ? ['f16', 'subgroups'] : ['f16', 'subgroups', 'chromium_experimental_subgroup_matrix'],
@@ -252,8 +254,8 @@ const PS = ${PS}u;
 const VS = ${VS}u;
 const NEG = ${NEG};
 const TAU = ${f32(tau)};
-${keyFns(o.cacheDtype, true)}
-${ropeParts}
+${rk ? rotatedKeyFns(o.cacheDtype) : `${keyFns(o.cacheDtype, true)}
+${ropeParts}`}
 ${ops.prelude}
 
 var<workgroup> kv: array<f16, ${kvRows * KS}>; // (${kvRows}, KS): rows 0..BK-1 rotated keys${vcol ? '' : ', BK..2BK-1 values'}${qs ? '' : ' (first: the 64 q rows)'}
@@ -366,22 +368,31 @@ ${split ? `    let at = params.splits * params.T * H * D + (wg.z * params.T * H 
   }));
 }
 
-/** Tensor-core attention of a chunk (T > 8 queries at slots [base, base+T)); 1 dispatch, or 2 when keys are split. */
+/**
+ * Tensor-core attention of a chunk (T > 8 queries at slots [base, base+T)): 1 dispatch, 2 when keys are split, and
+ * one more first when `b.kRot` is given: the keys the chunk sees rotated once into it (rotate-keys.ts), so the tiles
+ * stage keys with plain loads (the faster form; without kRot every query block rotates every key it loads).
+ */
 export function attentionSgmat(o: SgmatAttentionOpts, d: AttentionDims, b: AttentionBuffers): Dispatch[] {
   const p = sgmatAttentionPlan(o, d, b.scratch?.size ?? 0);
   const withLse = b.lse !== undefined;
   const split = p.splits > 1;
-  const common = { q: b.q, kCache: b.kCache, vCache: b.vCache, kpos: b.kpos, rope: b.rope };
+  const rk = b.kRot !== undefined;
+  const common: Record<string, GPUBuffer> = rk
+    ? { q: b.q, kRot: b.kRot!, vCache: b.vCache }
+    : { q: b.q, kCache: b.kCache, vCache: b.vCache, kpos: b.kpos, rope: b.rope };
   const params = { T: d.T, base: d.base, capacity: d.capacity, rot: o.rotaryDim, splitKeys: p.splitKeys, splits: p.splits, scale: d.scale };
   const workgroups = [p.nQB, o.numKvHeads, p.splits] as const;
+  const pre = rk ? [rotateKeys(o, { kvEnd: d.base + d.T, capacity: d.capacity }, { kCache: b.kCache, kpos: b.kpos, rope: b.rope, kRot: b.kRot! })] : [];
   if (!split) {
     const outs: Record<string, GPUBuffer> = withLse ? { out: b.out, lse: b.lse! } : { out: b.out };
-    return [{ kernel: mainKernel(o, p, false, withLse), buffers: { ...common, ...outs }, params, workgroups }];
+    return [...pre, { kernel: mainKernel(o, p, false, withLse, rk), buffers: { ...common, ...outs }, params, workgroups }];
   }
   const TH = d.T * o.numHeads;
   const outs: Record<string, GPUBuffer> = withLse ? { scratch: b.scratch!, out: b.out, lse: b.lse! } : { scratch: b.scratch!, out: b.out };
   return [
-    { kernel: mainKernel(o, p, true, false), buffers: { ...common, scratch: b.scratch! }, params, workgroups },
+    ...pre,
+    { kernel: mainKernel(o, p, true, false, rk), buffers: { ...common, scratch: b.scratch! }, params, workgroups },
     { kernel: combineKernel(o, withLse), buffers: outs, params: { TH, splits: p.splits }, workgroups: [Math.min(TH, 65535), Math.ceil(TH / 65535)] },
   ];
 }

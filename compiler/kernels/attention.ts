@@ -44,6 +44,7 @@ export interface AttentionBuffers {
   out: GPUBuffer; // (T, H*D) f32
   lse?: GPUBuffer; // (T, H) f32 log-sum-exp of the scaled logits
   scratch?: GPUBuffer; // attentionScratchBytes(o, d) bytes, needed when the plan splits keys
+  kRot?: GPUBuffer; // (KV, capacity, D) f16: the tensor-core kernel rotates the keys into it first (rotate-keys.ts)
 }
 
 // 64 threads and 8-key tiles (~11 KB of workgroup memory at D=128): measured on H200/Dawn-Vulkan, the smaller

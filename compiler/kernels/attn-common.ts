@@ -47,15 +47,18 @@ export function keyBindings(dtype: CacheDtype, withV: boolean): Binding[] {
 }
 
 /**
- * Bindings of an attention kernel: rotated q, the key/value side, then either the split-keys scratch or the outputs.
+ * Bindings of an attention kernel: rotated q, the key/value side (the cache, or `rotatedKeys`: keys rotated beforehand
+ * and the value cache), then either the split-keys scratch or the outputs.
  * `elem` is how the f32 buffers are viewed: quads (vec4) or scalars.
  *
  *   scratch: [splits][T·H][D] unnormalized outputs, then [splits][T·H] (max, sum, 0, 0)
  */
-export function attentionBindings(dtype: CacheDtype, split: boolean, withLse: boolean, elem: 'vec4<f32>' | 'f32' = 'vec4<f32>'): Binding[] {
+export function attentionBindings(dtype: CacheDtype, split: boolean, withLse: boolean, elem: 'vec4<f32>' | 'f32' = 'vec4<f32>', rotatedKeys = false): Binding[] {
   return [
     ro('q', 'array<vec4<f32>>'), // (T, H, D) as quads, rotated
-    ...keyBindings(dtype, true),
+    ...(rotatedKeys
+      ? [ro('kRot', 'array<vec2<u32>>'), ro('vCache', cacheQuadType(dtype))] // (KV, capacity, D) f16 rotated keys (rotate-keys.ts); values
+      : keyBindings(dtype, true)),
     ...(split
       ? [rw('scratch', `array<${elem}>`)] // see above
       : [rw('out', `array<${elem}>`), ...(withLse ? [rw('lse', 'array<f32>')] : [])]), // (T, H*D); (T, H)
@@ -77,18 +80,36 @@ export function workgroupReduce(WC: number): string {
 }`;
 }
 
+/** WGSL statements returning quad j of slot s, KV head g, of a cache binding `buf` as vec4<f32>. */
+function quadRead(dtype: CacheDtype, buf: string): string {
+  return dtype === 'f32'
+    ? `return ${buf}[(g * params.capacity + s) * DQ + j];`
+    : dtype === 'f16'
+      ? `let w = ${buf}[(g * params.capacity + s) * DQ + j];\n  return vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y));`
+      : `let at = (g * params.capacity + s) * (DQ + 1u);\n  return unpack8(${buf}[at + j]) * bitcast<f32>(${buf}[at + DQ]);`;
+}
+
+/**
+ * Readers for kernels whose keys were rotated beforehand (rotate-keys.ts): `krq(g, s, j)`, quad j of slot s from the
+ * f16 `kRot` buffer, and `vq(g, s, j)` from the value cache.
+ */
+export function rotatedKeyFns(dtype: CacheDtype): string {
+  return `${dtype === 'int8' ? int8Fns : ''}
+fn krq(g: u32, s: u32, j: u32) -> vec4<f32> {
+  ${quadRead('f16', 'kRot')}
+}
+fn vq(g: u32, s: u32, j: u32) -> vec4<f32> {
+  ${quadRead(dtype, 'vCache')}
+}`;
+}
+
 /**
  * WGSL helpers `kq(g, s, j)` / `vq(g, s, j)` (raw quad j of slot s, KV head g) and `rotK(g, s, j)` (rotated key
  * quad). Expects a constant DQ (= D/4) and `params.capacity`, `params.rot` (rotary dims) fields. The rotary span is a
  * run-time parameter: it costs one uniform compare per quad and halves the variants to compile.
  */
 export function keyFns(dtype: CacheDtype, withV: boolean): string {
-  const read = (buf: string): string =>
-    dtype === 'f32'
-      ? `return ${buf}[(g * params.capacity + s) * DQ + j];`
-      : dtype === 'f16'
-        ? `let w = ${buf}[(g * params.capacity + s) * DQ + j];\n  return vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y));`
-        : `let at = (g * params.capacity + s) * (DQ + 1u);\n  return unpack8(${buf}[at + j]) * bitcast<f32>(${buf}[at + DQ]);`;
+  const read = (buf: string) => quadRead(dtype, buf);
   return `${dtype === 'int8' ? int8Fns : ''}
 fn kq(g: u32, s: u32, j: u32) -> vec4<f32> {
   ${read('kCache')}
