@@ -31,13 +31,17 @@ describe('tensor-core attention: workgroup layout', () => {
     { H: 8, KV: 8, D: 64, rot: 64, T: 9, base: 0, dtype: 'f32', lse: false },
     { H: 24, KV: 8, D: 96, rot: 64, T: 100, base: 500, dtype: 'f16', lse: true, splits: 1 },
   ];
-  it.each(shapes.map((c) => [`H${c.H}/${c.KV} D${c.D} T${c.T}`, c] as const))('%s: every workgroup variable a multiple of 16 bytes', (_, c) => {
+  it.each(shapes.map((c) => [`H${c.H}/${c.KV} D${c.D} T${c.T}`, c] as const))('%s: every workgroup variable a multiple of 16 bytes, current builtin spelling', (_, c) => {
     const d = { T: c.T, base: c.base, capacity: c.base + c.T, scale: 1, splits: c.splits };
     for (const disp of attentionSgmat(opts(c, false), d, placeholders)) {
       const vars = workgroupVars(disp.kernel.code);
       if (!disp.kernel.enables.includes('chromium_experimental_subgroup_matrix')) continue; // the combine kernel
       expect(vars.map((v) => v.name)).toEqual(expect.arrayContaining(['kv', 'sS', 'pS', 'rowA', 'resc']));
       for (const v of vars) expect(v.bytes % 16, `${disp.kernel.name} ${v.name}: ${v.type}`).toBe(0);
+      // the current builtin spelling only (the bool-argument form warns at every call)
+      expect(disp.kernel.code).toMatch(/subgroupMatrixLoad<LeftM, row_major>\(&/);
+      expect(disp.kernel.code).toMatch(/subgroupMatrixLoad<RightM, col_major>\(&kv, /);
+      expect(disp.kernel.code).not.toMatch(/subgroupMatrix(Load<\w+>|Store)\(/);
     }
   });
 

@@ -2,7 +2,7 @@
  * Runs a tensor-core (subgroup-matrix) kernel on a device without the extension by rewriting its matrix operations
  * into plain WGSL with Dawn's semantics:
  *
- *   left / right operands  a handle (offset, col_major, stride) into the workgroup array they were loaded from:
+ *   left / right operands  a handle (offset, majorness, stride) into the workgroup array they were loaded from:
  *                          element [r, c] at offset + stride·r + c (row-major) or offset + stride·c + r (col-major)
  *   result fragments       16×16 f32 spread over the subgroup's lanes (element e on lane e % size), like hardware
  *   multiply-accumulate    each lane sums its elements' 16 products straight from the operands' workgroup arrays
@@ -26,14 +26,14 @@ export function emulateSubgroupMatrix(k: KernelSpec): KernelSpec {
     .replace('diagnostic(off, chromium.subgroup_matrix_uniformity);\n', '')
     .replace(/alias (LeftM|RightM) = subgroup_matrix_\w+<[^>]*>;/g, 'struct $1 { off: u32, cm: u32, s: u32 }')
     .replace(/alias AccM = subgroup_matrix_result<f32, 16, 16>;/, `struct AccM { m: array<f32, ${PER_LANE}> }`)
-    .replace(/subgroupMatrixLoad<(\w+)>\(&(\w+), ([^;]*), (true|false), (\w+)\);/g, (_, t: string, a: string, off: string, cm: string, s: string) => {
+    .replace(/subgroupMatrixLoad<(\w+), (row_major|col_major)>\(&(\w+), ([^;]*), (\w+)\);/g, (_, t: string, mj: string, a: string, off: string, s: string) => {
       if (arrayOf.has(t) && arrayOf.get(t) !== a) throw new Error(`emulateSubgroupMatrix: ${t} loaded from several arrays`);
       arrayOf.set(t, a);
-      return `${t}(${off}, ${cm === 'true' ? 1 : 0}u, ${s});`;
+      return `${t}(${off}, ${mj === 'col_major' ? 1 : 0}u, ${s});`;
     })
-    .replace(/subgroupMatrixStore\(&(\w+), /g, (_, a: string) => {
+    .replace(/subgroupMatrixStore<(row_major|col_major)>\(&(\w+), ([^;]*), (\w+), (\w+)\);/g, (_, mj: string, a: string, off: string, v: string, s: string) => {
       stores.add(a);
-      return `emuStore_${a}(`;
+      return `emuStore_${a}(${off}, ${v}, ${mj === 'col_major'}, ${s});`;
     })
     .replace(/subgroupMatrixMultiplyAccumulate\(/g, 'emuMma(')
     .replace(/fn main\((.*)\) \{/, (_, params: string) =>

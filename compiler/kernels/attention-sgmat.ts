@@ -29,7 +29,6 @@ import { attention, combineKernel, type AttentionBuffers, type AttentionDims, ty
 import { NEG, attentionBindings, checkHeadDims, keyFns, ropeParts, rotatedKeyFns } from './attn-common.js';
 import { rotateKeys } from './rotate-keys.js';
 import { sgOps } from './sgmat-emu.js';
-import { env } from '../../runtime/env.js';
 
 export interface SgmatAttentionOpts extends AttentionOpts {
   /** prefill on tensor cores where usable (attentionAuto); only for devices with GpuContext.tensorCores */
@@ -38,39 +37,6 @@ export interface SgmatAttentionOpts extends AttentionOpts {
   readonly emulate?: boolean;
   /** lazy-rescale slack, default TAU (checks: 0 rescales the accumulators whenever a row's max rises) */
   readonly tau?: number;
-  /**
-   * Diagnostic variant: flags joined by '+' or ',' (see VARIANT_FLAGS); default LOCRET_SGMAT_ATTN_VARIANT, else none.
-   * Each flag changes one thing the real builtins might treat differently from the emulation, so a single GPU run
-   * over all of them (bench/attn-sgmat-check.ts --variants) tells which one the results depend on.
-   */
-  readonly variant?: string;
-}
-
-/**
- * qs      q rows in their own array, fragments loaded at each use (none held in registers across tiles)
- * bk16    16-key tiles (what qs needs to fit at head_dim 128)
- * nopad   unpadded strides (KS = D, SS = BK, PS = BK halves)
- * vcol    V staged transposed and loaded column-major, like every right operand of mm-sgmat.ts
- * notau   no accumulator rescale (tau 1e30: the store → scale → load-result pass never runs)
- * newapi  the current builtin spelling subgroupMatrixLoad<T, row_major>(p, off, stride) instead of the bool form
- * lid     subgroup index from local_invocation_index / 32 instead of @builtin(subgroup_id)
- * noshfl  row-pair max / sum through workgroup memory instead of subgroupShuffleXor
- * emu     the plain-WGSL stand-ins (implies qs), on any device
- * dumps   debug: out row (t, h) gets the raw logits S of the first tile (keys 0..BK-1), then the kernel returns
- * dumpq   debug: out row (t, h) gets the q fragments as held by the kernel after the first tile's S
- * dumpo   debug: out row (t, h) gets the accumulators after the first tile's P·V, unnormalized (P = e^(s - m))
- * (dump variants need splits = 1; the check compares them with S and q computed on the CPU)
- */
-export const VARIANT_FLAGS = ['qs', 'bk16', 'nopad', 'vcol', 'notau', 'newapi', 'lid', 'noshfl', 'emu', 'dumps', 'dumpq', 'dumpo'] as const;
-export type VariantFlag = (typeof VARIANT_FLAGS)[number];
-
-export function variantFlags(variant: string | undefined): Set<VariantFlag> {
-  const fs = new Set<VariantFlag>();
-  for (const f of (variant ?? '').split(/[+,]/).map((x) => x.trim()).filter((x) => x && x !== 'base')) {
-    if (!(VARIANT_FLAGS as readonly string[]).includes(f)) throw new Error(`tensor-core attention: unknown variant flag ${f}`);
-    fs.add(f as VariantFlag);
-  }
-  return fs;
 }
 
 const NSG = 4; // subgroups that compute
@@ -78,24 +44,23 @@ const WG = NSG * 32;
 const BR = NSG * 16; // rows per workgroup
 const BK = 32; // keys per tile
 const TAU = 8; // lazy-rescale slack (natural log): P <= e^8 ≈ 2981
-const WG_BYTES = 32768; // workgroup memory every variant must fit (GpuContext.tensorCores guarantees it)
-const DIAG_WG_BYTES = 49152; // diagnostic variants may use what NVIDIA gives (the pipeline fails where it is less)
+const WG_BYTES = 32768; // workgroup memory the kernel must fit (GpuContext.tensorCores guarantees it)
 const TARGET_WG = 1024; // workgroups wanted in flight before splitting keys
 const MIN_SPLIT_KEYS = 512;
 const MAX_SPLITS = 1024; // the combine kernel's limit
 
-/** strides: kv rows in halves, sS rows in f32, pS rows in halves (16-byte multiples, off the bank period) */
-const strides = (D: number, bk = BK, pad = true) =>
-  pad ? { KS: D + 8, SS: bk + 4, PS: bk + 8, VS: bk + 8, KVR: Math.max(2 * bk, BR) } : { KS: D, SS: bk, PS: bk, VS: bk, KVR: Math.max(2 * bk, BR) };
+/**
+ * Strides: kv rows in halves, sS rows in f32, pS rows in halves, padded to 16-byte multiples off the bank period
+ * (unpadded strides measured 1.5× slower on the H200; so were 16-key tiles, 1.06×, and values staged transposed,
+ * 1.2×).
+ */
+const strides = (D: number) => ({ KS: D + 8, SS: BK + 4, PS: BK + 8 });
 
-function wgBytes(D: number, f: ReadonlySet<VariantFlag> = new Set()): number {
-  const bk = f.has('bk16') ? 16 : BK;
-  const { KS, SS, PS, VS } = strides(D, bk, !f.has('nopad'));
-  const qs = f.has('qs') || f.has('emu');
-  // kv: the q rows (unless qs) or the keys, and the values unless vcol stages them transposed in vt
-  const kvRows = Math.max(f.has('vcol') ? bk : 2 * bk, qs ? 0 : BR);
-  return 2 * kvRows * KS + (qs ? 2 * BR * KS : 0) + (f.has('vcol') ? 2 * D * VS : 0) +
-    4 * Math.max(BR * SS, NSG * 512) + 2 * BR * PS + 4 * BR + 16 + (f.has('noshfl') ? 4 * WG : 0);
+/** Workgroup bytes; `qs` keeps the q rows in an array of their own (the emulated form reads fragments at use). */
+function wgBytes(D: number, qs = false): number {
+  const { KS, SS, PS } = strides(D);
+  const kvRows = Math.max(2 * BK, qs ? 0 : BR); // the keys and values of a tile, first the 64 q rows (unless qs)
+  return 2 * kvRows * KS + (qs ? 2 * BR * KS : 0) + 4 * Math.max(BR * SS, NSG * 512) + 2 * BR * PS + 4 * BR + 16;
 }
 
 /** Whether this kernel can run a call (the device must also have GpuContext.tensorCores). */
@@ -136,23 +101,17 @@ function mainKernel(o: SgmatAttentionOpts, p: SgmatPlan, split: boolean, withLse
   const H = o.numHeads;
   const D = o.headDim;
   const DQ = D / 4;
-  const f = variantFlags(o.variant ?? env('LOCRET_SGMAT_ATTN_VARIANT'));
-  const emu = o.emulate === true || f.has('emu');
-  // q rows kept in their own array and loaded at each use; emulated fragments are read at use, so they always need it
-  const qs = emu || f.has('qs');
-  const vcol = f.has('vcol');
-  const noshfl = f.has('noshfl');
-  const dump = f.has('dumps') ? 's' : f.has('dumpq') ? 'q' : f.has('dumpo') ? 'o' : '';
-  if (dump && split) throw new Error('tensor-core attention: the dump variants need splits = 1');
-  const bk = f.has('bk16') ? 16 : BK; // keys per tile
+  const emu = o.emulate === true;
+  // emulated fragments are handles read at use, so the q rows need an array the tiles do not overwrite
+  const qs = emu;
+  const bk = BK;
   const ND = D / 16; // fragments along head_dim
   const NS = bk / 16; // fragments along the tile's keys
-  const { KS, SS, PS, VS } = strides(D, bk, !f.has('nopad'));
+  const { KS, SS, PS } = strides(D);
   const QA = qs ? 'qS' : 'kv'; // q staging: kv, which the tiles then reuse, unless qs
-  const kvRows = Math.max(vcol ? bk : 2 * bk, qs ? 0 : BR);
-  const bytes = wgBytes(D, emu ? new Set([...f, 'emu' as const]) : f);
-  const limit = f.size ? DIAG_WG_BYTES : WG_BYTES;
-  if (bytes > limit) throw new Error(`tensor-core attention: ${bytes} bytes of workgroup memory exceed ${limit}`);
+  const kvRows = Math.max(2 * bk, qs ? 0 : BR);
+  const bytes = wgBytes(D, qs);
+  if (bytes > WG_BYTES) throw new Error(`tensor-core attention: ${bytes} bytes of workgroup memory exceed ${WG_BYTES}`);
   const LPT = Math.ceil((bk * DQ) / WG); // K and V quads each thread loads per tile
   const full = (bk * DQ) % WG === 0;
   const R = (n: number) => Array.from({ length: n }, (_, i) => i);
@@ -165,12 +124,6 @@ ${rk ? `    let x${i} = krq(g, s${i}, j${i});` : `    let p${i} = kpos[g * param
     let y${i} = kq(g, s${i}, partnerQ(j${i}));
     let x${i} = kq(g, s${i}, j${i});`}
     let v${i} = vq(g, s${i}, j${i});`;
-  // values: key rows after the keys in kv, or transposed (one row per head_dim element) in vt
-  const vput = (i: number) => vcol
-    ? `let b = j${i} * 4u * VS + kk${i};
-      vt[b] = vr.x; vt[b + VS] = vr.y; vt[b + 2u * VS] = vr.z; vt[b + 3u * VS] = vr.w;`
-    : `let b = a + BK * KS;
-      kv[b] = vr.x; kv[b + 1u] = vr.y; kv[b + 2u] = vr.z; kv[b + 3u] = vr.w;`;
   const put = (i: number) => `    ${full ? '' : `if (e${i} < BK * DQ) `}{
       let live = kb + kk${i} < k1;
 ${rk ? `      let kr = vec4<f16>(select(vec4<f32>(0.0), x${i}, live));` : `      let r = ropeAt(p${i}, j${i});
@@ -178,24 +131,21 @@ ${rk ? `      let kr = vec4<f16>(select(vec4<f32>(0.0), x${i}, live));` : `     
       let vr = vec4<f16>(select(vec4<f32>(0.0), v${i}, live));
       let a = kk${i} * KS + j${i} * 4u;
       kv[a] = kr.x; kv[a + 1u] = kr.y; kv[a + 2u] = kr.z; kv[a + 3u] = kr.w;
-      ${vput(i)}
+      let b = a + BK * KS; // values: the rows after the keys
+      kv[b] = vr.x; kv[b + 1u] = vr.y; kv[b + 2u] = vr.z; kv[b + 3u] = vr.w;
     }`;
   const ops = sgOps(emu, [
     { name: 'kv', loads: qs ? ['R'] : ['L', 'R'], store: false },
     ...(qs ? [{ name: 'qS', loads: ['L'] as const, store: false }] : []),
-    ...(vcol ? [{ name: 'vt', loads: ['R'] as const, store: false }] : []),
     { name: 'pS', loads: ['L'], store: false },
     { name: 'sS', loads: ['A'], store: true },
-  ], { newApi: f.has('newapi') });
-  const tau = f.has('notau') ? 1e30 : o.tau ?? TAU;
-  const variant = [...f].sort().join('+');
-  const key = { op: 'attention_sgmat', cache: o.cacheDtype, H, G, D, BK: bk, split, lse: withLse, emu, tau, rk, ...(variant ? { variant } : {}) };
+  ]);
+  const tau = o.tau ?? TAU;
+  const key = { op: 'attention_sgmat', cache: o.cacheDtype, H, G, D, BK: bk, split, lse: withLse, emu, tau, rk };
   const qf = (i: number) => (qs ? ops.load('L', 'qS', `sr * KS + ${i * 16}u`, false, 'KS') : `q${i}`);
-  const vf = (kk: number, j: number) => vcol
-    ? ops.load('R', 'vt', `${j * 16}u * VS + ${kk * 16}u`, true, 'VS')
-    : ops.load('R', 'kv', `${bk + kk * 16}u * KS + ${j * 16}u`, false, 'KS');
+  const vf = (kk: number, j: number) => ops.load('R', 'kv', `${bk + kk * 16}u * KS + ${j * 16}u`, false, 'KS');
   // the other lane of a row's pair (lanes 2r, 2r+1)
-  const pair = (x: string) => (noshfl ? `pairX(lid, ${x})` : `subgroupShuffleXor(${x}, 1u)`);
+  const pair = (x: string) => `subgroupShuffleXor(${x}, 1u)`;
   // one fragment column j of the accumulators through the staging slot j % 2 of this subgroup (16×16, stride 16)
   const stage = (j: number) => ops.store('sS', `stg + ${(j % 2) * 256}u`, `o${j}`, false, '16u');
   const staged = (j: number) => `sS[(e / 256u) * 512u + ${(j % 2) * 256}u + e % 256u]`;
@@ -215,23 +165,6 @@ ${rk ? `      let kr = vec4<f16>(select(vec4<f32>(0.0), x${i}, live));` : `     
       ${split ? `scratch[(wg.z * params.T * H + th) * D + d] = ${staged(j)};` : `out[th * D + d] = ${staged(j)} / rowA[r];`}
     }
   }`;
-  // debug: the first tile's logits, or the q fragments as the kernel holds them after computing them, into out
-  const dumpOut = (v: string) => `    for (var e = lid; e < ${BR}u * D; e += WG) {
-      let r = e / D;
-      let d = e % D;
-      let t = wg.x * BQ + r / G;
-      if (r < R && t < params.T) { out[(t * H + g * G + r % G) * D + d] = ${v}; }
-    }
-    return;`;
-  const dumpCode = dump === 's'
-    ? dumpOut('select(0.0, sS[r * SS + min(d, BK - 1u)], d < BK)')
-    : dump === 'q'
-      ? emu
-        ? dumpOut('f32(qS[r * KS + d])')
-        : `${R(ND).map((i) => `    ${ops.store('kv', `sr * KS + ${i * 16}u`, qf(i), false, 'KS')}`).join('\n')}
-    workgroupBarrier();
-${dumpOut('f32(kv[r * KS + d])')}`
-      : '';
   return kernel(key, () => ({
     bindings: attentionBindings(o.cacheDtype, split, withLse, 'f32', rk), // the attention.ts buffers, outputs as scalars
     params: [['T', 'u32'], ['base', 'u32'], ['capacity', 'u32'], ['rot', 'u32'], ['splitKeys', 'u32'], ['splits', 'u32'], ['scale', 'f32']],
@@ -251,35 +184,24 @@ const BK = ${bk}u;
 const KS = ${KS}u;
 const SS = ${SS}u;
 const PS = ${PS}u;
-const VS = ${VS}u;
 const NEG = ${NEG};
 const TAU = ${f32(tau)};
 ${rk ? rotatedKeyFns(o.cacheDtype) : `${keyFns(o.cacheDtype, true)}
 ${ropeParts}`}
 ${ops.prelude}
 
-var<workgroup> kv: array<f16, ${kvRows * KS}>; // (${kvRows}, KS): rows 0..BK-1 rotated keys${vcol ? '' : ', BK..2BK-1 values'}${qs ? '' : ' (first: the 64 q rows)'}
+var<workgroup> kv: array<f16, ${kvRows * KS}>; // (${kvRows}, KS): rows 0..BK-1 rotated keys, BK..2BK-1 values${qs ? '' : ' (first: the 64 q rows)'}
 ${qs && `var<workgroup> qS: array<f16, ${BR * KS}>; // (64, KS) the q rows`}
-${vcol && `var<workgroup> vt: array<f16, ${D * VS}>; // (D, VS) the tile's values, transposed`}
 var<workgroup> sS: array<f32, ${Math.max(BR * SS, NSG * 512)}>; // (64, SS) logits of the tile; or (4, 2, 16, 16) fragment staging
 var<workgroup> pS: array<f16, ${BR * PS}>; // (64, PS) probabilities of the tile
 var<workgroup> rowA: array<f32, ${BR}>; // per row: the tile's rescale factor; at the end the sum l
 var<workgroup> resc: vec4<u32>; // .x: number (from 1) of the latest tile whose softmax moved some row's reference max
-${noshfl && `var<workgroup> xch: array<f32, ${WG}>; // row-pair exchange
-
-fn pairX(lid: u32, x: f32) -> f32 {
-  xch[lid] = x;
-  workgroupBarrier();
-  let y = xch[lid ^ 1u];
-  workgroupBarrier();
-  return y;
-}`}
 
 @compute @workgroup_size(${WG})
 fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: vec3<u32>${emu ? '' : ', @builtin(subgroup_id) sgid: u32'}) {
   ${ops.init('lid')}
   let g = wg.y;
-  let sgc = min(${emu || f.has('lid') ? 'lid / 32u' : 'sgid'}, ${NSG - 1}u);
+  let sgc = min(${emu ? 'lid / 32u' : 'sgid'}, ${NSG - 1}u);
   let sr = sgc * 16u; // this subgroup's rows
   let stg = sgc * 512u; // its two staging slots in sS
   if (lid == 0u) { resc.x = 0u; }
@@ -323,7 +245,6 @@ ${R(ND).map((i) => `      s = ${ops.mma(qf(i), ops.load('R', 'kv', `${j * 16}u *
       ${ops.store('sS', `sr * SS + ${j * 16}u`, 's', false, 'SS')}
     }`)}
     workgroupBarrier();
-${dump !== 'o' && dumpCode}
     // online softmax with a lazily moved reference max; masked keys get p = 0 explicitly
     var mx = NEG;
     for (var kk = half; kk < BK; kk += 2u) { mx = max(mx, select(NEG, sS[row * SS + kk], kb + kk < vis)); }
@@ -351,9 +272,6 @@ ${R(NS).map((kk) => `    {
 ${R(ND).map((j) => `      o${j} = ${ops.mma('pf', vf(kk, j), `o${j}`)};`).join('\n')}
     }`)}
     workgroupBarrier();
-${dump === 'o' && `    if (half == 0u) { rowA[row] = 1.0; }
-${R(ND).map(emit).join('\n')}
-    return;`}
   }
   if (half == 0u) { rowA[row] = l; }
   // outputs, one fragment column at a time through the staging (slots alternate, so one barrier each)

@@ -28,8 +28,10 @@
  * x · normW is rounded to f16 for the tensor cores (|x · normW| must stay below 65504).
  *
  * WGSL notes (Dawn's extension): `subgroup_matrix_left<T, K, M>` is M rows × K columns, `_right<T, N, K>` is
- * K rows × N columns, `_result<T, N, M>` is M rows × N columns; `subgroupMatrixLoad<Type>(&arr, offset, col_major,
- * stride)` counts offset and stride in elements of `arr` (whose element type must be the matrix's scalar type).
+ * K rows × N columns, `_result<T, N, M>` is M rows × N columns; `subgroupMatrixLoad<Type, row_major|col_major>(&arr,
+ * offset, stride)` (and `subgroupMatrixStore<row_major|col_major>(&arr, offset, value, stride)`, the current spelling:
+ * the first releases' bool-argument form still compiles but warns per call) counts offset and stride in elements of
+ * `arr` (whose element type must be the matrix's scalar type).
  * The calls take subgroup-uniform operands that Tint can only prove workgroup-uniform, hence the diagnostic off.
  * Vulkan wants fragment pointers and strides 16-byte aligned: every offset here is a multiple of 8 halves / 4 f32.
  */
@@ -164,10 +166,10 @@ export function sgmatSource(o: CoreOpts, f: CoreFamily, variant: string): Kernel
   // FN right fragments per stream
   const step = (kk: number) => [
     '      {',
-    ...R(FM).map((i) => `      let a${i} = subgroupMatrixLoad<LeftM>(&xs, (sm * ${FM * FR}u + ${i * FR}u) * XS + ${kk * FR}u, false, XS);`),
+    ...R(FM).map((i) => `      let a${i} = subgroupMatrixLoad<LeftM, row_major>(&xs, (sm * ${FM * FR}u + ${i * FR}u) * XS + ${kk * FR}u, XS);`),
     ...R(S).flatMap((s) =>
       R(FN).flatMap((j) => [
-        `      let b${s}${j} = subgroupMatrixLoad<RightM>(&ws, ${s * BN * XS}u + (sn * ${FN * FR}u + ${j * FR}u) * XS + ${kk * FR}u, true, XS);`,
+        `      let b${s}${j} = subgroupMatrixLoad<RightM, col_major>(&ws, ${s * BN * XS}u + (sn * ${FN * FR}u + ${j * FR}u) * XS + ${kk * FR}u, XS);`,
         ...R(FM).map((i) => `      ${acc(s, i, j)} = subgroupMatrixMultiplyAccumulate(a${i}, b${s}${j}, ${acc(s, i, j)});`),
       ]),
     ),
@@ -176,7 +178,7 @@ export function sgmatSource(o: CoreOpts, f: CoreFamily, variant: string): Kernel
   // fragment row i of this subgroup's block → os (row-major, stride BN), one branch per i: accumulators are
   // named variables, never indexed dynamically
   const storeRow = (i: number) =>
-    R(S).flatMap((s) => R(FN).map((j) => `subgroupMatrixStore(&os, ${s * FR * BN}u + sn * ${FN * FR}u + ${j * FR}u, ${acc(s, i, j)}, false, BN);`)).join('\n        ');
+    R(S).flatMap((s) => R(FN).map((j) => `subgroupMatrixStore<row_major>(&os, ${s * FR * BN}u + sn * ${FN * FR}u + ${j * FR}u, ${acc(s, i, j)}, BN);`)).join('\n        ');
   const stores = R(FM).map((i) => `${i ? ' else ' : ''}if (fi == ${i}u) {\n        ${storeRow(i)}\n      }`).join('');
   const biasS = (s: number) => (o.bias ? ` + bias2(c, ${s}u)` : '');
   // without prefetch a slab is fetched and staged back to back; with it, slab k0 + UPR is fetched between the

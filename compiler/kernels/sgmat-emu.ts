@@ -37,17 +37,9 @@ export interface SgOps {
   mma(a: string, b: string, c: string): string;
 }
 
-export interface SgOpsOptions {
-  /**
-   * Dawn's current spelling, majorness as a template argument: subgroupMatrixLoad<T, row_major>(p, offset, stride),
-   * subgroupMatrixStore<col_major>(p, offset, value, stride); the default is the first releases' bool argument,
-   * which Dawn still accepts but reports as deprecated.
-   */
-  readonly newApi?: boolean;
-}
-
-export function sgOps(emulate: boolean, arrays: readonly SgArray[], opts: SgOpsOptions = {}): SgOps {
-  if (!emulate && opts.newApi) {
+export function sgOps(emulate: boolean, arrays: readonly SgArray[]): SgOps {
+  if (!emulate) {
+    // Dawn's current spelling, majorness as a template argument (the first releases' bool argument warns per call)
     const mj = (cm: boolean) => (cm ? 'col_major' : 'row_major');
     return {
       prelude: `alias LeftM = subgroup_matrix_left<f16, 16, 16>;
@@ -56,17 +48,6 @@ alias AccM = subgroup_matrix_result<f32, 16, 16>;`,
       init: () => '',
       load: (k, arr, off, cm, st) => `subgroupMatrixLoad<${TYPE[k]}, ${mj(cm)}>(&${arr}, ${off}, ${st})`,
       store: (arr, off, v, cm, st) => `subgroupMatrixStore<${mj(cm)}>(&${arr}, ${off}, ${v}, ${st});`,
-      mma: (a, b, c) => `subgroupMatrixMultiplyAccumulate(${a}, ${b}, ${c})`,
-    };
-  }
-  if (!emulate) {
-    return {
-      prelude: `alias LeftM = subgroup_matrix_left<f16, 16, 16>;
-alias RightM = subgroup_matrix_right<f16, 16, 16>;
-alias AccM = subgroup_matrix_result<f32, 16, 16>;`,
-      init: () => '',
-      load: (k, arr, off, cm, st) => `subgroupMatrixLoad<${TYPE[k]}>(&${arr}, ${off}, ${cm}, ${st})`,
-      store: (arr, off, v, cm, st) => `subgroupMatrixStore(&${arr}, ${off}, ${v}, ${cm}, ${st});`,
       mma: (a, b, c) => `subgroupMatrixMultiplyAccumulate(${a}, ${b}, ${c})`,
     };
   }
