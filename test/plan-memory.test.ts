@@ -119,6 +119,7 @@ describe('planMemory', () => {
       logits: 128256 * 4,
       rope_table: 17764 * 64 * 8,
       evict_scratch: 8 * 17764 * (2 * 128 * 2 + 16),
+      rotated_keys: 8 * 17764 * 128 * 2, // one layer's keys, f16, for the tensor-core attention
       retaining_hidden: 1024 * 1024 * 4,
     });
     const short = resolvePlanOptions({ context: 300, chunk: 1024, policy: 'full' });
@@ -127,6 +128,7 @@ describe('planMemory', () => {
     expect(t2.rope_table).toBe((300 + 256) * 64 * 8);
     expect(t2.retaining_hidden).toBeUndefined();
     expect(t2.evict_scratch).toBeUndefined(); // policy full never evicts
+    expect(t2.rotated_keys).toBe(8 * (300 + 256) * 128 * 2); // the whole cache: context + maxNew
   });
 
   it('fits is null without a memory size; warnings for odd settings', () => {
