@@ -14,12 +14,12 @@ import { workgroupVars } from '../compiler/wgsl-workgroup.js';
 import { rotateKeys, rotatedKeysBytes } from '../compiler/kernels/rotate-keys.js';
 import { f16ToF32 } from '../runtime/io/dtype.js';
 import { ropeTable } from '../runtime/rope.js';
+import { attnInputs, POSITIONS, type AttnCase } from './attn-inputs.js';
 import { expectClose, gpuRunner, rand, weightsFor } from './gpu-harness.js';
-import { refAttention, type RefAttnShape } from './ref/gpu-attention.js';
+import { refAttention } from './ref/gpu-attention.js';
 import { dequantizeRows, quantizeRows } from './ref/kv-int8.js';
 
-interface Case { H: number; KV: number; D: number; rot: number; T: number; base: number; dtype: 'f32' | 'f16'; lse: boolean; splits?: number; tau?: number }
-const POSITIONS = 300;
+interface Case extends AttnCase { lse: boolean; tau?: number }
 const opts = (c: Case, emulate = true): SgmatAttentionOpts => ({
   cacheDtype: c.dtype, numHeads: c.H, numKvHeads: c.KV, headDim: c.D, rotaryDim: c.rot, emulate, tau: c.tau,
 });
@@ -114,30 +114,18 @@ describe('tensor-core attention numerics (fragments emulated)', () => {
     { H: 2, KV: 2, D: 32, rot: 32, T: 70, base: 30, dtype: 'f32', lse: true, tau: 0 },
   ];
   for (const [i, c] of cases.entries()) {
-    const capacity = c.base + c.T + 5;
+    const capacity = c.base + c.T + 7; // attnInputs' cache
     const d = { T: c.T, base: c.base, capacity, scale: 1 / Math.sqrt(c.D), splits: c.splits };
     const p = sgmatAttentionPlan(opts(c), d, 1 << 30);
     it(`H=${c.H}/${c.KV} D=${c.D} rot=${c.rot} T=${c.T} base=${c.base} ${c.dtype}${c.lse ? ' lse' : ''} (BQ=${p.BQ} splits=${p.splits}${c.tau === 0 ? ' tau 0' : ''})`, async () => {
       const r = await gpuRunner();
-      const sh: RefAttnShape = { H: c.H, KV: c.KV, D: c.D, rotaryDim: c.rot, T: c.T, base: c.base, capacity, scale: d.scale };
-      const seed = 700 + 10 * i;
-      const q = rand(c.T * c.H * c.D, seed, 2);
-      const k = rand(c.KV * capacity * c.D, seed + 1, 2);
-      const v = rand(c.KV * capacity * c.D, seed + 2);
-      // slots past the chunk are NaN: a read past the visible range would poison the output
-      for (let g = 0; g < c.KV; g++) for (let s = c.base + c.T; s < capacity; s++) {
-        k.fill(NaN, (g * capacity + s) * c.D, (g * capacity + s + 1) * c.D);
-        v.fill(NaN, (g * capacity + s) * c.D, (g * capacity + s + 1) * c.D);
-      }
-      const kpos = Uint32Array.from(rand(c.KV * capacity, seed + 3), (x) => Math.floor(((x + 1) / 2) * (POSITIONS - 1)));
-      const rope = ropeTable({ kind: 'default', theta: 10000, rotaryDim: c.rot }, POSITIONS);
-      const kw = weightsFor(c.dtype, k);
-      const vw = weightsFor(c.dtype, v);
-      const want = refAttention(sh, q, kw.ref, vw.ref, kpos, rope);
+      const x = attnInputs(c, 700 + 10 * i);
+      expect(x.capacity).toBe(capacity);
+      const want = refAttention(x.sh, x.q, x.k.ref, x.v.ref, x.kpos, x.rope);
       const per = c.T * c.H * (c.D + 4) * 4;
       const bufs = {
-        q: r.upload(q, 'q'), kCache: r.upload(kw.gpu, 'k'), vCache: r.upload(vw.gpu, 'v'), kpos: r.upload(kpos, 'kpos'),
-        rope: r.upload(rope, 'rope'), out: r.createBuffer(c.T * c.H * c.D * 4, 'out'),
+        q: r.upload(x.q, 'q'), kCache: r.upload(x.k.gpu, 'k'), vCache: r.upload(x.v.gpu, 'v'), kpos: r.upload(x.kpos, 'kpos'),
+        rope: r.upload(x.rope, 'rope'), out: r.createBuffer(c.T * c.H * c.D * 4, 'out'),
         lse: c.lse ? r.createBuffer(c.T * c.H * 4, 'lse') : undefined, scratch: r.createBuffer(per * p.splits, 'scratch'),
       };
       const kRot = r.createBuffer(rotatedKeysBytes({ numKvHeads: c.KV, headDim: c.D }, capacity), 'krot');

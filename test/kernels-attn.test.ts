@@ -1,43 +1,11 @@
 import { describe, expect, it } from 'vitest';
 import { attention, attentionPlan, attentionScratchBytes, type AttentionOpts } from '../compiler/kernels/attention.js';
 import { attentionStats, zeroScores } from '../compiler/kernels/scores.js';
-import { ropeTable } from '../runtime/rope.js';
-import { gpuRunner, rand, weightsFor, expectClose } from './gpu-harness.js';
-import { refAttention, refAttentionStats, type RefAttnShape } from './ref/gpu-attention.js';
+import { attnInputs, type AttnCase } from './attn-inputs.js';
+import { gpuRunner, rand, expectClose } from './gpu-harness.js';
+import { refAttention, refAttentionStats } from './ref/gpu-attention.js';
 
-interface Case {
-  H: number;
-  KV: number;
-  D: number;
-  rot: number;
-  T: number;
-  base: number;
-  dtype: 'f32' | 'f16';
-  splits?: number;
-}
-
-const POSITIONS = 400;
-
-/** Random inputs; slots ≥ base+T hold NaN (f32 cache) so a read past the visible range would poison the output. */
-function inputs(c: Case, seed: number) {
-  const capacity = c.base + c.T + 7;
-  const sh: RefAttnShape = { H: c.H, KV: c.KV, D: c.D, rotaryDim: c.rot, T: c.T, base: c.base, capacity, scale: 1 / Math.sqrt(c.D) };
-  const q = rand(c.T * c.H * c.D, seed, 2);
-  const k = rand(c.KV * capacity * c.D, seed + 1, 2);
-  const v = rand(c.KV * capacity * c.D, seed + 2);
-  for (let g = 0; g < c.KV; g++) {
-    for (let s = c.base + c.T; s < capacity; s++) {
-      k.fill(NaN, (g * capacity + s) * c.D, (g * capacity + s + 1) * c.D);
-      v.fill(NaN, (g * capacity + s) * c.D, (g * capacity + s + 1) * c.D);
-    }
-  }
-  // positions: arbitrary (as after eviction with original positions), not sorted
-  const kpos = Uint32Array.from(rand(c.KV * capacity, seed + 3), (x) => Math.floor(((x + 1) / 2) * (POSITIONS - 1)));
-  const rope = ropeTable({ kind: 'default', theta: 10000, rotaryDim: c.rot }, POSITIONS);
-  const kw = weightsFor(c.dtype, k);
-  const vw = weightsFor(c.dtype, v);
-  return { sh, capacity, q, k: kw, v: vw, kpos, rope };
-}
+type Case = AttnCase;
 
 const opts = (c: Case): AttentionOpts => ({ cacheDtype: c.dtype, numHeads: c.H, numKvHeads: c.KV, headDim: c.D, rotaryDim: c.rot });
 
@@ -59,7 +27,7 @@ describe('attention over the cache', () => {
     const p = attentionPlan(opts(c), { T: c.T, base: c.base, capacity: c.base + c.T + 7, scale: 1, splits: c.splits });
     it(`H=${c.H}/${c.KV} D=${c.D} rot=${c.rot} T=${c.T} base=${c.base} ${c.dtype} (BQ=${p.BQ} TPR=${p.TPR} splits=${p.splits})`, async () => {
       const r = await gpuRunner();
-      const x = inputs(c, 100 + i * 10);
+      const x = attnInputs(c, 100 + i * 10);
       const want = refAttention(x.sh, x.q, x.k.ref, x.v.ref, x.kpos, x.rope);
       const d = { T: c.T, base: c.base, capacity: x.capacity, scale: x.sh.scale, splits: c.splits };
       const bufs = {
@@ -99,7 +67,7 @@ describe('attention statistics (H2O accumulate, SnapKV replace)', () => {
   for (const [i, c] of statCases.entries()) {
     it(`${c.mode} H=${c.H}/${c.KV} rot=${c.rot} T=${c.T} base=${c.base} ${c.dtype}`, async () => {
       const r = await gpuRunner();
-      const x = inputs(c, 700 + i * 10);
+      const x = attnInputs(c, 700 + i * 10);
       const { lse } = refAttention(x.sh, x.q, x.k.ref, x.v.ref, x.kpos, x.rope);
       // earlier chunks' accumulated scores, which H2O must add to and SnapKV must replace
       const prev = rand(c.KV * x.capacity, 900 + i, 4).map(Math.abs);
