@@ -64,11 +64,12 @@ export function randomWeights(r: GpuRunner, c: ModelConfig, format: boolean | We
   const m = new Map<string, GpuWeight>();
   const qkv = qkvWidth(c);
   const halfDtype = r.gpu.f16 ? 'f16' : 'f16p';
+  const names = c.tieWordEmbeddings ? [] : [W.lmHead]; // what quantDtypeFor needs to know: is the output tied
   const add = (name: string, shape: number[], scale: number, offset = 0) => {
     const matrix = shape.length === 2;
     const cols = matrix ? shape[1]! : shape.reduce((a, b) => a * b, 1);
     const seed = m.size * 7919 + 1;
-    const q = quantDtypeFor(name, fmt, ['lm_head']); // the shapes here always have an lm_head
+    const q = quantDtypeFor(name, fmt, names);
     if (matrix && q && cols % QGROUP === 0) {
       const make = (row0: number, rows: number, label: string) => {
         const words = (rows * cols) / (q === 'q8' ? 4 : 8);
