@@ -7,6 +7,7 @@
  */
 import { beforeAll, describe, expect, it } from 'vitest';
 import { matmul, type MatmulDims, type MatmulOpts } from '../compiler/kernels/matmul.js';
+import { workgroupVars } from '../compiler/wgsl-workgroup.js';
 import { SGMAT_VARIANTS, SGMAT_WG_BYTES, sgmatPick, sgmatVariant, type SgmatVariant } from '../compiler/kernels/mm-sgmat.js';
 import { qkvRope, type QkvOpts } from '../compiler/kernels/qkv-rope.js';
 import type { Dispatch, GpuRunner } from '../runtime/gpu/runner.js';
@@ -21,11 +22,7 @@ const mmOpts = (epilogue: MatmulOpts['epilogue'], norm: boolean, bias: boolean):
 /** the kernel a matmul would dispatch (placeholder buffers: code generation never looks at them) */
 const specOf = (o: MatmulOpts, d: MatmulDims) => matmul(o, d, { x: {}, w: {}, wScales: {}, y: {}, normW: {}, bias: {} } as never).kernel;
 
-function workgroupBytes(code: string): number {
-  let n = 0;
-  for (const m of code.matchAll(/var<workgroup> \w+: array<(f16|f32), (\d+)>/g)) n += (m[1] === 'f16' ? 2 : 4) * Number(m[2]);
-  return n;
-}
+const workgroupBytes = (code: string) => workgroupVars(code).reduce((a, v) => a + v.bytes, 0);
 
 describe('sgmat WGSL structure', () => {
   const cases: [MatmulOpts, MatmulDims][] = [
