@@ -24,7 +24,7 @@
  */
 import { kernel, wgsl } from '../wgsl.js';
 import type { Dispatch } from '../../runtime/gpu/runner.js';
-import { NEG, attentionBindings, checkHeadDims, keyFns } from './attn-common.js';
+import { NEG, attentionBindings, checkHeadDims, keyFns, SPLIT_ATTENTION_PARAMS, splitAttentionParams } from './attn-common.js';
 import type { AttentionBuffers, AttentionDims, AttentionOpts } from './attention.js';
 import { decodeCombine, MAX_SPLITS } from './attention-combine.js';
 import { env } from '../../runtime/env.js';
@@ -129,7 +129,7 @@ ${ks.map((kk) => rs.map((r) => `        z${rk(kk, r)} = 0.0;
         for (var i = 0u; i < KL; i++) { z${rk(kk, r)} += red[rb + ${(kk * R + r) * NT}u + grp * KL + i]; }`).join('\n')).join('\n')}`;
   return kernel(key, () => ({
     bindings: attentionBindings(o.cacheDtype, split, withLse),
-    params: [['T', 'u32'], ['base', 'u32'], ['capacity', 'u32'], ['rot', 'u32'], ['splitKeys', 'u32'], ['splits', 'u32'], ['scale', 'f32']],
+    params: SPLIT_ATTENTION_PARAMS,
     workgroupSize: [NT, 1, 1],
     enables: sg ? ['subgroups'] : [],
     body: wgsl`
@@ -260,7 +260,7 @@ export function attentionDecodeV2(o: DecodeV2Opts, d: AttentionDims, b: Attentio
   const withLse = b.lse !== undefined;
   const split = p.splits > 1;
   const common = { q: b.q, kCache: b.kCache, vCache: b.vCache, kpos: b.kpos, rope: b.rope };
-  const params = { T: d.T, base: d.base, capacity: d.capacity, rot: o.rotaryDim, splitKeys: p.splitKeys, splits: p.splits, scale: d.scale };
+  const params = splitAttentionParams(o, d, p);
   const workgroups = [o.numKvHeads * p.nBlocks, p.splits, 1] as const;
   if (!split) {
     const outs: Record<string, GPUBuffer> = withLse ? { out: b.out, lse: b.lse! } : { out: b.out };

@@ -21,7 +21,7 @@
  */
 import { kernel, wgsl } from '../wgsl.js';
 import type { Dispatch } from '../../runtime/gpu/runner.js';
-import { NEG, attentionBindings, checkHeadDims, keyFns, ropeParts } from './attn-common.js';
+import { NEG, attentionBindings, checkHeadDims, keyFns, ropeParts, SPLIT_ATTENTION_PARAMS, splitAttentionParams } from './attn-common.js';
 import type { AttentionBuffers, AttentionDims, AttentionOpts } from './attention.js';
 import { decodeCombine, MAX_SPLITS } from './attention-combine.js';
 import { env } from '../../runtime/env.js';
@@ -135,7 +135,7 @@ function mainKernel(o: DecodeOpts, p: DecodePlan, split: boolean, withLse: boole
   const redLen = sg ? 2 * NV * NS : 2 * W * (NV + 1);
   return kernel(key, () => ({
     bindings: attentionBindings(o.cacheDtype, split, withLse),
-    params: [['T', 'u32'], ['base', 'u32'], ['capacity', 'u32'], ['rot', 'u32'], ['splitKeys', 'u32'], ['splits', 'u32'], ['scale', 'f32']],
+    params: SPLIT_ATTENTION_PARAMS,
     workgroupSize: [W, 1, 1],
     enables: sg ? ['subgroups'] : [],
     body: wgsl`
@@ -255,7 +255,7 @@ export function attentionDecode(o: DecodeOpts, d: AttentionDims, b: AttentionBuf
   const withLse = b.lse !== undefined;
   const split = p.splits > 1;
   const common = { q: b.q, kCache: b.kCache, vCache: b.vCache, kpos: b.kpos, rope: b.rope };
-  const params = { T: d.T, base: d.base, capacity: d.capacity, rot: o.rotaryDim, splitKeys: p.splitKeys, splits: p.splits, scale: d.scale };
+  const params = splitAttentionParams(o, d, p);
   const workgroups = [p.splits, o.numKvHeads, p.nBlocks] as const;
   if (!split) {
     const outs: Record<string, GPUBuffer> = withLse ? { out: b.out, lse: b.lse! } : { out: b.out };

@@ -26,7 +26,7 @@
 import { f32, kernel, wgsl } from '../wgsl.js';
 import type { Dispatch } from '../../runtime/gpu/runner.js';
 import { attention, combineKernel, type AttentionBuffers, type AttentionDims, type AttentionOpts } from './attention.js';
-import { NEG, attentionBindings, checkHeadDims, keyFns, ropeParts, rotatedKeyFns } from './attn-common.js';
+import { NEG, attentionBindings, checkHeadDims, keyFns, ropeParts, rotatedKeyFns, SPLIT_ATTENTION_PARAMS, splitAttentionParams } from './attn-common.js';
 import { rotateKeys } from './rotate-keys.js';
 import { sgOps } from './sgmat-emu.js';
 
@@ -167,7 +167,7 @@ ${rk ? `      let kr = vec4<f16>(select(vec4<f32>(0.0), x${i}, live));` : `     
   }`;
   return kernel(key, () => ({
     bindings: attentionBindings(o.cacheDtype, split, withLse, 'f32', rk), // the attention.ts buffers, outputs as scalars
-    params: [['T', 'u32'], ['base', 'u32'], ['capacity', 'u32'], ['rot', 'u32'], ['splitKeys', 'u32'], ['splits', 'u32'], ['scale', 'f32']],
+    params: SPLIT_ATTENTION_PARAMS,
     workgroupSize: [WG, 1, 1],
     enables: emu ? ['f16', 'subgroups'] : ['f16', 'subgroups', 'chromium_experimental_subgroup_matrix'],
     // the fragment calls take subgroup-uniform operands that Tint can only prove workgroup-uniform
@@ -299,7 +299,7 @@ export function attentionSgmat(o: SgmatAttentionOpts, d: AttentionDims, b: Atten
   const common: Record<string, GPUBuffer> = rk
     ? { q: b.q, kRot: b.kRot!, vCache: b.vCache }
     : { q: b.q, kCache: b.kCache, vCache: b.vCache, kpos: b.kpos, rope: b.rope };
-  const params = { T: d.T, base: d.base, capacity: d.capacity, rot: o.rotaryDim, splitKeys: p.splitKeys, splits: p.splits, scale: d.scale };
+  const params = splitAttentionParams(o, d, p);
   const workgroups = [p.nQB, o.numKvHeads, p.splits] as const;
   const pre = rk ? [rotateKeys(o, { kvEnd: d.base + d.T, capacity: d.capacity }, { kCache: b.kCache, kpos: b.kpos, rope: b.rope, kRot: b.kRot! })] : [];
   if (!split) {

@@ -10,7 +10,8 @@
  * sees exactly code · scale. Quads need headDim % 4 == 0, and a rotated quad must pair with a whole quad half a
  * rotary span away, so rotaryDim % 8 == 0 (true for every supported family).
  */
-import { ro, rw, type Binding } from '../wgsl.js';
+import { ro, rw, type Binding, type Param } from '../wgsl.js';
+import type { AttentionDims, AttentionOpts } from './attention.js';
 import { int8Fns } from './kv-int8.js';
 
 export type CacheDtype = 'f32' | 'f16' | 'int8';
@@ -63,6 +64,16 @@ export function attentionBindings(dtype: CacheDtype, split: boolean, withLse: bo
       ? [rw('scratch', `array<${elem}>`)] // see above
       : [rw('out', `array<${elem}>`), ...(withLse ? [rw('lse', 'array<f32>')] : [])]), // (T, H*D); (T, H)
   ];
+}
+
+/** Uniforms of the key-splitting attention kernels (decode v1 / v2, tensor-core prefill; attention.ts adds `tpr`). */
+export const SPLIT_ATTENTION_PARAMS: readonly Param[] = [
+  ['T', 'u32'], ['base', 'u32'], ['capacity', 'u32'], ['rot', 'u32'], ['splitKeys', 'u32'], ['splits', 'u32'], ['scale', 'f32'],
+];
+
+/** Their values for one call with the plan's key split. */
+export function splitAttentionParams(o: AttentionOpts, d: AttentionDims, p: { splitKeys: number; splits: number }): Record<string, number> {
+  return { T: d.T, base: d.base, capacity: d.capacity, rot: o.rotaryDim, splitKeys: p.splitKeys, splits: p.splits, scale: d.scale };
 }
 
 /** WGSL `reduce(lid, v, isMax)`: a workgroup-wide max or sum over WC threads through `red` (array<f32, WC>). */
