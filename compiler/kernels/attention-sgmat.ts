@@ -104,16 +104,15 @@ function mainKernel(o: SgmatAttentionOpts, p: SgmatPlan, split: boolean, withLse
   const emu = o.emulate === true;
   // emulated fragments are handles read at use, so the q rows need an array the tiles do not overwrite
   const qs = emu;
-  const bk = BK;
   const ND = D / 16; // fragments along head_dim
-  const NS = bk / 16; // fragments along the tile's keys
+  const NS = BK / 16; // fragments along the tile's keys
   const { KS, SS, PS } = strides(D);
   const QA = qs ? 'qS' : 'kv'; // q staging: kv, which the tiles then reuse, unless qs
-  const kvRows = Math.max(2 * bk, qs ? 0 : BR);
+  const kvRows = Math.max(2 * BK, qs ? 0 : BR);
   const bytes = wgBytes(D, qs);
   if (bytes > WG_BYTES) throw new Error(`tensor-core attention: ${bytes} bytes of workgroup memory exceed ${WG_BYTES}`);
-  const LPT = Math.ceil((bk * DQ) / WG); // K and V quads each thread loads per tile
-  const full = (bk * DQ) % WG === 0;
+  const LPT = Math.ceil((BK * DQ) / WG); // K and V quads each thread loads per tile
+  const full = (BK * DQ) % WG === 0;
   const R = (n: number) => Array.from({ length: n }, (_, i) => i);
   const batches = R(Math.ceil(LPT / 4)).map((b) => R(Math.min(4, LPT - b * 4)).map((i) => b * 4 + i));
   const load = (i: number) => `    let e${i} = lid + ${i * WG}u;
@@ -141,9 +140,9 @@ ${rk ? `      let kr = vec4<f16>(select(vec4<f32>(0.0), x${i}, live));` : `     
     { name: 'sS', loads: ['A'], store: true },
   ]);
   const tau = o.tau ?? TAU;
-  const key = { op: 'attention_sgmat', cache: o.cacheDtype, H, G, D, BK: bk, split, lse: withLse, emu, tau, rk };
+  const key = { op: 'attention_sgmat', cache: o.cacheDtype, H, G, D, BK, split, lse: withLse, emu, tau, rk };
   const qf = (i: number) => (qs ? ops.load('L', 'qS', `sr * KS + ${i * 16}u`, false, 'KS') : `q${i}`);
-  const vf = (kk: number, j: number) => ops.load('R', 'kv', `${bk + kk * 16}u * KS + ${j * 16}u`, false, 'KS');
+  const vf = (kk: number, j: number) => ops.load('R', 'kv', `${BK + kk * 16}u * KS + ${j * 16}u`, false, 'KS');
   // the other lane of a row's pair (lanes 2r, 2r+1)
   const pair = (x: string) => `subgroupShuffleXor(${x}, 1u)`;
   // one fragment column j of the accumulators through the staging slot j % 2 of this subgroup (16×16, stride 16)
@@ -180,7 +179,7 @@ const H = ${H}u;
 const G = ${G}u;
 const BQ = ${BQ}u; // queries per workgroup
 const R = ${BQ * G}u; // live rows (the rest of the 64 are padding)
-const BK = ${bk}u;
+const BK = ${BK}u;
 const KS = ${KS}u;
 const SS = ${SS}u;
 const PS = ${PS}u;
