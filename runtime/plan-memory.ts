@@ -18,6 +18,7 @@
  * Sizes are bytes; `24GB` means 24·10⁹ and `24GiB` 24·2³⁰ (so a plan is never optimistic about a "24GB" card).
  */
 import { RETAINING_HIDDEN, qkvWidth, type ModelConfig } from '../ir/config.js';
+import { rotatedKeysBytes } from '../compiler/kernels/rotate-keys.js';
 import { quantDtypeFor } from './weights.js';
 
 export const WEIGHT_DTYPES = ['f32', 'f16', 'q8', 'q4'] as const;
@@ -175,7 +176,7 @@ export function activationTerms(cfg: ModelConfig, o: ResolvedPlanOptions): Memor
   const cap = cacheCapacity(o);
   terms.push({
     name: 'rotated_keys',
-    bytes: cfg.numKvHeads * cap * cfg.headDim * 2,
+    bytes: rotatedKeysBytes(cfg, cap),
     formula: `KV ${cfg.numKvHeads} × capacity ${cap} × headDim ${cfg.headDim} × 2 (f16, one layer, reused; tensor-core devices)`,
   });
   if (o.retainingHeads) {
