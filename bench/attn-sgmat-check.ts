@@ -97,7 +97,7 @@ async function main() {
   const r = new GpuRunner(gpu);
   const dev = r.device;
   const real = gpu.subgroupMatrix;
-  console.log(`device: ${gpu.adapterName}; subgroup matrices: ${real ? 'yes' : 'NO'}; tensorCores: ${gpu.tensorCores}`);
+  console.log(`device: ${gpu.adapterName}; subgroup matrices: ${real ? "yes" : "NO"}; tensorCores: ${gpu.tensorCores}; workgroup storage ${gpu.limits.maxComputeWorkgroupStorageSize} B`);
   if (!real) console.log(`this device has no chromium-experimental-subgroup-matrix: checking the kernel's emulated form on the --small cases only, no timing`);
   if (!gpu.f16) throw new Error('the tensor-core attention kernel needs shader-f16');
   const cases = small || !real ? smallCases : big;

@@ -30,6 +30,8 @@ interface Case {
   nt?: number;
   /** v2 only: rows per workgroup (default by cache length: 2 for the short caches here) */
   rows?: number;
+  /** v2 only: next round's loads issued before this round's arithmetic (default on for f32/f16) */
+  prefetch?: boolean;
 }
 
 const POSITIONS = 1100;
@@ -88,6 +90,11 @@ const casesV2: Case[] = [
   // the long-cache shape (4 rows, 2 keys per round) on a short cache
   { KV: 2, G: 4, D: 128, rot: 128, T: 1, len: 700, dtype: 'f16', nk: 2, rows: 4 },
   { KV: 2, G: 3, D: 64, rot: 32, T: 3, len: 500, dtype: 'f32', nk: 2, rows: 4, splits: 2 },
+  // plain rounds (the default loads each round's words while computing the previous one): f16, f32, pass-through
+  // dims, keys not a multiple of a round
+  { KV: 2, G: 4, D: 128, rot: 128, T: 1, len: 333, dtype: 'f16', rows: 2, prefetch: false },
+  { KV: 1, G: 3, D: 96, rot: 32, T: 4, len: 250, dtype: 'f32', nk: 2, rows: 4, splits: 3, prefetch: false },
+  { KV: 2, G: 2, D: 64, rot: 64, T: 2, len: 90, dtype: 'f16', nt: 32, kl: 4, prefetch: false },
 ];
 
 async function check(r: GpuRunner, c: Case, seed: number, withLse: boolean, variant: 'v1' | 'v2' = 'v1') {
@@ -97,7 +104,7 @@ async function check(r: GpuRunner, c: Case, seed: number, withLse: boolean, vari
   const d = { T: c.T, base: x.base, capacity: x.capacity, scale: x.sh.scale, splits: c.splits };
   // nk 0: the plan's own batch size (the 8B decode shape's kernel)
   const o: DecodeOpts = { ...opts(c), subgroups: r.gpu.subgroups, nk: c.nk === 0 ? undefined : (c.nk ?? 1), variant };
-  if (variant === 'v2') o.v2 = { kl: c.kl, nt: c.nt, nk: c.nk === 0 ? undefined : Math.min(2, c.nk ?? 1), rows: c.rows };
+  if (variant === 'v2') o.v2 = { kl: c.kl, nt: c.nt, nk: c.nk === 0 ? undefined : Math.min(2, c.nk ?? 1), rows: c.rows, prefetch: c.prefetch };
   const p = variant === 'v2' ? attentionDecodeV2Plan(o, d) : attentionDecodePlan(o, d);
   const bufs = {
     q: r.upload(x.q, 'q'),
@@ -111,7 +118,7 @@ async function check(r: GpuRunner, c: Case, seed: number, withLse: boolean, vari
   };
   r.run(attentionDecode(o, d, bufs));
   const tol = c.dtype === 'f32' ? 1e-4 : 2e-3;
-  const what = `${variant} sg=${o.subgroups} splits=${p.splits} R=${p.R} NK=${p.NK}`;
+  const what = `${variant} sg=${o.subgroups} splits=${p.splits} R=${p.R} NK=${p.NK}${'PF' in p && p.PF ? ' prefetch' : ''}`;
   expectClose(await r.readF32(bufs.out, c.T * H * c.D), want.out, tol, `out (${what})`);
   if (bufs.lse) expectClose(await r.readF32(bufs.lse, c.T * H), want.lse, tol, `lse (${what})`);
   for (const b of Object.values(bufs)) if (b) r.destroy(b);
@@ -134,7 +141,7 @@ describe('decode attention over the cache', async () => {
     });
     for (const [i, c] of casesV2.entries()) {
       const withLse = i % 2 === 1 || c.splits !== undefined;
-      it(`${name}: v2 KV=${c.KV} G=${c.G} D=${c.D} rot=${c.rot} T=${c.T} len=${c.len} ${c.dtype}${c.splits ? ` splits=${c.splits}` : ''} kl=${c.kl ?? '-'} nt=${c.nt ?? '-'} nk=${c.nk ?? 1}${c.rows ? ` rows=${c.rows}` : ''} lse=${withLse}`, async () => {
+      it(`${name}: v2 KV=${c.KV} G=${c.G} D=${c.D} rot=${c.rot} T=${c.T} len=${c.len} ${c.dtype}${c.splits ? ` splits=${c.splits}` : ''} kl=${c.kl ?? '-'} nt=${c.nt ?? '-'} nk=${c.nk ?? 1}${c.rows ? ` rows=${c.rows}` : ''}${c.prefetch === false ? ' no-prefetch' : ''} lse=${withLse}`, async () => {
         await check(r, c, 700 + i * 10, withLse, 'v2');
       });
     }

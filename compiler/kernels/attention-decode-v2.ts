@@ -19,6 +19,9 @@
  * (max, sum, output quads) over the keys it saw: no cross-group work per key, and the max is moved lazily (exp of the
  * old max only when a key beats it). The groups merge once per slab through workgroup memory.
  *
+ * Rounds are software-pipelined (f32/f16 caches): the K/V words and positions of round i+1 are loaded, f16 words kept
+ * packed, before round i's arithmetic, so the loads are in flight while the shuffles and exps run.
+ *
  * Output contract as attention-decode.ts: unnormalized partials + (max, sum) into `scratch` when split (merged by
  * decodeCombine), else out and lse directly.
  */
@@ -36,7 +39,11 @@ const MAX_ROWS = 4; // q and the output quads of R rows stay in registers: R × 
  * D 128): 16K slots 1.75 ms vs 2.3–2.6 ms; 131K slots 10.2 ms vs 9.7 ms.
  */
 const SHORT_CACHE = 65536;
-const TARGET_WG = 1024; // 4-warp workgroups: ~8 per SM on a 132-SM GPU
+/**
+ * Workgroups wanted: one resident wave of 4 per SM on a 132-SM GPU (a 4090 has 128): fewer, longer slabs than two
+ * waves of 1024 (H200, bench/attn-check.ts with prefetch: 1.70 vs 1.81 ms at 16K slots, 9.02 vs 9.32 at 131K).
+ */
+const TARGET_WG = 528;
 const MIN_SPLIT_KEYS = 64;
 const OB_BYTES = 16384; // workgroup memory for the end-of-slab merge of one row's output quads
 
@@ -48,6 +55,8 @@ export interface DecodeV2Opts extends AttentionOpts {
   nk?: number;
   /** rows (query, head) per workgroup, ≤ 4 (default: by cache length, see SHORT_CACHE) */
   rows?: number;
+  /** load the next round's K/V words and positions while this round computes (f32/f16 caches; default on) */
+  prefetch?: boolean;
 }
 
 export interface DecodeV2Plan {
@@ -60,11 +69,14 @@ export interface DecodeV2Plan {
   NK: number;
   splits: number;
   splitKeys: number;
+  /** next round's loads issued before this round's arithmetic */
+  PF: boolean;
 }
 
-/** `LOCRET_ATTN_DECODE="v2,kl=8,nt=128,k2=1,slab=512,wgs=1024,rows=4"`: plan knobs for timing runs (results unchanged). */
-export function tuningV2(spec = env('LOCRET_ATTN_DECODE')): { kl?: number; nt?: number; nk?: number; slab?: number; wgs?: number; rows?: number } {
-  const t: { kl?: number; nt?: number; nk?: number; slab?: number; wgs?: number; rows?: number } = {};
+interface TuningV2 { kl?: number; nt?: number; nk?: number; slab?: number; wgs?: number; rows?: number; pf?: boolean }
+/** `LOCRET_ATTN_DECODE="v2,kl=8,nt=128,k2=1,slab=512,wgs=1024,rows=4,pf=1"`: plan knobs for timing runs (results unchanged). */
+export function tuningV2(spec = env('LOCRET_ATTN_DECODE')): TuningV2 {
+  const t: TuningV2 = {};
   for (const [k, v] of (spec ?? '').split(',').filter(Boolean).map((s) => s.split('=') as [string, string])) {
     const n = Number(v);
     if (k === 'kl' && [1, 2, 4, 8, 16, 32].includes(n)) t.kl = n;
@@ -73,6 +85,7 @@ export function tuningV2(spec = env('LOCRET_ATTN_DECODE')): { kl?: number; nt?: 
     if (k === 'slab' && n >= 1) t.slab = n;
     if (k === 'wgs' && n >= 1) t.wgs = n;
     if (k === 'rows' && [1, 2, 3, 4].includes(n)) t.rows = n;
+    if (k === 'pf' && (n === 0 || n === 1)) t.pf = n === 1;
   }
   return t;
 }
@@ -101,7 +114,9 @@ export function planV2(o: DecodeV2Opts, d: AttentionDims, splitsBound: number): 
   splits = Math.max(1, Math.min(splits, MAX_SPLITS));
   const round = NG * NK;
   const splitKeys = Math.ceil(Math.ceil(kvEnd / splits) / round) * round;
-  return { G, R, nBlocks, KL, NT, NG, NK, splits: Math.ceil(kvEnd / splitKeys), splitKeys };
+  // int8 rows carry their scale after the codes: its quads are not prefetched (the plain round serves it)
+  const PF = o.cacheDtype !== 'int8' && (o.prefetch ?? tune.pf ?? true);
+  return { G, R, nBlocks, KL, NT, NG, NK, splits: Math.ceil(kvEnd / splitKeys), splitKeys, PF };
 }
 
 const seq = (n: number) => Array.from({ length: n }, (_, i) => i);
@@ -116,7 +131,7 @@ function mainKernel(o: DecodeV2Opts, p: DecodeV2Plan, split: boolean, withLse: b
   const np = Math.ceil(PQ / KL);
   const nv = DQ / KL;
   const sg = o.subgroups;
-  const key = { op: 'attention_decode2', cache: o.cacheDtype, H, G, D: o.headDim, rot: o.rotaryDim, R, KL, NT, NK, sg, split, lse: withLse };
+  const key = { op: 'attention_decode2', cache: o.cacheDtype, H, G, D: o.headDim, rot: o.rotaryDim, R, KL, NT, NK, sg, split, lse: withLse, pf: p.PF };
   const [rs, fs, ps, vs, ks] = [seq(R), seq(nf), seq(np), seq(nv), seq(NK)];
   const rk = (kk: number, r: number) => `${kk}_${r}`;
   const redLen = 2 * NK * R * NT;
@@ -142,6 +157,7 @@ const KL = ${KL}u;
 const NG = ${NG}u;
 const NEG = ${NEG};
 ${keyFns(o.cacheDtype, true)}
+${p.PF ? rawFns(o.cacheDtype as 'f32' | 'f16') : ''}
 
 var<workgroup> red: array<f32, ${redLen}>; // (2 rounds, NK keys, R rows, NT lanes) partial dots, no-shuffle path
 var<workgroup> gm: array<f32, ${R * NG}>; // (R, NG) per-group max
@@ -176,18 +192,18 @@ ${fs.map((i) => `  var qa${r}_${i} = vec4<f32>(0.0);
 ${ps.map((i) => `  var qp${r}_${i} = vec4<f32>(0.0);
   if (ok${r} && pp${i} < ${PQ}u) { qp${r}_${i} = q[qa${r} + pq${i}] * params.scale; }`).join('\n')}
 ${vs.map((i) => `  var a${r}_${i} = vec4<f32>(0.0);`).join('\n')}`)}
+${p.PF ? prefetchPrologue(p, fs, ps, vs, ks) : ''}
   var hb = 0u;
   for (var kb = k0; kb < k1; kb += ${NG * NK}u) {
     // every load of the round first; keys past k1 read slot k1 - 1 and are masked below
-${ks.map((kk) => `    let key${kk} = kb + ${kk * NG}u + grp;
+${p.PF ? prefetchedRound(p, fs, ps, vs, ks) : ks.map((kk) => `    let key${kk} = kb + ${kk * NG}u + grp;
     let s${kk} = min(key${kk}, k1 - 1u);
     let p${kk} = kpos[g * params.capacity + s${kk}];
 ${fs.map((i) => `    let xa${kk}_${i} = kq(g, s${kk}, fq${i});
     let xb${kk}_${i} = kq(g, s${kk}, fq${i} + HQ);
-    let ra${kk}_${i} = rope[p${kk} * ${HQ}u * 2u + fq${i} * 2u];
-    let rb${kk}_${i} = rope[p${kk} * ${HQ}u * 2u + fq${i} * 2u + 1u];`).join('\n')}
+${ropeLoads(kk, i)}`).join('\n')}
 ${ps.map((i) => `    let xp${kk}_${i} = kq(g, s${kk}, pq${i});`).join('\n')}
-${vs.map((i) => `    let v${kk}_${i} = vq(g, s${kk}, ln + ${i * KL}u);`).join('\n')}`)}
+${vs.map((i) => `    let v${kk}_${i} = vq(g, s${kk}, ln + ${i * KL}u);`).join('\n')}`).join('\n')}
 ${ks.map((kk) => fs.map((i) => `    let c${kk}_${i} = vec4<f32>(ra${kk}_${i}.x, ra${kk}_${i}.z, rb${kk}_${i}.x, rb${kk}_${i}.z);
     let sn${kk}_${i} = vec4<f32>(ra${kk}_${i}.y, ra${kk}_${i}.w, rb${kk}_${i}.y, rb${kk}_${i}.w);
     let ka${kk}_${i} = xa${kk}_${i} * c${kk}_${i} - xb${kk}_${i} * sn${kk}_${i}; // HF rotate_half, low half
@@ -224,6 +240,45 @@ ${rs.map((r) => `    gm[${r * NG}u + grp] = m${r};
 ${rs.map((r) => merge(r, vs, KL, NG, NT, split, withLse)).join('\n')}
 }`,
   }));
+}
+
+const ropeLoads = (kk: number, i: number) => `    let ra${kk}_${i} = rope[p${kk} * HQ * 2u + fq${i} * 2u];
+    let rb${kk}_${i} = rope[p${kk} * HQ * 2u + fq${i} * 2u + 1u];`;
+
+/** Raw cache words and their widening, for loads held across a round: f16 quads stay packed (2 registers, not 4). */
+function rawFns(dtype: 'f32' | 'f16'): string {
+  const W = dtype === 'f16' ? 'vec2<u32>' : 'vec4<f32>';
+  return `fn kw(g: u32, s: u32, j: u32) -> ${W} { return kCache[(g * params.capacity + s) * DQ + j]; }
+fn vw(g: u32, s: u32, j: u32) -> ${W} { return vCache[(g * params.capacity + s) * DQ + j]; }
+fn wx(w: ${W}) -> vec4<f32> { return ${dtype === 'f16' ? 'vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y))' : 'w'}; }`;
+}
+
+/** Loads of the round starting at key `first` into the w* registers (declared with `decl`, else assigned). */
+function roundLoads(p: DecodeV2Plan, fs: number[], ps: number[], vs: number[], ks: number[], first: string, decl: string): string {
+  return ks.map((kk) => `  ${decl}ws${kk} = min(${first} + ${kk * p.NG}u + grp, k1 - 1u);
+  ${decl}wp${kk} = kpos[g * params.capacity + ws${kk}];
+${fs.map((i) => `  ${decl}wa${kk}_${i} = kw(g, ws${kk}, fq${i});
+  ${decl}wb${kk}_${i} = kw(g, ws${kk}, fq${i} + HQ);`).join('\n')}
+${ps.map((i) => `  ${decl}wq${kk}_${i} = kw(g, ws${kk}, pq${i});`).join('\n')}
+${vs.map((i) => `  ${decl}wv${kk}_${i} = vw(g, ws${kk}, ln + ${i * p.KL}u);`).join('\n')}`).join('\n');
+}
+
+/** Software pipelining: the first round's loads, before the loop. */
+function prefetchPrologue(p: DecodeV2Plan, fs: number[], ps: number[], vs: number[], ks: number[]): string {
+  return `  // the first round's K/V words and positions; each round then loads the next one's before computing
+${roundLoads(p, fs, ps, vs, ks, 'k0', 'var ')}`;
+}
+
+/** A round's values from the w* registers, then the next round's loads into them, then this round's rope rows. */
+function prefetchedRound(p: DecodeV2Plan, fs: number[], ps: number[], vs: number[], ks: number[]): string {
+  return `${ks.map((kk) => `    let key${kk} = kb + ${kk * p.NG}u + grp;
+    let p${kk} = wp${kk};
+${fs.map((i) => `    let xa${kk}_${i} = wx(wa${kk}_${i});
+    let xb${kk}_${i} = wx(wb${kk}_${i});`).join('\n')}
+${ps.map((i) => `    let xp${kk}_${i} = wx(wq${kk}_${i});`).join('\n')}
+${vs.map((i) => `    let v${kk}_${i} = wx(wv${kk}_${i});`).join('\n')}`).join('\n')}
+${roundLoads(p, fs, ps, vs, ks, `(kb + ${p.NG * p.NK}u)`, '').replace(/^ {2}/gm, '    ')}
+${ks.map((kk) => fs.map((i) => ropeLoads(kk, i)).join('\n')).join('\n')}`;
 }
 
 function merge(r: number, vs: number[], KL: number, NG: number, NT: number, split: boolean, withLse: boolean): string {
