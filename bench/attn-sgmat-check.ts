@@ -94,6 +94,7 @@ async function scoped<T>(dev: GPUDevice, f: () => Promise<T>): Promise<T> {
 
 async function main() {
   const gpu = await createGpuContext();
+  const wgLimit = gpu.limits.maxComputeWorkgroupStorageSize;
   const r = new GpuRunner(gpu);
   const dev = r.device;
   const real = gpu.subgroupMatrix;
@@ -125,7 +126,7 @@ async function main() {
       rope: r.upload(ropeTable({ kind: 'default', theta: 500000, rotaryDim: c.D }, P), 'rope'),
     };
     const d = { T: c.T, base: c.base, capacity, scale: 1 / Math.sqrt(c.D), splits: c.splits };
-    const sp = sgmatAttentionPlan(o, d, Infinity);
+    const sp = sgmatAttentionPlan({ ...o, workgroupBytes: wgLimit }, d, Infinity);
     const mk = (tag: string, scratch: number) => ({
       ...bufs,
       out: r.createBuffer(c.T * c.H * c.D * 4, `out-${tag}`),
@@ -135,9 +136,10 @@ async function main() {
     const ob = mk('old', Math.max(16, attentionScratchBytes(o, { ...d, splits: undefined })));
     const nb = { ...mk('new', sp.splits > 1 ? sp.splits * c.T * c.H * (c.D + 4) * 4 : 16), kRot: r.createBuffer(c.KV * capacity * c.D * 2, 'krot') };
     const oldD = attention(o, { ...d, splits: undefined }, ob);
-    const so = { ...o, emulate: !real, tau: c.tau };
-    // rotated: keys rotated into kRot first (the runtime's form); else rotated while staged
-    const mkNew = (rotated: boolean, dd = d) => attentionSgmat(so, dd, rotated ? nb : { ...nb, kRot: undefined });
+    const so = { ...o, emulate: !real, tau: c.tau, workgroupBytes: wgLimit };
+    // rotated: keys rotated into kRot first (the runtime's form); else rotated while staged. rows: 64 or 128 per
+    // workgroup (128 where workgroup storage allows)
+    const mkNew = (rotated: boolean, dd = d, rows: 64 | 128 = 128) => attentionSgmat({ ...so, rows }, dd, rotated ? nb : { ...nb, kRot: undefined });
     const release = () => {
       for (const b of [...Object.values(bufs), ob.out, ob.lse, ob.scratch, nb.out, nb.lse, nb.scratch, nb.kRot]) if (b) r.destroy(b);
     };
@@ -146,8 +148,8 @@ async function main() {
   type Setup = ReturnType<typeof setup>;
 
   /** one form of the tensor-core kernel against the f32 kernel, already run into s.ob */
-  const check = async (c: Case, s: Setup, rotated: boolean) => {
-    await scoped(dev, async () => r.run(s.mkNew(rotated)));
+  const check = async (c: Case, s: Setup, rotated: boolean, rows: 64 | 128) => {
+    await scoped(dev, async () => r.run(s.mkNew(rotated, s.d, rows)));
     const n = c.T * c.H * c.D;
     const [a, b] = [await r.readF32(s.ob.out, n), await r.readF32(s.nb.out, n)];
     let scale = 0;
@@ -167,11 +169,13 @@ async function main() {
   for (const [i, c] of cases.entries()) {
     const name = caseName(c);
     const s = setup(c, 1000 + i * 10);
-    for (const rotated of [true, false]) {
-      const form = rotated ? 'rotated keys' : 'rotating while staged';
+    for (const [rotated, rows] of [[true, 128], [false, 128], [true, 64]] as const) {
+      const nsg = sgmatAttentionPlan({ ...s.o, workgroupBytes: wgLimit, rows }, s.d, Infinity).NSG;
+      if (rows === 64 && nsg === 4 && sgmatAttentionPlan({ ...s.o, workgroupBytes: wgLimit }, s.d, Infinity).NSG === 4) continue; // same kernel as above
+      const form = `${rotated ? 'rotated keys' : 'rotating while staged'}, ${nsg * 16} rows`;
       try {
         await scoped(dev, async () => r.run(s.oldD));
-        const x = await check(c, s, rotated);
+        const x = await check(c, s, rotated, rows);
         allPass &&= x.pass;
         console.log(`${x.pass ? 'PASS' : 'FAIL'}  ${name}  ${form}  splits=${s.sp.splits}  ${fmt(x)}`);
         results.push({ name, form, splits: s.sp.splits, ...x });
@@ -203,18 +207,20 @@ async function main() {
       old: await time(s.oldD),
       rotated: await time(s.mkNew(true)),
       rotated1: await time(s.mkNew(true, { ...s.d, splits: 1 })),
+      rows64: await time(s.mkNew(true, s.d, 64)),
       staged: await time(s.mkNew(false)),
     };
     const tf = (x: number) => flops / (x * 1e-3) / 1e12;
     timing = {
       old_ms: ms.old, sgmat_ms: ms.rotated, sgmat_splits: s.sp.splits, sgmat_1split_ms: ms.rotated1, sgmat_staged_rotation_ms: ms.staged,
-      old_tflops: tf(ms.old), sgmat_tflops: tf(ms.rotated), speedup: ms.old / Math.min(ms.rotated, ms.rotated1),
+      sgmat_64rows_ms: ms.rows64, sgmat_nsg: s.sp.NSG, old_tflops: tf(ms.old), sgmat_tflops: tf(ms.rotated), speedup: ms.old / Math.min(ms.rotated, ms.rotated1),
     };
     console.log(`8B prefill attention, one layer (T 1024 over 16384 + 1024, 32/8 heads, D 128, f16 cache):`);
     console.log(`  f32 FMA kernel                          ${ms.old.toFixed(3)} ms  ${tf(ms.old).toFixed(1)} TFLOP/s`);
     console.log(`  tensor cores, rotated keys (${s.sp.splits} split${s.sp.splits > 1 ? 's' : ''})   ${ms.rotated.toFixed(3)} ms  ${tf(ms.rotated).toFixed(1)} TFLOP/s (rotation included)`);
     console.log(`  tensor cores, rotated keys (1 split)    ${ms.rotated1.toFixed(3)} ms  ${tf(ms.rotated1).toFixed(1)} TFLOP/s`);
     console.log(`  tensor cores, rotating while staged     ${ms.staged.toFixed(3)} ms  ${tf(ms.staged).toFixed(1)} TFLOP/s`);
+    console.log(`  (rows per workgroup above: ${s.sp.NSG * 16}) rotated keys, 64 rows    ${ms.rows64.toFixed(3)} ms  ${tf(ms.rows64).toFixed(1)} TFLOP/s`);
     s.release();
   }
   console.log(allPass ? 'ALL PASS' : 'SOME FAILED');

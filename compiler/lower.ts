@@ -183,7 +183,7 @@ const lowerings: { readonly [O in Op]: Lowering<O> } = {
     if (s.T <= DECODE_MAX_T && !envFlag('LOCRET_OLD_DECODE_ATTN')) return attentionDecode({ ...attnOpts(c), subgroups: c.env.runner.gpu.subgroups }, d, b);
     // prefill on tensor cores where the device has them (attention-sgmat.ts, keys rotated once per layer into kRot);
     // LOCRET_NO_TENSOR_CORES=1 keeps f32 FMAs everywhere, LOCRET_TC_ATTENTION=0 for attention alone
-    const o = { ...attnOpts(c), tensorCores: tensorCores(c) && env('LOCRET_TC_ATTENTION') !== '0' };
+    const o = { ...attnOpts(c), tensorCores: tensorCores(c) && env('LOCRET_TC_ATTENTION') !== '0', workgroupBytes: c.env.runner.gpu.limits.maxComputeWorkgroupStorageSize };
     return attentionAuto(o, d, o.tensorCores && sgmatAttentionUsable(o, d) ? { ...b, kRot: c.keyRot() } : b);
   },
   attention_stats: (n, c) => (s) => {

@@ -121,6 +121,9 @@ describe('gemv details', () => {
     expect([chunkElems('q8', 4096), chunkElems('q4', 4096)]).toEqual([16, 32]);
     expect(() => chunkElems('q4', 100)).toThrow(/multiple|K % 32/);
     expect(gemvShape('f16', 1, 1, 4096)).toMatchObject({ E: 8, R: 8 });
+    // columns per workgroup halve until there are 1024 workgroups (or 2 columns): the 8B qkv, o/down, gate_up, head
+    expect([6144, 4096, 14336, 128256, 384].map((NC) => gemvShape('f16', 1, 1, 4096, NC).R)).toEqual([4, 4, 8, 8, 2]);
+    expect(gemvShape('q4', 1, 2, 4096, 14336).R).toBe(8);
   });
 
   it('a device without subgroups still runs (fallback selected by the caller)', async () => {

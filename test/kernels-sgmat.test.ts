@@ -60,6 +60,11 @@ describe('sgmat WGSL structure', () => {
     expect((c.match(/\{/g) ?? []).length).toBe((c.match(/\}/g) ?? []).length);
   });
 
+  it('small grids (a retaining head fc1 at chunk 1024) take 64×64 tiles, the 8B projections 128×128', () => {
+    expect(sgmatPick(1, false, 1024, 1024)).toBe('m64n64');
+    expect([sgmatPick(1, true, 6144, 1024), sgmatPick(1, false, 4096, 1024), sgmatPick(2, true, 14336, 1024)]).toEqual(['m128n128', 'm128n128', 'sw64n64l']);
+  });
+
   // every shape in the table generates within the workgroup-memory budget, with its own kernel name
   it.each(Object.entries(SGMAT_VARIANTS as Record<string, SgmatVariant>))('variant %s', (name, v) => {
     const o = { ...mmOpts(v.streams === 2 ? 'swiglu' : 'store', true, true), sgmatVariant: name };

@@ -3,8 +3,10 @@
  * 16×16×16 subgroup-matrix multiply-accumulates (Dawn's `chromium-experimental-subgroup-matrix`). Same contract as
  * attention.ts (bindings, causal rule, lse, the split-keys scratch layout and its combine kernel).
  *
- *   workgroup = 4 subgroups × 32 lanes; 64 rows = BQ queries × G heads of one KV head (GQA group, query-major)
- *   subgroup s owns rows 16s..16s+15: Q fragments (f16, scale folded in) and the O accumulators (f32) in registers
+ *   workgroup = NSG subgroups × 32 lanes; 16·NSG rows = BQ queries × G heads of one KV head (GQA group,
+ *   query-major); subgroup s owns rows 16s..16s+15: Q fragments (f16, scale folded in) and the O accumulators (f32)
+ *   in registers. NSG is 8 where the device's workgroup storage holds it (48 KB: each staged tile of K and V then
+ *   serves 128 rows, half the staging per product), else 4 (fits 32 KB); q rows are staged 64 at a time.
  *
  *   per tile of BK keys:   K (rotated beforehand into kRot, or RoPE from kpos on load in f32) and V → kv (f16)
  *                          S = Q·Kᵀ → sS (f32)          one fragment row per subgroup
@@ -29,6 +31,7 @@ import { attention, combineKernel, type AttentionBuffers, type AttentionDims, ty
 import { NEG, attentionBindings, checkHeadDims, keyFns, ropeParts, rotatedKeyFns, SPLIT_ATTENTION_PARAMS, splitAttentionParams } from './attn-common.js';
 import { rotateKeys } from './rotate-keys.js';
 import { sgOps } from './sgmat-emu.js';
+import { env } from '../../runtime/env.js';
 
 export interface SgmatAttentionOpts extends AttentionOpts {
   /** prefill on tensor cores where usable (attentionAuto); only for devices with GpuContext.tensorCores */
@@ -37,15 +40,19 @@ export interface SgmatAttentionOpts extends AttentionOpts {
   readonly emulate?: boolean;
   /** lazy-rescale slack, default TAU (checks: 0 rescales the accumulators whenever a row's max rises) */
   readonly tau?: number;
+  /** the device's workgroup storage limit (default 32768): 8-subgroup workgroups where it holds them */
+  readonly workgroupBytes?: number;
+  /** rows per workgroup wanted, 64 or 128 (default 128 where storage allows; LOCRET_TC_ATTN_ROWS=64 for A/B timing) */
+  readonly rows?: 64 | 128;
 }
 
-const NSG = 4; // subgroups that compute
-const WG = NSG * 32;
-const BR = NSG * 16; // rows per workgroup
+const NSG_MIN = 4; // subgroups that compute: 4, or 8 where workgroup storage allows (SgmatPlan.NSG)
+const NSG_WIDE = 8;
+const Q_PASS = 64; // q rows staged per pass through kv
 const BK = 32; // keys per tile
 const TAU = 8; // lazy-rescale slack (natural log): P <= e^8 ≈ 2981
-const WG_BYTES = 32768; // workgroup memory the kernel must fit (GpuContext.tensorCores guarantees it)
-const TARGET_WG = 1024; // workgroups wanted in flight before splitting keys
+const WG_BYTES = 32768; // workgroup memory the 4-subgroup kernel must fit (GpuContext.tensorCores guarantees it)
+const TARGET_SUBGROUPS = 4096; // subgroups wanted in flight before splitting keys (1024 workgroups of 4)
 const MIN_SPLIT_KEYS = 512;
 const MAX_SPLITS = 1024; // the combine kernel's limit
 
@@ -57,20 +64,23 @@ const MAX_SPLITS = 1024; // the combine kernel's limit
 const strides = (D: number) => ({ KS: D + 8, SS: BK + 4, PS: BK + 8 });
 
 /** Workgroup bytes; `qs` keeps the q rows in an array of their own (the emulated form reads fragments at use). */
-function wgBytes(D: number, qs = false): number {
+function wgBytes(D: number, qs = false, NSG = NSG_MIN): number {
   const { KS, SS, PS } = strides(D);
-  const kvRows = Math.max(2 * BK, qs ? 0 : BR); // the keys and values of a tile, first the 64 q rows (unless qs)
+  const BR = 16 * NSG;
+  const kvRows = Math.max(2 * BK, qs ? 0 : Q_PASS); // the keys and values of a tile, first q rows 64 at a time (unless qs)
   return 2 * kvRows * KS + (qs ? 2 * BR * KS : 0) + 4 * Math.max(BR * SS, NSG * 512) + 2 * BR * PS + 4 * BR + 16;
 }
 
 /** Whether this kernel can run a call (the device must also have GpuContext.tensorCores). */
 export function sgmatAttentionUsable(o: AttentionOpts, d: Pick<AttentionDims, 'T'>): boolean {
   const G = o.numHeads / o.numKvHeads;
-  return d.T > 8 && o.headDim % 16 === 0 && Number.isInteger(G) && G <= BR && o.rotaryDim % 8 === 0 &&
+  return d.T > 8 && o.headDim % 16 === 0 && Number.isInteger(G) && G <= 16 * NSG_MIN && o.rotaryDim % 8 === 0 &&
     o.rotaryDim <= o.headDim && wgBytes(o.headDim) <= WG_BYTES;
 }
 
 export interface SgmatPlan {
+  /** subgroups per workgroup (rows 16·NSG) */
+  NSG: number;
   G: number;
   BQ: number;
   nQB: number;
@@ -79,25 +89,29 @@ export interface SgmatPlan {
 }
 
 /** Rows, query blocks and key splits; splits only as far as `scratchBytes` holds their partials. */
-export function sgmatAttentionPlan(o: AttentionOpts, d: AttentionDims, scratchBytes: number): SgmatPlan {
+export function sgmatAttentionPlan(o: SgmatAttentionOpts, d: AttentionDims, scratchBytes: number): SgmatPlan {
   checkHeadDims(o.headDim, o.rotaryDim);
   if (!sgmatAttentionUsable(o, d)) throw new Error(`tensor-core attention cannot run H=${o.numHeads}/${o.numKvHeads} D=${o.headDim} T=${d.T}`);
   const G = o.numHeads / o.numKvHeads;
-  const BQ = Math.floor(BR / G);
+  const rows = o.rows ?? (env('LOCRET_TC_ATTN_ROWS') === '64' ? 64 : 128);
+  const NSG = rows === 128 && wgBytes(o.headDim, o.emulate === true, NSG_WIDE) <= (o.workgroupBytes ?? WG_BYTES) ? NSG_WIDE : NSG_MIN;
+  const BQ = Math.floor((16 * NSG) / G);
   const nQB = Math.ceil(d.T / BQ);
   const kvEnd = d.base + d.T;
   const per = d.T * o.numHeads * (o.headDim + 4) * 4; // scratch bytes per split
-  let splits = d.splits ?? Math.min(Math.ceil(TARGET_WG / (nQB * o.numKvHeads)), Math.ceil(kvEnd / MIN_SPLIT_KEYS), Math.floor(scratchBytes / per));
+  let splits = d.splits ?? Math.min(Math.ceil(TARGET_SUBGROUPS / NSG / (nQB * o.numKvHeads)), Math.ceil(kvEnd / MIN_SPLIT_KEYS), Math.floor(scratchBytes / per));
   splits = Math.max(1, Math.min(splits, Math.ceil(kvEnd / BK), MAX_SPLITS));
   const splitKeys = Math.ceil(Math.ceil(kvEnd / splits) / BK) * BK;
   splits = Math.ceil(kvEnd / splitKeys);
   if (splits > 1 && per * splits > scratchBytes) throw new Error(`tensor-core attention: ${splits} key splits need a scratch buffer of ${per * splits} bytes`);
-  return { G, BQ, nQB, splits, splitKeys };
+  return { NSG, G, BQ, nQB, splits, splitKeys };
 }
 
 /** rk: keys come rotated from kRot (rotate-keys.ts) instead of being rotated from the cache while staged */
 function mainKernel(o: SgmatAttentionOpts, p: SgmatPlan, split: boolean, withLse: boolean, rk: boolean) {
-  const { G, BQ } = p;
+  const { G, BQ, NSG } = p;
+  const WG = NSG * 32;
+  const BR = NSG * 16; // rows per workgroup
   const H = o.numHeads;
   const D = o.headDim;
   const DQ = D / 4;
@@ -107,10 +121,10 @@ function mainKernel(o: SgmatAttentionOpts, p: SgmatPlan, split: boolean, withLse
   const ND = D / 16; // fragments along head_dim
   const NS = BK / 16; // fragments along the tile's keys
   const { KS, SS, PS } = strides(D);
-  const QA = qs ? 'qS' : 'kv'; // q staging: kv, which the tiles then reuse, unless qs
-  const kvRows = Math.max(2 * BK, qs ? 0 : BR);
-  const bytes = wgBytes(D, qs);
-  if (bytes > WG_BYTES) throw new Error(`tensor-core attention: ${bytes} bytes of workgroup memory exceed ${WG_BYTES}`);
+  const kvRows = Math.max(2 * BK, qs ? 0 : Q_PASS);
+  const bytes = wgBytes(D, qs, NSG);
+  const limit = o.workgroupBytes ?? WG_BYTES;
+  if (bytes > limit) throw new Error(`tensor-core attention: ${bytes} bytes of workgroup memory exceed ${limit}`);
   const LPT = Math.ceil((BK * DQ) / WG); // K and V quads each thread loads per tile
   const full = (BK * DQ) % WG === 0;
   const R = (n: number) => Array.from({ length: n }, (_, i) => i);
@@ -140,7 +154,7 @@ ${rk ? `      let kr = vec4<f16>(select(vec4<f32>(0.0), x${i}, live));` : `     
     { name: 'sS', loads: ['A'], store: true },
   ]);
   const tau = o.tau ?? TAU;
-  const key = { op: 'attention_sgmat', cache: o.cacheDtype, H, G, D, BK, split, lse: withLse, emu, tau, rk };
+  const key = { op: 'attention_sgmat', cache: o.cacheDtype, H, G, D, BK, NSG, split, lse: withLse, emu, tau, rk };
   const qf = (i: number) => (qs ? ops.load('L', 'qS', `sr * KS + ${i * 16}u`, false, 'KS') : `q${i}`);
   const vf = (kk: number, j: number) => ops.load('R', 'kv', `${BK + kk * 16}u * KS + ${j * 16}u`, false, 'KS');
   // the other lane of a row's pair (lanes 2r, 2r+1)
@@ -164,6 +178,30 @@ ${rk ? `      let kr = vec4<f16>(select(vec4<f32>(0.0), x${i}, live));` : `     
       ${split ? `scratch[(wg.z * params.T * H + th) * D + d] = ${staged(j)};` : `out[th * D + d] = ${staged(j)} / rowA[r];`}
     }
   }`;
+  // the block's q rows as f16 with the logit scale folded in (padding rows zero): all of them into qS when emulated,
+  // else through kv 64 rows at a time, each pass's 4 subgroups loading their fragments before the next overwrites it
+  const qRows = (first: number, n: number, arr: string) => `  for (var e = lid; e < ${n}u * DQ; e += WG) {
+    let r = ${first}u + e / DQ;
+    let t = wg.x * BQ + r / G;
+    var x = vec4<f32>(0.0);
+    if (r < R && t < params.T) { x = q[(t * H + g * G + r % G) * DQ + e % DQ] * params.scale; }
+    let hx = vec4<f16>(x);
+    let a = (r - ${first}u) * KS + (e % DQ) * 4u;
+    ${arr}[a] = hx.x; ${arr}[a + 1u] = hx.y; ${arr}[a + 2u] = hx.z; ${arr}[a + 3u] = hx.w;
+  }
+  workgroupBarrier();`;
+  const passes = BR / Q_PASS;
+  const qLoad = (pass: number) => R(ND).map((i) => ops.load('L', 'kv', `(sr - ${pass * Q_PASS}u) * KS + ${i * 16}u`, false, 'KS'));
+  const qStaging = qs
+    ? qRows(0, BR, 'qS')
+    : passes === 1
+      ? `${qRows(0, Q_PASS, 'kv')}
+${qLoad(0).map((x, i) => `  let q${i} = ${x};`).join('\n')}`
+      : `${R(ND).map((i) => `  var q${i} = LeftM();`).join('\n')}
+${R(passes).map((pass) => `${qRows(pass * Q_PASS, Q_PASS, 'kv')}
+  if (sgc / ${Q_PASS / 16}u == ${pass}u) {
+${qLoad(pass).map((x, i) => `    q${i} = ${x};`).join('\n')}
+  }${pass < passes - 1 ? '\n  workgroupBarrier();' : ''}`).join('\n')}`;
   return kernel(key, () => ({
     bindings: attentionBindings(o.cacheDtype, split, withLse, 'f32', rk), // the attention.ts buffers, outputs as scalars
     params: SPLIT_ATTENTION_PARAMS,
@@ -189,10 +227,10 @@ ${rk ? rotatedKeyFns(o.cacheDtype) : `${keyFns(o.cacheDtype, true)}
 ${ropeParts}`}
 ${ops.prelude}
 
-var<workgroup> kv: array<f16, ${kvRows * KS}>; // (${kvRows}, KS): rows 0..BK-1 rotated keys, BK..2BK-1 values${qs ? '' : ' (first: the 64 q rows)'}
-${qs && `var<workgroup> qS: array<f16, ${BR * KS}>; // (64, KS) the q rows`}
-var<workgroup> sS: array<f32, ${Math.max(BR * SS, NSG * 512)}>; // (64, SS) logits of the tile; or (4, 2, 16, 16) fragment staging
-var<workgroup> pS: array<f16, ${BR * PS}>; // (64, PS) probabilities of the tile
+var<workgroup> kv: array<f16, ${kvRows * KS}>; // (${kvRows}, KS): rows 0..BK-1 rotated keys, BK..2BK-1 values${qs ? '' : ' (first: the q rows, 64 at a time)'}
+${qs && `var<workgroup> qS: array<f16, ${BR * KS}>; // (${BR}, KS) the q rows`}
+var<workgroup> sS: array<f32, ${Math.max(BR * SS, NSG * 512)}>; // (${BR}, SS) logits of the tile; or (${NSG}, 2, 16, 16) fragment staging
+var<workgroup> pS: array<f16, ${BR * PS}>; // (${BR}, PS) probabilities of the tile
 var<workgroup> rowA: array<f32, ${BR}>; // per row: the tile's rescale factor; at the end the sum l
 var<workgroup> resc: vec4<u32>; // .x: number (from 1) of the latest tile whose softmax moved some row's reference max
 
@@ -204,18 +242,7 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: ve
   let sr = sgc * 16u; // this subgroup's rows
   let stg = sgc * 512u; // its two staging slots in sS
   if (lid == 0u) { resc.x = 0u; }
-  // the block's q rows as f16 with the logit scale folded in (padding rows zero)
-  for (var e = lid; e < ${BR}u * DQ; e += WG) {
-    let r = e / DQ;
-    let t = wg.x * BQ + r / G;
-    var x = vec4<f32>(0.0);
-    if (r < R && t < params.T) { x = q[(t * H + g * G + r % G) * DQ + e % DQ] * params.scale; }
-    let hx = vec4<f16>(x);
-    let a = r * KS + (e % DQ) * 4u;
-    ${QA}[a] = hx.x; ${QA}[a + 1u] = hx.y; ${QA}[a + 2u] = hx.z; ${QA}[a + 3u] = hx.w;
-  }
-  workgroupBarrier();
-${qs ? '' : R(ND).map((i) => `  let q${i} = ${ops.load('L', QA, `sr * KS + ${i * 16}u`, false, 'KS')};`)}
+${qStaging}
 ${R(ND).map((i) => `  var o${i} = AccM();`)}
   // softmax lanes: two per row, keys interleaved
   let row = lid / 2u;

@@ -129,7 +129,7 @@ export function matmul(o: MatmulOpts, d: MatmulDims, b: MatmulBuffers): Dispatch
   const params = { T, NC: cols, K, xRow0, eps: d.eps ?? 1e-6, N, col0, wRow, uRow };
   if (T <= GEMV_MAX_T) {
     const g: GemvOpts = { wdtype: o.wdtype, norm: o.norm, bias: o.bias, streams, subgroups: o.subgroups ?? false };
-    const shape = gemvShape(o.wdtype, T, streams, K);
+    const shape = gemvShape(o.wdtype, T, streams, K, cols);
     const spec = kernel({ ...base, ...gemvKey(g, T, shape) }, () => gemvSource(g, T, shape, family(o)));
     return { kernel: spec, buffers, params, workgroups: gemvGrid(cols, shape.R) };
   }

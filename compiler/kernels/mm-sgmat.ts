@@ -88,6 +88,10 @@ export const SGMAT_VARIANTS = {
   sw128n64lp: v(2, 128, 64, 4, 2, true, true),
   sw128n64s16l: v(2, 128, 64, 4, 4, true), //    16 subgroups of 32×16 per stream: 4 accumulators, 512 threads
   sw64n64l: v(2, 64, 64, 2, 2, true), //         4 subgroups of 32×32 per stream, 128 threads: more resident tiles
+  sw64n64lp: v(2, 64, 64, 2, 2, true, true),
+  m64n64l: v(1, 64, 64, 2, 2, true), //          the same small tile for one stream: 4 accumulators
+  m64n64lp: v(1, 64, 64, 2, 2, true, true),
+  m64n64: v(1, 64, 64, 2, 2),
 } as const satisfies Record<string, SgmatVariant>;
 export type SgmatVariantName = keyof typeof SGMAT_VARIANTS;
 
@@ -107,12 +111,21 @@ export interface SgmatRule {
  */
 export const SGMAT_PICK: readonly SgmatRule[] = [
   { streams: 2, variant: 'sw64n64l' }, // H200, gate_up 28672×4096 at T=1024: 84.8 TFLOP/s vs 22.7–42 for sw128n64
+  // a retaining head's fc1 (1024 columns) at chunk 1024 is 64 tiles of 128×128 on a 132-SM GPU
+  { streams: 1, maxOutputs: 1 << 21, variant: 'm64n64' },
   { streams: 1, norm: true, variant: 'm128n128' },
   { streams: 1, variant: 'm128n128' },
 ];
 
+/** `LOCRET_SGMAT_SMALL=<variant>`: the small-grid rule's variant instead (A/B timing; results unchanged). */
+const smallOverride = () => {
+  const v = typeof process !== 'undefined' ? process.env?.LOCRET_SGMAT_SMALL : undefined;
+  return v && v in SGMAT_VARIANTS ? (v as SgmatVariantName) : undefined;
+};
+
 export function sgmatPick(streams: 1 | 2, norm: boolean, NC: number, T: number): SgmatVariantName {
   const r = SGMAT_PICK.find((r) => r.streams === streams && (r.norm === undefined || r.norm === norm) && (r.maxOutputs === undefined || T * NC <= r.maxOutputs));
+  if (r?.maxOutputs !== undefined && smallOverride() && SGMAT_VARIANTS[smallOverride()!].streams === streams) return smallOverride()!;
   if (!r) throw new Error(`sgmat: no variant picked for ${streams} stream(s), norm ${norm}`);
   return r.variant;
 }

@@ -182,7 +182,7 @@ export function qkvRope(o: QkvOpts, d: QkvDims, b: QkvBuffers): Dispatch {
   const params = { T, NC, K, xRow0: 0, eps: d.eps, slot0, pos0, cap: capacity };
   if (T <= GEMV_MAX_T) {
     const g: GemvOpts = { wdtype: o.wdtype, norm: true, bias: o.bias, streams: 1, subgroups: o.subgroups ?? false };
-    const shape = gemvShape(o.wdtype, T, 1, K);
+    const shape = gemvShape(o.wdtype, T, 1, K, NC);
     const spec = kernel({ ...base, ...gemvKey(g, T, shape) }, () => gemvSource(g, T, shape, family(o)));
     return { kernel: spec, buffers, params, workgroups: gemvGrid(NC, shape.R) };
   }
