@@ -53,6 +53,28 @@ describe('locret CLI', () => {
     expect(fs.readFileSync(html, 'utf8')).toContain('<svg');
   });
 
+  it('bench --json on a small model: every field of the report, measured on this device', () => {
+    const heads = fixture('models/tiny-llama/retaining_heads.safetensors');
+    const r = run(['bench', TINY_LLAMA, '--heads', heads, '--json', '--chunks', '64', '--context', '256', '--budget', '128',
+      '--stabilizer', '32', '--decode-tokens', '4']);
+    expect(r.status, r.stderr).toBe(0);
+    const b = JSON.parse(r.stdout.trim().split('\n').at(-1)!);
+    expect(b.device).toEqual(expect.any(String));
+    expect(b.weight_dtype).toBe('f16');
+    expect(Object.keys(b.prefill_tokens_per_s)).toEqual(['chunk_64']);
+    for (const k of ['decode_ms_per_token', 'decode_roundtrip_ms_per_token', 'copy_gb_per_s', 'matmul_tflops', 'decode_bandwidth_ratio', 'prefill_matmul_ratio'])
+      expect(b[k], k).toBeGreaterThan(0);
+    expect(b.prefill_tokens_per_s.chunk_64).toBeGreaterThan(0);
+    // the cache holds the budget plus a chunk; decode is timed at the budget (the context is evicted down to it)
+    expect(b.decode_cache_len).toBe(128);
+    for (const k of ['eviction_share', 'scoring_share']) {
+      expect(b[k], k).toBeGreaterThan(0);
+      expect(b[k], k).toBeLessThan(1);
+    }
+    expect(b.peak_gpu_bytes).toBeGreaterThan(b.weight_bytes);
+    expect(Object.keys(b.breakdown.decode.by_op)).toEqual(expect.arrayContaining(['qkv_rope', 'attention', 'linear_residual']));
+  }, 300_000);
+
   it('plan --json: Llama-3.1-8B at 128K fits 24GB with Locret, not with the full cache', () => {
     const cfg = path.join(tmp, 'config.json');
     fs.writeFileSync(cfg, JSON.stringify({
