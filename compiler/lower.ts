@@ -12,8 +12,8 @@
 import { assertNever, operandsOf, type Graph, type Node, type NodeId, type NodeOf, type Op } from '../ir/ops.js';
 import type { Dispatch, GpuRunner } from '../runtime/gpu/runner.js';
 import { weightParts, type GpuWeight } from '../runtime/weights.js';
-import { attentionScratchBytes } from './kernels/attention.js';
-import { attentionAuto, sgmatAttentionUsable } from './kernels/attention-sgmat.js';
+import { attention, attentionScratchBytes } from './kernels/attention.js';
+import { attentionSgmat, sgmatAttentionUsable } from './kernels/attention-sgmat.js';
 import { rotatedKeysBytes } from './kernels/rotate-keys.js';
 import { attentionDecode, DECODE_MAX_T } from './kernels/attention-decode.js';
 import type { CacheDtype } from './kernels/attn-common.js';
@@ -80,7 +80,7 @@ interface Ctx {
   buf(id: NodeId): GPUBuffer;
   rows(id: NodeId, s: StepDims): number;
   readonly scratch: () => GPUBuffer;
-  /** (KV, capacity, D) f16 keys rotated for the tensor-core prefill attention, shared by every layer */
+  /** (KV, capacity, D) f16 keys rotated for the prefill attention (rotate-keys.ts), shared by every layer */
   readonly keyRot: () => GPUBuffer;
   /** int8 cache: f32 rows qkv_rope writes before kvQuantize packs them (see kv-int8.ts) */
   readonly kvStage: () => KvStage;
@@ -181,10 +181,14 @@ const lowerings: { readonly [O in Op]: Lowering<O> } = {
     const d = { T: s.T, base: s.slot0, capacity: c.env.capacity, scale: 1 / Math.sqrt(c.g.dims.headDim) };
     const b = { q: c.buf(n.q), kCache: l.k, vCache: l.v, kpos: l.kpos, rope: s.rope, out: c.buf(n.id), scratch: c.scratch(), lse: c.lse };
     if (s.T <= DECODE_MAX_T && !envFlag('LOCRET_OLD_DECODE_ATTN')) return attentionDecode({ ...attnOpts(c), subgroups: c.env.runner.gpu.subgroups }, d, b);
-    // prefill on tensor cores where the device has them (attention-sgmat.ts, keys rotated once per layer into kRot);
-    // LOCRET_NO_TENSOR_CORES=1 keeps f32 FMAs everywhere, LOCRET_TC_ATTENTION=0 for attention alone
-    const o = { ...attnOpts(c), tensorCores: tensorCores(c) && env('LOCRET_TC_ATTENTION') !== '0', workgroupBytes: c.env.runner.gpu.limits.maxComputeWorkgroupStorageSize };
-    return attentionAuto(o, d, o.tensorCores && sgmatAttentionUsable(o, d) ? { ...b, kRot: c.keyRot() } : b);
+    // prefill on tensor cores where the device has them (attention-sgmat.ts), else f32 FMAs (attention.ts);
+    // LOCRET_NO_TENSOR_CORES=1 keeps f32 FMAs everywhere, LOCRET_TC_ATTENTION=0 for attention alone. Keys are
+    // rotated once per layer into kRot (f16) for the tensor cores (their tiles are f16 anyway) and for f16 / int8
+    // caches; an f32 cache keeps exact f32 keys, rotated while loaded.
+    const o = { ...attnOpts(c), workgroupBytes: c.env.runner.gpu.limits.maxComputeWorkgroupStorageSize };
+    const tc = tensorCores(c) && env('LOCRET_TC_ATTENTION') !== '0' && sgmatAttentionUsable(o, d);
+    const kb = tc || c.env.cacheDtype !== 'f32' ? { ...b, kRot: c.keyRot() } : b;
+    return tc ? attentionSgmat(o, d, kb) : attention(o, d, kb);
   },
   attention_stats: (n, c) => (s) => {
     if (s.T === 1 && s.decode) return []; // decode tokens are never evicted: their attention scores nothing

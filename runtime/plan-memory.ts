@@ -171,13 +171,13 @@ export function activationTerms(cfg: ModelConfig, o: ResolvedPlanOptions): Memor
       formula: `KV ${cfg.numKvHeads} × capacity ${cap} × (K+V row ${rowBytes} + 16 meta) (one layer, reused)`,
     });
   }
-  // the tensor-core prefill attention rotates one layer's keys into an f16 buffer first (compiler/kernels/rotate-keys.ts);
-  // counted on every device so a plan never undercounts the GPUs that have tensor cores
+  // the prefill attention rotates one layer's keys into an f16 buffer first (compiler/kernels/rotate-keys.ts): always
+  // on tensor cores, and for f16 / int8 caches on the f32 path; counted on every device so a plan never undercounts
   const cap = cacheCapacity(o);
   terms.push({
     name: 'rotated_keys',
     bytes: rotatedKeysBytes(cfg, cap),
-    formula: `KV ${cfg.numKvHeads} × capacity ${cap} × headDim ${cfg.headDim} × 2 (f16, one layer, reused; tensor-core devices)`,
+    formula: `KV ${cfg.numKvHeads} × capacity ${cap} × headDim ${cfg.headDim} × 2 (f16, one layer, reused)`,
   });
   if (o.retainingHeads) {
     terms.push({ name: 'retaining_hidden', bytes: T * RETAINING_HIDDEN * 4, formula: `T ${T} × ${RETAINING_HIDDEN} × 4` });

@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { attention, attentionPlan, attentionScratchBytes, type AttentionOpts } from '../compiler/kernels/attention.js';
 import { attentionStats, zeroScores } from '../compiler/kernels/scores.js';
 import { attnInputs, type AttnCase } from './attn-inputs.js';
+import { rotatedKeysBytes } from '../compiler/kernels/rotate-keys.js';
 import { gpuRunner, rand, expectClose } from './gpu-harness.js';
 import { refAttention, refAttentionStats } from './ref/gpu-attention.js';
 
@@ -50,6 +51,16 @@ describe('attention over the cache', () => {
         r.run(attention(opts(c), d, { ...bufs, lse: undefined, out: out2 }));
         expectClose(await r.readF32(out2, c.T * c.H * c.D), want.out, tol, 'out (no lse)');
         r.destroy(out2);
+      }
+      if (c.dtype === 'f16') {
+        // keys rotated once into kRot (f16, starting as NaN: slots past the chunk must stay unread), one more dispatch
+        const kRot = r.upload(new Uint16Array(rotatedKeysBytes({ numKvHeads: c.KV, headDim: c.D }, x.capacity) / 2).fill(0x7e00), 'krot');
+        const ds = attention(opts(c), d, { ...bufs, kRot });
+        expect(ds.length).toBe(attention(opts(c), d, bufs).length + 1);
+        r.run(ds);
+        expectClose(await r.readF32(bufs.out, c.T * c.H * c.D), want.out, tol, 'out (keys from kRot)');
+        expectClose(await r.readF32(bufs.lse, c.T * c.H), want.lse, tol, 'lse (keys from kRot)');
+        r.destroy(kRot);
       }
       for (const b of Object.values(bufs)) r.destroy(b);
     });

@@ -119,7 +119,7 @@ describe('planMemory', () => {
       logits: 128256 * 4,
       rope_table: 17764 * 64 * 8,
       evict_scratch: 8 * 17764 * (2 * 128 * 2 + 16),
-      rotated_keys: 8 * 17764 * 128 * 2, // one layer's keys, f16, for the tensor-core attention
+      rotated_keys: 8 * 17764 * 128 * 2, // one layer's keys, f16, for the prefill attention
       retaining_hidden: 1024 * 1024 * 4,
     });
     const short = resolvePlanOptions({ context: 300, chunk: 1024, policy: 'full' });

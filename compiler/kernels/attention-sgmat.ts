@@ -27,15 +27,13 @@
  */
 import { f32, kernel, wgsl } from '../wgsl.js';
 import type { Dispatch } from '../../runtime/gpu/runner.js';
-import { attention, combineKernel, type AttentionBuffers, type AttentionDims, type AttentionOpts } from './attention.js';
+import { combineKernel, type AttentionBuffers, type AttentionDims, type AttentionOpts } from './attention.js';
 import { NEG, attentionBindings, checkHeadDims, keyFns, ropeParts, rotatedKeyFns, SPLIT_ATTENTION_PARAMS, splitAttentionParams } from './attn-common.js';
 import { rotateKeys } from './rotate-keys.js';
 import { sgOps } from './sgmat-emu.js';
 import { env } from '../../runtime/env.js';
 
 export interface SgmatAttentionOpts extends AttentionOpts {
-  /** prefill on tensor cores where usable (attentionAuto); only for devices with GpuContext.tensorCores */
-  readonly tensorCores?: boolean;
   /** plain-WGSL stand-ins for the subgroup-matrix builtins (checks on devices without them; slow) */
   readonly emulate?: boolean;
   /** lazy-rescale slack, default TAU (checks: 0 rescales the accumulators whenever a row's max rises) */
@@ -339,9 +337,4 @@ export function attentionSgmat(o: SgmatAttentionOpts, d: AttentionDims, b: Atten
     { kernel: mainKernel(o, p, true, false, rk), buffers: { ...common, scratch: b.scratch! }, params, workgroups },
     { kernel: combineKernel(o, withLse), buffers: outs, params: { TH, splits: p.splits }, workgroups: [Math.min(TH, 65535), Math.ceil(TH / 65535)] },
   ];
-}
-
-/** The tensor-core kernel where the device and the call allow it (`o.tensorCores`), else attention.ts. */
-export function attentionAuto(o: SgmatAttentionOpts, d: AttentionDims, b: AttentionBuffers): Dispatch[] {
-  return o.tensorCores && sgmatAttentionUsable(o, d) ? attentionSgmat(o, d, b) : attention(o, d, b);
 }

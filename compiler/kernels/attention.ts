@@ -4,6 +4,9 @@
  * One workgroup owns one KV head, a block of BQ queries and (flash-decoding) one split of the key range. Its rows
  * are the BQ × G (query, head) pairs of the GQA group, so every K/V tile loaded into workgroup memory (RoPE applied
  * on load from the slot's stored position) is reused by all query heads of the group and all queries of the block.
+ * With `kRot` (keys rotated once per layer into f16 by rotate-keys.ts) the tiles load rotated keys with plain loads:
+ * every block of queries loads every key, so rotating each (position, rope-table and partner loads) once per block
+ * repeats that work T/BQ times. Used for f16 and int8 caches, whose keys carry no more than f16 precision.
  * Each row is served by TPR lanes that each hold D/TPR dims of q and of the output accumulator in registers; the
  * per-lane partial dots go through workgroup memory (stage A sums them per key, stage B runs the online softmax and
  * the P·V update; every lane of a row computes the same max/sum, so no broadcast is needed).
@@ -14,7 +17,8 @@
  */
 import { kernel, ro, rw, wgsl } from '../wgsl.js';
 import type { Dispatch } from '../../runtime/gpu/runner.js';
-import { NEG, attentionBindings, workgroupReduce, checkHeadDims, keyFns, ropeParts, type CacheDtype } from './attn-common.js';
+import { NEG, attentionBindings, workgroupReduce, checkHeadDims, keyFns, ropeParts, rotatedKeyFns, type CacheDtype } from './attn-common.js';
+import { rotateKeys } from './rotate-keys.js';
 import { decodeScratchBytes } from './attention-decode.js';
 
 export interface AttentionOpts {
@@ -44,7 +48,7 @@ export interface AttentionBuffers {
   out: GPUBuffer; // (T, H*D) f32
   lse?: GPUBuffer; // (T, H) f32 log-sum-exp of the scaled logits
   scratch?: GPUBuffer; // attentionScratchBytes(o, d) bytes, needed when the plan splits keys
-  kRot?: GPUBuffer; // (KV, capacity, D) f16: the tensor-core kernel rotates the keys into it first (rotate-keys.ts)
+  kRot?: GPUBuffer; // (KV, capacity, D) f16: the keys the chunk sees are rotated into it first (rotate-keys.ts)
 }
 
 // 64 threads and 8-key tiles (~11 KB of workgroup memory at D=128): measured on H200/Dawn-Vulkan, the smaller
@@ -104,21 +108,22 @@ export function attentionScratchBytes(o: AttentionOpts, d: AttentionDims): numbe
   return Math.max(most, decodeScratchBytes(o, d));
 }
 
-function mainKernel(o: AttentionOpts, p: Plan, split: boolean, withLse: boolean) {
+/** rk: keys come rotated from kRot instead of being rotated from the cache while loaded */
+function mainKernel(o: AttentionOpts, p: Plan, split: boolean, withLse: boolean, rk: boolean) {
   const { G, BQ, TPR } = p;
   const H = o.numHeads;
   const DQ = o.headDim / 4;
   const R = BQ * G;
   const NQ = DQ / TPR;
   const LPT = Math.ceil((BK * DQ) / W); // tile quads each thread loads
-  const key = { op: 'attention', cache: o.cacheDtype, H, G, D: o.headDim, BQ, TPR, split, lse: withLse };
+  const key = { op: 'attention', cache: o.cacheDtype, H, G, D: o.headDim, BQ, TPR, split, lse: withLse, rk };
   // generated straight-line code: one named register per quad (q/acc never spill to local memory) and every global
   // load of a tile issued before any is used
   const qs = Array.from({ length: NQ }, (_, j) => j);
   const ls = Array.from({ length: LPT }, (_, i) => i);
   const full = (BK * DQ) % W === 0;
   return kernel(key, () => ({
-    bindings: attentionBindings(o.cacheDtype, split, withLse),
+    bindings: attentionBindings(o.cacheDtype, split, withLse, 'vec4<f32>', rk),
     params: [['T', 'u32'], ['base', 'u32'], ['capacity', 'u32'], ['rot', 'u32'], ['splitKeys', 'u32'], ['splits', 'u32'], ['tpr', 'u32'], ['scale', 'f32']],
     workgroupSize: [W, 1, 1],
     body: wgsl`
@@ -130,8 +135,8 @@ const R = ${R}u;
 const TPR = ${TPR}u;
 const BK = ${BK}u;
 const NEG = ${NEG};
-${keyFns(o.cacheDtype, true)}
-${ropeParts}
+${rk ? rotatedKeyFns(o.cacheDtype) : `${keyFns(o.cacheDtype, true)}
+${ropeParts}`}
 
 var<workgroup> kT: array<vec4<f32>, ${BK * DQ}>; // (BK, D) rotated keys of the tile
 var<workgroup> vT: array<vec4<f32>, ${BK * DQ}>; // (BK, D) values of the tile
@@ -167,13 +172,13 @@ ${qs.map((j) => `    q${j} = q[qAt + ${j * TPR}u] * params.scale;`)}
 ${ls.map((i) => `    let e${i} = lid + ${i * W}u;
     let j${i} = e${i} % DQ;
     let s${i} = min(kb + e${i} / DQ, k1 - 1u);
-    let p${i} = kpos[g * params.capacity + s${i}];
+${rk ? `    let kr${i} = krq(g, s${i}, j${i});` : `    let p${i} = kpos[g * params.capacity + s${i}];
     let x${i} = kq(g, s${i}, j${i});
-    let y${i} = kq(g, s${i}, partnerQ(j${i}));
+    let y${i} = kq(g, s${i}, partnerQ(j${i}));`}
     let v${i} = vq(g, s${i}, j${i});`)}
-${ls.map((i) => `    let r${i} = ropeAt(p${i}, j${i});
+${ls.map((i) => `${rk ? '' : `    let r${i} = ropeAt(p${i}, j${i});
     let kr${i} = rotate(x${i}, y${i}, rope[r${i}], rope[r${i} + 1u], j${i});
-    ${full ? '' : `if (e${i} < BK * DQ) `}{ kT[e${i}] = kr${i}; vT[e${i}] = v${i}; }`)}
+`}    ${full ? '' : `if (e${i} < BK * DQ) `}{ kT[e${i}] = kr${i}; vT[e${i}] = v${i}; }`)}
     workgroupBarrier();
     // Key loops run to the tile's valid count (uniform, known only at run time): besides skipping the padding of the
     // last tile this keeps CPU Vulkan compilers from fully unrolling them (minutes of shader compile).
@@ -293,24 +298,32 @@ ${withLse ? '  if (lid == 0u) { lse[th] = mx + log(sum); }' : ''}
   }));
 }
 
-/** Attention of a chunk (T queries at slots [base, base+T)) over the cache; 1 dispatch, or 2 when keys are split. */
+/**
+ * Attention of a chunk (T queries at slots [base, base+T)) over the cache; 1 dispatch, or 2 when keys are split, and
+ * one more first with `b.kRot`: the keys the chunk sees rotated once into it.
+ */
 export function attention(o: AttentionOpts, d: AttentionDims, b: AttentionBuffers): Dispatch[] {
   const p = plan(o, d);
   const withLse = b.lse !== undefined;
   const split = p.splits > 1;
-  const common = { q: b.q, kCache: b.kCache, vCache: b.vCache, kpos: b.kpos, rope: b.rope };
+  const rk = b.kRot !== undefined;
+  const common: Record<string, GPUBuffer> = rk
+    ? { q: b.q, kRot: b.kRot!, vCache: b.vCache }
+    : { q: b.q, kCache: b.kCache, vCache: b.vCache, kpos: b.kpos, rope: b.rope };
+  const pre = rk ? [rotateKeys(o, { kvEnd: d.base + d.T, capacity: d.capacity }, { kCache: b.kCache, kpos: b.kpos, rope: b.rope, kRot: b.kRot! })] : [];
   const params = { T: d.T, base: d.base, capacity: d.capacity, rot: o.rotaryDim, splitKeys: p.splitKeys, splits: p.splits, tpr: p.TPR, scale: d.scale };
   const workgroups = [p.nQB, o.numKvHeads, p.splits] as const;
   if (!split) {
     const outs: Record<string, GPUBuffer> = withLse ? { out: b.out, lse: b.lse! } : { out: b.out };
-    return [{ kernel: mainKernel(o, p, false, withLse), buffers: { ...common, ...outs }, params, workgroups }];
+    return [...pre, { kernel: mainKernel(o, p, false, withLse, rk), buffers: { ...common, ...outs }, params, workgroups }];
   }
   const need = p.splits * d.T * o.numHeads * (o.headDim + 4) * 4;
   if (!b.scratch || b.scratch.size < need) throw new Error(`attention: ${p.splits} key splits need a scratch buffer of ${need} bytes`);
   const TH = d.T * o.numHeads;
   const outs: Record<string, GPUBuffer> = withLse ? { scratch: b.scratch, out: b.out, lse: b.lse! } : { scratch: b.scratch, out: b.out };
   return [
-    { kernel: mainKernel(o, p, true, false), buffers: { ...common, scratch: b.scratch }, params, workgroups },
+    ...pre,
+    { kernel: mainKernel(o, p, true, false, rk), buffers: { ...common, scratch: b.scratch }, params, workgroups },
     {
       kernel: combineKernel(o, withLse),
       buffers: outs,

@@ -4,9 +4,10 @@
  *   kRot: (KV, capacity, D) f16, read as D/4 vec2<u32> quads per slot; slots [0, kvEnd) written, the rest untouched
  *
  * Keys are cached before RoPE (their position can change at eviction), so an attention kernel rotates each key when
- * it loads it. The tensor-core prefill attention loads every key once per block of queries (64 blocks per KV head
- * for a 1024-token chunk), and the rotation's position, rope-table and partner-quad loads made its key staging the
- * slowest part of a tile; rotating once here (one read of K, one f16 write) lets it stage keys with plain loads.
+ * it loads it. The prefill attention kernels load every key once per block of queries (32 to 128 blocks per KV head
+ * for a 1024-token chunk), and the rotation's position, rope-table and partner-quad loads made key staging the
+ * slowest part of a tile; rotating once here (one read of K, one f16 write) lets them stage keys with plain loads
+ * (the tensor-core kernel always; the f32 kernel over f16 / int8 caches).
  * Values are the cache's own rounding (f16 or int8 dequantized, then RoPE in f32, rounded to f16 once), exactly what
  * the staging fed the tensor cores before.
  */
