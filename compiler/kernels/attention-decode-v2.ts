@@ -76,6 +76,7 @@ export interface DecodeV2Plan {
 interface TuningV2 { kl?: number; nt?: number; nk?: number; slab?: number; wgs?: number; rows?: number; pf?: boolean }
 /** `LOCRET_ATTN_DECODE="v2,kl=8,nt=128,k2=1,slab=512,wgs=1024,rows=4,pf=1"`: plan knobs for timing runs (results unchanged). */
 export function tuningV2(spec = env('LOCRET_ATTN_DECODE')): TuningV2 {
+  if (lastTuning && lastTuning.spec === spec) return lastTuning.t; // every layer of every step plans: parse once
   const t: TuningV2 = {};
   for (const [k, v] of (spec ?? '').split(',').filter(Boolean).map((s) => s.split('=') as [string, string])) {
     const n = Number(v);
@@ -87,8 +88,10 @@ export function tuningV2(spec = env('LOCRET_ATTN_DECODE')): TuningV2 {
     if (k === 'rows' && [1, 2, 3, 4].includes(n)) t.rows = n;
     if (k === 'pf' && (n === 0 || n === 1)) t.pf = n === 1;
   }
+  lastTuning = { spec, t };
   return t;
 }
+let lastTuning: { spec: string | undefined; t: TuningV2 } | undefined;
 
 /** The plan; `splitsBound` caps the splits so the scratch sized for the v1 kernel (decodeScratchBytes) suffices. */
 export function planV2(o: DecodeV2Opts, d: AttentionDims, splitsBound: number): DecodeV2Plan {
