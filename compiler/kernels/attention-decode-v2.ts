@@ -256,20 +256,24 @@ fn vw(g: u32, s: u32, j: u32) -> ${W} { return vCache[(g * params.capacity + s) 
 fn wx(w: ${W}) -> vec4<f32> { return ${dtype === 'f16' ? 'vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y))' : 'w'}; }`;
 }
 
-/** Loads of the round starting at key `first` into the w* registers (declared with `decl`, else assigned). */
-function roundLoads(p: DecodeV2Plan, fs: number[], ps: number[], vs: number[], ks: number[], first: string, decl: string): string {
-  return ks.map((kk) => `  ${decl}ws${kk} = min(${first} + ${kk * p.NG}u + grp, k1 - 1u);
-  ${decl}wp${kk} = kpos[g * params.capacity + ws${kk}];
-${fs.map((i) => `  ${decl}wa${kk}_${i} = kw(g, ws${kk}, fq${i});
-  ${decl}wb${kk}_${i} = kw(g, ws${kk}, fq${i} + HQ);`).join('\n')}
-${ps.map((i) => `  ${decl}wq${kk}_${i} = kw(g, ws${kk}, pq${i});`).join('\n')}
-${vs.map((i) => `  ${decl}wv${kk}_${i} = vw(g, ws${kk}, ln + ${i * p.KL}u);`).join('\n')}`).join('\n');
+/**
+ * Loads of the round starting at key `first` into the w* registers: declared (`var`) before the loop, assigned in
+ * it (each at its own indentation).
+ */
+function roundLoads(p: DecodeV2Plan, fs: number[], ps: number[], vs: number[], ks: number[], first: string, declare: boolean): string {
+  const at = declare ? '  var ' : '    ';
+  return ks.map((kk) => `${at}ws${kk} = min(${first} + ${kk * p.NG}u + grp, k1 - 1u);
+${at}wp${kk} = kpos[g * params.capacity + ws${kk}];
+${fs.map((i) => `${at}wa${kk}_${i} = kw(g, ws${kk}, fq${i});
+${at}wb${kk}_${i} = kw(g, ws${kk}, fq${i} + HQ);`).join('\n')}
+${ps.map((i) => `${at}wq${kk}_${i} = kw(g, ws${kk}, pq${i});`).join('\n')}
+${vs.map((i) => `${at}wv${kk}_${i} = vw(g, ws${kk}, ln + ${i * p.KL}u);`).join('\n')}`).join('\n');
 }
 
 /** Software pipelining: the first round's loads, before the loop. */
 function prefetchPrologue(p: DecodeV2Plan, fs: number[], ps: number[], vs: number[], ks: number[]): string {
   return `  // the first round's K/V words and positions; each round then loads the next one's before computing
-${roundLoads(p, fs, ps, vs, ks, 'k0', 'var ')}`;
+${roundLoads(p, fs, ps, vs, ks, 'k0', true)}`;
 }
 
 /** A round's values from the w* registers, then the next round's loads into them, then this round's rope rows. */
@@ -280,7 +284,7 @@ ${fs.map((i) => `    let xa${kk}_${i} = wx(wa${kk}_${i});
     let xb${kk}_${i} = wx(wb${kk}_${i});`).join('\n')}
 ${ps.map((i) => `    let xp${kk}_${i} = wx(wq${kk}_${i});`).join('\n')}
 ${vs.map((i) => `    let v${kk}_${i} = wx(wv${kk}_${i});`).join('\n')}`).join('\n')}
-${roundLoads(p, fs, ps, vs, ks, `(kb + ${p.NG * p.NK}u)`, '').replace(/^ {2}/gm, '    ')}
+${roundLoads(p, fs, ps, vs, ks, `(kb + ${p.NG * p.NK}u)`, false)}
 ${ks.map((kk) => fs.map((i) => ropeLoads(kk, i)).join('\n')).join('\n')}`;
 }
 

@@ -29,7 +29,7 @@ import { f32, kernel, wgsl } from '../wgsl.js';
 import type { Dispatch } from '../../runtime/gpu/runner.js';
 import { combineKernel, type AttentionBuffers, type AttentionDims, type AttentionOpts } from './attention.js';
 import { NEG, attentionBindings, checkHeadDims, keyFns, ropeParts, rotatedKeyFns, SPLIT_ATTENTION_PARAMS, splitAttentionParams } from './attn-common.js';
-import { rotateKeys } from './rotate-keys.js';
+import { attentionKeyInputs } from './rotate-keys.js';
 import { sgOps } from './sgmat-emu.js';
 import { env } from '../../runtime/env.js';
 
@@ -320,12 +320,9 @@ export function attentionSgmat(o: SgmatAttentionOpts, d: AttentionDims, b: Atten
   const withLse = b.lse !== undefined;
   const split = p.splits > 1;
   const rk = b.kRot !== undefined;
-  const common: Record<string, GPUBuffer> = rk
-    ? { q: b.q, kRot: b.kRot!, vCache: b.vCache }
-    : { q: b.q, kCache: b.kCache, vCache: b.vCache, kpos: b.kpos, rope: b.rope };
+  const { buffers: common, pre } = attentionKeyInputs(o, d, b);
   const params = splitAttentionParams(o, d, p);
   const workgroups = [p.nQB, o.numKvHeads, p.splits] as const;
-  const pre = rk ? [rotateKeys(o, { kvEnd: d.base + d.T, capacity: d.capacity }, { kCache: b.kCache, kpos: b.kpos, rope: b.rope, kRot: b.kRot! })] : [];
   if (!split) {
     const outs: Record<string, GPUBuffer> = withLse ? { out: b.out, lse: b.lse! } : { out: b.out };
     return [...pre, { kernel: mainKernel(o, p, false, withLse, rk), buffers: { ...common, ...outs }, params, workgroups }];

@@ -18,7 +18,7 @@
 import { kernel, ro, rw, wgsl } from '../wgsl.js';
 import type { Dispatch } from '../../runtime/gpu/runner.js';
 import { NEG, attentionBindings, workgroupReduce, checkHeadDims, keyFns, ropeParts, rotatedKeyFns, type CacheDtype } from './attn-common.js';
-import { rotateKeys } from './rotate-keys.js';
+import { attentionKeyInputs } from './rotate-keys.js';
 import { decodeScratchBytes } from './attention-decode.js';
 
 export interface AttentionOpts {
@@ -307,10 +307,7 @@ export function attention(o: AttentionOpts, d: AttentionDims, b: AttentionBuffer
   const withLse = b.lse !== undefined;
   const split = p.splits > 1;
   const rk = b.kRot !== undefined;
-  const common: Record<string, GPUBuffer> = rk
-    ? { q: b.q, kRot: b.kRot!, vCache: b.vCache }
-    : { q: b.q, kCache: b.kCache, vCache: b.vCache, kpos: b.kpos, rope: b.rope };
-  const pre = rk ? [rotateKeys(o, { kvEnd: d.base + d.T, capacity: d.capacity }, { kCache: b.kCache, kpos: b.kpos, rope: b.rope, kRot: b.kRot! })] : [];
+  const { buffers: common, pre } = attentionKeyInputs(o, d, b);
   const params = { T: d.T, base: d.base, capacity: d.capacity, rot: o.rotaryDim, splitKeys: p.splitKeys, splits: p.splits, tpr: p.TPR, scale: d.scale };
   const workgroups = [p.nQB, o.numKvHeads, p.splits] as const;
   if (!split) {

@@ -23,6 +23,7 @@ import type { Workgroups } from '../../runtime/gpu/runner.js';
 import { builtins, foldGrid, isQuantized, linearWg, QGROUP, type WeightDtype } from './mm-common.js';
 import { biasParts, coreParams, GEMV_MAX_T, type CoreFamily } from './mm-core.js';
 import { chunkElems, chunkLayout, type ChunkLayout } from './mm-gemv-chunks.js';
+import { env } from '../../runtime/env.js';
 
 export interface GemvOpts {
   readonly wdtype: WeightDtype;
@@ -62,8 +63,7 @@ export function gemvShape(wdtype: WeightDtype, T: number, streams: number, K: nu
   const KC = K / E;
   let WG = KC >= 2048 ? 256 : KC >= 256 ? 128 : 64;
   // tuning hook for timing runs on real GPUs (LOCRET_GEMV="wg=256,r=4"); it changes the variant key, not results
-  const env = typeof process !== 'undefined' ? process.env?.LOCRET_GEMV : undefined;
-  for (const [k, v] of (env ?? '').split(',').filter(Boolean).map((s) => s.split('=') as [string, string])) {
+  for (const [k, v] of (env('LOCRET_GEMV') ?? '').split(',').filter(Boolean).map((s) => s.split('=') as [string, string])) {
     if (k === 'wg' && [32, 64, 128, 256].includes(Number(v))) WG = Number(v);
     if (k === 'r' && Number(v) >= 2 && Number(v) % 2 === 0 && Number(v) <= 16) R = Number(v);
   }

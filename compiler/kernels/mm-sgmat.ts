@@ -40,6 +40,7 @@ import type { Workgroups } from '../../runtime/gpu/runner.js';
 import { builtins, isQuantized, MAX_WG_PER_DIM, QGROUP, type WeightDtype } from './mm-common.js';
 import { coreBindings, coreParams, type CoreFamily, type CoreOpts } from './mm-core.js';
 import { stagePlan } from './mm-sgmat-stage.js';
+import { env } from '../../runtime/env.js';
 
 /** fragment edge: the f16×f16→f32 16×16×16 configuration */
 const FR = 16;
@@ -118,16 +119,15 @@ export const SGMAT_PICK: readonly SgmatRule[] = [
 ];
 
 /** `LOCRET_SGMAT_SMALL=<variant>`: the small-grid rule's variant instead (A/B timing; results unchanged). */
-const smallOverride = () => {
-  const v = typeof process !== 'undefined' ? process.env?.LOCRET_SGMAT_SMALL : undefined;
-  return v && v in SGMAT_VARIANTS ? (v as SgmatVariantName) : undefined;
-};
+function smallOverride(streams: 1 | 2): SgmatVariantName | undefined {
+  const v = env('LOCRET_SGMAT_SMALL');
+  return v && v in SGMAT_VARIANTS && SGMAT_VARIANTS[v as SgmatVariantName].streams === streams ? (v as SgmatVariantName) : undefined;
+}
 
 export function sgmatPick(streams: 1 | 2, norm: boolean, NC: number, T: number): SgmatVariantName {
   const r = SGMAT_PICK.find((r) => r.streams === streams && (r.norm === undefined || r.norm === norm) && (r.maxOutputs === undefined || T * NC <= r.maxOutputs));
-  if (r?.maxOutputs !== undefined && smallOverride() && SGMAT_VARIANTS[smallOverride()!].streams === streams) return smallOverride()!;
   if (!r) throw new Error(`sgmat: no variant picked for ${streams} stream(s), norm ${norm}`);
-  return r.variant;
+  return (r.maxOutputs !== undefined && smallOverride(streams)) || r.variant;
 }
 
 export function sgmatVariant(name: string, streams: 1 | 2): SgmatVariant {

@@ -79,3 +79,20 @@ export function rotateKeys(o: RotateKeysOpts, d: { kvEnd: number; capacity: numb
 export function rotatedKeysBytes(o: Pick<RotateKeysOpts, 'numKvHeads' | 'headDim'>, capacity: number): number {
   return o.numKvHeads * capacity * o.headDim * 2;
 }
+
+/**
+ * The q and key/value bindings of a prefill attention kernel (attention.ts, attention-sgmat.ts) and the dispatches
+ * that must run before it: with `kRot`, the rotation of the keys the chunk sees into it (rotated keys and values
+ * bound); without, none (the cache, positions and rope table bound, keys rotated while loaded).
+ */
+export function attentionKeyInputs(
+  o: RotateKeysOpts,
+  d: { base: number; T: number; capacity: number },
+  b: { q: GPUBuffer; kCache: GPUBuffer; vCache: GPUBuffer; kpos: GPUBuffer; rope: GPUBuffer; kRot?: GPUBuffer },
+): { buffers: Record<string, GPUBuffer>; pre: Dispatch[] } {
+  if (!b.kRot) return { buffers: { q: b.q, kCache: b.kCache, vCache: b.vCache, kpos: b.kpos, rope: b.rope }, pre: [] };
+  return {
+    buffers: { q: b.q, kRot: b.kRot, vCache: b.vCache },
+    pre: [rotateKeys(o, { kvEnd: d.base + d.T, capacity: d.capacity }, { kCache: b.kCache, kpos: b.kpos, rope: b.rope, kRot: b.kRot })],
+  };
+}
