@@ -5,6 +5,8 @@ import { defineConfig } from 'vitest/config';
 export default defineConfig({
   test: {
     include: ['test/**/*.test.ts'],
+    // every GPU buffer followed by NaN words: a kernel reading past its data fails its comparison (runner.ts)
+    env: { LOCRET_GUARD_BUFFERS: '1' },
     testTimeout: 600_000,
     hookTimeout: 600_000,
     pool: 'forks',

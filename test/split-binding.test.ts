@@ -29,7 +29,7 @@ async function allLogits(e: Engine, ids: readonly number[], o: { chunk?: number;
 function splitSummary(e: Engine): Record<string, number> {
   const out: Record<string, number> = {};
   for (const [name, w] of e.weights) {
-    for (const p of weightParts(w)) expect(p.buf.size, `${name} part at ${p.row0}`).toBeLessThanOrEqual(e.runner.gpu.maxBinding);
+    for (const p of weightParts(w)) expect(e.runner.bufferBytes(p.buf), `${name} part at ${p.row0}`).toBeLessThanOrEqual(e.runner.gpu.maxBinding);
     if (w.parts) out[name] = w.parts.length;
   }
   return out;
@@ -105,7 +105,7 @@ describe('limits', () => {
     const embed = w.get('embed')!;
     expect(embed.parts?.length).toBeGreaterThan(1);
     expect(embed.parts!.reduce((a, p) => a + p.rows, 0)).toBe(tiny.config.vocabSize);
-    for (const x of w.values()) for (const p of weightParts(x)) expect(p.buf.size).toBeLessThanOrEqual(r.gpu.maxBinding);
+    for (const x of w.values()) for (const p of weightParts(x)) expect(r.bufferBytes(p.buf)).toBeLessThanOrEqual(r.gpu.maxBinding);
     expect(w.get('L0.qkv')!.buf, 'f16 qkv (491 KiB) fits').toBeDefined();
     const s = new Session(r, tiny.config, w, { policy: 'full', budget: 64, chunk: 16, stabilizer: 0, positions: 'compact', maxNew: 1 });
     const out = await s.prefill([3, 4000, 5, 2047], 0);

@@ -21,18 +21,46 @@ export interface GpuContext {
   readonly limits: GPUSupportedLimits;
   /** largest storage binding the kernels may use (can be lowered for tests) */
   readonly maxBinding: number;
+  /**
+   * shaders bound-check every storage access (Dawn's robustness transform): always in a browser; off in Node unless
+   * LOCRET_ROBUSTNESS=1 (see dawnFlags)
+   */
+  readonly robustness: boolean;
 }
 
 let dawnGpu: GPU | null = null; // keeps Dawn's instance alive; see above
+let dawnRobustness = true; // as Dawn's instance was created
 let shared: Promise<GpuContext> | null = null;
 
 async function nodeGpu(): Promise<GPU> {
   if (dawnGpu) return dawnGpu;
   const mod = (await import('webgpu')) as { create(flags: string[]): GPU; globals: object };
   Object.assign(globalThis, mod.globals);
-  const flags = (env('LOCRET_DAWN_FLAGS') ?? '').split(/\s+/).filter(Boolean);
+  const flags = dawnFlags(env('LOCRET_DAWN_FLAGS'), envFlag('LOCRET_ROBUSTNESS'));
+  dawnRobustness = !toggles(flags, 'enable').includes(NO_ROBUSTNESS);
   dawnGpu = mod.create(flags);
   return dawnGpu;
+}
+
+const NO_ROBUSTNESS = 'disable_robustness';
+/** The toggles a flag list enables (`which` = 'enable') or disables. */
+const toggles = (flags: readonly string[], which: 'enable' | 'disable') =>
+  flags.filter((f) => f.startsWith(`${which}-dawn-features=`)).flatMap((f) => f.slice(f.indexOf('=') + 1).split(','));
+
+/**
+ * Flags for Dawn's Node `create()`: the user's (space separated, e.g. the toggles that unlock f16 on NVIDIA) plus the
+ * device toggle `disable_robustness` unless `robust` or the user disables that toggle. Robustness clamps every
+ * storage index in every shader; the kernels here keep their own indices in bounds (tests run with every buffer
+ * followed by a NaN guard, see runner.ts, so a read past a binding shows up as NaN in their outputs), and the clamps
+ * cost 15% of a prefill chunk on an H200 (bench/README.md). Dawn reads one `enable-dawn-features` list, so the
+ * toggle joins the user's.
+ */
+export function dawnFlags(user: string | undefined, robust: boolean): string[] {
+  const flags = (user ?? '').split(/\s+/).filter(Boolean);
+  if (robust || toggles(flags, 'disable').includes(NO_ROBUSTNESS) || toggles(flags, 'enable').includes(NO_ROBUSTNESS)) return flags;
+  const i = flags.findIndex((f) => f.startsWith('enable-dawn-features='));
+  if (i < 0) return [...flags, `enable-dawn-features=${NO_ROBUSTNESS}`];
+  return flags.map((f, j) => (j === i ? `${f.replace(/,$/, '')}${f.endsWith('=') ? '' : ','}${NO_ROBUSTNESS}` : f));
 }
 
 export interface DeviceOptions {
@@ -85,7 +113,8 @@ export async function createGpuContext(opts: DeviceOptions = {}): Promise<GpuCon
   const maxBinding = Math.min(l.maxStorageBufferBindingSize, opts.maxBinding ?? Infinity, envMax > 0 ? envMax : Infinity);
   const tensorCores = sgm && subgroups && hasF16Tile(info) && (info?.subgroupMaxSize ?? 32) <= 32 &&
     device.limits.maxComputeWorkgroupStorageSize >= 32768;
-  return { device, adapterName, f16, subgroupMatrix: sgm, subgroups, tensorCores, limits: device.limits, maxBinding };
+  const robustness = nav?.gpu ? true : dawnRobustness; // a browser never drops the bound checks
+  return { device, adapterName, f16, subgroupMatrix: sgm, subgroups, tensorCores, limits: device.limits, maxBinding, robustness };
 }
 
 /** The adapter lists an f16×f16→f32 16×16×16 subgroup-matrix configuration (bindings that list none: assume so). */

@@ -9,6 +9,7 @@
 import type { KernelSpec } from '../../compiler/wgsl.js';
 import type { GpuContext } from './device.js';
 import { packInto, paramBytes, ParamsBuffer } from './uniforms.js';
+import { envFlag } from '../env.js';
 
 export type Workgroups = readonly [number, number?, number?];
 
@@ -27,6 +28,15 @@ interface Compiled {
   readonly paramBytes: number;
 }
 
+/**
+ * Test mode (LOCRET_GUARD_BUFFERS=1): every buffer is followed by GUARD_BYTES of words that read as NaN in f32 and as
+ * two NaNs in packed f16, bound with it when a whole buffer is bound. Shaders run without bound checks in Node
+ * (device.ts), so a kernel that reads past its data, or relied on a clamped index, meets NaN in its outputs,
+ * whichever way robustness is set.
+ */
+const GUARD_BYTES = 65536;
+const GUARD_WORD = 0x7fff7fff;
+
 /** Cached bind groups before the cache is dropped (entries naming destroyed buffers are never hit again). */
 const MAX_BIND_GROUPS = 8192;
 
@@ -41,6 +51,8 @@ export class GpuRunner {
   private readonly sizes = new WeakMap<GPUBuffer, number>();
   /** number of dispatches recorded since construction (kernel-count checks) */
   dispatchCount = 0;
+  /** NaN words after every buffer (LOCRET_GUARD_BUFFERS=1); not counted in live / peak bytes */
+  private readonly guardBytes = envFlag('LOCRET_GUARD_BUFFERS') ? GUARD_BYTES : 0;
 
   constructor(readonly gpu: GpuContext) {
     this.uniforms = new ParamsBuffer(gpu.device, Math.max(16, gpu.limits.minUniformBufferOffsetAlignment));
@@ -66,11 +78,18 @@ export class GpuRunner {
 
   createBuffer(size: number, label: string, usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST): GPUBuffer {
     const bytes = Math.max(16, Math.ceil(size / 16) * 16);
-    const buf = this.device.createBuffer({ size: bytes, usage, label });
+    const guard = this.guardBytes && usage & GPUBufferUsage.COPY_DST ? this.guardBytes : 0;
+    const buf = this.device.createBuffer({ size: bytes + guard, usage, label });
+    if (guard) this.device.queue.writeBuffer(buf, bytes, new Uint32Array(guard / 4).fill(GUARD_WORD));
     this.sizes.set(buf, bytes);
     this.live += bytes;
     this.peak = Math.max(this.peak, this.live);
     return buf;
+  }
+
+  /** Bytes a buffer was created for (its GPU size less the test guard). */
+  bufferBytes(buf: GPUBuffer): number {
+    return this.sizes.get(buf) ?? buf.size;
   }
 
   destroy(buf: GPUBuffer): void {
@@ -195,7 +214,7 @@ export class GpuRunner {
    * group; fail here instead, naming the kernel, binding and buffer (large weights are split by runtime/weights.ts).
    */
   private checkBinding(kernel: string, name: string, r: GPUBufferBinding): void {
-    const bytes = r.size ?? r.buffer.size - (r.offset ?? 0);
+    const bytes = r.size ?? this.bufferBytes(r.buffer) - (r.offset ?? 0);
     if (bytes > this.gpu.maxBinding)
       throw new Error(`kernel ${kernel}: binding '${name}' (buffer '${r.buffer.label}', ${bytes} bytes) exceeds the storage-binding limit of ${this.gpu.maxBinding} bytes`);
   }

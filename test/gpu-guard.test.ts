@@ -1,0 +1,54 @@
+/**
+ * The device flags (shader bound checks dropped in Node unless asked for) and the test guard after every buffer:
+ * a kernel that reads past its data must see NaN, so the kernel tests, which all run with the guard, would fail.
+ */
+import { describe, expect, it } from 'vitest';
+import { dawnFlags } from '../runtime/gpu/device.js';
+import { kernel, ro, rw, wgsl } from '../compiler/wgsl.js';
+import { gpuRunner } from './gpu-harness.js';
+
+describe('dawnFlags', () => {
+  const f16 = 'enable-dawn-features=allow_unsafe_apis,vulkan_enable_f16_on_nvidia';
+  it('adds disable_robustness to the one enable list, or starts one', () => {
+    expect(dawnFlags(f16, false)).toEqual([`${f16},disable_robustness`]);
+    expect(dawnFlags(`backend=vulkan ${f16},`, false)).toEqual(['backend=vulkan', `${f16},disable_robustness`]);
+    expect(dawnFlags(undefined, false)).toEqual(['enable-dawn-features=disable_robustness']);
+    expect(dawnFlags('enable-dawn-features=', false)).toEqual(['enable-dawn-features=disable_robustness']);
+  });
+  it('keeps bound checks when asked, or when the user disables the toggle, and never repeats it', () => {
+    expect(dawnFlags(f16, true)).toEqual([f16]);
+    expect(dawnFlags(`${f16} disable-dawn-features=disable_robustness`, false)).toEqual([f16, 'disable-dawn-features=disable_robustness']);
+    expect(dawnFlags('enable-dawn-features=disable_robustness', false)).toEqual(['enable-dawn-features=disable_robustness']);
+  });
+});
+
+describe('buffer guard (LOCRET_GUARD_BUFFERS=1 in every test run)', () => {
+  it('is on, drops the bound checks in Node, and turns a read past the data into NaN', async () => {
+    expect(process.env.LOCRET_GUARD_BUFFERS).toBe('1');
+    const r = await gpuRunner();
+    expect(r.gpu.robustness, 'Node drops the bound checks by default').toBe(false);
+    // y[i] = x[i + shift]: shift 0 stays inside, shift 1 reads one word past the last element
+    const k = (shift: number) =>
+      kernel({ op: 'test_guard_read', shift }, () => ({
+        bindings: [ro('x', 'array<f32>'), rw('y', 'array<f32>')],
+        params: [],
+        workgroupSize: [4, 1, 1],
+        body: wgsl`
+@compute @workgroup_size(4)
+fn main(@builtin(global_invocation_id) g: vec3<u32>) {
+  y[g.x] = x[g.x + ${shift}u];
+}`,
+      }));
+    const n = 16;
+    const x = r.upload(Float32Array.from({ length: n }, (_, i) => i + 1), 'x');
+    expect(r.bufferBytes(x)).toBe(n * 4);
+    for (const shift of [0, 1]) {
+      const y = r.createBuffer(n * 4, 'y');
+      r.run([{ kernel: k(shift), buffers: { x, y }, workgroups: [n / 4] }]);
+      const got = await r.readF32(y, n);
+      expect(Array.from(got.subarray(0, n - 1)), `shift ${shift}`).toEqual(Array.from({ length: n - 1 }, (_, i) => i + 1 + shift));
+      if (shift === 0) expect(got[n - 1]).toBe(n);
+      else expect(got[n - 1], 'the word after the data').toBeNaN();
+    }
+  });
+});
