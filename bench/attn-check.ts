@@ -4,7 +4,7 @@
  * head, plus a correctness check of the new kernel against the old one on the same inputs.
  *
  *   node dist/bench/attn-check.js [--out file.json] [--small] [--reps 20] [--layers 32] [--dtype f16|f32|int8]
- *                                 [--sweep 'v1;v2;v2,kl=16,nt=256;v2,k2=2,slab=512']
+ *                                 [--sweep 'v1;v2;v2,kl=16,nt=256;v2,k2=2,slab=512'] [--kpos-zero | --rotated]
  *
  * --sweep lists decode-kernel configurations (LOCRET_ATTN_DECODE strings, `;`-separated), each timed and checked
  * against the old kernel; the first row's `new` columns keep the default configuration (v1 unless the env says v2).
@@ -12,6 +12,8 @@
  * One timed submission holds `layers` attention calls (as a decode step does) over distinct caches when they fit,
  * so the L2 cannot serve a later call from an earlier one. --small runs a CPU-driver-sized shape. --kpos-zero puts
  * every key at position 0, so the rope table costs no memory traffic (a diagnostic of how much it does otherwise).
+ * --rotated times the new kernel on keys that already carry RoPE (as decode reads them after a prefill); the old
+ * kernel, given every key at position 0 (no rotation), is its reference.
  */
 import * as fs from 'node:fs';
 import { attention, attentionScratchBytes, type AttentionOpts } from '../compiler/kernels/attention.js';
@@ -27,7 +29,8 @@ const arg = (name: string, def?: string) => {
   return i >= 0 ? process.argv[i + 1] : def;
 };
 const small = process.argv.includes('--small');
-const kposZero = process.argv.includes('--kpos-zero');
+const rotated = process.argv.includes('--rotated');
+const kposZero = process.argv.includes('--kpos-zero') || rotated;
 const reps = Number(arg('reps', small ? '2' : '20'));
 const dtype = arg('dtype', 'f16') as CacheDtype;
 const KV = small ? 2 : 8;
@@ -104,7 +107,7 @@ async function main() {
         const b = { q, kCache: kc[l % nCaches]!, vCache: vc[l % nCaches]!, kpos, rope, scratch };
         out.push(...(kind === 'old'
           ? attention(o, d, { ...b, out: outOld, lse: lseOld })
-          : attentionDecode({ ...o, subgroups: gpu.subgroups }, d, { ...b, out: outNew, lse: lseNew })));
+          : attentionDecode({ ...o, subgroups: gpu.subgroups, keysRotated: rotated }, d, { ...b, out: outNew, lse: lseNew })));
       }
       return out;
     };
@@ -151,7 +154,7 @@ async function main() {
       for (let i = 0; i < H; i++) le = Math.max(le, Math.abs(la[i]! - lc[i]!) / Math.max(1, Math.abs(la[i]!)));
       setKnob(knob);
       const v = decodeVariant({});
-      const sp = v === 'v2' ? attentionDecodeV2Plan({ ...o, subgroups: gpu.subgroups }, d) : attentionDecodePlan(o, d);
+      const sp = v === 'v2' || rotated ? attentionDecodeV2Plan({ ...o, subgroups: gpu.subgroups, keysRotated: rotated }, d) : attentionDecodePlan(o, d);
       setKnob(baseKnob);
       const ok = Number.isFinite(e) && e / scale < 1e-3 && le < 1e-4;
       const sw = { entries: len, config: knob, ms, gb_per_s: bytes / ms / 1e6, vs_old: msOld / ms, splits: sp.splits, split_keys: sp.splitKeys, max_rel_err_out: e / scale, max_rel_err_lse: le, ok };

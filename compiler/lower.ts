@@ -54,6 +54,11 @@ export interface StepDims {
   readonly rope: GPUBuffer;
   /** a decode token (never evicted) rather than a prompt step */
   readonly decode?: boolean;
+  /**
+   * the cached keys carry RoPE (decode after rotateCacheKeys; fused graphs, f32 / f16 caches): the step writes its
+   * keys rotated and decode attention reads them as they are
+   */
+  readonly keysRotated?: boolean;
 }
 
 export interface Plan {
@@ -141,6 +146,7 @@ const lowerings: { readonly [O in Op]: Lowering<O> } = {
     mm(c, { norm: true, bias: false, epilogue: 'swiglu' }, n.w, { T: c.rows(n.id, s), N: n.shape[1] as number, K: cols(c, n.x), eps: n.eps },
       { x: c.buf(n.x), normW: whole(c, n.normW, 'norm_linear_swiglu norm'), y: c.buf(n.id) }),
   kv_store: (n, c) => (s) => {
+    if (s.keysRotated) throw new Error('kv_store writes keys before RoPE: rotated-key steps need the fused graph');
     const l = c.env.cache(n.layer);
     return [kvStore(attnOpts(c), { T: s.T, slot0: s.slot0, pos0: s.pos0, capacity: c.env.capacity }, { qkv: c.buf(n.qkv), q: c.buf(n.id), kCache: l.k, vCache: l.v, kpos: l.kpos })];
   },
@@ -152,8 +158,9 @@ const lowerings: { readonly [O in Op]: Lowering<O> } = {
     const l = c.env.cache(n.layer);
     // int8: qkv_rope writes f32 rows to the staging cache at slots 0..T-1, then kvQuantize packs them into the cache
     const st = c.env.cacheDtype === 'int8' ? c.kvStage() : null;
+    if (st && s.keysRotated) throw new Error('int8 caches keep keys before RoPE');
     const ct = st ? 'f32' : (c.env.cacheDtype as 'f32' | 'f16');
-    const o = { ...attnOpts(c), cacheDtype: ct, wdtype: w(c, n.w).dtype, bias: n.bias !== null, writePre: n.writePre, tensorCores: tensorCores(c), subgroups: c.env.runner.gpu.subgroups };
+    const o = { ...attnOpts(c), cacheDtype: ct, wdtype: w(c, n.w).dtype, bias: n.bias !== null, writePre: n.writePre, tensorCores: tensorCores(c), subgroups: c.env.runner.gpu.subgroups, rotateKeys: s.keysRotated };
     const at = st ? { slot0: 0, capacity: c.env.maxT } : { slot0: s.slot0, capacity: c.env.capacity };
     const fused = qkvRope(o, { T: s.T, K: cols(c, n.x), eps: n.eps, pos0: s.pos0, ...at }, {
       x: c.buf(n.x), normW: whole(c, n.normW, 'qkv_rope'), w: whole(c, n.w, 'qkv_rope'), wScales: weightParts(w(c, n.w))[0]!.scales, bias: optWhole(c, n.bias, 'qkv_rope'), rope: s.rope,
@@ -180,6 +187,10 @@ const lowerings: { readonly [O in Op]: Lowering<O> } = {
     const l = c.env.cache(n.layer);
     const d = { T: s.T, base: s.slot0, capacity: c.env.capacity, scale: 1 / Math.sqrt(c.g.dims.headDim) };
     const b = { q: c.buf(n.q), kCache: l.k, vCache: l.v, kpos: l.kpos, rope: s.rope, out: c.buf(n.id), scratch: c.scratch(), lse: c.lse };
+    if (s.keysRotated) {
+      if (s.T > DECODE_MAX_T) throw new Error(`rotated keys are read by decode attention only (T ≤ ${DECODE_MAX_T}, got ${s.T})`);
+      return attentionDecode({ ...attnOpts(c), subgroups: c.env.runner.gpu.subgroups, keysRotated: true }, d, b);
+    }
     if (s.T <= DECODE_MAX_T && !envFlag('LOCRET_OLD_DECODE_ATTN')) return attentionDecode({ ...attnOpts(c), subgroups: c.env.runner.gpu.subgroups }, d, b);
     // prefill on tensor cores where the device has them (attention-sgmat.ts), else f32 FMAs (attention.ts);
     // LOCRET_NO_TENSOR_CORES=1 keeps f32 FMAs everywhere, LOCRET_TC_ATTENTION=0 for attention alone. Keys are
@@ -192,6 +203,7 @@ const lowerings: { readonly [O in Op]: Lowering<O> } = {
   },
   attention_stats: (n, c) => (s) => {
     if (s.T === 1 && s.decode) return []; // decode tokens are never evicted: their attention scores nothing
+    if (s.keysRotated) throw new Error('attention scores read keys before RoPE');
     const l = c.env.cache(n.layer);
     return attentionStats({ ...attnOpts(c), mode: n.mode }, { T: s.T, base: s.slot0, capacity: c.env.capacity, scale: 1 / Math.sqrt(c.g.dims.headDim) },
       { q: c.buf(n.q), kCache: l.k, kpos: l.kpos, rope: s.rope, lse: c.lse!, scores: l.scores });

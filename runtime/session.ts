@@ -20,6 +20,8 @@ import type { Dispatch, GpuRunner } from './gpu/runner.js';
 import { CacheBook, type Step } from './cache.js';
 import { POLICY_TRAITS, type Policy } from './policies.js';
 import { ropeTable, useLongFactors } from './rope.js';
+import { rotateCacheKeys } from '../compiler/kernels/rotate-keys.js';
+import { env } from './env.js';
 import type { GpuWeight } from './weights.js';
 
 export interface CacheOptions {
@@ -69,6 +71,8 @@ export class Session {
   cachePeakBytes = 0;
   private promptLen = 0;
   private promptMaxPos = 0;
+  /** the cache holds keys rotated at their positions (done once a prompt is in): decode writes and reads them so */
+  private keysRotated = false;
 
   constructor(
     readonly runner: GpuRunner,
@@ -182,6 +186,7 @@ export class Session {
     // largest position the prompt reaches: its length, unless compact positions keep every rank below capacity
     const compactEvicting = this.opts.positions === 'compact' && POLICY_TRAITS[this.opts.policy].evicts;
     this.promptMaxPos = (compactEvicting ? Math.min(ids.length, this.capacity) : ids.length) - 1;
+    this.keysRotated = false;
     let last: Step | null = null;
     for (const step of steps) {
       const { slot, firstPos } = book.begin(step);
@@ -193,9 +198,33 @@ export class Session {
       last = step;
       onStep?.(step.index + 1, steps.length);
     }
+    if (this.canRotateKeys()) {
+      this.runner.run(this.rotateKeysDispatches());
+      this.keysRotated = true;
+    }
     const rows = this.opts.allLogits ? last!.length : 1;
     const logits = await this.runner.readF32(this.plan!.output(this.graphOutput), rows * vocab);
     return { logits, promptTokens: ids.length, evictedTokens: book.evictedTokens };
+  }
+
+  /**
+   * Decode may read keys rotated once instead of rotating every key at every step (positions no longer move once the
+   * prompt is in): fused graph, f32 / f16 cache (int8 rows would be quantized again), and a rope table that more
+   * positions cannot change (longrope moves to its long factors past its original length; keys before RoPE let
+   * the whole cache follow). LOCRET_DECODE_ROTATED=0 keeps rotating per step (A/B timing).
+   */
+  private canRotateKeys(): boolean {
+    const rope = this.config.rope;
+    return !this.opts.unfused && this.cacheDtype !== 'int8' && env('LOCRET_DECODE_ROTATED') !== '0' &&
+      (rope.kind !== 'longrope' || useLongFactors(rope, this.promptMaxPos, this.opts.ropeLong));
+  }
+
+  /** Every layer's cached keys rotated in place at their positions (slots [0, cache length)). */
+  private rotateKeysDispatches(): Dispatch[] {
+    const c = this.config;
+    const o = { cacheDtype: this.cacheDtype as 'f32' | 'f16', numKvHeads: c.numKvHeads, headDim: c.headDim, rotaryDim: c.rope.rotaryDim };
+    const rope = this.rope(this.promptMaxPos);
+    return this.caches.map((l) => rotateCacheKeys(o, { kvEnd: this.book!.length, capacity: this.capacity }, { kCache: l.k, kpos: l.kpos, rope }));
   }
 
   /** `ids` null: the input ids are already on the GPU (written by the previous step's feedToken) */
@@ -203,7 +232,7 @@ export class Session {
     if (ids) this.runner.write(this.plan!.ids, new Uint32Array(ids));
     const after = this.opts.after;
     const plan = this.plan!;
-    const ds = plan.dispatches({ T, slot0, pos0, rope: this.rope(pos0 + T - 1), decode }, undefined, after && ((n) => after(n, plan)));
+    const ds = plan.dispatches({ T, slot0, pos0, rope: this.rope(pos0 + T - 1), decode, keysRotated: decode && this.keysRotated }, undefined, after && ((n) => after(n, plan)));
     if (this.opts.trace && !decode)
       this.orig.forEach((buf) => ds.push(fillPositions({ T, KV: this.config.numKvHeads, slot0, start: absStart, capacity: this.capacity }, { buf })));
     const fill = POLICY_TRAITS[this.opts.policy].fill;
@@ -248,7 +277,7 @@ export class Session {
    */
   stepProbe(T: number, decode: boolean, only?: (op: Op) => boolean): Dispatch[] {
     const slot0 = Math.max(0, Math.min(this.book?.length ?? 0, this.capacity - T));
-    return this.plan!.dispatches({ T, slot0, pos0: slot0, rope: this.rope(this.capacity), decode }, only);
+    return this.plan!.dispatches({ T, slot0, pos0: slot0, rope: this.rope(this.capacity), decode, keysRotated: decode && this.keysRotated }, only);
   }
 
   /** Ops of the step graph (each lowers to one kernel family). */
@@ -318,6 +347,10 @@ export class Session {
   }
   get cacheLength(): number {
     return this.book?.length ?? 0;
+  }
+  /** decode reads keys rotated once after the prompt (see canRotateKeys) rather than rotating each at every step */
+  get decodeOnRotatedKeys(): boolean {
+    return this.keysRotated;
   }
 
   release(): void {

@@ -111,4 +111,32 @@ describe('tiny-llama with retaining heads', () => {
     const want = locretGenerate(cfg, refWeights(TINY_LLAMA, cfg, headsFile), ids, { ...o, nLoc: o.local, maxNew: 1 }).final;
     expect(got).toEqual(want);
   });
+
+  // after the prompt, the fused graph rotates every cached key once and decodes on them; the unfused graph and
+  // LOCRET_DECODE_ROTATED=0 rotate each key at every step. Eviction (budget 24) makes kept keys change position.
+  it('decode on keys rotated once equals decode rotating every key at every step', async () => {
+    const decodeLogits = async (eng: Engine, unfused: boolean) => {
+      const s = eng.session({ policy: 'locret', budget: 24, chunk: 8, stabilizer: 4, unfused, maxNew: 4 });
+      await s.prefill(golden.input_ids, 3);
+      const rotated = s.decodeOnRotatedKeys;
+      const out: Float32Array[] = [];
+      for (const tok of [17, 902, 5]) out.push(await s.decode(tok));
+      s.release();
+      return { rotated, logits: out };
+    };
+    const engines: [string, Engine, number][] = [['f32', e, 1e-4], ['f16', await Engine.load(TINY_LLAMA, { dtype: 'f16', heads: headsFile }), 1e-2]];
+    for (const [name, eng, tol] of engines) {
+      const once = await decodeLogits(eng, false);
+      expect(once.rotated, 'fused graph decodes on rotated keys').toBe(true);
+      process.env.LOCRET_DECODE_ROTATED = '0';
+      const perStep = await decodeLogits(eng, false).finally(() => delete process.env.LOCRET_DECODE_ROTATED);
+      expect(perStep.rotated).toBe(false);
+      const unfused = await decodeLogits(eng, true);
+      expect(unfused.rotated).toBe(false);
+      once.logits.forEach((l, i) => {
+        expectClose(l, perStep.logits[i]!, tol, `${name} decode step ${i}: rotated once vs per step`);
+        expectClose(l, unfused.logits[i]!, tol, `${name} decode step ${i}: fused vs unfused`);
+      });
+    }
+  });
 });

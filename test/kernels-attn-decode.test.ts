@@ -1,7 +1,8 @@
 /**
  * The bandwidth decode attention (compiler/kernels/attention-decode.ts, variants v1 and v2) vs the CPU reference: T = 1..8 queries,
  * awkward cache lengths, GQA groups 1/3/4, head dims 64/96/128 (one partial rotary span), f32/f16/int8 caches,
- * subgroup and workgroup-memory reductions, with and without lse, split and unsplit.
+ * subgroup and workgroup-memory reductions, with and without lse, split and unsplit; and decode over a cache whose
+ * keys were rotated in place (rotateCacheKeys, checked key by key) gives the same attention.
  */
 import { describe, expect, it } from 'vitest';
 import { attentionScratchBytes, type AttentionOpts } from '../compiler/kernels/attention.js';
@@ -9,8 +10,9 @@ import { attentionDecode, attentionDecodePlan, attentionDecodeV2Plan, decodeScra
 import type { CacheDtype } from '../compiler/kernels/attn-common.js';
 import { ropeTable } from '../runtime/rope.js';
 import type { GpuRunner } from '../runtime/gpu/runner.js';
-import { expectClose, gpuRunner, rand, weightsFor } from './gpu-harness.js';
-import { refAttention, type RefAttnShape } from './ref/gpu-attention.js';
+import { expectClose, f16BitsToF32, gpuRunner, rand, weightsFor } from './gpu-harness.js';
+import { refAttention, refRotatedKey, type RefAttnShape } from './ref/gpu-attention.js';
+import { rotateCacheKeys } from '../compiler/kernels/rotate-keys.js';
 import { dequantizeRows, quantizeRows, rowWords } from './ref/kv-int8.js';
 
 interface Case {
@@ -145,6 +147,56 @@ describe('decode attention over the cache', async () => {
         await check(r, c, 700 + i * 10, withLse, 'v2');
       });
     }
+  }
+});
+
+/** Keys rotated in place, then v2 reading them as they are: same attention as rotating every key on load. */
+async function checkRotated(r: GpuRunner, c: Case, seed: number) {
+  const dtype = c.dtype as 'f32' | 'f16';
+  const H = c.KV * c.G;
+  const x = inputs(c, seed);
+  const want = refAttention(x.sh, x.q, x.k.ref, x.v.ref, x.kpos, x.rope);
+  const kCache = r.upload(x.k.gpu, 'k');
+  const kpos = r.upload(x.kpos, 'kpos');
+  const rope = r.upload(x.rope, 'rope');
+  r.run([rotateCacheKeys({ cacheDtype: dtype, numKvHeads: c.KV, headDim: c.D, rotaryDim: c.rot }, { kvEnd: c.len, capacity: x.capacity }, { kCache, kpos, rope })]);
+  // every live key rotated (one more f16 rounding), slots past len untouched (still NaN)
+  const words = c.KV * x.capacity * c.D;
+  const got = dtype === 'f16' ? Float32Array.from(new Uint16Array(await r.read(kCache, words * 2)), f16BitsToF32) : await r.readF32(kCache, words);
+  const keyWant = new Float32Array(words).fill(NaN);
+  for (let g = 0; g < c.KV; g++) for (let s = 0; s < c.len; s++) keyWant.set(refRotatedKey(x.sh, x.k.ref, x.kpos, x.rope, g, s), (g * x.capacity + s) * c.D);
+  const live = (a: Float32Array) => a.filter((_, i) => i % (x.capacity * c.D) < c.len * c.D);
+  expectClose(live(got), live(keyWant), dtype === 'f32' ? 1e-5 : 1e-3, `rotated keys ${dtype}`);
+  expect(got.filter((_, i) => i % (x.capacity * c.D) >= c.len * c.D).every(Number.isNaN), 'slots past the live ones untouched').toBe(true);
+  // positions are not read any more: poison them
+  const d = { T: c.T, base: x.base, capacity: x.capacity, scale: x.sh.scale, splits: c.splits };
+  const o: DecodeOpts = { ...opts(c), subgroups: r.gpu.subgroups, keysRotated: true, v2: { kl: c.kl, nt: c.nt, nk: c.nk, rows: c.rows, prefetch: c.prefetch } };
+  const p = attentionDecodeV2Plan(o, d);
+  const bufs = {
+    q: r.upload(x.q, 'q'), kCache, vCache: r.upload(x.v.gpu, 'v'), kpos: r.upload(new Uint32Array(c.KV * x.capacity).fill(0xffffffff), 'kpos-poison'), rope,
+    out: r.createBuffer(c.T * H * c.D * 4, 'out'), lse: r.createBuffer(c.T * H * 4, 'lse'),
+    scratch: r.createBuffer(Math.max(16, p.splits * c.T * H * (c.D + 4) * 4), 'scratch'),
+  };
+  r.run(attentionDecode(o, d, bufs));
+  const tol = dtype === 'f32' ? 1e-4 : 3e-3;
+  const what = `rotated keys, ${dtype} splits=${p.splits} R=${p.R} NK=${p.NK}${p.PF ? ' prefetch' : ''}`;
+  expectClose(await r.readF32(bufs.out, c.T * H * c.D), want.out, tol, `out (${what})`);
+  expectClose(await r.readF32(bufs.lse, c.T * H), want.lse, tol, `lse (${what})`);
+  for (const b of [...Object.values(bufs), kpos]) r.destroy(b);
+}
+
+describe('decode attention over keys rotated in place', async () => {
+  const r = await gpuRunner();
+  const rotCases: Case[] = [
+    { KV: 2, G: 4, D: 128, rot: 128, T: 1, len: 300, dtype: 'f16' },
+    { KV: 3, G: 1, D: 96, rot: 32, T: 1, len: 77, dtype: 'f32', splits: 3 },
+    { KV: 1, G: 3, D: 64, rot: 64, T: 4, len: 250, dtype: 'f16', nk: 2, rows: 4, prefetch: false },
+    { KV: 2, G: 2, D: 64, rot: 64, T: 1, len: 90, dtype: 'f32', nt: 32, kl: 4 },
+  ];
+  for (const [i, c] of rotCases.entries()) {
+    it(`KV=${c.KV} G=${c.G} D=${c.D} rot=${c.rot} T=${c.T} len=${c.len} ${c.dtype}${c.splits ? ` splits=${c.splits}` : ''}`, async () => {
+      await checkRotated(r, c, 900 + i * 10);
+    });
   }
 });
 

@@ -1,7 +1,8 @@
 /**
  * Fused QKV projection + RoPE + cache write vs the CPU reference (rmsnorm → matmul → rotate q, scatter k/v/pos),
- * on both matmul paths, every weight dtype, bias on/off, f32/f16 caches, partial rotary, and pre on/off. Cache
- * slots outside [slot0, slot0 + T) must keep their previous contents.
+ * on both matmul paths, every weight dtype, bias on/off, f32/f16 caches, partial rotary, and pre on/off, keys
+ * written before RoPE or rotated (decode over a rotated cache). Cache slots outside [slot0, slot0 + T) must keep
+ * their previous contents.
  */
 import { describe, expect, it } from 'vitest';
 import { qkvRope, type QkvOpts } from '../compiler/kernels/qkv-rope.js';
@@ -60,7 +61,7 @@ async function check(r: GpuRunner, c: Case, seed: number): Promise<void> {
     o.cacheDtype === 'f16'
       ? Float32Array.from(new Uint16Array(await r.read(buf, KV * capacity * D * 2)), f16BitsToF32)
       : r.readF32(buf, KV * capacity * D);
-  const what = `${o.wdtype} bias=${o.bias} cache=${o.cacheDtype} H=${H} KV=${KV} D=${D} rot=${o.rotaryDim} T=${T} K=${K}`;
+  const what = `${o.wdtype} bias=${o.bias} cache=${o.cacheDtype}${o.rotateKeys ? ' keys rotated' : ''} H=${H} KV=${KV} D=${D} rot=${o.rotaryDim} T=${T} K=${K}`;
   const tol = o.wdtype === 'f32' ? 1e-4 : 1e-3;
   const cacheTol = o.cacheDtype === 'f16' ? 2e-3 : tol;
   expectClose(await r.readF32(b.q, T * H * D), want.q, tol, `${what}: q`);
@@ -100,6 +101,13 @@ describe('qkvRope (shader-f16 device)', () => {
     const o: QkvOpts = { ...base, bias: true, cacheDtype: 'f16', numHeads: 2, numKvHeads: 1, headDim: 64, rotaryDim: 64 };
     await check(r, { o, T: 8, K: 130, slot0: 1, pos0: 1, capacity: 9 }, 5);
     await check(r, { o, T: 9, K: 130, slot0: 0, pos0: 20, capacity: 16 }, 6);
+  });
+  it('keys written rotated: f32 and f16 caches, partial rotary, decode and prefill paths', async () => {
+    const r = await gpuRunner();
+    await check(r, { o: { ...base, rotateKeys: true }, T: 1, K: 64, slot0: 5, pos0: 7, capacity: 40 }, 9);
+    const o: QkvOpts = { ...base, wdtype: 'f16', bias: true, cacheDtype: 'f16', numHeads: 6, numKvHeads: 2, headDim: 24, rotaryDim: 8, writePre: false, rotateKeys: true };
+    await check(r, { o, T: 2, K: 67, slot0: 9, pos0: 30, capacity: 12 }, 10);
+    await check(r, { o, T: 33, K: 67, slot0: 0, pos0: 3, capacity: 40 }, 11);
   });
 });
 

@@ -57,6 +57,8 @@ export interface DecodeV2Opts extends AttentionOpts {
   rows?: number;
   /** load the next round's K/V words and positions while this round computes (f32/f16 caches; default on) */
   prefetch?: boolean;
+  /** the cached keys already carry RoPE at their positions (session.ts rotates them once prefill is done) */
+  keysRotated?: boolean;
 }
 
 export interface DecodeV2Plan {
@@ -128,13 +130,14 @@ function mainKernel(o: DecodeV2Opts, p: DecodeV2Plan, split: boolean, withLse: b
   const { G, R, KL, NT, NG, NK } = p;
   const H = o.numHeads;
   const DQ = o.headDim / 4;
-  const HQ = o.rotaryDim / 8; // frequency quads (quads per rotary half)
-  const PQ = (o.headDim - o.rotaryDim) / 4; // pass-through quads
+  const rot = o.keysRotated ? 0 : o.rotaryDim; // rotated keys: every quad is read as is, positions are not needed
+  const HQ = rot / 8; // frequency quads (quads per rotary half)
+  const PQ = (o.headDim - rot) / 4; // pass-through quads
   const nf = Math.ceil(HQ / KL); // per lane
   const np = Math.ceil(PQ / KL);
   const nv = DQ / KL;
   const sg = o.subgroups;
-  const key = { op: 'attention_decode2', cache: o.cacheDtype, H, G, D: o.headDim, rot: o.rotaryDim, R, KL, NT, NK, sg, split, lse: withLse, pf: p.PF };
+  const key = { op: 'attention_decode2', cache: o.cacheDtype, H, G, D: o.headDim, rot, R, KL, NT, NK, sg, split, lse: withLse, pf: p.PF };
   const [rs, fs, ps, vs, ks] = [seq(R), seq(nf), seq(np), seq(nv), seq(NK)];
   const rk = (kk: number, r: number) => `${kk}_${r}`;
   const redLen = 2 * NK * R * NT;
@@ -200,8 +203,8 @@ ${p.PF ? prefetchPrologue(p, fs, ps, vs, ks) : ''}
   for (var kb = k0; kb < k1; kb += ${NG * NK}u) {
     // every load of the round first; keys past k1 read slot k1 - 1 and are masked below
 ${p.PF ? prefetchedRound(p, fs, ps, vs, ks) : ks.map((kk) => `    let key${kk} = kb + ${kk * NG}u + grp;
-    let s${kk} = min(key${kk}, k1 - 1u);
-    let p${kk} = kpos[g * params.capacity + s${kk}];
+    let s${kk} = min(key${kk}, k1 - 1u);${nf ? `
+    let p${kk} = kpos[g * params.capacity + s${kk}];` : ''}
 ${fs.map((i) => `    let xa${kk}_${i} = kq(g, s${kk}, fq${i});
     let xb${kk}_${i} = kq(g, s${kk}, fq${i} + HQ);
 ${ropeLoads(kk, i)}`).join('\n')}
@@ -263,8 +266,7 @@ fn wx(w: ${W}) -> vec4<f32> { return ${dtype === 'f16' ? 'vec4<f32>(unpack2x16fl
 function roundLoads(p: DecodeV2Plan, fs: number[], ps: number[], vs: number[], ks: number[], first: string, declare: boolean): string {
   const at = declare ? '  var ' : '    ';
   return ks.map((kk) => `${at}ws${kk} = min(${first} + ${kk * p.NG}u + grp, k1 - 1u);
-${at}wp${kk} = kpos[g * params.capacity + ws${kk}];
-${fs.map((i) => `${at}wa${kk}_${i} = kw(g, ws${kk}, fq${i});
+${fs.length ? `${at}wp${kk} = kpos[g * params.capacity + ws${kk}];\n` : ''}${fs.map((i) => `${at}wa${kk}_${i} = kw(g, ws${kk}, fq${i});
 ${at}wb${kk}_${i} = kw(g, ws${kk}, fq${i} + HQ);`).join('\n')}
 ${ps.map((i) => `${at}wq${kk}_${i} = kw(g, ws${kk}, pq${i});`).join('\n')}
 ${vs.map((i) => `${at}wv${kk}_${i} = vw(g, ws${kk}, ln + ${i * p.KL}u);`).join('\n')}`).join('\n');
@@ -279,8 +281,7 @@ ${roundLoads(p, fs, ps, vs, ks, 'k0', true)}`;
 /** A round's values from the w* registers, then the next round's loads into them, then this round's rope rows. */
 function prefetchedRound(p: DecodeV2Plan, fs: number[], ps: number[], vs: number[], ks: number[]): string {
   return `${ks.map((kk) => `    let key${kk} = kb + ${kk * p.NG}u + grp;
-    let p${kk} = wp${kk};
-${fs.map((i) => `    let xa${kk}_${i} = wx(wa${kk}_${i});
+${fs.length ? `    let p${kk} = wp${kk};\n` : ''}${fs.map((i) => `    let xa${kk}_${i} = wx(wa${kk}_${i});
     let xb${kk}_${i} = wx(wb${kk}_${i});`).join('\n')}
 ${ps.map((i) => `    let xp${kk}_${i} = wx(wq${kk}_${i});`).join('\n')}
 ${vs.map((i) => `    let v${kk}_${i} = wx(wv${kk}_${i});`).join('\n')}`).join('\n')}

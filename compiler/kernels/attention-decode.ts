@@ -44,6 +44,8 @@ export interface DecodeOpts extends AttentionOpts {
   variant?: 'v1' | 'v2';
   /** v2 plan knobs: lanes per key, threads per workgroup, keys per lane group per round */
   v2?: { kl?: number; nt?: number; nk?: number; rows?: number; prefetch?: boolean };
+  /** the cached keys already carry RoPE (v2 only: it then reads neither positions nor the rope table) */
+  keysRotated?: boolean;
 }
 
 /**
@@ -250,7 +252,7 @@ ${withLse ? `    if (lid == 0u) { lse[qa${r} / DQ] = m${r} + log(l${r}); }` : ''
 
 /** Attention of T ≤ DECODE_MAX_T queries at slots [base, base+T) over the cache: 1 dispatch, 2 when keys split. */
 export function attentionDecode(o: DecodeOpts, d: AttentionDims, b: AttentionBuffers): Dispatch[] {
-  if (decodeVariant(o) === 'v2') return attentionDecodeV2(v2Opts(o), d, b, v1Bound(o, d));
+  if (decodeVariant(o) === 'v2' || o.keysRotated) return attentionDecodeV2(v2Opts(o), d, b, v1Bound(o, d));
   const p = plan(o, d);
   const withLse = b.lse !== undefined;
   const split = p.splits > 1;

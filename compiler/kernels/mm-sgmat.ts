@@ -118,16 +118,27 @@ export const SGMAT_PICK: readonly SgmatRule[] = [
   { streams: 1, variant: 'm128n128' },
 ];
 
-/** `LOCRET_SGMAT_SMALL=<variant>`: the small-grid rule's variant instead (A/B timing; results unchanged). */
-function smallOverride(streams: 1 | 2): SgmatVariantName | undefined {
-  const v = env('LOCRET_SGMAT_SMALL');
-  return v && v in SGMAT_VARIANTS && SGMAT_VARIANTS[v as SgmatVariantName].streams === streams ? (v as SgmatVariantName) : undefined;
+/** Names of the rules for `LOCRET_SGMAT` overrides: two-stream, small grid, with norm, any other one-stream. */
+type RuleName = 'swiglu' | 'small' | 'norm' | 'plain';
+const ruleName = (r: SgmatRule): RuleName => (r.streams === 2 ? 'swiglu' : r.maxOutputs !== undefined ? 'small' : r.norm ? 'norm' : 'plain');
+
+/**
+ * `LOCRET_SGMAT="plain=m64n128l,norm=m64n64,small=m64n64,swiglu=sw128n64s16l"`: a rule's variant instead of its own
+ * (A/B timing in the full model; results unchanged). Names of the wrong stream count are ignored.
+ */
+function override(rule: SgmatRule): SgmatVariantName | undefined {
+  const spec = env('LOCRET_SGMAT');
+  if (!spec) return undefined;
+  for (const [k, v] of spec.split(',').map((x) => x.split('=') as [string, string | undefined])) {
+    if (k === ruleName(rule) && v && v in SGMAT_VARIANTS && SGMAT_VARIANTS[v as SgmatVariantName].streams === rule.streams) return v as SgmatVariantName;
+  }
+  return undefined;
 }
 
 export function sgmatPick(streams: 1 | 2, norm: boolean, NC: number, T: number): SgmatVariantName {
   const r = SGMAT_PICK.find((r) => r.streams === streams && (r.norm === undefined || r.norm === norm) && (r.maxOutputs === undefined || T * NC <= r.maxOutputs));
   if (!r) throw new Error(`sgmat: no variant picked for ${streams} stream(s), norm ${norm}`);
-  return (r.maxOutputs !== undefined && smallOverride(streams)) || r.variant;
+  return override(r) ?? r.variant;
 }
 
 export function sgmatVariant(name: string, streams: 1 | 2): SgmatVariant {

@@ -1,7 +1,8 @@
 /**
  * Attention input in one kernel: rmsnorm(x) · Wqkvᵀ (+bias), then queries are rotated (RoPE at pos0 + t) into q,
- * keys (before RoPE: attention rotates them from `kpos`) and values are written straight into the KV cache at slot
- * slot0 + t, and kpos records each key's position. Optionally the un-rotated concat(Q, K, V) row is also written
+ * keys (before RoPE: attention rotates them from `kpos`; rotated with `rotateKeys`, for decode once the cache holds
+ * rotated keys) and values are written straight into the KV cache at slot slot0 + t, and kpos records each key's
+ * position. Optionally the un-rotated concat(Q, K, V) row is also written
  * to `pre` for the retaining head.
  *
  * Rotary pairs (i, i + rotaryDim/2) of a head are made adjacent logical columns (2i, 2i+1) by `wrow`, so the
@@ -24,6 +25,8 @@ export interface QkvOpts {
   readonly rotaryDim: number;
   /** also write concat(Q, K, V) before RoPE to `pre` */
   readonly writePre: boolean;
+  /** write keys rotated like the queries (decode after the cache was rotated, see rotateCacheKeys) */
+  readonly rotateKeys?: boolean;
   /** decode path: reduce with subgroup operations (set when the device has `subgroups`) */
   readonly subgroups?: boolean;
   /** prefill on tensor cores (mm-sgmat.ts) where the weight and shape allow; only for devices with GpuContext.tensorCores */
@@ -117,8 +120,14 @@ fn epi(t: u32, c: u32, v: vec2<f32>) {
   } else if (head < H + KV) {
     let kh = head - H;
     let o = (kh * params.cap + slot) * D;
-    kCache[o + d0] = ${ct}(v.x);
-    kCache[o + d1] = ${ct}(v.y);
+${o.rotateKeys ? `    var k = v;
+    if (d0 < ROT) {
+      let cs = rope[pos * HALF + d0];
+      k = vec2<f32>(v.x * cs.x - v.y * cs.y, v.y * cs.x + v.x * cs.y);
+    }
+    kCache[o + d0] = ${ct}(k.x);
+    kCache[o + d1] = ${ct}(k.y);` : `    kCache[o + d0] = ${ct}(v.x);
+    kCache[o + d1] = ${ct}(v.y);`}
     if (d0 == 0u) { kpos[kh * params.cap + slot] = pos; }
   } else {
     let o = ((head - H - KV) * params.cap + slot) * D;
@@ -161,6 +170,7 @@ export function qkvRope(o: QkvOpts, d: QkvDims, b: QkvBuffers): Dispatch {
     d: D,
     rot: ROT,
     pre: o.writePre,
+    ...(o.rotateKeys ? { rk: true } : {}),
     u: U,
   };
   const buffers: Record<string, GPUBuffer> = {

@@ -108,6 +108,8 @@ export interface QkvRefOpts {
   numKvHeads: number;
   headDim: number;
   rotaryDim: number;
+  /** keys written rotated at pos0 + t, like q */
+  rotateKeys?: boolean;
 }
 
 /**
@@ -143,6 +145,13 @@ export function qkvRopeRef(
     }
   }
   const q = ropeRef({ T, heads: H, headDim: D, rotaryDim: o.rotaryDim, pos0 }, qRaw, table);
+  if (o.rotateKeys) {
+    const kRaw = new Float32Array(T * KV * D);
+    for (let t = 0; t < T; t++) kRaw.set(pre.subarray(t * Wd + H * D, t * Wd + (H + KV) * D), t * KV * D);
+    const k = ropeRef({ T, heads: KV, headDim: D, rotaryDim: o.rotaryDim, pos0 }, kRaw, table);
+    for (let t = 0; t < T; t++)
+      for (let h = 0; h < KV; h++) kCache.set(k.subarray((t * KV + h) * D, (t * KV + h + 1) * D), (h * cap + slot0 + t) * D);
+  }
   return { q, pre };
 }
 
