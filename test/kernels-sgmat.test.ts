@@ -60,9 +60,9 @@ describe('sgmat WGSL structure', () => {
     expect((c.match(/\{/g) ?? []).length).toBe((c.match(/\}/g) ?? []).length);
   });
 
-  it('small grids (a retaining head fc1 at chunk 1024) take 64×64 tiles, the 8B projections 128×128', () => {
+  it('small grids (a retaining head fc1 at chunk 1024) take 64×64 tiles, the 8B projections 64×128', () => {
     expect(sgmatPick(1, false, 1024, 1024)).toBe('m64n64');
-    expect([sgmatPick(1, true, 6144, 1024), sgmatPick(1, false, 4096, 1024), sgmatPick(2, true, 14336, 1024)]).toEqual(['m128n128', 'm128n128', 'sw64n64l']);
+    expect([sgmatPick(1, true, 6144, 1024), sgmatPick(1, false, 4096, 1024), sgmatPick(2, true, 14336, 1024)]).toEqual(['m64n128l', 'm64n128l', 'sw64n64l']);
   });
 
   // every shape in the table generates within the workgroup-memory budget, with its own kernel name
@@ -122,7 +122,8 @@ describe('sgmat WGSL structure', () => {
 const emulated = (d: Dispatch): Dispatch => ({ ...d, kernel: emulateSubgroupMatrix(d.kernel) });
 
 // The emulation is slow on the CPU driver (up to minutes per case): the variants the device picks (SGMAT_PICK:
-// m128n128 for one stream, sw64n64l for swiglu) always run; every other case runs with LOCRET_SGMAT_EMULATE=1.
+// m64n128l for one stream, m64n64 for small grids, sw64n64l for swiglu) always run; every other case runs with
+// LOCRET_SGMAT_EMULATE=1.
 const more = process.env.LOCRET_SGMAT_EMULATE === '1' ? it : it.skip;
 describe('sgmat numerics (subgroup matrices emulated)', () => {
   let r: GpuRunner;
@@ -174,6 +175,7 @@ describe('sgmat numerics (subgroup matrices emulated)', () => {
 
   // the other shapes of SGMAT_VARIANTS: lean x staging, prefetch, 64-token tiles, 16 subgroups
   const V = (epilogue: MatmulOpts['epilogue'], norm: boolean, bias: boolean, sgmatVariant: string): MatmulOpts => ({ ...mmOpts(epilogue, norm, bias), sgmatVariant });
+  it('m64n128l residual, partial tiles both ways, x row offset', () => check(V('residual', false, false, 'm64n128l'), { T: 70, N: 150, K: 48, xRow0: 2 }, 18));
   more('m64n128lp store +norm +bias, partial tiles and last slab', () => check(V('store', true, true, 'm64n128lp'), { T: 70, N: 150, K: 48 }, 6));
   more('m128n128s16l residual, x row offset', () => check(V('residual', false, false, 'm128n128s16l'), { T: 130, N: 140, K: 48, xRow0: 2 }, 7));
   more('m128n128p store +norm (spread staging, prefetch)', () => check(V('store', true, false, 'm128n128p'), { T: 40, N: 130, K: 80 }, 8));

@@ -114,8 +114,10 @@ export const SGMAT_PICK: readonly SgmatRule[] = [
   { streams: 2, variant: 'sw64n64l' }, // H200, gate_up 28672×4096 at T=1024: 84.8 TFLOP/s vs 22.7–42 for sw128n64
   // a retaining head's fc1 (1024 columns) at chunk 1024 is 64 tiles of 128×128 on a 132-SM GPU
   { streams: 1, maxOutputs: 1 << 21, variant: 'm64n64' },
-  { streams: 1, norm: true, variant: 'm128n128' },
-  { streams: 1, variant: 'm128n128' },
+  // H200 without shader bound checks, per 1024-token chunk of the 8B model (locret bench by op): qkv 16.4 vs 17.9 ms,
+  // o + down 44.2 vs 50.8 ms for m128n128 (64-row tiles: twice the workgroups, still 128-column weight slabs)
+  { streams: 1, norm: true, variant: 'm64n128l' },
+  { streams: 1, variant: 'm64n128l' },
 ];
 
 /** Names of the rules for `LOCRET_SGMAT` overrides: two-stream, small grid, with norm, any other one-stream. */
