@@ -62,7 +62,7 @@ describe('sgmat WGSL structure', () => {
 
   it('small grids (a retaining head fc1 at chunk 1024) take 64×64 tiles, the 8B projections 64×128', () => {
     expect(sgmatPick(1, false, 1024, 1024)).toBe('m64n64');
-    expect([sgmatPick(1, true, 6144, 1024), sgmatPick(1, false, 4096, 1024), sgmatPick(2, true, 14336, 1024)]).toEqual(['m64n128l', 'm64n128l', 'sw64n64l']);
+    expect([sgmatPick(1, true, 6144, 1024), sgmatPick(1, false, 4096, 1024), sgmatPick(2, true, 14336, 1024)]).toEqual(['m64n128l', 'm64n128l', 'sw128n64s16l']);
   });
 
   // every shape in the table generates within the workgroup-memory budget, with its own kernel name
@@ -122,7 +122,7 @@ describe('sgmat WGSL structure', () => {
 const emulated = (d: Dispatch): Dispatch => ({ ...d, kernel: emulateSubgroupMatrix(d.kernel) });
 
 // The emulation is slow on the CPU driver (up to minutes per case): the variants the device picks (SGMAT_PICK:
-// m64n128l for one stream, m64n64 for small grids, sw64n64l for swiglu) always run; every other case runs with
+// m64n128l for one stream, m64n64 for small grids, sw128n64s16l for swiglu) always run; every other case runs with
 // LOCRET_SGMAT_EMULATE=1.
 const more = process.env.LOCRET_SGMAT_EMULATE === '1' ? it : it.skip;
 describe('sgmat numerics (subgroup matrices emulated)', () => {
@@ -180,8 +180,8 @@ describe('sgmat numerics (subgroup matrices emulated)', () => {
   more('m128n128s16l residual, x row offset', () => check(V('residual', false, false, 'm128n128s16l'), { T: 130, N: 140, K: 48, xRow0: 2 }, 7));
   more('m128n128p store +norm (spread staging, prefetch)', () => check(V('store', true, false, 'm128n128p'), { T: 40, N: 130, K: 80 }, 8));
   more('sw128n64lp swiglu +norm +bias', () => check(V('swiglu', true, true, 'sw128n64lp'), { T: 140, N: 70, K: 48 }, 9));
-  more('sw128n64s16l swiglu column range', () => check(V('swiglu', true, false, 'sw128n64s16l'), { T: 20, N: 96, K: 32, col0: 16, cols: 64, wRow: 16, uRow: 96 + 16 }, 10));
-  it('sw64n64l swiglu +norm', () => check(V('swiglu', true, false, 'sw64n64l'), { T: 70, N: 70, K: 48 }, 11));
+  it('sw128n64s16l swiglu column range', () => check(V('swiglu', true, false, 'sw128n64s16l'), { T: 20, N: 96, K: 32, col0: 16, cols: 64, wRow: 16, uRow: 96 + 16 }, 10));
+  more('sw64n64l swiglu +norm', () => check(V('swiglu', true, false, 'sw64n64l'), { T: 70, N: 70, K: 48 }, 11));
 
   // q8 / q4 weights (K % 32 == 0): the q4 one always runs (m128n128, partial tiles both ways); q8 on the swiglu
   // variant covers the up stream's own quants and scales (wu, wu_s)

@@ -111,7 +111,9 @@ export interface SgmatRule {
  * not; qkv at T=1024 has 6.3M outputs, o and down 4.2M).
  */
 export const SGMAT_PICK: readonly SgmatRule[] = [
-  { streams: 2, variant: 'sw64n64l' }, // H200, gate_up 28672×4096 at T=1024: 84.8 TFLOP/s vs 22.7–42 for sw128n64
+  // H200 without shader bound checks, gate_up of the 8B model per 1024-token chunk (locret bench by op, two runs
+  // each): 83.2 / 86.9 ms vs 91.9 / 83.3 for sw64n64l; prefill 5,071 / 5,035 vs 4,839 / 4,925 tokens/s
+  { streams: 2, variant: 'sw128n64s16l' },
   // a retaining head's fc1 (1024 columns) at chunk 1024 is 64 tiles of 128×128 on a 132-SM GPU
   { streams: 1, maxOutputs: 1 << 21, variant: 'm64n64' },
   // H200 without shader bound checks, per 1024-token chunk of the 8B model (locret bench by op): qkv 16.4 vs 17.9 ms,

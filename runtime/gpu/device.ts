@@ -15,7 +15,7 @@ export interface GpuContext {
   readonly subgroups: boolean;
   /**
    * the tensor-core prefill kernels can run (compiler/kernels/mm-sgmat.ts): subgroup matrices with an f16×f16→f32
-   * 16×16×16 configuration, subgroups of at most 32 lanes, 32 KiB of workgroup memory
+   * 16×16×16 configuration, subgroups of at most 32 lanes, 32 KiB of workgroup memory, workgroups of 512 threads
    */
   readonly tensorCores: boolean;
   readonly limits: GPUSupportedLimits;
@@ -112,7 +112,7 @@ export async function createGpuContext(opts: DeviceOptions = {}): Promise<GpuCon
   const envMax = Number(env('LOCRET_MAX_BINDING') ?? 0);
   const maxBinding = Math.min(l.maxStorageBufferBindingSize, opts.maxBinding ?? Infinity, envMax > 0 ? envMax : Infinity);
   const tensorCores = sgm && subgroups && hasF16Tile(info) && (info?.subgroupMaxSize ?? 32) <= 32 &&
-    device.limits.maxComputeWorkgroupStorageSize >= 32768;
+    device.limits.maxComputeWorkgroupStorageSize >= 32768 && device.limits.maxComputeInvocationsPerWorkgroup >= 512;
   const robustness = nav?.gpu ? true : dawnRobustness; // a browser never drops the bound checks
   return { device, adapterName, f16, subgroupMatrix: sgm, subgroups, tensorCores, limits: device.limits, maxBinding, robustness };
 }
