@@ -31,6 +31,20 @@ export interface RotateKeysBuffers {
 const WG = 256;
 const MAX_X = 65535;
 
+/** WGSL opening `main`: thread e owns item (g, s, i) of KV × kvEnd × n, flattened; threads past the end return. */
+const flatItem = (n: string, i: string) => `let e = gid.x + gid.y * nwg.x * ${WG}u; // (g, s, ${i}) flattened over KV × kvEnd × ${n}
+  if (e >= params.KV * params.kvEnd * ${n}) { return; }
+  let ${i} = e % ${n};
+  let s = (e / ${n}) % params.kvEnd;
+  let g = e / (${n} * params.kvEnd);`;
+
+/** One thread per item, WG per workgroup, the workgroups folded into 2D under the per-dimension limit. */
+function flatGrid(items: number): [number, number] {
+  const groups = Math.ceil(items / WG);
+  const x = Math.min(groups, MAX_X);
+  return [x, Math.ceil(groups / x)];
+}
+
 function rotateKernel(o: RotateKeysOpts) {
   const DQ = o.headDim / 4;
   return kernel({ op: 'rotate_keys', cache: o.cacheDtype, D: o.headDim }, () => ({
@@ -48,11 +62,7 @@ ${keyFns(o.cacheDtype, false)}
 
 @compute @workgroup_size(${WG})
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-  let e = gid.x + gid.y * nwg.x * ${WG}u; // (g, s, j) flattened over KV × kvEnd × DQ
-  if (e >= params.KV * params.kvEnd * DQ) { return; }
-  let j = e % DQ;
-  let s = (e / DQ) % params.kvEnd;
-  let g = e / (DQ * params.kvEnd);
+  ${flatItem('DQ', 'j')}
   let x = rotK(g, s, j);
   kRot[(g * params.capacity + s) * DQ + j] = vec2<u32>(pack2x16float(x.xy), pack2x16float(x.zw));
 }`,
@@ -65,13 +75,11 @@ export function rotateKeys(o: RotateKeysOpts, d: { kvEnd: number; capacity: numb
   if (d.kvEnd < 1 || d.kvEnd > d.capacity) throw new Error(`rotateKeys: kvEnd ${d.kvEnd} outside 1..capacity ${d.capacity}`);
   const need = o.numKvHeads * d.capacity * o.headDim * 2;
   if (b.kRot.size < need) throw new Error(`rotateKeys: kRot holds ${b.kRot.size} bytes, (KV, capacity, D) f16 needs ${need}`);
-  const groups = Math.ceil((o.numKvHeads * d.kvEnd * (o.headDim / 4)) / WG);
-  const x = Math.min(groups, MAX_X);
   return {
     kernel: rotateKernel(o),
     buffers: { kCache: b.kCache, kpos: b.kpos, rope: b.rope, kRot: b.kRot },
     params: { kvEnd: d.kvEnd, capacity: d.capacity, rot: o.rotaryDim, KV: o.numKvHeads },
-    workgroups: [x, Math.ceil(groups / x)],
+    workgroups: flatGrid(o.numKvHeads * d.kvEnd * (o.headDim / 4)),
   };
 }
 
@@ -107,11 +115,7 @@ fn st(i: u32, x: vec4<f32>) {
 
 @compute @workgroup_size(${WG})
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-  let e = gid.x + gid.y * nwg.x * ${WG}u; // (g, s, f) flattened over KV × kvEnd × HQ
-  if (e >= params.KV * params.kvEnd * HQ) { return; }
-  let f = e % HQ;
-  let s = (e / HQ) % params.kvEnd;
-  let g = e / (HQ * params.kvEnd);
+  ${flatItem('HQ', 'f')}
   let row = (g * params.capacity + s) * DQ;
   let r = (kpos[g * params.capacity + s] * HQ * 4u + f * 4u) / 2u; // rope vec4 of dims 4f .. 4f+3
   let a = rope[r];
@@ -124,9 +128,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
   st(row + f + HQ, y * c + x * sn);
 }`,
   }));
-  const groups = Math.ceil((o.numKvHeads * d.kvEnd * HQ) / WG);
-  const x = Math.min(groups, MAX_X);
-  return { kernel: k, buffers: b, params: { kvEnd: d.kvEnd, capacity: d.capacity, KV: o.numKvHeads }, workgroups: [x, Math.ceil(groups / x)] };
+  return { kernel: k, buffers: b, params: { kvEnd: d.kvEnd, capacity: d.capacity, KV: o.numKvHeads }, workgroups: flatGrid(o.numKvHeads * d.kvEnd * HQ) };
 }
 
 /** Bytes of the rotated-keys buffer for a cache of `capacity` slots. */
