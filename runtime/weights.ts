@@ -17,6 +17,7 @@ import type { GpuRunner } from './gpu/runner.js';
 import { f32ToF16 } from './io/dtype.js';
 import type { ModelSource } from './model-source.js';
 import { quantize, quantizedBytes, type QuantDtype, type Quantized } from './quant.js';
+import { env } from './env.js';
 
 export type { WeightPart } from '../compiler/kernels/matmul.js';
 
@@ -60,7 +61,13 @@ export function isQuantizable(name: string): boolean {
 export function quantDtypeFor(name: string, format: WeightFormat | undefined, names: readonly string[]): QuantDtype | undefined {
   if ((format !== 'q8' && format !== 'q4') || !isQuantizable(name)) return undefined;
   const output = name === 'lm_head' || (name === 'embed' && !names.includes('lm_head'));
-  return format === 'q4' && output ? 'q8' : format;
+  const kind = name.replace(/^L\d+\./, '');
+  return format === 'q4' && (output || q4KeepsQ8().includes(kind)) ? 'q8' : format;
+}
+
+/** `LOCRET_Q4_KEEP_Q8=qkv,down`: more matrix kinds kept q8 under q4 (A/B accuracy runs). */
+function q4KeepsQ8(): string[] {
+  return (env('LOCRET_Q4_KEEP_Q8') ?? '').split(',').filter(Boolean);
 }
 
 /** A weight's parts: its own, or the whole buffer as one part. */

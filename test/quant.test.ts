@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { dequantize, quantize, quantizedBytes } from '../runtime/quant.js';
 import { rng } from '../runtime/sampling.js';
 import { f16BitsToNumber, numberToF16Bits } from '../runtime/io/dtype.js';
+import { quantDtypeFor } from '../runtime/weights.js';
 
 describe('block quantization (CPU)', () => {
   for (const dtype of ['q8'] as const) {
@@ -69,5 +70,21 @@ describe('block quantization (CPU)', () => {
 
   it('rejects a row length that is not a multiple of 32', () => {
     expect(() => quantize(new Float32Array(40), 1, 40, 'q8')).toThrow(/multiple of 32/);
+  });
+  it('which matrices q8 / q4 quantize, and to what: q4 keeps the output projection q8 (LOCRET_Q4_KEEP_Q8 adds kinds)', () => {
+    const names = ['embed', 'lm_head', 'L0.qkv', 'L0.o', 'L0.gate_up', 'L0.down', 'L0.fc1'];
+    const of = (format: 'q8' | 'q4' | 'f16', tied = false) =>
+      names.map((n) => quantDtypeFor(n, format, tied ? names.filter((x) => x !== 'lm_head') : names));
+    expect(of('q8')).toEqual(['q8', 'q8', 'q8', 'q8', 'q8', 'q8', undefined]);
+    expect(of('q4')).toEqual(['q4', 'q8', 'q4', 'q4', 'q4', 'q4', undefined]);
+    expect(of('q4', true)[0], 'a tied embedding is the output projection').toBe('q8');
+    expect(of('f16')).toEqual(names.map(() => undefined));
+    process.env.LOCRET_Q4_KEEP_Q8 = 'qkv,down';
+    try {
+      expect(of('q4')).toEqual(['q4', 'q8', 'q8', 'q4', 'q4', 'q8', undefined]);
+      expect(of('q8')[2]).toBe('q8');
+    } finally {
+      delete process.env.LOCRET_Q4_KEEP_Q8;
+    }
   });
 });
