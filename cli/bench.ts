@@ -61,11 +61,11 @@ export function benchCommand(program: Command): void {
         }
         const gib = (n: number) => `${(n / 2 ** 30).toFixed(2)} GiB`;
         const rows: [string, string][] = [
-          ['device', r.device],
+          ['device', `${r.device}${r.shader_bound_checks ? '' : ' (shaders without bound checks)'}`],
           ['model', `${r.model} (${r.weight_dtype}, ${gib(r.weight_bytes)} weights, ${r.kv_dtype} KV cache)`],
           ...Object.entries(r.prefill_tokens_per_s).map(([k, v]): [string, string] => [`prefill ${k.replace('_', ' ')}`, `${v.toFixed(0)} tokens/s`]),
           ['prefill / matmul ceiling', `${(100 * r.prefill_matmul_ratio).toFixed(1)}% of ${r.matmul_tflops.toFixed(1)} TFLOP/s`],
-          ['decode (greedy, queued)', `${r.decode_ms_per_token.toFixed(2)} ms/token at cache ${r.decode_cache_len}`],
+          ['decode (greedy, queued)', `${r.decode_ms_per_token.toFixed(2)} ms/token at cache ${r.decode_cache_len}${r.decode_keys_rotated ? ', keys rotated once' : ''}`],
           ['decode (readback per token)', `${r.decode_roundtrip_ms_per_token.toFixed(2)} ms/token`],
           ['decode / bandwidth floor', `${(100 * r.decode_bandwidth_ratio).toFixed(1)}% of ${r.copy_gb_per_s.toFixed(0)} GB/s copy`],
           ['eviction (select + compact)', `${(100 * r.eviction_share).toFixed(2)}% of a chunk`],

@@ -29,6 +29,10 @@ export interface BenchOptions {
 
 export interface BenchResult {
   device: string;
+  /** shaders bound-check every storage access (Dawn's robustness: on in browsers, off in Node by default) */
+  shader_bound_checks: boolean;
+  /** decode read keys rotated once after the prompt (Session.decodeOnRotatedKeys) */
+  decode_keys_rotated: boolean;
   model: string;
   weight_dtype: string;
   kv_dtype: string;
@@ -214,6 +218,7 @@ export async function runBench(r: GpuRunner, c: ModelConfig, weights: Map<string
   let scoreShare = 0;
   let breakdown: BenchResult['breakdown'];
   let kvDtype: CacheDtype = o.kvDtype ?? 'f32'; // the sessions' actual cache dtype, set below
+  let keysRotated = false;
   r.resetPeak();
   for (const chunk of o.chunks) {
     const s = new Session(r, c, weights, { policy: 'locret', budget: o.budget, chunk, stabilizer: o.stabilizer, positions: 'compact', maxNew: 2 * o.decodeTokens + 2, kvDtype: o.kvDtype });
@@ -229,6 +234,7 @@ export async function runBench(r: GpuRunner, c: ModelConfig, weights: Map<string
     if (chunk === o.chunks[0]) {
       log(`decode ${o.decodeTokens} tokens at cache length ${s.cacheLength}`);
       decodeLen = s.cacheLength;
+      keysRotated = s.decodeOnRotatedKeys;
       let tok = 1;
       tok = await s.decodeGreedy(tok); // warm-up
       // as generate() runs greedy decoding: steps queued back to back, tokens read once at the end
@@ -260,6 +266,8 @@ export async function runBench(r: GpuRunner, c: ModelConfig, weights: Map<string
   const flopsPerToken = 2 * (totalParams - (c.tieWordEmbeddings ? 0 : numel(embed)));
   return {
     device: r.gpu.adapterName,
+    shader_bound_checks: r.gpu.robustness,
+    decode_keys_rotated: keysRotated,
     model: name,
     weight_dtype: qkvDtype === 'f16p' ? 'f16' : qkvDtype,
     kv_dtype: kvDtype,
