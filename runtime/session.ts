@@ -21,7 +21,8 @@ import { CacheBook, type Step } from './cache.js';
 import { POLICY_TRAITS, type Policy } from './policies.js';
 import { ropeTable, useLongFactors } from './rope.js';
 import { rotateCacheKeys } from '../compiler/kernels/rotate-keys.js';
-import { env } from './env.js';
+import { env, envFlag } from './env.js';
+import { decodeVariant } from '../compiler/kernels/attention-decode.js';
 import type { GpuWeight } from './weights.js';
 
 export interface CacheOptions {
@@ -211,11 +212,13 @@ export class Session {
    * Decode may read keys rotated once instead of rotating every key at every step (positions no longer move once the
    * prompt is in): fused graph, f32 / f16 cache (int8 rows would be quantized again), and a rope table that more
    * positions cannot change (longrope moves to its long factors past its original length; keys before RoPE let
-   * the whole cache follow). LOCRET_DECODE_ROTATED=0 keeps rotating per step (A/B timing).
+   * the whole cache follow). LOCRET_DECODE_ROTATED=0 keeps rotating per step (A/B timing), as do the switches that
+   * time the older decode kernels (LOCRET_ATTN_DECODE=v1, LOCRET_OLD_DECODE_ATTN=1), which read keys before RoPE.
    */
   private canRotateKeys(): boolean {
     const rope = this.config.rope;
-    return !this.opts.unfused && this.cacheDtype !== 'int8' && env('LOCRET_DECODE_ROTATED') !== '0' &&
+    const olderKernel = decodeVariant({}) === 'v1' || envFlag('LOCRET_OLD_DECODE_ATTN');
+    return !this.opts.unfused && this.cacheDtype !== 'int8' && env('LOCRET_DECODE_ROTATED') !== '0' && !olderKernel &&
       (rope.kind !== 'longrope' || useLongFactors(rope, this.promptMaxPos, this.opts.ropeLong));
   }
 

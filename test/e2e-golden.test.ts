@@ -133,9 +133,13 @@ describe('tiny-llama with retaining heads', () => {
       expect(perStep.rotated).toBe(false);
       const unfused = await decodeLogits(eng, true);
       expect(unfused.rotated).toBe(false);
+      process.env.LOCRET_ATTN_DECODE = 'v1'; // timing the older decode kernel: it reads keys before RoPE
+      const v1 = await decodeLogits(eng, false).finally(() => delete process.env.LOCRET_ATTN_DECODE);
+      expect(v1.rotated).toBe(false);
       once.logits.forEach((l, i) => {
         expectClose(l, perStep.logits[i]!, tol, `${name} decode step ${i}: rotated once vs per step`);
         expectClose(l, unfused.logits[i]!, tol, `${name} decode step ${i}: fused vs unfused`);
+        expectClose(l, v1.logits[i]!, tol, `${name} decode step ${i}: rotated once vs the v1 kernel`);
       });
     }
   });
