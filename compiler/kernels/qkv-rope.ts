@@ -97,6 +97,14 @@ fn wrow(c: u32) -> u32 {
   return c - l + (l >> 1u) + (l & 1u) * HALF;
 }
 
+// the pair (dim d0, its partner) at position pos, HF rotate_half: (x1, x2) → (x1·cos − x2·sin, x2·cos + x1·sin);
+// dims ≥ ROT pass through
+fn ropePair(pos: u32, d0: u32, v: vec2<f32>) -> vec2<f32> {
+  if (d0 >= ROT) { return v; }
+  let cs = rope[pos * HALF + d0];
+  return vec2<f32>(v.x * cs.x - v.y * cs.y, v.y * cs.x + v.x * cs.y);
+}
+
 fn epi(t: u32, c: u32, v: vec2<f32>) {
   let pos = params.pos0 + t;
   let slot = params.slot0 + t;
@@ -108,26 +116,15 @@ fn epi(t: u32, c: u32, v: vec2<f32>) {
   ${o.writePre && 'pre[t * params.NC + r0] = v.x;\n  pre[t * params.NC + r1] = v.y;'}
   if (head < H) {
     let o = (t * H + head) * D;
-    if (d0 < ROT) {
-      // HF rotate_half: (x1, x2) → (x1·cos − x2·sin, x2·cos + x1·sin)
-      let cs = rope[pos * HALF + d0];
-      q[o + d0] = v.x * cs.x - v.y * cs.y;
-      q[o + d1] = v.y * cs.x + v.x * cs.y;
-    } else {
-      q[o + d0] = v.x;
-      q[o + d1] = v.y;
-    }
+    let r = ropePair(pos, d0, v);
+    q[o + d0] = r.x;
+    q[o + d1] = r.y;
   } else if (head < H + KV) {
     let kh = head - H;
     let o = (kh * params.cap + slot) * D;
-${o.rotateKeys ? `    var k = v;
-    if (d0 < ROT) {
-      let cs = rope[pos * HALF + d0];
-      k = vec2<f32>(v.x * cs.x - v.y * cs.y, v.y * cs.x + v.x * cs.y);
-    }
+    let k = ${o.rotateKeys ? 'ropePair(pos, d0, v)' : 'v'};
     kCache[o + d0] = ${ct}(k.x);
-    kCache[o + d1] = ${ct}(k.y);` : `    kCache[o + d0] = ${ct}(v.x);
-    kCache[o + d1] = ${ct}(v.y);`}
+    kCache[o + d1] = ${ct}(k.y);
     if (d0 == 0u) { kpos[kh * params.cap + slot] = pos; }
   } else {
     let o = ((head - H - KV) * params.cap + slot) * D;

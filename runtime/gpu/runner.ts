@@ -36,6 +36,8 @@ interface Compiled {
  */
 const GUARD_BYTES = 65536;
 const GUARD_WORD = 0x7fff7fff;
+let guardFill: Uint32Array<ArrayBuffer> | undefined; // one array of guard words, written after every buffer
+const guardWords = () => (guardFill ??= new Uint32Array(new ArrayBuffer(GUARD_BYTES)).fill(GUARD_WORD));
 
 /** Cached bind groups before the cache is dropped (entries naming destroyed buffers are never hit again). */
 const MAX_BIND_GROUPS = 8192;
@@ -52,7 +54,7 @@ export class GpuRunner {
   /** number of dispatches recorded since construction (kernel-count checks) */
   dispatchCount = 0;
   /** NaN words after every buffer (LOCRET_GUARD_BUFFERS=1); not counted in live / peak bytes */
-  private readonly guardBytes = envFlag('LOCRET_GUARD_BUFFERS') ? GUARD_BYTES : 0;
+  private readonly guarded = envFlag('LOCRET_GUARD_BUFFERS');
 
   constructor(readonly gpu: GpuContext) {
     this.uniforms = new ParamsBuffer(gpu.device, Math.max(16, gpu.limits.minUniformBufferOffsetAlignment));
@@ -78,9 +80,9 @@ export class GpuRunner {
 
   createBuffer(size: number, label: string, usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST): GPUBuffer {
     const bytes = Math.max(16, Math.ceil(size / 16) * 16);
-    const guard = this.guardBytes && usage & GPUBufferUsage.COPY_DST ? this.guardBytes : 0;
+    const guard = this.guarded && usage & GPUBufferUsage.COPY_DST ? GUARD_BYTES : 0;
     const buf = this.device.createBuffer({ size: bytes + guard, usage, label });
-    if (guard) this.device.queue.writeBuffer(buf, bytes, new Uint32Array(guard / 4).fill(GUARD_WORD));
+    if (guard) this.device.queue.writeBuffer(buf, bytes, guardWords());
     this.sizes.set(buf, bytes);
     this.live += bytes;
     this.peak = Math.max(this.peak, this.live);
