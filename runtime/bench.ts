@@ -234,9 +234,9 @@ export async function runBench(r: GpuRunner, c: ModelConfig, weights: Map<string
     if (chunk === o.chunks[0]) {
       log(`decode ${o.decodeTokens} tokens at cache length ${s.cacheLength}`);
       decodeLen = s.cacheLength;
-      keysRotated = s.decodeOnRotatedKeys;
       let tok = 1;
       tok = await s.decodeGreedy(tok); // warm-up
+      keysRotated = s.decodeOnRotatedKeys;
       // as generate() runs greedy decoding: steps queued back to back, tokens read once at the end
       const t1 = performance.now();
       const run = await s.decodeGreedyRun(tok, o.decodeTokens);

@@ -5,7 +5,7 @@
 // GPU cache memory per layer l (allocated once, `capacity` slots per KV head):
 //
 //   K[l], V[l]  f32/f16  (kv_heads, capacity, head_dim)          keys stored before RoPE (f32/f16: rotated in
-//                                                                place once the prompt is in, for decode)
+//                                                                place by the first decode step)
 //               int8     (kv_heads, capacity, head_dim/4 + 1) u32  codes + per-row scale (below)
 //   score[l]    f32      (kv_heads, capacity)                    retention score, written once at insertion
 //   pos[l]      u32      (kv_heads, capacity)                    RoPE position of each slot

@@ -72,7 +72,7 @@ export class Session {
   cachePeakBytes = 0;
   private promptLen = 0;
   private promptMaxPos = 0;
-  /** the cache holds keys rotated at their positions (done once a prompt is in): decode writes and reads them so */
+  /** the cache holds keys rotated at their positions (done by the first decode step): decode writes and reads them so */
   private keysRotated = false;
 
   constructor(
@@ -199,10 +199,6 @@ export class Session {
       last = step;
       onStep?.(step.index + 1, steps.length);
     }
-    if (this.canRotateKeys()) {
-      this.runner.run(this.rotateKeysDispatches());
-      this.keysRotated = true;
-    }
     const rows = this.opts.allLogits ? last!.length : 1;
     const logits = await this.runner.readF32(this.plan!.output(this.graphOutput), rows * vocab);
     return { logits, promptTokens: ids.length, evictedTokens: book.evictedTokens };
@@ -222,12 +218,12 @@ export class Session {
       (rope.kind !== 'longrope' || useLongFactors(rope, this.promptMaxPos, this.opts.ropeLong));
   }
 
-  /** Every layer's cached keys rotated in place at their positions (slots [0, cache length)). */
-  private rotateKeysDispatches(): Dispatch[] {
+  /** Every layer's cached keys in slots [0, kvEnd) rotated in place at their positions. */
+  private rotateKeysDispatches(kvEnd: number): Dispatch[] {
     const c = this.config;
     const o = { cacheDtype: this.cacheDtype as 'f32' | 'f16', numKvHeads: c.numKvHeads, headDim: c.headDim, rotaryDim: c.rope.rotaryDim };
     const rope = this.rope(this.promptMaxPos);
-    return this.caches.map((l) => rotateCacheKeys(o, { kvEnd: this.book!.length, capacity: this.capacity }, { kCache: l.k, kpos: l.kpos, rope }));
+    return this.caches.map((l) => rotateCacheKeys(o, { kvEnd, capacity: this.capacity }, { kCache: l.k, kpos: l.kpos, rope }));
   }
 
   /** `ids` null: the input ids are already on the GPU (written by the previous step's feedToken) */
@@ -235,7 +231,11 @@ export class Session {
     if (ids) this.runner.write(this.plan!.ids, new Uint32Array(ids));
     const after = this.opts.after;
     const plan = this.plan!;
-    const ds = plan.dispatches({ T, slot0, pos0, rope: this.rope(pos0 + T - 1), decode, keysRotated: decode && this.keysRotated }, undefined, after && ((n) => after(n, plan)));
+    // the first decode step rotates the prompt's keys in place ahead of its own dispatches, in the same submission:
+    // sessions that never decode (training, scoring) never pay for it
+    const ds = decode && !this.keysRotated && slot0 > 0 && this.canRotateKeys() ? this.rotateKeysDispatches(slot0) : [];
+    if (ds.length) this.keysRotated = true;
+    ds.push(...plan.dispatches({ T, slot0, pos0, rope: this.rope(pos0 + T - 1), decode, keysRotated: decode && this.keysRotated }, undefined, after && ((n) => after(n, plan))));
     if (this.opts.trace && !decode)
       this.orig.forEach((buf) => ds.push(fillPositions({ T, KV: this.config.numKvHeads, slot0, start: absStart, capacity: this.capacity }, { buf })));
     const fill = POLICY_TRAITS[this.opts.policy].fill;
@@ -351,7 +351,7 @@ export class Session {
   get cacheLength(): number {
     return this.book?.length ?? 0;
   }
-  /** decode reads keys rotated once after the prompt (see canRotateKeys) rather than rotating each at every step */
+  /** decode reads keys rotated once, by its first step (see canRotateKeys), rather than rotating each at every step */
   get decodeOnRotatedKeys(): boolean {
     return this.keysRotated;
   }

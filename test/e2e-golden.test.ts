@@ -112,15 +112,15 @@ describe('tiny-llama with retaining heads', () => {
     expect(got).toEqual(want);
   });
 
-  // after the prompt, the fused graph rotates every cached key once and decodes on them; the unfused graph and
+  // at its first decode step, the fused graph rotates every cached key once and decodes on them; the unfused graph and
   // LOCRET_DECODE_ROTATED=0 rotate each key at every step. Eviction (budget 24) makes kept keys change position.
   it('decode on keys rotated once equals decode rotating every key at every step', async () => {
     const decodeLogits = async (eng: Engine, unfused: boolean) => {
       const s = eng.session({ policy: 'locret', budget: 24, chunk: 8, stabilizer: 4, unfused, maxNew: 4 });
       await s.prefill(golden.input_ids, 3);
-      const rotated = s.decodeOnRotatedKeys;
       const out: Float32Array[] = [];
       for (const tok of [17, 902, 5]) out.push(await s.decode(tok));
+      const rotated = s.decodeOnRotatedKeys;
       s.release();
       return { rotated, logits: out };
     };

@@ -57,7 +57,7 @@ export interface DecodeV2Opts extends AttentionOpts {
   rows?: number;
   /** load the next round's K/V words and positions while this round computes (f32/f16 caches; default on) */
   prefetch?: boolean;
-  /** the cached keys already carry RoPE at their positions (session.ts rotates them once prefill is done) */
+  /** the cached keys already carry RoPE at their positions (session.ts rotates them at the first decode step) */
   keysRotated?: boolean;
 }
 
