@@ -17,15 +17,17 @@
 //   scale always travels with its codes.
 //
 //            slot 0 ................ len-1 | len ...... len+T-1 | free ............ capacity-1
-//   head 0 [ kept entries, original order  | step's new tokens  |                            ]
+//   head 0 [ kept entries                  | step's new tokens  |                            ]
 //   head 1 [ (each head keeps its own set) | step's new tokens  |                            ]
+//   (new tokens always in order; kept entries in original order, or, after an eviction that fills holes
+//    (compiler/kernels/evict-holes.ts), in any slot order with pos = their rank in original order)
 //   ...                                     ^ begin(step).slot
 //
 //   capacity = budget + chunk + local + maxNew     (policy 'locret')
 //            = maxPrompt + maxNew                   (policy 'full', never evicts)
 //
 // Eviction after end(step) with evict=true: per layer and KV head keep the `keep` highest scores among slots
-// [0, len), slots >= forcedFrom forced kept (stabilizer), compacted in original order; new length = keep.
+// [0, len), entries of rank >= forcedFrom forced kept (stabilizer), kept in slots [0, keep); new length = keep.
 
 export type StepKind = 'chunk' | 'last-chunk' | 'local';
 

@@ -11,14 +11,17 @@
  *                capacity = budget + chunk + local + maxNew   (every evicting policy: cache.ts's layout)
  *                         = context + maxNew                  (policy full)
  *   activations  one prefill chunk of T = min(chunk, context) tokens (prefill is chunked for every policy), f32,
- *                plus (evicting policies) the eviction scratch: one layer's K and V rows and a 16-byte word per
- *                (KV head, slot), shared by all layers (compiler/kernels/evict.ts), and one layer's keys rotated
+ *                plus (evicting policies) the eviction scratch: a 16-byte word per (KV head, slot) and, when the
+ *                cache is compacted in order, one layer's K and V rows, shared by all layers
+ *                (compiler/kernels/evict.ts), and one layer's keys rotated
  *                to f16 for the tensor-core prefill attention (compiler/kernels/rotate-keys.ts).
  *
  * Sizes are bytes; `24GB` means 24·10⁹ and `24GiB` 24·2³⁰ (so a plan is never optimistic about a "24GB" card).
  */
 import { RETAINING_HIDDEN, qkvWidth, type ModelConfig } from '../ir/config.js';
 import { rotatedKeysBytes } from '../compiler/kernels/rotate-keys.js';
+import { evictLayoutFor } from '../compiler/kernels/evict.js';
+import { POLICY_TRAITS } from './policies.js';
 import { quantDtypeFor } from './weights.js';
 
 export const WEIGHT_DTYPES = ['f32', 'f16', 'q8', 'q4'] as const;
@@ -164,11 +167,15 @@ export function activationTerms(cfg: ModelConfig, o: ResolvedPlanOptions): Memor
   ];
   if (o.policy !== 'full') {
     const cap = cacheCapacity(o);
-    const rowBytes = 2 * cfg.headDim * (o.kvDtype === 'f32' ? 4 : o.kvDtype === 'f16' ? 2 : 1) + (o.kvDtype === 'int8' ? 8 : 0);
+    const ordered = evictLayoutFor(o.positions === 'compact', POLICY_TRAITS[o.policy].slotOrder) === 'ordered';
+    // the row scratch only for the ordered layout (compaction through a copy); holes are filled in place
+    const rowBytes = ordered ? 2 * cfg.headDim * (o.kvDtype === 'f32' ? 4 : o.kvDtype === 'f16' ? 2 : 1) + (o.kvDtype === 'int8' ? 8 : 0) : 0;
     terms.push({
       name: 'evict_scratch',
       bytes: cfg.numKvHeads * cap * (rowBytes + 16),
-      formula: `KV ${cfg.numKvHeads} × capacity ${cap} × (K+V row ${rowBytes} + 16 meta) (one layer, reused)`,
+      formula: ordered
+        ? `KV ${cfg.numKvHeads} × capacity ${cap} × (K+V row ${rowBytes} + 16 meta) (one layer, reused)`
+        : `KV ${cfg.numKvHeads} × capacity ${cap} × 16 meta (one layer, reused; holes filled in place)`,
     });
   }
   // the prefill attention rotates one layer's keys into an f16 buffer first (compiler/kernels/rotate-keys.ts): always

@@ -9,7 +9,7 @@ import type { ModelConfig } from '../ir/config.js';
 import type { Node, Op } from '../ir/ops.js';
 import { fuse } from '../compiler/fuse.js';
 import { lower, type LayerCache, type Plan } from '../compiler/lower.js';
-import { evict, evictScratchBytes, evictThreads, type EvictScratch } from '../compiler/kernels/evict.js';
+import { evict, evictLayoutFor, evictScratchBytes, evictThreads, type EvictLayout, type EvictScratch } from '../compiler/kernels/evict.js';
 import { fillScores } from '../compiler/kernels/scores.js';
 import { argmax } from '../compiler/kernels/elementwise.js';
 import { feedToken } from '../compiler/kernels/decode-feed.js';
@@ -123,10 +123,10 @@ export class Session {
     }));
     if (this.opts.trace) this.orig = this.caches.map((_, l) => this.runner.createBuffer(c.numKvHeads * capacity * 4, `orig${l}`));
     if (POLICY_TRAITS[this.opts.policy].evicts) {
-      const sb = evictScratchBytes(this.cacheDtype, c.headDim, c.numKvHeads, capacity);
+      const sb = evictScratchBytes(this.evictLayout, this.cacheDtype, c.headDim, c.numKvHeads, capacity);
       this.evictScratch = {
-        rows: this.runner.createBuffer(sb.rows, 'evict-rows'), // (2: K, V, kv_heads, capacity, row words) u32
-        meta: this.runner.createBuffer(sb.meta, 'evict-meta'), // (kv_heads, capacity) vec4<u32>
+        rows: sb.rows ? this.runner.createBuffer(sb.rows, 'evict-rows') : null, // (2: K, V, kv_heads, capacity, row words) u32
+        meta: this.runner.createBuffer(sb.meta, 'evict-meta'), // (kv_heads, capacity) vec4<u32> | (kv_heads, 4, capacity) u32
       };
     }
     this.cacheBytes = c.numLayers * (2 * kvBytes + 8 * c.numKvHeads * capacity);
@@ -249,7 +249,7 @@ export class Session {
   private evictDispatches(len: number, keep: number, forcedFrom: number): Dispatch[] {
     const c = this.config;
     const threads = evictThreads(this.runner.gpu.limits.maxComputeInvocationsPerWorkgroup);
-    const o = { cacheDtype: this.cacheDtype, headDim: c.headDim, compact: this.opts.positions === 'compact', threads };
+    const o = { cacheDtype: this.cacheDtype, headDim: c.headDim, layout: this.evictLayout, compact: this.opts.positions === 'compact', threads };
     const scratch = this.evictScratch;
     if (!scratch) throw new Error(`policy '${this.opts.policy}' does not evict`);
     return this.caches.flatMap((l, i) =>
@@ -257,12 +257,22 @@ export class Session {
   }
 
   /**
-   * Benchmarks: one eviction of every layer at full size (budget + chunk → budget), all of it: selection, gather and
-   * scatter of every layer; destroys the cache's content.
+   * How eviction keeps the cache: 'holes' (the chunk's survivors fill evicted slots, order lives in the positions)
+   * unless positions are original ones or the policy pools scores along slots (evict.ts).
+   */
+  get evictLayout(): EvictLayout {
+    return evictLayoutFor(this.opts.positions === 'compact', POLICY_TRAITS[this.opts.policy].slotOrder);
+  }
+
+  /**
+   * Benchmarks: one eviction of every layer at full size (budget + chunk → budget), all of it (selection and every
+   * move), each layer's positions first reset to ranks 0..len-1 (a valid cache, whatever earlier probes left;
+   * timed along, one small dispatch per layer); destroys the cache's content.
    */
   evictionProbe(): Dispatch[] {
     const len = Math.min(this.capacity, this.opts.budget + this.opts.chunk);
-    return this.evictDispatches(len, this.opts.budget, len - this.opts.stabilizer);
+    const ranks = this.caches.map((l) => fillPositions({ T: len, KV: this.config.numKvHeads, slot0: 0, start: 0, capacity: this.capacity }, { buf: l.kpos }));
+    return [...ranks, ...this.evictDispatches(len, this.opts.budget, len - this.opts.stabilizer)];
   }
 
   /**
@@ -332,7 +342,7 @@ export class Session {
     this.runner.run(ds);
   }
 
-  /** Per layer and KV head, the original positions of the prompt tokens still cached (needs `trace`). */
+  /** Per layer and KV head, the original positions of the prompt tokens still cached, ascending (needs `trace`). */
   async keptOriginalPositions(promptTokens: number): Promise<number[][][]> {
     if (!this.opts.trace) throw new Error('session was not created with trace: true');
     const c = this.config;
@@ -340,7 +350,8 @@ export class Session {
     const out: number[][][] = [];
     for (const buf of this.orig) {
       const all = await this.runner.readU32(buf, c.numKvHeads * this.capacity);
-      out.push(Array.from({ length: c.numKvHeads }, (_, h) => Array.from(all.subarray(h * this.capacity, h * this.capacity + len))));
+      // sorted: with layout 'holes' slot order is not original order (original positions are)
+      out.push(Array.from({ length: c.numKvHeads }, (_, h) => Array.from(all.subarray(h * this.capacity, h * this.capacity + len)).sort((a, b) => a - b)));
     }
     return out;
   }
@@ -361,7 +372,7 @@ export class Session {
     this.plan = null;
     for (const l of this.caches) for (const b of [l.k, l.v, l.scores, l.kpos]) this.runner.destroy(b);
     for (const b of this.orig) this.runner.destroy(b);
-    if (this.evictScratch) for (const b of [this.evictScratch.rows, this.evictScratch.meta]) this.runner.destroy(b);
+    if (this.evictScratch) for (const b of [this.evictScratch.rows, this.evictScratch.meta]) if (b) this.runner.destroy(b);
     this.evictScratch = null;
     this.caches = [];
     this.orig = [];

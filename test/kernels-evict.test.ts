@@ -1,11 +1,12 @@
 import { describe, expect, it } from 'vitest';
-import { evict, evictScratchBytes, type EvictScratch } from '../compiler/kernels/evict.js';
+import { evict, evictLayoutFor, evictScratchBytes, type EvictLayout, type EvictScratch } from '../compiler/kernels/evict.js';
 import { evictSingle } from '../compiler/kernels/evict-single.js';
 import type { CacheDtype } from '../compiler/kernels/attn-common.js';
 import type { GpuRunner } from '../runtime/gpu/runner.js';
 import { fillScores } from '../compiler/kernels/scores.js';
 import { gpuRunner, rand } from './gpu-harness.js';
 import { refEvict, refFillScores } from './ref/gpu-attention.js';
+import { refEvictHoles } from './ref/evict-holes.js';
 import { dequantizeRows, quantizeRows, rowWords } from './ref/kv-int8.js';
 
 interface Case {
@@ -26,10 +27,27 @@ interface Case {
 }
 
 /** Scratch for one call, filled with garbage so a read of an unwritten scratch word shows. */
-function scratchFor(r: GpuRunner, dtype: CacheDtype, D: number, KV: number, capacity: number): EvictScratch {
-  const sb = evictScratchBytes(dtype, D, KV, capacity);
-  return { rows: r.upload(words(1, sb.rows / 4, 1, 0x5a5a), 'rows'), meta: r.upload(words(1, sb.meta / 4, 1, 0xa5a5), 'meta') };
+function scratchFor(r: GpuRunner, dtype: CacheDtype, D: number, KV: number, capacity: number, layout: EvictLayout = 'ordered'): EvictScratch {
+  const sb = evictScratchBytes(layout, dtype, D, KV, capacity);
+  return { rows: sb.rows ? r.upload(words(1, sb.rows / 4, 1, 0x5a5a), 'rows') : null, meta: r.upload(words(1, sb.meta / 4, 1, 0xa5a5), 'meta') };
 }
+
+/** Per head, slots [0, len) hold a shuffled permutation of the ranks [0, len) (what the holes layout leaves behind). */
+function shuffledRanks(KV: number, len: number, capacity: number, seed: number): Uint32Array {
+  const out = Uint32Array.from({ length: KV * capacity }, (_, i) => 0xdead0000 + i); // past len: never read
+  const r = rand(KV * len, seed);
+  for (let h = 0; h < KV; h++) {
+    const p = Array.from({ length: len }, (_, i) => i);
+    for (let i = len - 1; i > 0; i--) {
+      const j = Math.floor(((r[h * len + i]! + 1) / 2) * (i + 1)) % (i + 1);
+      [p[i], p[j]] = [p[j]!, p[i]!];
+    }
+    out.set(p, h * capacity);
+  }
+  return out;
+}
+
+const destroyScratch = (r: GpuRunner, s: EvictScratch) => [s.rows, s.meta].forEach((b) => b && r.destroy(b));
 
 function makeScores(kind: Case['scores'], n: number, seed: number): Float32Array {
   const r = rand(n, seed);
@@ -84,6 +102,8 @@ const cases: Case[] = [
   { name: 'KV=8, int8 D=64 (17-word rows)', KV: 8, D: 64, dtype: 'int8', len: 513, keep: 256, forcedFrom: 450, compact: true, scores: 'mixed', threads: 1024 },
   { name: 'KV=5, f32 D=128', KV: 5, D: 128, dtype: 'f32', len: 333, keep: 111, forcedFrom: 300, compact: false, scores: 'ties' },
   { name: 'KV=8, f16 D=128 (the 8B row)', KV: 8, D: 128, dtype: 'f16', len: 1100, keep: 1000, forcedFrom: 900, compact: true, scores: 'mixed', threads: 1024 },
+  // holes: 36 ranks per thread, past one 32-bit word of registers' worth, ties at the threshold
+  { name: 'long runs per thread', KV: 2, D: 8, dtype: 'f16', len: 9000, keep: 8000, forcedFrom: 7000, compact: true, scores: 'ties', threads: 256 },
   { name: 'single-workgroup baseline', KV: 3, D: 16, dtype: 'f16', len: 1000, keep: 517, forcedFrom: 990, compact: true, scores: 'mixed', single: true },
 ];
 
@@ -104,7 +124,7 @@ describe('evict (select + gather + scatter through a scratch)', () => {
       const b: Record<string, GPUBuffer> = { kCache: r.upload(k, 'k'), vCache: r.upload(v, 'v'), scores: r.upload(scores, 'scores'), kpos: r.upload(kpos, 'kpos') };
       if (c.compact) b.orig = r.upload(orig, 'orig');
       const scratch = scratchFor(r, c.dtype, c.D, c.KV, capacity);
-      const o = { cacheDtype: c.dtype, headDim: c.D, compact: c.compact, threads: c.threads };
+      const o = { cacheDtype: c.dtype, headDim: c.D, layout: 'ordered' as const, compact: c.compact, threads: c.threads };
       const d = { KV: c.KV, len: c.len, keep: c.keep, forcedFrom: c.forcedFrom, capacity };
       const bufs = { kCache: b.kCache!, vCache: b.vCache!, scores: b.scores!, kpos: b.kpos!, orig: b.orig };
       const ds = c.single ? evictSingle(o, d, bufs) : evict(o, d, { ...bufs, scratch });
@@ -122,9 +142,99 @@ describe('evict (select + gather + scatter through a scratch)', () => {
       expect(firstDiff(got.kpos, want.kpos), 'kpos').toBe('equal');
       expect(firstDiff(got.k, want.k), 'K').toBe('equal');
       expect(firstDiff(got.v, want.v), 'V').toBe('equal');
-      for (const buf of [...Object.values(b), scratch.rows, scratch.meta]) r.destroy(buf);
+      for (const buf of Object.values(b)) r.destroy(buf);
+      destroyScratch(r, scratch);
     });
   }
+});
+
+describe("evict, layout 'holes' (the chunk's survivors fill the evicted slots, positions become ranks)", () => {
+  // every case but the single-workgroup baseline, each head's positions a shuffled permutation of its ranks
+  for (const [ci, c] of cases.filter((x) => !x.single).entries()) {
+    it(`${c.name}: KV=${c.KV} ${c.dtype} D=${c.D} len=${c.len} keep=${c.keep} forcedFrom=${c.forcedFrom} threads=${c.threads ?? 256}`, async () => {
+      const r = await gpuRunner();
+      const capacity = c.len + 9;
+      const W = c.dtype === 'f32' ? c.D : c.dtype === 'f16' ? c.D / 2 : rowWords(c.D);
+      const k = words(c.KV, capacity, W, 0x4321 + ci);
+      const v = words(c.KV, capacity, W, 0xfeed + ci);
+      const scores = makeScores(c.scores, c.KV * capacity, 90 + ci);
+      const kpos = shuffledRanks(c.KV, c.len, capacity, 700 + ci);
+      const orig = Uint32Array.from({ length: c.KV * capacity }, (_, i) => (i * 13 + 5) % 100_000);
+      const want = refEvictHoles({ ...c, capacity, words: W }, k, v, scores, kpos, orig);
+      const b = { kCache: r.upload(k, 'k'), vCache: r.upload(v, 'v'), scores: r.upload(scores, 'scores'), kpos: r.upload(kpos, 'kpos'), orig: r.upload(orig, 'orig') };
+      const scratch = scratchFor(r, c.dtype, c.D, c.KV, capacity, 'holes');
+      const ds = evict({ cacheDtype: c.dtype, headDim: c.D, layout: 'holes', compact: true, threads: c.threads }, { KV: c.KV, len: c.len, keep: c.keep, forcedFrom: c.forcedFrom, capacity }, { ...b, scratch });
+      expect(ds.length).toBe(c.keep >= c.len || c.keep === 0 ? 0 : 2);
+      r.run(ds);
+      // whole buffers: survivors below keep untouched but for their rank, holes filled, everything else untouched
+      expect(firstDiff(await r.readU32(b.scores, scores.length), new Uint32Array(want.scores.buffer)), 'scores').toBe('equal');
+      expect(firstDiff(await r.readU32(b.kpos, kpos.length), want.kpos), 'kpos').toBe('equal');
+      expect(firstDiff(await r.readU32(b.orig, orig.length), want.orig!), 'orig').toBe('equal');
+      expect(firstDiff(await r.readU32(b.kCache, k.length), want.k), 'K').toBe('equal');
+      expect(firstDiff(await r.readU32(b.vCache, v.length), want.v), 'V').toBe('equal');
+      for (const buf of Object.values(b)) r.destroy(buf);
+      destroyScratch(r, scratch);
+    });
+  }
+
+  it('keeps the same entries as the ordered layout: sorted by position, the caches are equal', async () => {
+    const r = await gpuRunner();
+    const KV = 3, D = 16, len = 1500, keep = 700, forcedFrom = 1100, capacity = 1510, W = D / 2;
+    const k = words(KV, capacity, W, 0x31);
+    const v = words(KV, capacity, W, 0x32);
+    const scores = makeScores('mixed', KV * capacity, 33);
+    const ranks = Uint32Array.from({ length: KV * capacity }, (_, i) => i % capacity);
+    const run = async (layout: EvictLayout) => {
+      const b = { kCache: r.upload(k, 'k'), vCache: r.upload(v, 'v'), scores: r.upload(scores, 'scores'), kpos: r.upload(ranks, 'kpos') };
+      const scratch = scratchFor(r, 'f16', D, KV, capacity, layout);
+      r.run(evict({ cacheDtype: 'f16', headDim: D, layout, compact: true, threads: 512 }, { KV, len, keep, forcedFrom, capacity }, { ...b, scratch }));
+      const got = { k: await r.readU32(b.kCache, k.length), v: await r.readU32(b.vCache, v.length), scores: await r.readU32(b.scores, scores.length), kpos: await r.readU32(b.kpos, ranks.length) };
+      for (const buf of Object.values(b)) r.destroy(buf);
+      destroyScratch(r, scratch);
+      return got;
+    };
+    const ordered = await run('ordered');
+    const holes = await run('holes');
+    for (let h = 0; h < KV; h++) {
+      const bySlot = Array.from({ length: keep }, (_, s) => holes.kpos[h * capacity + s]!);
+      expect([...bySlot].sort((a, b) => a - b), `head ${h}: positions are the ranks`).toEqual(Array.from({ length: keep }, (_, i) => i));
+      for (let s = 0; s < keep; s++) {
+        const a = h * capacity + bySlot[s]!, b = h * capacity + s; // rank a in ordered ↔ slot b in holes
+        expect(holes.scores[b], `head ${h} slot ${s} score`).toBe(ordered.scores[a]);
+        expect(Array.from(holes.k.subarray(b * W, b * W + W)), `head ${h} slot ${s} K`).toEqual(Array.from(ordered.k.subarray(a * W, a * W + W)));
+        expect(Array.from(holes.v.subarray(b * W, b * W + W)), `head ${h} slot ${s} V`).toEqual(Array.from(ordered.v.subarray(a * W, a * W + W)));
+      }
+    }
+  });
+
+  it('positions that are not ranks give a wrong cache, but nothing is written past the live slots', async () => {
+    const r = await gpuRunner();
+    const KV = 2, D = 8, len = 300, keep = 200, capacity = 320, W = D;
+    const k = words(KV, capacity, W, 0x41);
+    const v = words(KV, capacity, W, 0x42);
+    const scores = makeScores('ties', KV * capacity, 43);
+    const kpos = Uint32Array.from({ length: KV * capacity }, (_, i) => (i * 7919) % 100_000); // duplicates, out of range
+    const b = { kCache: r.upload(k, 'k'), vCache: r.upload(v, 'v'), scores: r.upload(scores, 'scores'), kpos: r.upload(kpos, 'kpos') };
+    const scratch = scratchFor(r, 'f32', D, KV, capacity, 'holes');
+    r.run(evict({ cacheDtype: 'f32', headDim: D, layout: 'holes', compact: true }, { KV, len, keep, forcedFrom: 250, capacity }, { ...b, scratch }));
+    const got = { k: await r.readU32(b.kCache, k.length), s: await r.readU32(b.scores, scores.length), p: await r.readU32(b.kpos, kpos.length) };
+    const sw = new Uint32Array(scores.buffer);
+    for (let h = 0; h < KV; h++) {
+      const from = h * capacity + len, to = (h + 1) * capacity;
+      expect(firstDiff(got.k.subarray(from * W, to * W), k.subarray(from * W, to * W)), `head ${h} K past len`).toBe('equal');
+      expect(firstDiff(got.s.subarray(from, to), sw.subarray(from, to)), `head ${h} scores past len`).toBe('equal');
+      expect(firstDiff(got.p.subarray(from, to), kpos.subarray(from, to)), `head ${h} positions past len`).toBe('equal');
+    }
+    for (const buf of Object.values(b)) r.destroy(buf);
+    destroyScratch(r, scratch);
+  });
+
+  it('is what a session picks unless positions are original or the policy pools scores along slots', () => {
+    expect(evictLayoutFor(true, false)).toBe('holes');
+    expect(evictLayoutFor(false, false)).toBe('ordered');
+    expect(evictLayoutFor(true, true)).toBe('ordered');
+    expect(() => evict({ cacheDtype: 'f32', headDim: 8, layout: 'holes', compact: false }, { KV: 1, len: 4, keep: 2, forcedFrom: 4, capacity: 4 }, {} as never)).toThrow(/compact/);
+  });
 });
 
 describe('evict over several layers sharing one scratch', () => {
@@ -141,7 +251,7 @@ describe('evict over several layers sharing one scratch', () => {
       const b = { kCache: r.upload(k, 'k'), vCache: r.upload(v, 'v'), scores: r.upload(scores, 'scores'), kpos: r.upload(kpos, 'kpos') };
       return { want, b, n: k.length };
     });
-    r.run(layers.flatMap(({ b }) => evict({ cacheDtype: 'f16', headDim: D, compact: true, threads: 1024 }, { KV, len, keep, forcedFrom, capacity }, { ...b, scratch })));
+    r.run(layers.flatMap(({ b }) => evict({ cacheDtype: 'f16', headDim: D, layout: 'ordered', compact: true, threads: 1024 }, { KV, len, keep, forcedFrom, capacity }, { ...b, scratch })));
     for (const [l, { want, b, n }] of layers.entries()) {
       expect(firstDiff(await r.readU32(b.kCache, n), want.k), `K layer ${l}`).toBe('equal');
       expect(firstDiff(await r.readU32(b.vCache, n), want.v), `V layer ${l}`).toBe('equal');
@@ -149,13 +259,12 @@ describe('evict over several layers sharing one scratch', () => {
       expect(firstDiff(await r.readU32(b.kpos, KV * capacity), want.kpos), `kpos layer ${l}`).toBe('equal');
       for (const buf of Object.values(b)) r.destroy(buf);
     }
-    r.destroy(scratch.rows);
-    r.destroy(scratch.meta);
+    destroyScratch(r, scratch);
   });
 
   it('rejects a scratch too small for the caches', () => {
     const tiny = { size: 16 } as GPUBuffer;
-    expect(() => evict({ cacheDtype: 'f16', headDim: 8, compact: false }, { KV: 2, len: 10, keep: 5, forcedFrom: 10, capacity: 10 },
+    expect(() => evict({ cacheDtype: 'f16', headDim: 8, layout: 'ordered', compact: false }, { KV: 2, len: 10, keep: 5, forcedFrom: 10, capacity: 10 },
       { kCache: tiny, vCache: tiny, scores: tiny, kpos: tiny, scratch: { rows: tiny, meta: tiny } })).toThrow(/scratch/);
   });
 });
@@ -174,7 +283,7 @@ describe('evict an int8 cache', () => {
     const want = refEvict({ KV, len, keep, forcedFrom: 140, capacity, compact: false, words: RW }, k, v, scores, kpos);
     const b = { kCache: r.upload(k, 'k'), vCache: r.upload(v, 'v'), scores: r.upload(scores, 'scores'), kpos: r.upload(kpos, 'kpos') };
     const scratch = scratchFor(r, 'int8', D, KV, capacity);
-    r.run(evict({ cacheDtype: 'int8', headDim: D, compact: false }, { KV, len, keep, forcedFrom: 140, capacity }, { ...b, scratch }));
+    r.run(evict({ cacheDtype: 'int8', headDim: D, layout: 'ordered', compact: false }, { KV, len, keep, forcedFrom: 140, capacity }, { ...b, scratch }));
     const kd = dequantizeRows(await r.readU32(b.kCache, k.length), KV * capacity, D);
     const vd = dequantizeRows(await r.readU32(b.vCache, v.length), KV * capacity, D);
     const k0 = dequantizeRows(k, KV * capacity, D);
@@ -187,11 +296,12 @@ describe('evict an int8 cache', () => {
         expect(Array.from(vd.subarray(to, to + D)), `V head ${g} slot ${i} (from ${src})`).toEqual(Array.from(v0.subarray(from, from + D)));
       });
     }
-    for (const buf of [...Object.values(b), scratch.rows, scratch.meta]) r.destroy(buf);
+    for (const buf of Object.values(b)) r.destroy(buf);
+    destroyScratch(r, scratch);
   });
 
   it('rejects a head size that is not a multiple of 4', () => {
-    expect(() => evict({ cacheDtype: 'int8', headDim: 6, compact: true }, { KV: 1, len: 4, keep: 2, forcedFrom: 4, capacity: 4 }, {} as never)).toThrow(/multiple of 4/);
+    expect(() => evict({ cacheDtype: 'int8', headDim: 6, layout: 'ordered', compact: true }, { KV: 1, len: 4, keep: 2, forcedFrom: 4, capacity: 4 }, {} as never)).toThrow(/multiple of 4/);
   });
 });
 
@@ -226,10 +336,11 @@ describe('baseline scores', () => {
     const kc = r.createBuffer(KV * capacity * 8 * 4, 'k');
     const vc = r.createBuffer(KV * capacity * 8 * 4, 'v');
     const scratch = scratchFor(r, 'f32', 8, KV, capacity);
-    r.run(evict({ cacheDtype: 'f32', headDim: 8, compact: false }, { KV, len, keep: 20, forcedFrom: 45, capacity }, { kCache: kc, vCache: vc, scores, kpos, scratch }));
+    r.run(evict({ cacheDtype: 'f32', headDim: 8, layout: 'ordered', compact: false }, { KV, len, keep: 20, forcedFrom: 45, capacity }, { kCache: kc, vCache: vc, scores, kpos, scratch }));
     const pos = await r.readU32(kpos, KV * capacity);
     const expected = [0, 1, 2, 3, ...Array.from({ length: 16 }, (_, i) => 34 + i)];
     for (let g = 0; g < KV; g++) expect(Array.from(pos.subarray(g * capacity, g * capacity + 20))).toEqual(expected);
-    for (const buf of [scores, kpos, kc, vc, scratch.rows, scratch.meta]) r.destroy(buf);
+    for (const buf of [scores, kpos, kc, vc]) r.destroy(buf);
+    destroyScratch(r, scratch);
   });
 });

@@ -118,7 +118,7 @@ describe('planMemory', () => {
       mlp: 1024 * 14336 * 4,
       logits: 128256 * 4,
       rope_table: 17764 * 64 * 8,
-      evict_scratch: 8 * 17764 * (2 * 128 * 2 + 16),
+      evict_scratch: 8 * 17764 * 16, // holes filled in place: the lists only
       rotated_keys: 8 * 17764 * 128 * 2, // one layer's keys, f16, for the prefill attention
       retaining_hidden: 1024 * 1024 * 4,
     });
@@ -128,6 +128,11 @@ describe('planMemory', () => {
     expect(t2.rope_table).toBe((300 + 256) * 64 * 8);
     expect(t2.retaining_hidden).toBeUndefined();
     expect(t2.evict_scratch).toBeUndefined(); // policy full never evicts
+    // compaction in original order (SnapKV pools along slots; original positions are not ranks) copies one layer's rows
+    for (const o of [{ policy: 'snapkv' as const }, { positions: 'original' as const }]) {
+      const t3 = Object.fromEntries(activationTerms(llama31_8b, resolvePlanOptions({ context: 131072, ...o })).map((t) => [t.name, t.bytes]));
+      expect(t3.evict_scratch, JSON.stringify(o)).toBe(8 * 17764 * (2 * 128 * 2 + 16));
+    }
     expect(t2.rotated_keys).toBe(8 * (300 + 256) * 128 * 2); // the whole cache: context + maxNew
   });
 

@@ -17,7 +17,8 @@ import { kernel, ro, rw, wgsl, type VariantKey } from '../wgsl.js';
 import type { Dispatch } from '../../runtime/gpu/runner.js';
 import { grid } from './cache-store.js';
 
-const WG = 256;
+export const MOVE_WG = 256;
+const WG = MOVE_WG;
 
 export interface MoveBuffers {
   kCache: GPUBuffer;
@@ -33,6 +34,21 @@ export interface MoveBuffers {
 export function rowVector(rowWords: number): { vw: number; vt: string; RV: number } {
   const vw = rowWords % 4 === 0 ? 4 : rowWords % 2 === 0 ? 2 : 1;
   return { vw, vt: vw === 1 ? 'u32' : `vec${vw}<u32>`, RV: rowWords / vw };
+}
+
+/**
+ * WGSL prologue of the row-moving kernels (one thread per (K|V, head, row < rows, row vector), workgroups of WG):
+ * returns past the grid, defines isV, h, col and the row index `rowVar`. Needs gid, nw, params.KV and RV.
+ */
+export function rowThreads(rows: string, rowVar: string): string {
+  return `  let e = gid.x + gid.y * nw.x * ${WG}u;
+  let side = params.KV * ${rows} * RV; // threads per cache (K or V)
+  if (e >= 2u * side) { return; }
+  let isV = e >= side;
+  let r = select(e, e - side, isV);
+  let col = r % RV;
+  let h = (r / RV) / ${rows};
+  let ${rowVar} = (r / RV) % ${rows};`;
 }
 
 export function evictMove(
@@ -66,15 +82,7 @@ const NONE = 0xffffffffu;
 
 @compute @workgroup_size(${WG})
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>) {
-  let e = gid.x + gid.y * nw.x * ${WG}u;
-  let side = params.KV * params.len * RV; // threads per cache (K or V)
-  if (e >= 2u * side) { return; }
-  let isV = e >= side;
-  let r = select(e, e - side, isV);
-  let row = r / RV; // h * len + s
-  let col = r % RV;
-  let h = row / params.len;
-  let s = row % params.len;
+${rowThreads('params.len', 's')}
   let slot = h * params.capacity + s;
   let m = slotMeta[slot];
   let dst = m.x;

@@ -21,6 +21,77 @@ import type { Dispatch } from '../../runtime/gpu/runner.js';
 
 export const EVICT_NONE = 0xffffffff;
 
+/** Order-preserving image of an f32's bits: larger float <=> larger u32 (+inf, -inf, -0 < +0 all ordered). */
+export const ORDER_KEY = `
+fn orderKey(u: u32) -> u32 { return select(u | 0x80000000u, ~u, (u & 0x80000000u) != 0u); }
+`;
+
+/** Workgroup storage of the radix select and of the scan over NT threads. */
+export function selectWorkgroupVars(NT: number): string {
+  return wgsl`
+var<workgroup> hist: array<atomic<u32>, 256>;
+var<workgroup> suf: array<u32, 256>; // suf[b] = entries in bins >= b
+var<workgroup> selPrefix: u32;
+var<workgroup> selRem: u32;
+var<workgroup> cGt: array<u32, ${NT}>; // per-thread counts, then their inclusive scan
+var<workgroup> cEq: array<u32, ${NT}>;
+`;
+}
+
+/**
+ * Radix select of the keep-th largest key, most significant byte first. `histFill` adds every candidate key k with
+ * (k & hiMask) == prefix to hist[(k >> shift) & 255]. Needs `lid`, params keep / nb and constant NT; leaves
+ * `prefix` (the key) and `rem` (how many entries equal to it survive).
+ */
+export function radixSelect(histFill: string): string {
+  return wgsl`
+  var prefix = 0u;
+  var rem = params.keep; // rank still to find among entries matching prefix; stays >= 1
+  for (var ps = 0u; ps < 4u; ps++) {
+    let shift = 24u - 8u * ps;
+    let hiMask = ~(0xffffffffu >> (8u * ps)); // bytes already fixed
+    if (lid < 256u) { atomicStore(&hist[lid], 0u); }
+    workgroupBarrier();
+${histFill}
+    workgroupBarrier();
+    var c = 0u;
+    if (lid < 256u) { c = atomicLoad(&hist[lid]); suf[lid] = c; }
+    workgroupBarrier();
+    for (var o = 1u; o < params.nb; o <<= 1u) {
+      var add = 0u;
+      if (lid + o < 256u) { add = suf[lid + o]; }
+      workgroupBarrier();
+      if (lid < 256u) { suf[lid] += add; }
+      workgroupBarrier();
+    }
+    // the one bin whose range of ranks (above, above + c] holds rem
+    if (lid < 256u) {
+      let above = suf[lid] - c;
+      if (above < rem && above + c >= rem) {
+        selPrefix = prefix | (lid << shift);
+        selRem = rem - above;
+      }
+    }
+    workgroupBarrier();
+    prefix = selPrefix;
+    rem = selRem;
+  }
+`;
+}
+
+/** Inclusive scan of the per-thread counts cGt / cEq over the workgroup (params.nt = NT, see the kernel). */
+export const SCAN_THREADS = `
+  for (var o = 1u; o < params.nt; o <<= 1u) {
+    var ag = 0u;
+    var ae = 0u;
+    if (lid >= o) { ag = cGt[lid - o]; ae = cEq[lid - o]; }
+    workgroupBarrier();
+    cGt[lid] += ag;
+    cEq[lid] += ae;
+    workgroupBarrier();
+  }
+`;
+
 /** keep >= 1 (keep 0 evicts everything and moves nothing: the caller dispatches nothing). */
 export function evictSelect(
   o: { threads: number; compact: boolean },
@@ -45,59 +116,22 @@ export function evictSelect(
 const NT = ${NT}u;
 const NONE = 0xffffffffu;
 
-var<workgroup> hist: array<atomic<u32>, 256>;
-var<workgroup> suf: array<u32, 256>; // suf[b] = entries in bins >= b
-var<workgroup> selPrefix: u32;
-var<workgroup> selRem: u32;
-var<workgroup> cGt: array<u32, NT>; // per-thread counts, then their inclusive scan
-var<workgroup> cEq: array<u32, NT>;
-
-// order-preserving image of an f32: larger float <=> larger u32 (+inf, -inf, -0 < +0 all ordered)
+${selectWorkgroupVars(NT)}
+${ORDER_KEY}
 fn keyOf(base: u32, s: u32) -> u32 {
   if (s >= params.forcedFrom) { return 0xff800000u; } // +inf
-  let u = scores[base + s];
-  return select(u | 0x80000000u, ~u, (u & 0x80000000u) != 0u);
+  return orderKey(scores[base + s]);
 }
 
 @compute @workgroup_size(${NT})
 fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: vec3<u32>) {
   let base = wg.x * params.capacity;
-  // 1. radix select of the keep-th largest key, most significant byte first
-  var prefix = 0u;
-  var rem = params.keep; // rank still to find among entries matching prefix; stays >= 1
-  for (var ps = 0u; ps < 4u; ps++) {
-    let shift = 24u - 8u * ps;
-    let hiMask = ~(0xffffffffu >> (8u * ps)); // bytes already fixed
-    if (lid < 256u) { atomicStore(&hist[lid], 0u); }
-    workgroupBarrier();
+  // 1. radix select of the keep-th largest key
+${radixSelect(`
     for (var s = lid; s < params.len; s += NT) {
       let k = keyOf(base, s);
       if ((k & hiMask) == prefix) { atomicAdd(&hist[(k >> shift) & 255u], 1u); }
-    }
-    workgroupBarrier();
-    var c = 0u;
-    if (lid < 256u) { c = atomicLoad(&hist[lid]); suf[lid] = c; }
-    workgroupBarrier();
-    for (var o = 1u; o < params.nb; o <<= 1u) {
-      var add = 0u;
-      if (lid + o < 256u) { add = suf[lid + o]; }
-      workgroupBarrier();
-      if (lid < 256u) { suf[lid] += add; }
-      workgroupBarrier();
-    }
-    // the one bin whose range of ranks (above, above + c] holds rem
-    if (lid < 256u) {
-      let above = suf[lid] - c;
-      if (above < rem && above + c >= rem) {
-        selPrefix = prefix | (lid << shift);
-        selRem = rem - above;
-      }
-    }
-    workgroupBarrier();
-    prefix = selPrefix;
-    rem = selRem;
-  }
-  let thr = prefix;
+    }`)}  let thr = prefix;
   let needEq = rem;
 
   // 2. destinations: each thread counts its contiguous run of slots, a scan over threads gives the counts before
@@ -115,15 +149,7 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: ve
   cGt[lid] = gt;
   cEq[lid] = eq;
   workgroupBarrier();
-  for (var o = 1u; o < params.nt; o <<= 1u) {
-    var ag = 0u;
-    var ae = 0u;
-    if (lid >= o) { ag = cGt[lid - o]; ae = cEq[lid - o]; }
-    workgroupBarrier();
-    cGt[lid] += ag;
-    cEq[lid] += ae;
-    workgroupBarrier();
-  }
+${SCAN_THREADS}
   var gtBefore = cGt[lid] - gt;
   var eqBefore = cEq[lid] - eq;
   for (var s = s0; s < s1; s++) {

@@ -1,8 +1,13 @@
 /**
  * Eviction after a prefill chunk, one layer: per KV head keep the `keep` best-scored entries among slots [0, len)
- * and compact them in original slot order to [0, keep), moving K, V, score and position (and orig) together.
+ * in [0, keep), moving K, V, score and position (and orig) together. Two layouts:
  *
- * Three dispatches per layer, two of them spread over the whole GPU:
+ * - 'holes' (evict-holes.ts; compact positions): kept entries stay put and the chunk's survivors fill the evicted
+ *   slots; order lives in the positions. Two dispatches, at most one chunk of rows moved per head.
+ * - 'ordered' (below): kept entries compacted in original slot order. Needed when something reads slot
+ *   neighbours as time neighbours (SnapKV's pooling) or positions are not ranks ('original').
+ *
+ * Ordered: three dispatches per layer, two of them spread over the whole GPU:
  *
  *   scores ─▶ 1. select  (evict-select.ts)  KV workgroups of 256..1024 threads
  *                          radix select of the keep-th key + scan of kept flags
@@ -26,12 +31,18 @@
  */
 import type { Dispatch } from '../../runtime/gpu/runner.js';
 import { cacheRowWords, type CacheDtype } from './attn-common.js';
+import { evictFill, evictSelectHoles } from './evict-holes.js';
 import { evictMove } from './evict-move.js';
 import { evictSelect } from './evict-select.js';
 import { checkInt8HeadDim } from './kv-int8.js';
+import { env } from '../../runtime/env.js';
+
+export type EvictLayout = 'ordered' | 'holes';
 
 export interface EvictOpts {
   cacheDtype: CacheDtype;
+  /** 'holes' needs compact positions */
+  layout: EvictLayout;
   headDim: number;
   /** rewrite positions to ranks (kpos[h, i] = i) */
   compact: boolean;
@@ -50,8 +61,8 @@ export interface EvictDims {
 }
 /** Scratch shared by every layer's eviction (sized by evictScratchBytes for the largest KV × capacity). */
 export interface EvictScratch {
-  rows: GPUBuffer; // (2: K, V, KV, capacity, rowWords) u32
-  meta: GPUBuffer; // (KV, capacity) vec4<u32>
+  rows: GPUBuffer | null; // (2: K, V, KV, capacity, rowWords) u32; layout 'ordered' only
+  meta: GPUBuffer; // (KV, capacity) vec4<u32> ('ordered'), (KV, 4, capacity) u32 ('holes')
 }
 export interface EvictBuffers {
   kCache: GPUBuffer; // (KV, capacity, headDim) f32|f16, or (KV, capacity, headDim/4 + 1) u32 int8 rows
@@ -70,9 +81,19 @@ function rowWordsOf(cacheDtype: CacheDtype, headDim: number): number {
   return rw;
 }
 
-/** Bytes of the two scratch buffers for caches of (KV, capacity) rows. */
-export function evictScratchBytes(cacheDtype: CacheDtype, headDim: number, KV: number, capacity: number): { rows: number; meta: number } {
-  return { rows: 2 * KV * capacity * rowWordsOf(cacheDtype, headDim) * 4, meta: KV * capacity * 16 };
+/** Bytes of the two scratch buffers for caches of (KV, capacity) rows (no row scratch for 'holes'). */
+export function evictScratchBytes(layout: EvictLayout, cacheDtype: CacheDtype, headDim: number, KV: number, capacity: number): { rows: number; meta: number } {
+  return { rows: layout === 'ordered' ? 2 * KV * capacity * rowWordsOf(cacheDtype, headDim) * 4 : 0, meta: KV * capacity * 16 };
+}
+
+/**
+ * The layout an evicting session uses: 'holes' when positions are ranks and no score reads slot neighbours as time
+ * neighbours, 'ordered' otherwise. LOCRET_EVICT_LAYOUT=ordered forces compaction (an A/B switch).
+ */
+export function evictLayoutFor(compact: boolean, slotOrder: boolean): EvictLayout {
+  const v = env('LOCRET_EVICT_LAYOUT');
+  if (v !== undefined && v !== '' && v !== 'ordered' && v !== 'holes') throw new Error(`LOCRET_EVICT_LAYOUT must be ordered or holes, got '${v}'`);
+  return compact && !slotOrder && v !== 'ordered' ? 'holes' : 'ordered';
 }
 
 /** Largest selection workgroup a device allows, up to 1024 (fewer, longer-running threads when it allows less). */
@@ -86,14 +107,23 @@ export function evictThreads(maxInvocationsPerWorkgroup: number): number {
  */
 export function evict(o: EvictOpts, d: EvictDims, b: EvictBuffers): Dispatch[] {
   const rowWords = rowWordsOf(o.cacheDtype, o.headDim);
+  if (o.layout === 'holes' && !o.compact) throw new Error("evict: layout 'holes' needs compact positions (ranks)");
   if (d.keep >= d.len || d.keep === 0) return [];
-  const need = evictScratchBytes(o.cacheDtype, o.headDim, d.KV, d.capacity);
-  if (b.scratch.rows.size < need.rows || b.scratch.meta.size < need.meta)
-    throw new Error(`evict: scratch of ${b.scratch.rows.size} + ${b.scratch.meta.size} bytes, need ${need.rows} + ${need.meta}`);
-  const move = { kCache: b.kCache, vCache: b.vCache, scores: b.scores, kpos: b.kpos, orig: b.orig, ...b.scratch };
+  const need = evictScratchBytes(o.layout, o.cacheDtype, o.headDim, d.KV, d.capacity);
+  const rows = b.scratch.rows?.size ?? 0;
+  if (rows < need.rows || b.scratch.meta.size < need.meta)
+    throw new Error(`evict: scratch of ${rows} + ${b.scratch.meta.size} bytes, need ${need.rows} + ${need.meta}`);
+  const threads = o.threads ?? 256;
+  if (o.layout === 'holes') {
+    return [
+      evictSelectHoles({ threads }, d, { scores: b.scores, kpos: b.kpos, meta: b.scratch.meta }),
+      evictFill({ rowWords }, d, { kCache: b.kCache, vCache: b.vCache, scores: b.scores, kpos: b.kpos, orig: b.orig, meta: b.scratch.meta }),
+    ];
+  }
+  const move = { kCache: b.kCache, vCache: b.vCache, scores: b.scores, kpos: b.kpos, orig: b.orig, rows: b.scratch.rows!, meta: b.scratch.meta };
   const md = { KV: d.KV, len: d.len, capacity: d.capacity };
   return [
-    evictSelect({ threads: o.threads ?? 256, compact: o.compact }, d, { scores: b.scores, kpos: b.kpos, orig: b.orig, meta: b.scratch.meta }),
+    evictSelect({ threads, compact: o.compact }, d, { scores: b.scores, kpos: b.kpos, orig: b.orig, meta: b.scratch.meta }),
     evictMove('gather', { rowWords, compact: o.compact }, md, move),
     evictMove('scatter', { rowWords, compact: o.compact }, md, move),
   ];
