@@ -52,3 +52,31 @@ fn main(@builtin(global_invocation_id) g: vec3<u32>) {
     }
   });
 });
+
+describe('GPU errors nobody captured', () => {
+  it('make the next read throw with the message, once; reads after it work again', async () => {
+    const r = await gpuRunner();
+    // `meta` is a reserved word in WGSL: the shader does not compile, the dispatch never runs
+    const bad = kernel({ op: 'test_invalid_shader' }, () => ({
+      bindings: [rw('meta', 'array<f32>')],
+      params: [],
+      workgroupSize: [1, 1, 1],
+      body: wgsl`
+@compute @workgroup_size(1)
+fn main() {
+  meta[0] = 1.0;
+}`,
+    }));
+    const buf = r.upload(new Float32Array([7]), 'y');
+    const errors = console.error;
+    console.error = () => {}; // the device also logs it
+    try {
+      r.run([{ kernel: bad, buffers: { meta: buf }, params: {}, workgroups: [1] }]);
+      await expect(r.readF32(buf, 1)).rejects.toThrow(/the GPU reported .*meta/);
+    } finally {
+      console.error = errors;
+    }
+    expect(Array.from(await r.readF32(buf, 1)), 'the buffer kept its value').toEqual([7]);
+    r.destroy(buf);
+  });
+});

@@ -26,7 +26,15 @@ export interface GpuContext {
    * LOCRET_ROBUSTNESS=1 (see dawnFlags)
    */
   readonly robustness: boolean;
+  /**
+   * GPU errors nobody captured (validation, out of memory, internal) since the last call, oldest first. Reads throw
+   * on them (runner.ts), so an invalid shader or dispatch fails loudly instead of leaving stale outputs behind.
+   */
+  readonly takeErrors: () => string[];
 }
+
+/** uncaptured GPU errors kept for the next read to report (the rest are counted) */
+const MAX_KEPT_ERRORS = 8;
 
 let dawnGpu: GPU | null = null; // keeps Dawn's instance alive; see above
 let dawnRobustness = true; // as Dawn's instance was created
@@ -104,9 +112,20 @@ export async function createGpuContext(opts: DeviceOptions = {}): Promise<GpuCon
       minUniformBufferOffsetAlignment: l.minUniformBufferOffsetAlignment,
     },
   });
+  const errors: string[] = [];
+  let dropped = 0;
   device.addEventListener?.('uncapturederror', (e) => {
-    console.error('WebGPU error:', (e as GPUUncapturedErrorEvent).error.message);
+    const message = (e as GPUUncapturedErrorEvent).error.message;
+    console.error('WebGPU error:', message);
+    if (errors.length < MAX_KEPT_ERRORS) errors.push(message);
+    else dropped++;
   });
+  const takeErrors = () => {
+    const out = dropped ? [...errors, `(${dropped} more)`] : [...errors];
+    errors.length = 0;
+    dropped = 0;
+    return out;
+  };
   const info = adapter.info;
   const adapterName = [info?.vendor, info?.architecture, info?.device, info?.description].filter(Boolean).join(' ') || 'unknown adapter';
   const envMax = Number(env('LOCRET_MAX_BINDING') ?? 0);
@@ -114,7 +133,7 @@ export async function createGpuContext(opts: DeviceOptions = {}): Promise<GpuCon
   const tensorCores = sgm && subgroups && hasF16Tile(info) && (info?.subgroupMaxSize ?? 32) <= 32 &&
     device.limits.maxComputeWorkgroupStorageSize >= 32768 && device.limits.maxComputeInvocationsPerWorkgroup >= 512;
   const robustness = nav?.gpu ? true : dawnRobustness; // a browser never drops the bound checks
-  return { device, adapterName, f16, subgroupMatrix: sgm, subgroups, tensorCores, limits: device.limits, maxBinding, robustness };
+  return { device, adapterName, f16, subgroupMatrix: sgm, subgroups, tensorCores, limits: device.limits, maxBinding, robustness, takeErrors };
 }
 
 /** The adapter lists an f16×f16→f32 16×16×16 subgroup-matrix configuration (bindings that list none: assume so). */

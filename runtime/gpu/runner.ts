@@ -238,6 +238,9 @@ export class GpuRunner {
     const out = staging.getMappedRange().slice(0, bytes);
     staging.unmap();
     staging.destroy();
+    // the data may come from work the device rejected (an invalid shader, a dispatch past a limit): say so
+    const errors = this.gpu.takeErrors();
+    if (errors.length) throw new Error(`the GPU reported ${errors.length === 1 ? 'an error' : 'errors'} before this read: ${errors.join(' | ')}`);
     return out;
   }
 
