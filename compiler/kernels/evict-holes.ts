@@ -31,7 +31,7 @@
 import { kernel, ro, rw, wgsl } from '../wgsl.js';
 import type { Dispatch } from '../../runtime/gpu/runner.js';
 import { grid } from './cache-store.js';
-import { EVICT_NONE, ORDER_KEY, radixSelect, SCAN_THREADS, selectWorkgroupVars } from './evict-select.js';
+import { EVICT_NONE, ORDER_KEY, radixSelect, scanThreads, selectWorkgroupVars } from './evict-select.js';
 import { MOVE_WG, rowThreads, rowVector } from './evict-move.js';
 
 const WG = MOVE_WG;
@@ -115,10 +115,7 @@ ${radixSelect(`
       eq += select(0u, 1u, keys[i] == thr);
     }
   }
-  cGt[lid] = gt;
-  cEq[lid] = eq;
-  workgroupBarrier();
-${SCAN_THREADS}
+${scanThreads('gt', 'eq')}
   let gt0 = cGt[lid] - gt;
   let eq0 = cEq[lid] - eq;
   var gtB = gt0;
@@ -140,10 +137,7 @@ ${SCAN_THREADS}
 
   // 4. holes (evicted slots below keep) and fillers (kept slots from keep on) listed in rank order, each filler
   // with its new rank: filler i will move to hole i
-  cGt[lid] = nh;
-  cEq[lid] = nf;
-  workgroupBarrier();
-${SCAN_THREADS}
+${scanThreads('nh', 'nf')}
   var hi = cGt[lid] - nh;
   var fi = cEq[lid] - nf;
   gtB = gt0;

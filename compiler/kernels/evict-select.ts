@@ -79,8 +79,15 @@ ${histFill}
 `;
 }
 
-/** Inclusive scan of the per-thread counts cGt / cEq over the workgroup (params.nt = NT, see the kernel). */
-export const SCAN_THREADS = `
+/**
+ * Inclusive scan over the workgroup of two per-thread counts `a` and `b` (WGSL expressions): afterwards cGt[lid] and
+ * cEq[lid] hold their sums over threads 0..=lid (params.nt = NT, see the kernel).
+ */
+export function scanThreads(a: string, b: string): string {
+  return `
+  cGt[lid] = ${a};
+  cEq[lid] = ${b};
+  workgroupBarrier();
   for (var o = 1u; o < params.nt; o <<= 1u) {
     var ag = 0u;
     var ae = 0u;
@@ -91,6 +98,7 @@ export const SCAN_THREADS = `
     workgroupBarrier();
   }
 `;
+}
 
 /** keep >= 1 (keep 0 evicts everything and moves nothing: the caller dispatches nothing). */
 export function evictSelect(
@@ -146,10 +154,7 @@ ${radixSelect(`
     gt += select(0u, 1u, k > thr);
     eq += select(0u, 1u, k == thr);
   }
-  cGt[lid] = gt;
-  cEq[lid] = eq;
-  workgroupBarrier();
-${SCAN_THREADS}
+${scanThreads('gt', 'eq')}
   var gtBefore = cGt[lid] - gt;
   var eqBefore = cEq[lid] - eq;
   for (var s = s0; s < s1; s++) {
