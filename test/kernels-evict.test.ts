@@ -71,6 +71,15 @@ function words(KV: number, capacity: number, W: number, salt: number): Uint32Arr
   return out;
 }
 
+/** A case's caches: 9 spare slots past len, its row width in words, distinct K and V words, and its scores. */
+function caseData(c: Case, seeds: readonly [k: number, v: number, scores: number]) {
+  const capacity = c.len + 9;
+  const W = c.dtype === 'f32' ? c.D : c.dtype === 'f16' ? c.D / 2 : rowWords(c.D);
+  const k = words(c.KV, capacity, W, seeds[0]);
+  const v = words(c.KV, capacity, W, seeds[1]);
+  return { capacity, W, k, v, scores: makeScores(c.scores, c.KV * capacity, seeds[2]) };
+}
+
 function firstDiff(a: Uint32Array, b: Uint32Array): string {
   for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return `at ${i}: got ${a[i]}, want ${b[i]}`;
   return 'equal';
@@ -111,11 +120,7 @@ describe('evict (select + gather + scatter through a scratch)', () => {
   for (const [ci, c] of cases.entries()) {
     it(`${c.name}: KV=${c.KV} ${c.dtype} D=${c.D} len=${c.len} keep=${c.keep} forcedFrom=${c.forcedFrom} compact=${c.compact} threads=${c.threads ?? 256}`, async () => {
       const r = await gpuRunner();
-      const capacity = c.len + 9;
-      const W = c.dtype === 'f32' ? c.D : c.dtype === 'f16' ? c.D / 2 : rowWords(c.D);
-      const k = words(c.KV, capacity, W, 0x1234 + ci);
-      const v = words(c.KV, capacity, W, 0xbeef + ci);
-      const scores = makeScores(c.scores, c.KV * capacity, 50 + ci);
+      const { capacity, W, k, v, scores } = caseData(c, [0x1234 + ci, 0xbeef + ci, 50 + ci]);
       const kpos = Uint32Array.from({ length: c.KV * capacity }, (_, i) => (i * 7 + 3) % 1000);
       const want = refEvict({ ...c, capacity, words: W }, k, v, scores, kpos);
       // the optional payload (original positions) rides along on the compact cases: moved, never rewritten
@@ -153,11 +158,7 @@ describe("evict, layout 'holes' (the chunk's survivors fill the evicted slots, p
   for (const [ci, c] of cases.filter((x) => !x.single).entries()) {
     it(`${c.name}: KV=${c.KV} ${c.dtype} D=${c.D} len=${c.len} keep=${c.keep} forcedFrom=${c.forcedFrom} threads=${c.threads ?? 256}`, async () => {
       const r = await gpuRunner();
-      const capacity = c.len + 9;
-      const W = c.dtype === 'f32' ? c.D : c.dtype === 'f16' ? c.D / 2 : rowWords(c.D);
-      const k = words(c.KV, capacity, W, 0x4321 + ci);
-      const v = words(c.KV, capacity, W, 0xfeed + ci);
-      const scores = makeScores(c.scores, c.KV * capacity, 90 + ci);
+      const { capacity, W, k, v, scores } = caseData(c, [0x4321 + ci, 0xfeed + ci, 90 + ci]);
       const kpos = shuffledRanks(c.KV, c.len, capacity, 700 + ci);
       const orig = Uint32Array.from({ length: c.KV * capacity }, (_, i) => (i * 13 + 5) % 100_000);
       const want = refEvictHoles({ ...c, capacity, words: W }, k, v, scores, kpos, orig);
