@@ -20,7 +20,7 @@
  */
 import { RETAINING_HIDDEN, qkvWidth, type ModelConfig } from '../ir/config.js';
 import { rotatedKeysBytes } from '../compiler/kernels/rotate-keys.js';
-import { evictLayoutFor } from '../compiler/kernels/evict.js';
+import { evictLayoutFor, evictScratchBytes } from '../compiler/kernels/evict.js';
 import { POLICY_TRAITS } from './policies.js';
 import { quantDtypeFor } from './weights.js';
 
@@ -167,14 +167,15 @@ export function activationTerms(cfg: ModelConfig, o: ResolvedPlanOptions): Memor
   ];
   if (o.policy !== 'full') {
     const cap = cacheCapacity(o);
-    const ordered = evictLayoutFor(o.positions === 'compact', POLICY_TRAITS[o.policy].slotOrder) === 'ordered';
-    // the row scratch only for the ordered layout (compaction through a copy); holes are filled in place
-    const rowBytes = ordered ? 2 * cfg.headDim * (o.kvDtype === 'f32' ? 4 : o.kvDtype === 'f16' ? 2 : 1) + (o.kvDtype === 'int8' ? 8 : 0) : 0;
+    // the bytes the session allocates (evict.ts): the lists, plus one layer's K+V rows when compacting in order
+    const layout = evictLayoutFor(o.positions === 'compact', POLICY_TRAITS[o.policy].slotOrder);
+    const sb = evictScratchBytes(layout, o.kvDtype, cfg.headDim, cfg.numKvHeads, cap);
+    const perSlot = (sb.rows + sb.meta) / (cfg.numKvHeads * cap);
     terms.push({
       name: 'evict_scratch',
-      bytes: cfg.numKvHeads * cap * (rowBytes + 16),
-      formula: ordered
-        ? `KV ${cfg.numKvHeads} × capacity ${cap} × (K+V row ${rowBytes} + 16 meta) (one layer, reused)`
+      bytes: sb.rows + sb.meta,
+      formula: layout === 'ordered'
+        ? `KV ${cfg.numKvHeads} × capacity ${cap} × (K+V row ${perSlot - 16} + 16 meta) (one layer, reused)`
         : `KV ${cfg.numKvHeads} × capacity ${cap} × 16 meta (one layer, reused; holes filled in place)`,
     });
   }
