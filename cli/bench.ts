@@ -71,6 +71,12 @@ export function benchCommand(program: Command): void {
           ['eviction (select + compact)', `${(100 * r.eviction_share).toFixed(2)}% of a chunk`],
           ['scoring (retaining heads)', `${(100 * r.scoring_share).toFixed(2)}% of a chunk`],
           ['peak GPU memory', gib(r.peak_gpu_bytes)],
+          ...(['prefill', 'decode'] as const).flatMap((k): [string, string][] => {
+            const g = r.breakdown?.[k].gpu;
+            if (!g) return [];
+            const ops = Object.entries(g.by_group_ms).sort((a, b) => b[1] - a[1]).map(([op, ms]) => `${op} ${ms.toFixed(3)}`);
+            return [[`${k === 'prefill' ? 'chunk' : 'decode step'} GPU profile (ms)`, `kernels ${g.kernels_ms.toFixed(3)} + gaps ${g.gaps_ms.toFixed(3)}: ${ops.join(', ')}`]];
+          }),
         ];
         const w = Math.max(...rows.map(([k]) => k.length));
         process.stdout.write(rows.map(([k, v]) => `${k.padEnd(w)}  ${v}`).join('\n') + '\n');

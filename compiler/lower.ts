@@ -68,6 +68,8 @@ export interface Plan {
    * trainer copying each layer's pre-RoPE qkv rows out of a buffer that the next layer reuses).
    */
   dispatches(s: StepDims, only?: (op: Op) => boolean, after?: (n: Node) => Dispatch[]): Dispatch[];
+  /** The same dispatches grouped by the node (and op) that emits them, in step order (profiles). */
+  dispatchesByNode(s: StepDims): { readonly op: Op; readonly dispatches: Dispatch[] }[];
   readonly ids: GPUBuffer; // (maxT) u32, written by the caller before each step
   output(id: NodeId): GPUBuffer;
   /** kernels per step (one per computing node, two per retaining head; split weights and attention count as one) */
@@ -189,7 +191,7 @@ const lowerings: { readonly [O in Op]: Lowering<O> } = {
     const b = { q: c.buf(n.q), kCache: l.k, vCache: l.v, kpos: l.kpos, rope: s.rope, out: c.buf(n.id), scratch: c.scratch(), lse: c.lse };
     if (s.keysRotated && s.T > DECODE_MAX_T) throw new Error(`rotated keys are read by decode attention only (T ≤ ${DECODE_MAX_T}, got ${s.T})`);
     if (s.keysRotated || (s.T <= DECODE_MAX_T && !envFlag('LOCRET_OLD_DECODE_ATTN')))
-      return attentionDecode({ ...attnOpts(c), subgroups: c.env.runner.gpu.subgroups, keysRotated: s.keysRotated }, d, b);
+      return attentionDecode({ ...attnOpts(c), subgroups: c.env.runner.gpu.subgroups, tensorCores: tensorCores(c), keysRotated: s.keysRotated }, d, b);
     // prefill on tensor cores where the device has them (attention-sgmat.ts), else f32 FMAs (attention.ts);
     // LOCRET_NO_TENSOR_CORES=1 keeps f32 FMAs everywhere, LOCRET_TC_ATTENTION=0 for attention alone. Keys are
     // rotated once per layer into kRot (f16) for the tensor cores (their tiles are f16 anyway) and for f16 / int8
@@ -375,6 +377,7 @@ export function lower(g: Graph, env: LowerEnv): Plan {
     activationBytes,
     dispatches: (s, only, after) =>
       steps.filter((e) => !only || only(e.node.op)).flatMap((e) => (after ? [...e.emit(s), ...after(e.node)] : e.emit(s))),
+    dispatchesByNode: (s) => steps.map((e) => ({ op: e.node.op, dispatches: e.emit(s) })),
     output: (id) => ctx.buf(id),
     release: () => owned.forEach((b) => runner.destroy(b)),
   };

@@ -8,7 +8,7 @@ import { verify } from '../ir/verify.js';
 import type { ModelConfig } from '../ir/config.js';
 import type { Node, Op } from '../ir/ops.js';
 import { fuse } from '../compiler/fuse.js';
-import { lower, type LayerCache, type Plan } from '../compiler/lower.js';
+import { lower, type LayerCache, type Plan, type StepDims } from '../compiler/lower.js';
 import { evict, evictLayoutFor, evictScratchBytes, evictThreads, type EvictLayout, type EvictScratch } from '../compiler/kernels/evict.js';
 import { fillScores } from '../compiler/kernels/scores.js';
 import { argmax } from '../compiler/kernels/elementwise.js';
@@ -289,8 +289,17 @@ export class Session {
    * entries, keeping only the ops `only` accepts. Reads and overwrites cache slots beyond the current length.
    */
   stepProbe(T: number, decode: boolean, only?: (op: Op) => boolean): Dispatch[] {
+    return this.plan!.dispatches(this.probeDims(T, decode), only);
+  }
+
+  /** stepProbe's dispatches grouped by the op that emits them, in step order (profiles, bench-breakdown.ts). */
+  stepProbeByOp(T: number, decode: boolean): { readonly op: Op; readonly dispatches: Dispatch[] }[] {
+    return this.plan!.dispatchesByNode(this.probeDims(T, decode));
+  }
+
+  private probeDims(T: number, decode: boolean): StepDims {
     const slot0 = Math.max(0, Math.min(this.book?.length ?? 0, this.capacity - T));
-    return this.plan!.dispatches({ T, slot0, pos0: slot0, rope: this.rope(this.capacity), decode, keysRotated: decode && this.keysRotated }, only);
+    return { T, slot0, pos0: slot0, rope: this.rope(this.capacity), decode, keysRotated: decode && this.keysRotated };
   }
 
   /** Ops of the step graph (each lowers to one kernel family). */

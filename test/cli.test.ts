@@ -75,6 +75,16 @@ describe('locret CLI', () => {
     }
     expect(b.peak_gpu_bytes).toBeGreaterThan(b.weight_bytes);
     expect(Object.keys(b.breakdown.decode.by_op)).toEqual(expect.arrayContaining(['qkv_rope', 'attention', 'linear_residual']));
+    // the timestamp profile of the step (the CPU driver has timestamp queries): every op of the step, times that add up
+    for (const step of ['prefill', 'decode']) {
+      const g = b.breakdown[step].gpu;
+      expect(Object.keys(g.by_group_ms).sort(), step).toEqual(Object.keys(b.breakdown[step].by_op).sort());
+      for (const v of Object.values(g.by_group_ms)) expect(v).toBeGreaterThan(0);
+      const sum = Object.values(g.by_group_ms).reduce((x: number, y) => x + (y as number), 0);
+      expect(sum).toBeCloseTo(g.kernels_ms, 6);
+      expect(g.gaps_ms).toBeGreaterThanOrEqual(0);
+      expect(g.span_ms).toBeCloseTo(g.kernels_ms + g.gaps_ms, 6);
+    }
   }, 300_000);
 
   it('plan --json: Llama-3.1-8B at 128K fits 24GB with Locret, not with the full cache', () => {

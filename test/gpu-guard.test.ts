@@ -9,16 +9,21 @@ import { gpuRunner } from './gpu-harness.js';
 
 describe('dawnFlags', () => {
   const f16 = 'enable-dawn-features=allow_unsafe_apis,vulkan_enable_f16_on_nvidia';
+  const noQuant = 'disable-dawn-features=timestamp_quantization';
   it('adds disable_robustness to the one enable list, or starts one', () => {
-    expect(dawnFlags(f16, false)).toEqual([`${f16},disable_robustness`]);
-    expect(dawnFlags(`backend=vulkan ${f16},`, false)).toEqual(['backend=vulkan', `${f16},disable_robustness`]);
-    expect(dawnFlags(undefined, false)).toEqual(['enable-dawn-features=disable_robustness']);
-    expect(dawnFlags('enable-dawn-features=', false)).toEqual(['enable-dawn-features=disable_robustness']);
+    expect(dawnFlags(f16, false)).toEqual([`${f16},disable_robustness`, noQuant]);
+    expect(dawnFlags(`backend=vulkan ${f16},`, false)).toEqual(['backend=vulkan', `${f16},disable_robustness`, noQuant]);
+    expect(dawnFlags(undefined, false)).toEqual([noQuant, 'enable-dawn-features=disable_robustness']);
+    expect(dawnFlags('enable-dawn-features=', false)).toEqual(['enable-dawn-features=disable_robustness', noQuant]);
   });
   it('keeps bound checks when asked, or when the user disables the toggle, and never repeats it', () => {
-    expect(dawnFlags(f16, true)).toEqual([f16]);
-    expect(dawnFlags(`${f16} disable-dawn-features=disable_robustness`, false)).toEqual([f16, 'disable-dawn-features=disable_robustness']);
-    expect(dawnFlags('enable-dawn-features=disable_robustness', false)).toEqual(['enable-dawn-features=disable_robustness']);
+    expect(dawnFlags(f16, true)).toEqual([f16, noQuant]);
+    expect(dawnFlags(`${f16} disable-dawn-features=disable_robustness`, false)).toEqual([f16, 'disable-dawn-features=disable_robustness,timestamp_quantization']);
+    expect(dawnFlags('enable-dawn-features=disable_robustness', false)).toEqual(['enable-dawn-features=disable_robustness', noQuant]);
+  });
+  it('asks for unquantized timestamps unless the user names that toggle', () => {
+    expect(dawnFlags('enable-dawn-features=timestamp_quantization', true)).toEqual(['enable-dawn-features=timestamp_quantization']);
+    expect(dawnFlags(noQuant, true)).toEqual([noQuant]);
   });
 });
 

@@ -26,6 +26,8 @@ export interface GpuContext {
    * LOCRET_ROBUSTNESS=1 (see dawnFlags)
    */
   readonly robustness: boolean;
+  /** `timestamp-query`: GPU time per dispatch for profiles (profile.ts); Node asks Dawn for unquantized timestamps */
+  readonly timestamps: boolean;
   /**
    * GPU errors nobody captured (validation, out of memory, internal) since the last call, oldest first. Reads throw
    * on them (runner.ts), so an invalid shader or dispatch fails loudly instead of leaving stale outputs behind.
@@ -51,6 +53,8 @@ async function nodeGpu(): Promise<GPU> {
 }
 
 const NO_ROBUSTNESS = 'disable_robustness';
+/** Dawn rounds timestamps to 100 µs unless this toggle is off: too coarse for dispatches of a few µs */
+const QUANTIZED_TIMESTAMPS = 'timestamp_quantization';
 /** The toggles a flag list enables (`which` = 'enable') or disables. */
 const toggles = (flags: readonly string[], which: 'enable' | 'disable') =>
   flags.filter((f) => f.startsWith(`${which}-dawn-features=`)).flatMap((f) => f.slice(f.indexOf('=') + 1).split(','));
@@ -64,11 +68,19 @@ const toggles = (flags: readonly string[], which: 'enable' | 'disable') =>
  * toggle joins the user's.
  */
 export function dawnFlags(user: string | undefined, robust: boolean): string[] {
-  const flags = (user ?? '').split(/\s+/).filter(Boolean);
-  if (robust || toggles(flags, 'disable').includes(NO_ROBUSTNESS) || toggles(flags, 'enable').includes(NO_ROBUSTNESS)) return flags;
-  const i = flags.findIndex((f) => f.startsWith('enable-dawn-features='));
-  if (i < 0) return [...flags, `enable-dawn-features=${NO_ROBUSTNESS}`];
-  return flags.map((f, j) => (j === i ? `${f.replace(/,$/, '')}${f.endsWith('=') ? '' : ','}${NO_ROBUSTNESS}` : f));
+  let flags = (user ?? '').split(/\s+/).filter(Boolean);
+  const named = (t: string) => toggles(flags, 'disable').includes(t) || toggles(flags, 'enable').includes(t);
+  if (!named(QUANTIZED_TIMESTAMPS)) flags = withToggle(flags, 'disable', QUANTIZED_TIMESTAMPS);
+  if (robust || named(NO_ROBUSTNESS)) return flags;
+  return withToggle(flags, 'enable', NO_ROBUSTNESS);
+}
+
+/** Adds a toggle to the flags' one `enable-` / `disable-dawn-features` list (Dawn reads one of each). */
+function withToggle(flags: readonly string[], which: 'enable' | 'disable', toggle: string): string[] {
+  const prefix = `${which}-dawn-features=`;
+  const i = flags.findIndex((f) => f.startsWith(prefix));
+  if (i < 0) return [...flags, `${prefix}${toggle}`];
+  return flags.map((f, j) => (j === i ? `${f.replace(/,$/, '')}${f.endsWith('=') ? '' : ','}${toggle}` : f));
 }
 
 export interface DeviceOptions {
@@ -97,6 +109,8 @@ export async function createGpuContext(opts: DeviceOptions = {}): Promise<GpuCon
   if (subgroups) want.push('subgroups' as GPUFeatureName);
   const sgm = adapter.features.has('chromium-experimental-subgroup-matrix' as GPUFeatureName) && f16;
   if (sgm) want.push('chromium-experimental-subgroup-matrix' as GPUFeatureName);
+  const timestamps = adapter.features.has('timestamp-query');
+  if (timestamps) want.push('timestamp-query');
   const l = adapter.limits;
   const device = await adapter.requestDevice({
     requiredFeatures: want,
@@ -133,7 +147,7 @@ export async function createGpuContext(opts: DeviceOptions = {}): Promise<GpuCon
   const tensorCores = sgm && subgroups && hasF16Tile(info) && (info?.subgroupMaxSize ?? 32) <= 32 &&
     device.limits.maxComputeWorkgroupStorageSize >= 32768 && device.limits.maxComputeInvocationsPerWorkgroup >= 512;
   const robustness = nav?.gpu ? true : dawnRobustness; // a browser never drops the bound checks
-  return { device, adapterName, f16, subgroupMatrix: sgm, subgroups, tensorCores, limits: device.limits, maxBinding, robustness, takeErrors };
+  return { device, adapterName, f16, subgroupMatrix: sgm, subgroups, tensorCores, limits: device.limits, maxBinding, robustness, timestamps, takeErrors };
 }
 
 /** The adapter lists an f16×f16→f32 16×16×16 subgroup-matrix configuration (bindings that list none: assume so). */

@@ -185,8 +185,12 @@ export class GpuRunner {
     return bg;
   }
 
-  /** Records dispatches into one compute pass of `enc`; their parameters go to the shared params buffer. */
-  record(enc: GPUCommandEncoder, dispatches: readonly Dispatch[]): void {
+  /**
+   * Records dispatches into one compute pass of `enc`; their parameters go to the shared params buffer. With
+   * `timing` (profile.ts), each dispatch takes a pass of its own that writes timestamps first + 2i and first + 2i + 1
+   * of the query set at its start and end.
+   */
+  record(enc: GPUCommandEncoder, dispatches: readonly Dispatch[], timing?: { querySet: GPUQuerySet; first: number }): void {
     const compiled = dispatches.map((d) => this.compiled(d.kernel));
     const offsets: number[] = [];
     let bytes = 0;
@@ -202,17 +206,21 @@ export class GpuRunner {
       });
       ub = this.uniforms.upload(bytes);
     }
-    const pass = enc.beginComputePass();
+    const shared = timing ? null : enc.beginComputePass();
+    const timed = (i: number, t: NonNullable<typeof timing>) =>
+      enc.beginComputePass({ timestampWrites: { querySet: t.querySet, beginningOfPassWriteIndex: t.first + 2 * i, endOfPassWriteIndex: t.first + 2 * i + 1 } });
     dispatches.forEach((d, i) => {
       const c = compiled[i]!;
+      const pass = shared ?? timed(i, timing!);
       pass.setPipeline(c.pipeline);
       if (c.paramBytes) pass.setBindGroup(0, this.bindGroup(d, c, ub), [offsets[i]!]);
       else pass.setBindGroup(0, this.bindGroup(d, c, null));
       const [x, y = 1, z = 1] = d.workgroups;
       pass.dispatchWorkgroups(x, y, z);
       this.dispatchCount++;
+      if (!shared) pass.end();
     });
-    pass.end();
+    shared?.end();
   }
 
   /**
