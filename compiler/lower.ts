@@ -191,7 +191,7 @@ const lowerings: { readonly [O in Op]: Lowering<O> } = {
     const b = { q: c.buf(n.q), kCache: l.k, vCache: l.v, kpos: l.kpos, rope: s.rope, out: c.buf(n.id), scratch: c.scratch(), lse: c.lse };
     if (s.keysRotated && s.T > DECODE_MAX_T) throw new Error(`rotated keys are read by decode attention only (T ≤ ${DECODE_MAX_T}, got ${s.T})`);
     if (s.keysRotated || (s.T <= DECODE_MAX_T && !envFlag('LOCRET_OLD_DECODE_ATTN')))
-      return attentionDecode({ ...attnOpts(c), subgroups: c.env.runner.gpu.subgroups, tensorCores: tensorCores(c), keysRotated: s.keysRotated }, d, b);
+      return attentionDecode({ ...attnOpts(c), subgroups: c.env.runner.gpu.subgroups, keysRotated: s.keysRotated }, d, b);
     // prefill on tensor cores where the device has them (attention-sgmat.ts), else f32 FMAs (attention.ts);
     // LOCRET_NO_TENSOR_CORES=1 keeps f32 FMAs everywhere, LOCRET_TC_ATTENTION=0 for attention alone. Keys are
     // rotated once per layer into kRot (f16) for the tensor cores (their tiles are f16 anyway) and for f16 / int8

@@ -6,9 +6,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { attentionScratchBytes, type AttentionOpts } from '../compiler/kernels/attention.js';
-import { attentionDecode, attentionDecodePlan, attentionDecodeTcPlan, attentionDecodeV2Plan, decodeScratchBytes, type DecodeOpts } from '../compiler/kernels/attention-decode.js';
-import { decodeTcUsable } from '../compiler/kernels/attention-decode-tc.js';
-import { workgroupVars } from '../compiler/wgsl-workgroup.js';
+import { attentionDecode, attentionDecodePlan, attentionDecodeV2Plan, decodeScratchBytes, type DecodeOpts } from '../compiler/kernels/attention-decode.js';
 import type { CacheDtype } from '../compiler/kernels/attn-common.js';
 import { ropeTable } from '../runtime/rope.js';
 import type { GpuRunner } from '../runtime/gpu/runner.js';
@@ -36,8 +34,6 @@ interface Case {
   rows?: number;
   /** v2 only: next round's loads issued before this round's arithmetic (default on for f32/f16) */
   prefetch?: boolean;
-  /** v2 only: row blocks per workgroup walking the same keys */
-  blocks?: number;
 }
 
 const POSITIONS = 1100;
@@ -101,13 +97,6 @@ const casesV2: Case[] = [
   { KV: 2, G: 4, D: 128, rot: 128, T: 1, len: 333, dtype: 'f16', rows: 2, prefetch: false },
   { KV: 1, G: 3, D: 96, rot: 32, T: 4, len: 250, dtype: 'f32', nk: 2, rows: 4, splits: 3, prefetch: false },
   { KV: 2, G: 2, D: 64, rot: 64, T: 2, len: 90, dtype: 'f16', nt: 32, kl: 4, prefetch: false },
-  // two row blocks per workgroup over the same keys: the 8B decode shape, an odd block count (the second block of
-  // the last workgroup has no rows), blocks of different tokens (T > 1: causal limits differ inside a workgroup),
-  // int8 rows, the workgroup-memory reduction (16 lanes per key)
-  { KV: 2, G: 4, D: 128, rot: 128, T: 1, len: 700, dtype: 'f16', blocks: 2 },
-  { KV: 1, G: 3, D: 64, rot: 64, T: 3, len: 300, dtype: 'f32', blocks: 2, rows: 2, splits: 3 },
-  { KV: 2, G: 4, D: 64, rot: 64, T: 3, len: 200, dtype: 'int8', blocks: 2, rows: 4, nk: 2 },
-  { KV: 1, G: 4, D: 128, rot: 128, T: 2, len: 150, dtype: 'f16', blocks: 2, kl: 16, prefetch: false },
 ];
 
 async function check(r: GpuRunner, c: Case, seed: number, withLse: boolean, variant: 'v1' | 'v2' = 'v1') {
@@ -117,7 +106,7 @@ async function check(r: GpuRunner, c: Case, seed: number, withLse: boolean, vari
   const d = { T: c.T, base: x.base, capacity: x.capacity, scale: x.sh.scale, splits: c.splits };
   // nk 0: the plan's own batch size (the 8B decode shape's kernel)
   const o: DecodeOpts = { ...opts(c), subgroups: r.gpu.subgroups, nk: c.nk === 0 ? undefined : (c.nk ?? 1), variant };
-  if (variant === 'v2') o.v2 = { kl: c.kl, nt: c.nt, nk: c.nk === 0 ? undefined : Math.min(2, c.nk ?? 1), rows: c.rows, prefetch: c.prefetch, blocks: c.blocks };
+  if (variant === 'v2') o.v2 = { kl: c.kl, nt: c.nt, nk: c.nk === 0 ? undefined : Math.min(2, c.nk ?? 1), rows: c.rows, prefetch: c.prefetch };
   const p = variant === 'v2' ? attentionDecodeV2Plan(o, d) : attentionDecodePlan(o, d);
   const bufs = {
     q: r.upload(x.q, 'q'),
@@ -131,8 +120,7 @@ async function check(r: GpuRunner, c: Case, seed: number, withLse: boolean, vari
   };
   r.run(attentionDecode(o, d, bufs));
   const tol = c.dtype === 'f32' ? 1e-4 : 2e-3;
-  const what = `${variant} sg=${o.subgroups} splits=${p.splits} R=${p.R} NK=${p.NK}${'PF' in p && p.PF ? ' prefetch' : ''}${'BW' in p ? ` BW=${p.BW}` : ''}`;
-  if (c.blocks) expect('BW' in p && p.BW, 'row blocks per workgroup').toBe(Math.min(c.blocks, (p as { nBlocks: number }).nBlocks));
+  const what = `${variant} sg=${o.subgroups} splits=${p.splits} R=${p.R} NK=${p.NK}${'PF' in p && p.PF ? ' prefetch' : ''}`;
   expectClose(await r.readF32(bufs.out, c.T * H * c.D), want.out, tol, `out (${what})`);
   if (bufs.lse) expectClose(await r.readF32(bufs.lse, c.T * H), want.lse, tol, `lse (${what})`);
   for (const b of Object.values(bufs)) if (b) r.destroy(b);
@@ -155,18 +143,15 @@ describe('decode attention over the cache', async () => {
     });
     for (const [i, c] of casesV2.entries()) {
       const withLse = i % 2 === 1 || c.splits !== undefined;
-      it(`${name}: v2 KV=${c.KV} G=${c.G} D=${c.D} rot=${c.rot} T=${c.T} len=${c.len} ${c.dtype}${c.splits ? ` splits=${c.splits}` : ''} kl=${c.kl ?? '-'} nt=${c.nt ?? '-'} nk=${c.nk ?? 1}${c.rows ? ` rows=${c.rows}` : ''}${c.prefetch === false ? ' no-prefetch' : ''}${c.blocks ? ` blocks=${c.blocks}` : ''} lse=${withLse}`, async () => {
+      it(`${name}: v2 KV=${c.KV} G=${c.G} D=${c.D} rot=${c.rot} T=${c.T} len=${c.len} ${c.dtype}${c.splits ? ` splits=${c.splits}` : ''} kl=${c.kl ?? '-'} nt=${c.nt ?? '-'} nk=${c.nk ?? 1}${c.rows ? ` rows=${c.rows}` : ''}${c.prefetch === false ? ' no-prefetch' : ''} lse=${withLse}`, async () => {
         await check(r, c, 700 + i * 10, withLse, 'v2');
       });
     }
   }
 });
 
-/**
- * Keys rotated in place, then v2 (or the tensor-core kernel, emulated: `tc`) reading them as they are: same
- * attention as rotating every key on load.
- */
-async function checkRotated(r: GpuRunner, c: Case, seed: number, tc?: { tau?: number }) {
+/** Keys rotated in place, then v2 reading them as they are: same attention as rotating every key on load. */
+async function checkRotated(r: GpuRunner, c: Case, seed: number) {
   const dtype = c.dtype as 'f32' | 'f16';
   const H = c.KV * c.G;
   const x = inputs(c, seed);
@@ -185,21 +170,16 @@ async function checkRotated(r: GpuRunner, c: Case, seed: number, tc?: { tau?: nu
   expect(got.filter((_, i) => i % (x.capacity * c.D) >= c.len * c.D).every(Number.isNaN), 'slots past the live ones untouched').toBe(true);
   // positions are not read any more: poison them
   const d = { T: c.T, base: x.base, capacity: x.capacity, scale: x.sh.scale, splits: c.splits };
-  const o: DecodeOpts = { ...opts(c), subgroups: r.gpu.subgroups, keysRotated: true, v2: { kl: c.kl, nt: c.nt, nk: c.nk, rows: c.rows, prefetch: c.prefetch, blocks: c.blocks } };
-  if (tc) Object.assign(o, { variant: 'tc', tc: { emulate: true, tau: tc.tau } });
-  const p = tc ? attentionDecodeTcPlan(o, d) : attentionDecodeV2Plan(o, d);
+  const o: DecodeOpts = { ...opts(c), subgroups: r.gpu.subgroups, keysRotated: true, v2: { kl: c.kl, nt: c.nt, nk: c.nk, rows: c.rows, prefetch: c.prefetch } };
+  const p = attentionDecodeV2Plan(o, d);
   const bufs = {
     q: r.upload(x.q, 'q'), kCache, vCache: r.upload(x.v.gpu, 'v'), kpos: r.upload(new Uint32Array(c.KV * x.capacity).fill(0xffffffff), 'kpos-poison'), rope,
     out: r.createBuffer(c.T * H * c.D * 4, 'out'), lse: r.createBuffer(c.T * H * 4, 'lse'),
     scratch: r.createBuffer(Math.max(16, p.splits * c.T * H * (c.D + 4) * 4), 'scratch'),
   };
-  const ds = attentionDecode(o, d, bufs);
-  expect(ds[0]!.kernel.name.startsWith(tc ? 'attention_decode_tc' : 'attention_decode2'), ds[0]!.kernel.name).toBe(true);
-  expect(ds.length).toBe(p.splits > 1 ? 2 : 1);
-  r.run(ds);
-  // tensor cores: q and P in f16 (as the prefill kernel), keys and values exact
-  const tol = dtype === 'f32' ? 1e-4 : tc ? 6e-3 : 3e-3;
-  const what = `rotated keys, ${dtype} splits=${p.splits}${'R' in p ? ` R=${p.R} NK=${p.NK}${p.PF ? ' prefetch' : ''}` : ' tensor cores'}`;
+  r.run(attentionDecode(o, d, bufs));
+  const tol = dtype === 'f32' ? 1e-4 : 3e-3;
+  const what = `rotated keys, ${dtype} splits=${p.splits} R=${p.R} NK=${p.NK}${p.PF ? ' prefetch' : ''}`;
   expectClose(await r.readF32(bufs.out, c.T * H * c.D), want.out, tol, `out (${what})`);
   expectClose(await r.readF32(bufs.lse, c.T * H), want.lse, tol, `lse (${what})`);
   for (const b of [...Object.values(bufs), kpos]) r.destroy(b);
@@ -212,7 +192,6 @@ describe('decode attention over keys rotated in place', async () => {
     { KV: 3, G: 1, D: 96, rot: 32, T: 1, len: 77, dtype: 'f32', splits: 3 },
     { KV: 1, G: 3, D: 64, rot: 64, T: 4, len: 250, dtype: 'f16', nk: 2, rows: 4, prefetch: false },
     { KV: 2, G: 2, D: 64, rot: 64, T: 1, len: 90, dtype: 'f32', nt: 32, kl: 4 },
-    { KV: 2, G: 4, D: 128, rot: 128, T: 1, len: 400, dtype: 'f16', blocks: 2 },
   ];
   for (const [i, c] of rotCases.entries()) {
     it(`KV=${c.KV} G=${c.G} D=${c.D} rot=${c.rot} T=${c.T} len=${c.len} ${c.dtype}${c.splits ? ` splits=${c.splits}` : ''}`, async () => {
@@ -220,49 +199,6 @@ describe('decode attention over keys rotated in place', async () => {
     });
   }
 });
-
-describe('tensor-core decode attention (subgroup matrices emulated) over keys rotated in place', async () => {
-  const r = await gpuRunner();
-  // the 8B group shape split (the last split's last tile moved back over keys it must not count twice), one block
-  // of 5 queries × 3 heads unsplit with lse, two blocks of 4 queries whose causal limits differ, a 16-head group
-  // (every row of the fragment live), the reference max moved at every rise (tau 0: the rescale path)
-  const tcCases: [Case, number?][] = [
-    [{ KV: 2, G: 4, D: 128, rot: 128, T: 1, len: 300, dtype: 'f16' }],
-    [{ KV: 1, G: 3, D: 64, rot: 64, T: 5, len: 250, dtype: 'f16', splits: 1 }],
-    [{ KV: 2, G: 4, D: 128, rot: 64, T: 8, len: 40, dtype: 'f16', splits: 2 }],
-    [{ KV: 1, G: 16, D: 64, rot: 64, T: 1, len: 100, dtype: 'f16' }],
-    [{ KV: 2, G: 2, D: 64, rot: 64, T: 2, len: 90, dtype: 'f16', splits: 3 }, 0],
-  ];
-  for (const [i, [c, tau]] of tcCases.entries()) {
-    it(`KV=${c.KV} G=${c.G} D=${c.D} T=${c.T} len=${c.len}${c.splits ? ` splits=${c.splits}` : ''}${tau === 0 ? ' tau=0' : ''}`, async () => {
-      await checkRotated(r, c, 950 + i * 10, { tau });
-    });
-  }
-  it('takes calls whose first block sees 16 keys, f16 caches with rotated keys and groups up to 16; v2 takes the rest', () => {
-    const o = (G: number, dtype: CacheDtype = 'f16', keysRotated = true) => ({ ...opts({ KV: 2, G, D: 128, rot: 128, dtype } as Case), keysRotated });
-    const d = (T: number, len: number) => ({ T, base: len - T, capacity: len, scale: 1 });
-    expect(decodeTcUsable(o(4), d(1, 16))).toBe(true);
-    expect(decodeTcUsable(o(4), d(1, 15))).toBe(false);
-    expect(decodeTcUsable(o(4), d(8, 19))).toBe(false); // first block of 4 queries ends at key 15
-    expect(decodeTcUsable(o(4), d(8, 20))).toBe(true);
-    expect(decodeTcUsable(o(16), d(1, 300))).toBe(true);
-    expect(decodeTcUsable(o(32), d(1, 300))).toBe(false);
-    expect(decodeTcUsable(o(4, 'int8'), d(1, 300))).toBe(false);
-    expect(decodeTcUsable(o(4, 'f16', false), d(1, 300))).toBe(false);
-    const short = attentionDecode({ ...o(4), subgroups: true, tensorCores: true, variant: 'tc' }, d(1, 15), placeholders);
-    expect(short[0]!.kernel.name.startsWith('attention_decode2')).toBe(true);
-  });
-  it('the real-builtin kernel: every workgroup variable a multiple of 16 bytes, the extension enabled', () => {
-    const o = { ...opts({ KV: 8, G: 4, D: 128, rot: 128, dtype: 'f16' } as Case), keysRotated: true, subgroups: true, tensorCores: true, variant: 'tc' as const };
-    const ds = attentionDecode(o, { T: 1, base: 16383, capacity: 17408, scale: 1 }, placeholders);
-    expect(ds[0]!.kernel.name.startsWith('attention_decode_tc')).toBe(true);
-    expect(ds[0]!.kernel.code).toContain('enable chromium_experimental_subgroup_matrix;');
-    expect(ds[0]!.kernel.code).toContain('subgroupMatrixLoad<RightM, col_major>(&kvS');
-    for (const v of workgroupVars(ds[0]!.kernel.code)) expect(v.bytes % 16, v.name).toBe(0);
-  });
-});
-
-const placeholders = { q: {}, kCache: {}, vCache: {}, kpos: {}, rope: {}, out: {}, lse: {}, scratch: { size: 1 << 30 } } as never;
 
 describe('decode attention scratch sizing', () => {
   it('attentionScratchBytes (prefill-sized) covers every decode call up to the end of the cache', () => {

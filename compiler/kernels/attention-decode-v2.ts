@@ -46,8 +46,6 @@ const SHORT_CACHE = 65536;
 const TARGET_WG = 528;
 const MIN_SPLIT_KEYS = 64;
 const OB_BYTES = 16384; // workgroup memory for the end-of-slab merge of one row's output quads
-/** Workgroup memory one kernel may take (the CPU driver's limit; every GPU this runs on offers at least this). */
-const WG_BYTES = 32768;
 
 export interface DecodeV2Opts extends AttentionOpts {
   subgroups: boolean;
@@ -55,10 +53,8 @@ export interface DecodeV2Opts extends AttentionOpts {
   kl?: number;
   nt?: number;
   nk?: number;
-  /** rows (query, head) per thread block, ≤ 4 (default: by cache length, see SHORT_CACHE) */
+  /** rows (query, head) per workgroup, ≤ 4 (default: by cache length, see SHORT_CACHE) */
   rows?: number;
-  /** thread blocks per workgroup, each with its own R rows, all walking the same keys (1 or 2; default 1) */
-  blocks?: number;
   /** load the next round's K/V words and positions while this round computes (f32/f16 caches; default on) */
   prefetch?: boolean;
   /** the cached keys already carry RoPE at their positions (session.ts rotates them at the first decode step) */
@@ -68,11 +64,7 @@ export interface DecodeV2Opts extends AttentionOpts {
 export interface DecodeV2Plan {
   G: number;
   R: number;
-  /** row blocks of R rows */
   nBlocks: number;
-  /** row blocks per workgroup: NT threads each, the same slab of keys, so the K/V bytes one block loads are in L1
-   * when the other asks for them (one DRAM read per GQA group without the registers of 4 rows per thread) */
-  BW: number;
   KL: number;
   NT: number;
   NG: number;
@@ -83,8 +75,8 @@ export interface DecodeV2Plan {
   PF: boolean;
 }
 
-interface TuningV2 { kl?: number; nt?: number; nk?: number; slab?: number; wgs?: number; rows?: number; pf?: boolean; bw?: number }
-/** `LOCRET_ATTN_DECODE="v2,kl=8,nt=128,k2=1,slab=512,wgs=1024,rows=4,pf=1,bw=2"`: plan knobs for timing runs (results unchanged). */
+interface TuningV2 { kl?: number; nt?: number; nk?: number; slab?: number; wgs?: number; rows?: number; pf?: boolean }
+/** `LOCRET_ATTN_DECODE="v2,kl=8,nt=128,k2=1,slab=512,wgs=1024,rows=4,pf=1"`: plan knobs for timing runs (results unchanged). */
 export function tuningV2(spec = env('LOCRET_ATTN_DECODE')): TuningV2 {
   if (lastTuning && lastTuning.spec === spec) return lastTuning.t; // every layer of every step plans: parse once
   const t: TuningV2 = {};
@@ -97,7 +89,6 @@ export function tuningV2(spec = env('LOCRET_ATTN_DECODE')): TuningV2 {
     if (k === 'wgs' && n >= 1) t.wgs = n;
     if (k === 'rows' && [1, 2, 3, 4].includes(n)) t.rows = n;
     if (k === 'pf' && (n === 0 || n === 1)) t.pf = n === 1;
-    if (k === 'bw' && (n === 1 || n === 2)) t.bw = n;
   }
   lastTuning = { spec, t };
   return t;
@@ -118,12 +109,10 @@ export function planV2(o: DecodeV2Opts, d: AttentionDims, splitsBound: number): 
   const DQ = o.headDim / 4;
   let KL = o.kl ?? tune.kl ?? 8;
   while (DQ % KL !== 0) KL /= 2;
-  const NK = o.nk ?? tune.nk ?? (short ? 1 : 2);
-  const BW = Math.max(1, Math.min(o.blocks ?? tune.bw ?? 1, 2, nBlocks));
   let NT = Math.max(KL, o.nt ?? tune.nt ?? 128);
-  while (NT > KL && ((NT / KL) * DQ * 16 > OB_BYTES || workgroupBytes(R, NT, NT / KL, NK, DQ, BW) > WG_BYTES)) NT /= 2;
+  while (NT > KL && (NT / KL) * DQ * 16 > OB_BYTES) NT /= 2;
   const NG = NT / KL;
-  // splits from thread blocks, not workgroups: two blocks per workgroup keep the resident threads the same
+  const NK = o.nk ?? tune.nk ?? (short ? 1 : 2);
   let splits = d.splits ?? (tune.slab ? Math.ceil(kvEnd / tune.slab)
     : Math.min(Math.ceil((tune.wgs ?? TARGET_WG) / (nBlocks * o.numKvHeads)), Math.ceil(kvEnd / MIN_SPLIT_KEYS)));
   if (d.splits === undefined) splits = Math.min(splits, splitsBound);
@@ -132,18 +121,13 @@ export function planV2(o: DecodeV2Opts, d: AttentionDims, splitsBound: number): 
   const splitKeys = Math.ceil(Math.ceil(kvEnd / splits) / round) * round;
   // int8 rows carry their scale after the codes: its quads are not prefetched (the plain round serves it)
   const PF = o.cacheDtype !== 'int8' && (o.prefetch ?? tune.pf ?? true);
-  return { G, R, nBlocks, BW, KL, NT, NG, NK, splits: Math.ceil(kvEnd / splitKeys), splitKeys, PF };
-}
-
-/** Workgroup memory of the kernel: per block the partial dots of two rounds, the group (max, sum) and output quads. */
-function workgroupBytes(R: number, NT: number, NG: number, NK: number, DQ: number, BW: number): number {
-  return BW * (2 * NK * R * NT * 4 + 2 * R * NG * 4 + NG * DQ * 16);
+  return { G, R, nBlocks, KL, NT, NG, NK, splits: Math.ceil(kvEnd / splitKeys), splitKeys, PF };
 }
 
 const seq = (n: number) => Array.from({ length: n }, (_, i) => i);
 
 function mainKernel(o: DecodeV2Opts, p: DecodeV2Plan, split: boolean, withLse: boolean) {
-  const { G, R, KL, NT, NG, NK, BW } = p;
+  const { G, R, KL, NT, NG, NK } = p;
   const H = o.numHeads;
   const DQ = o.headDim / 4;
   const rot = o.keysRotated ? 0 : o.rotaryDim; // rotated keys: every quad is read as is, positions are not needed
@@ -153,13 +137,13 @@ function mainKernel(o: DecodeV2Opts, p: DecodeV2Plan, split: boolean, withLse: b
   const np = Math.ceil(PQ / KL);
   const nv = DQ / KL;
   const sg = o.subgroups;
-  const key = { op: 'attention_decode2', cache: o.cacheDtype, H, G, D: o.headDim, rot, R, KL, NT, NK, sg, split, lse: withLse, pf: p.PF, BW };
+  const key = { op: 'attention_decode2', cache: o.cacheDtype, H, G, D: o.headDim, rot, R, KL, NT, NK, sg, split, lse: withLse, pf: p.PF };
   const [rs, fs, ps, vs, ks] = [seq(R), seq(nf), seq(np), seq(nv), seq(NK)];
   const rk = (kk: number, r: number) => `${kk}_${r}`;
   const redLen = 2 * NK * R * NT;
   // partial dots of (key kk, row r) summed over the KL lanes of each group into z_kk_r
   const shuffleSum = ks.map((kk) => rs.map((r) => seq(Math.log2(KL)).map((b) => `        z${rk(kk, r)} += subgroupShuffleXor(z${rk(kk, r)}, ${1 << b}u);`).join('\n')).join('\n')).join('\n');
-  const ldsSum = `        let rb = (bl * 2u + hb) * ${NK * R * NT}u;
+  const ldsSum = `        let rb = hb * ${NK * R * NT}u;
 ${ks.map((kk) => rs.map((r) => `        red[rb + ${(kk * R + r) * NT}u + lid] = z${rk(kk, r)};`).join('\n')).join('\n')}
         workgroupBarrier();
 ${ks.map((kk) => rs.map((r) => `        z${rk(kk, r)} = 0.0;
@@ -167,7 +151,7 @@ ${ks.map((kk) => rs.map((r) => `        z${rk(kk, r)} = 0.0;
   return kernel(key, () => ({
     bindings: attentionBindings(o.cacheDtype, split, withLse),
     params: SPLIT_ATTENTION_PARAMS,
-    workgroupSize: [NT * BW, 1, 1],
+    workgroupSize: [NT, 1, 1],
     enables: sg ? ['subgroups'] : [],
     body: wgsl`
 const DQ = ${DQ}u;
@@ -177,27 +161,23 @@ const G = ${G}u;
 const R = ${R}u;
 const KL = ${KL}u;
 const NG = ${NG}u;
-const NT = ${NT}u;
 const NEG = ${NEG};
 ${keyFns(o.cacheDtype, true)}
 ${p.PF ? rawFns(o.cacheDtype as 'f32' | 'f16') : ''}
 
-var<workgroup> red: array<f32, ${redLen * BW}>; // (BW blocks, 2 rounds, NK keys, R rows, NT lanes) partial dots, no-shuffle path
-var<workgroup> gm: array<f32, ${BW * R * NG}>; // (BW, R, NG) per-group max
-var<workgroup> gl: array<f32, ${BW * R * NG}>; // (BW, R, NG) per-group sum
-var<workgroup> ob: array<vec4<f32>, ${BW * NG * DQ}>; // (BW, NG, DQ) one row's per-group output quads, rescaled
+var<workgroup> red: array<f32, ${redLen}>; // (2 rounds, NK keys, R rows, NT lanes) partial dots, no-shuffle path
+var<workgroup> gm: array<f32, ${R * NG}>; // (R, NG) per-group max
+var<workgroup> gl: array<f32, ${R * NG}>; // (R, NG) per-group sum
+var<workgroup> ob: array<vec4<f32>, ${NG * DQ}>; // (NG, DQ) one row's per-group output quads, rescaled
 
-@compute @workgroup_size(${NT * BW})
-fn main(@builtin(local_invocation_index) lw: u32, @builtin(workgroup_id) wg: vec3<u32>${sg ? ', @builtin(subgroup_size) sgs: u32' : ''}) {
+@compute @workgroup_size(${NT})
+fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: vec3<u32>${sg ? ', @builtin(subgroup_size) sgs: u32' : ''}) {
   let g = wg.x % ${o.numKvHeads}u;
-  let bl = lw / NT; // this thread's block: its own rows, the workgroup's keys
-  let lid = lw % NT;
-  let blk = (wg.x / ${o.numKvHeads}u) * ${BW}u + bl;
+  let blk = wg.x / ${o.numKvHeads}u;
   let ln = lid % KL;
   let grp = lid / KL;
   let k0 = wg.y * params.splitKeys;
-  // the workgroup's last row bounds the keys: uniform, so every block runs the same rounds (barriers inside)
-  let lastT = min(((wg.x / ${o.numKvHeads}u) * ${BW * R}u + ${BW * R - 1}u) / G, params.T - 1u);
+  let lastT = min((blk * R + R - 1u) / G, params.T - 1u);
   let k1 = min(k0 + params.splitKeys, params.base + lastT + 1u); // uniform: workgroup id and params only
   // this lane's quads: frequency quads f (and f + HQ), pass-through quads, value quads; out-of-range ones read a
   // valid quad and meet a zero q
@@ -259,11 +239,11 @@ ${vs.map((i) => `      a${r}_${i} += w * v${kk}_${i};`).join('\n')}
   }
   // merge the lane groups: M = max of the group maxima, each group's output and sum weighed by exp(m - M)
   if (ln == 0u) {
-${rs.map((r) => `    gm[bl * ${R * NG}u + ${r * NG}u + grp] = m${r};
-    gl[bl * ${R * NG}u + ${r * NG}u + grp] = l${r};`).join('\n')}
+${rs.map((r) => `    gm[${r * NG}u + grp] = m${r};
+    gl[${r * NG}u + grp] = l${r};`).join('\n')}
   }
   workgroupBarrier();
-${rs.map((r) => merge(r, vs, KL, NG, R, split, withLse)).join('\n')}
+${rs.map((r) => merge(r, vs, KL, NG, NT, split, withLse)).join('\n')}
 }`,
   }));
 }
@@ -309,7 +289,7 @@ ${roundLoads(p, fs, ps, vs, ks, `(kb + ${p.NG * p.NK}u)`, false)}
 ${ks.map((kk) => fs.map((i) => ropeLoads(kk, i)).join('\n')).join('\n')}`;
 }
 
-function merge(r: number, vs: number[], KL: number, NG: number, R: number, split: boolean, withLse: boolean): string {
+function merge(r: number, vs: number[], KL: number, NG: number, NT: number, split: boolean, withLse: boolean): string {
   const write = split
     ? `scratch[(wg.y * params.T * H + qa${r} / DQ) * DQ + j] = a;`
     : `out[qa${r} + j] = a / L;`;
@@ -318,18 +298,17 @@ function merge(r: number, vs: number[], KL: number, NG: number, R: number, split
     ? `if (ok${r} && lid == 0u) { scratch[params.splits * params.T * H * DQ + wg.y * params.T * H + qa${r} / DQ] = vec4<f32>(M, L, 0.0, 0.0); }`
     : withLse ? `if (ok${r} && lid == 0u) { lse[qa${r} / DQ] = M + log(L); }` : '';
   return `  {
-    let gb = bl * ${R * NG}u + ${r * NG}u;
     var M = NEG;
-    for (var i = 0u; i < NG; i++) { M = max(M, gm[gb + i]); }
+    for (var i = 0u; i < NG; i++) { M = max(M, gm[${r * NG}u + i]); }
     var L = 0.0;
-    for (var i = 0u; i < NG; i++) { L += gl[gb + i] * exp(gm[gb + i] - M); } // empty group: 0 · 1
+    for (var i = 0u; i < NG; i++) { L += gl[${r * NG}u + i] * exp(gm[${r * NG}u + i] - M); } // empty group: 0 · 1
     let sc = exp(m${r} - M);
-${vs.map((i) => `    ob[(bl * NG + grp) * DQ + ln + ${i * KL}u] = a${r}_${i} * sc;`).join('\n')}
+${vs.map((i) => `    ob[grp * DQ + ln + ${i * KL}u] = a${r}_${i} * sc;`).join('\n')}
     workgroupBarrier();
     if (ok${r}) {
-      for (var j = lid; j < DQ; j += NT) {
+      for (var j = lid; j < DQ; j += ${NT}u) {
         var a = vec4<f32>(0.0);
-        for (var i = 0u; i < NG; i++) { a += ob[(bl * NG + i) * DQ + j]; }
+        for (var i = 0u; i < ${NG}u; i++) { a += ob[i * DQ + j]; }
         ${write}
       }
     }
@@ -345,7 +324,7 @@ export function attentionDecodeV2(o: DecodeV2Opts, d: AttentionDims, b: Attentio
   const split = p.splits > 1;
   const common = { q: b.q, kCache: b.kCache, vCache: b.vCache, kpos: b.kpos, rope: b.rope };
   const params = splitAttentionParams(o, d, p);
-  const workgroups = [o.numKvHeads * Math.ceil(p.nBlocks / p.BW), p.splits, 1] as const;
+  const workgroups = [o.numKvHeads * p.nBlocks, p.splits, 1] as const;
   if (!split) {
     const outs: Record<string, GPUBuffer> = withLse ? { out: b.out, lse: b.lse! } : { out: b.out };
     return [{ kernel: mainKernel(o, p, false, withLse), buffers: { ...common, ...outs }, params, workgroups }];

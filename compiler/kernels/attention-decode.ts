@@ -26,7 +26,6 @@ import type { AttentionBuffers, AttentionDims, AttentionOpts } from './attention
 import { decodeCombine, MAX_SPLITS } from './attention-combine.js';
 import { env } from '../../runtime/env.js';
 import { attentionDecodeV2, planV2, type DecodeV2Plan } from './attention-decode-v2.js';
-import { attentionDecodeTc, decodeTcUsable, planTc, type DecodeTcPlan } from './attention-decode-tc.js';
 
 /** Largest chunk the decode kernel serves; longer chunks take the prefill kernel. */
 export const DECODE_MAX_T = 8;
@@ -41,17 +40,10 @@ export interface DecodeOpts extends AttentionOpts {
   subgroups: boolean;
   /** force the keys per batch (tests: CPU Vulkan compile time grows with the batch's unrolled code) */
   nk?: number;
-  /**
-   * kernel variant (default: `LOCRET_ATTN_DECODE` naming `v1`, `v2` or `tc`, else v2); v2 is attention-decode-v2.ts,
-   * tc attention-decode-tc.ts (tensor cores: needs `tensorCores` and a call decodeTcUsable accepts, else v2)
-   */
-  variant?: DecodeVariant;
-  /** the device runs the tensor-core kernels (GpuContext.tensorCores) */
-  tensorCores?: boolean;
-  /** tc only: emulate the subgroup-matrix builtins (checks on devices without them), lazy-rescale slack */
-  tc?: { emulate?: boolean; tau?: number };
-  /** v2 plan knobs: lanes per key, threads per block, keys per lane group per round, rows and blocks (see DecodeV2Opts) */
-  v2?: { kl?: number; nt?: number; nk?: number; rows?: number; prefetch?: boolean; blocks?: number };
+  /** kernel variant (default: `LOCRET_ATTN_DECODE` naming `v1` or `v2`, else v1); v2 is attention-decode-v2.ts */
+  variant?: 'v1' | 'v2';
+  /** v2 plan knobs: lanes per key, threads per workgroup, keys per lane group per round */
+  v2?: { kl?: number; nt?: number; nk?: number; rows?: number; prefetch?: boolean };
   /** the cached keys already carry RoPE (v2 only: it then reads neither positions nor the rope table) */
   keysRotated?: boolean;
 }
@@ -60,12 +52,11 @@ export interface DecodeOpts extends AttentionOpts {
  * The variant a call takes: the option, else a `v1` / `v2` token in LOCRET_ATTN_DECODE, else v2 (measured on an
  * H200 at the 8B shape, f16 cache: v2 2.3 ms = 920 GB/s at 16K entries and 1,770 GB/s at 131K, v1 555 / 629 GB/s).
  */
-export function decodeVariant(o: { variant?: DecodeVariant }): DecodeVariant {
+export function decodeVariant(o: { variant?: 'v1' | 'v2' }): 'v1' | 'v2' {
   if (o.variant) return o.variant;
   const toks = (env('LOCRET_ATTN_DECODE') ?? '').split(',');
-  return toks.includes('v1') ? 'v1' : toks.includes('tc') ? 'tc' : 'v2';
+  return toks.includes('v1') ? 'v1' : 'v2';
 }
-export type DecodeVariant = 'v1' | 'v2' | 'tc';
 
 interface DecodePlan {
   G: number;
@@ -261,10 +252,7 @@ ${withLse ? `    if (lid == 0u) { lse[qa${r} / DQ] = m${r} + log(l${r}); }` : ''
 
 /** Attention of T ≤ DECODE_MAX_T queries at slots [base, base+T) over the cache: 1 dispatch, 2 when keys split. */
 export function attentionDecode(o: DecodeOpts, d: AttentionDims, b: AttentionBuffers): Dispatch[] {
-  const variant = decodeVariant(o);
-  if (variant === 'tc' && (o.tensorCores || o.tc?.emulate) && decodeTcUsable(o, d))
-    return attentionDecodeTc({ ...o, emulate: o.tc?.emulate, tau: o.tc?.tau }, d, b, v1Bound(o, d));
-  if (variant !== 'v1' || o.keysRotated) return attentionDecodeV2(v2Opts(o), d, b, v1Bound(o, d));
+  if (decodeVariant(o) === 'v2' || o.keysRotated) return attentionDecodeV2(v2Opts(o), d, b, v1Bound(o, d));
   const p = plan(o, d);
   const withLse = b.lse !== undefined;
   const split = p.splits > 1;
@@ -283,16 +271,11 @@ export function attentionDecode(o: DecodeOpts, d: AttentionDims, b: AttentionBuf
   ];
 }
 
-const v2Opts = (o: DecodeOpts) => ({ ...o, nk: o.v2?.nk, kl: o.v2?.kl, nt: o.v2?.nt, rows: o.v2?.rows, prefetch: o.v2?.prefetch, blocks: o.v2?.blocks });
+const v2Opts = (o: DecodeOpts) => ({ ...o, nk: o.v2?.nk, kl: o.v2?.kl, nt: o.v2?.nt, rows: o.v2?.rows, prefetch: o.v2?.prefetch });
 
 /** v1's splits for this call before rounding: v2 stays within it, so decodeScratchBytes covers both variants. */
 function v1Bound(o: AttentionOpts, d: AttentionDims): number {
   return plan(o, { ...d, splits: undefined }).splitsBound;
-}
-
-/** The tensor-core kernel's plan for the same call (tests and benchmarks). */
-export function attentionDecodeTcPlan(o: DecodeOpts, d: AttentionDims): Readonly<DecodeTcPlan> {
-  return planTc(o, d, v1Bound(o, d));
 }
 
 /** v2's plan for the same call (tests and benchmarks). */
