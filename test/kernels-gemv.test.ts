@@ -124,7 +124,20 @@ describe('gemv details', () => {
     // columns per workgroup halve until there are 1024 workgroups (or 2 columns): the 8B qkv, o/down, gate_up, head
     expect([6144, 4096, 14336, 128256, 384].map((NC) => gemvShape('f16', 1, 1, 4096, NC).R)).toEqual([4, 4, 8, 8, 2]);
     expect(gemvShape('q4', 1, 2, 4096, 14336).R).toBe(8);
+    // f16 threads by kind: gate_up 64, o / down 256, qkv and the head 128; short rows and quantized weights as before
+    expect([gemvShape('f16', 1, 2, 4096, 14336).WG, gemvShape('f16', 1, 1, 4096, 4096).WG, gemvShape('f16', 1, 1, 14336, 4096).WG]).toEqual([64, 256, 256]);
+    expect([gemvShape('f16', 1, 1, 4096, 6144).WG, gemvShape('f16', 1, 1, 4096, 128256).WG, gemvShape('f16', 1, 2, 384, 1024).WG]).toEqual([128, 128, 64]);
+    expect([gemvShape('f16', 1, 2, 3072, 8192).WG, gemvShape('f16', 1, 1, 3072, 3072).WG, gemvShape('f16', 1, 1, 8192, 3072).WG]).toEqual([128, 128, 256]);
+    expect([gemvShape('q8', 1, 1, 4096, 4096).WG, gemvShape('q4', 1, 2, 4096, 14336).WG]).toEqual([128, 64]);
   });
+
+  it('the f16 kinds with 64 and 256 threads (rows of 512 chunks and more) match the reference', async () => {
+    const r = await gpuRunner();
+    expect(gemvShape('f16', 2, 2, 4096, 40).WG).toBe(64);
+    expect(gemvShape('f16', 1, 1, 4104, 36).WG).toBe(256);
+    await check(r, { wdtype: 'f16', norm: true, bias: false, epilogue: 'swiglu', subgroups: r.gpu.subgroups }, 2, 40, 4096, 21);
+    await check(r, { wdtype: 'f16', norm: false, bias: true, epilogue: 'residual', subgroups: r.gpu.subgroups }, 1, 36, 4104, 22);
+  }, 600_000);
 
   it('a device without subgroups still runs (fallback selected by the caller)', async () => {
     const r = await gpuRunner({ disableSubgroups: true });

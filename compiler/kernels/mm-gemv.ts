@@ -52,6 +52,16 @@ const MAX_ACC = 16;
  */
 const MIN_WORKGROUPS = 1024;
 
+/**
+ * f16 weights with rows of at least F16_LONG_KC chunks, by matmul kind (H200, 8B decode step, kernel time by op
+ * from the step's GPU profile, 128 threads before): two streams (gate_up) take 64 threads, 2.24 vs 2.35 ms per
+ * token; few columns (o, down: NC ≤ F16_WIDE_NC) 256 threads, 1.90 vs 1.97 ms; qkv (6,144 columns) and lm_head keep
+ * 128 (0.79 vs 0.82 / 0.83 ms with 64 / 256). Phi-3-mini's shorter rows (3,072: 384 chunks) lost with the same
+ * rule (gate_up 1.23 vs 1.17 ms), hence the floor on the row length.
+ */
+const F16_WIDE_NC = 4096;
+const F16_LONG_KC = 512;
+
 /** `NC`: logical output columns (per stream), when known: few columns get fewer per workgroup (MIN_WORKGROUPS). */
 export function gemvShape(wdtype: WeightDtype, T: number, streams: number, K: number, NC?: number): GemvShape {
   if (T < 1 || T > GEMV_MAX_T) throw new Error(`gemv: T=${T} outside 1..${GEMV_MAX_T}`);
@@ -62,6 +72,7 @@ export function gemvShape(wdtype: WeightDtype, T: number, streams: number, K: nu
   // enough threads that the loads of a row are spread wide, few enough that each thread still loops a few times
   const KC = K / E;
   let WG = KC >= 2048 ? 256 : KC >= 256 ? 128 : 64;
+  if (wdtype === 'f16' && KC >= F16_LONG_KC && NC !== undefined) WG = streams === 2 ? 64 : NC <= F16_WIDE_NC ? 256 : WG;
   // tuning hook for timing runs on real GPUs (LOCRET_GEMV="wg=256,r=4"); it changes the variant key, not results
   for (const [k, v] of (env('LOCRET_GEMV') ?? '').split(',').filter(Boolean).map((s) => s.split('=') as [string, string])) {
     if (k === 'wg' && [32, 64, 128, 256].includes(Number(v))) WG = Number(v);
