@@ -2,7 +2,8 @@
  * Host cost of encoding and submitting one decode step: the real dispatch list of a 32-layer Llama-shaped model
  * (tiny widths, so the GPU work is negligible and the host side dominates), run through the runner (one uniform
  * buffer per submission, cached bind groups) and through a reimplementation of the previous scheme (a uniform
- * buffer, writeBuffer and bind group per dispatch), for comparison.
+ * buffer, writeBuffer and bind group per dispatch), for comparison; then the cost of building the step's dispatch
+ * list from the plan, which a decode step pays before the runner.
  *
  *   node dist/bench/encode-overhead.js [--steps 200] [--layers 32]
  *
@@ -96,6 +97,9 @@ async function main(): Promise<void> {
     lastCb = () => r.device.queue.submit([cb]);
   }, () => lastCb());
   await time('per-dispatch uniforms (previous)', r, ds, (d) => legacyRun(r, d));
+  // what a decode step does on the host: build its dispatch list (kernel lookups, plans, params), then the runner
+  await time('dispatch list of a step (plan)', r, ds, () => void s.stepProbe(1, true));
+  await time('dispatch list + runner', r, ds, () => r.run(s.stepProbe(1, true)));
   s.release();
   process.exit(0);
 }

@@ -71,6 +71,10 @@ export function benchCommand(program: Command): void {
           ['eviction (select + compact)', `${(100 * r.eviction_share).toFixed(2)}% of a chunk`],
           ['scoring (retaining heads)', `${(100 * r.scoring_share).toFixed(2)}% of a chunk`],
           ['peak GPU memory', gib(r.peak_gpu_bytes)],
+          ...(r.breakdown ? [[
+            'decode step host encoding',
+            `${r.breakdown.decode.encode_ms.toFixed(2)} ms vs ${r.breakdown.decode.total_ms.toFixed(2)} ms of GPU time${r.breakdown.decode.encode_ms > r.breakdown.decode.total_ms ? ': decode is limited by the host here' : ''}`,
+          ] as [string, string]] : []),
           ...(['prefill', 'decode'] as const).flatMap((k): [string, string][] => {
             const g = r.breakdown?.[k].gpu;
             if (!g) return [];
