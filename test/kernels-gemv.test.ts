@@ -128,15 +128,17 @@ describe('gemv details', () => {
     expect([gemvShape('f16', 1, 2, 4096, 14336).WG, gemvShape('f16', 1, 1, 4096, 4096).WG, gemvShape('f16', 1, 1, 14336, 4096).WG]).toEqual([64, 256, 256]);
     expect([gemvShape('f16', 1, 1, 4096, 6144).WG, gemvShape('f16', 1, 1, 4096, 128256).WG, gemvShape('f16', 1, 2, 384, 1024).WG]).toEqual([128, 128, 64]);
     expect([gemvShape('f16', 1, 2, 3072, 8192).WG, gemvShape('f16', 1, 1, 3072, 3072).WG, gemvShape('f16', 1, 1, 8192, 3072).WG]).toEqual([128, 128, 256]);
-    expect([gemvShape('q8', 1, 1, 4096, 4096).WG, gemvShape('q4', 1, 2, 4096, 14336).WG]).toEqual([128, 64]);
+    expect([gemvShape('q8', 1, 1, 4096, 4096).WG, gemvShape('q8', 1, 2, 4096, 14336).WG, gemvShape('q4', 1, 2, 4096, 14336).WG]).toEqual([128, 64, 64]);
   });
 
-  it('the f16 kinds with 64 and 256 threads (rows of 512 chunks and more) match the reference', async () => {
+  it('the f16 / q8 kinds with 64 and 256 threads (rows of 4096 elements and more) match the reference', async () => {
     const r = await gpuRunner();
     expect(gemvShape('f16', 2, 2, 4096, 40).WG).toBe(64);
     expect(gemvShape('f16', 1, 1, 4104, 36).WG).toBe(256);
     await check(r, { wdtype: 'f16', norm: true, bias: false, epilogue: 'swiglu', subgroups: r.gpu.subgroups }, 2, 40, 4096, 21);
     await check(r, { wdtype: 'f16', norm: false, bias: true, epilogue: 'residual', subgroups: r.gpu.subgroups }, 1, 36, 4104, 22);
+    expect(gemvShape('q8', 1, 2, 4096, 24).WG).toBe(64);
+    await check(r, { wdtype: 'q8', norm: true, bias: false, epilogue: 'swiglu', subgroups: r.gpu.subgroups }, 1, 24, 4096, 23);
   }, 600_000);
 
   it('a device without subgroups still runs (fallback selected by the caller)', async () => {

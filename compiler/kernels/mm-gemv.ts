@@ -53,14 +53,15 @@ const MAX_ACC = 16;
 const MIN_WORKGROUPS = 1024;
 
 /**
- * f16 weights with rows of at least F16_LONG_KC chunks, by matmul kind (H200, 8B decode step, kernel time by op
- * from the step's GPU profile, 128 threads before): two streams (gate_up) take 64 threads, 2.24 vs 2.35 ms per
- * token; few columns (o, down: NC ≤ F16_WIDE_NC) 256 threads, 1.90 vs 1.97 ms; qkv (6,144 columns) and lm_head keep
- * 128 (0.79 vs 0.82 / 0.83 ms with 64 / 256). Phi-3-mini's shorter rows (3,072: 384 chunks) lost with the same
- * rule (gate_up 1.23 vs 1.17 ms), hence the floor on the row length.
+ * Threads by matmul kind for f16 and q8 weights with rows of at least LONG_ROW elements (H200, 8B decode step,
+ * kernel time by op from the step's GPU profile, 128 threads before): two streams (gate_up) take 64 threads, f16
+ * 2.24 vs 2.35 ms per token, q8 1.96 vs 2.08; f16 with few columns (o, down: NC ≤ F16_WIDE_NC) 256 threads, 1.90
+ * vs 1.97 ms (q8 there: 1.63 with 256, 1.89 with 64 vs 1.57 with 128). qkv and lm_head keep 128 (f16 0.79 vs 0.82 /
+ * 0.83 ms with 64 / 256). Phi-3-mini's shorter rows (3,072) lost with the same rule (f16 gate_up 1.23 vs 1.17 ms),
+ * hence the floor on the row length; q4 (rows of 128 chunks) already takes 64 threads for those shapes.
  */
 const F16_WIDE_NC = 4096;
-const F16_LONG_KC = 512;
+const LONG_ROW = 4096;
 
 /** `NC`: logical output columns (per stream), when known: few columns get fewer per workgroup (MIN_WORKGROUPS). */
 export function gemvShape(wdtype: WeightDtype, T: number, streams: number, K: number, NC?: number): GemvShape {
@@ -72,7 +73,10 @@ export function gemvShape(wdtype: WeightDtype, T: number, streams: number, K: nu
   // enough threads that the loads of a row are spread wide, few enough that each thread still loops a few times
   const KC = K / E;
   let WG = KC >= 2048 ? 256 : KC >= 256 ? 128 : 64;
-  if (wdtype === 'f16' && KC >= F16_LONG_KC && NC !== undefined) WG = streams === 2 ? 64 : NC <= F16_WIDE_NC ? 256 : WG;
+  if (NC !== undefined && K >= LONG_ROW && (wdtype === 'f16' || wdtype === 'q8')) {
+    if (streams === 2) WG = 64;
+    else if (wdtype === 'f16' && NC <= F16_WIDE_NC) WG = 256;
+  }
   // tuning hook for timing runs on real GPUs (LOCRET_GEMV="wg=256,r=4"); it changes the variant key, not results
   for (const [k, v] of (env('LOCRET_GEMV') ?? '').split(',').filter(Boolean).map((s) => s.split('=') as [string, string])) {
     if (k === 'wg' && [32, 64, 128, 256].includes(Number(v))) WG = Number(v);
