@@ -60,6 +60,7 @@ export function benchCommand(program: Command): void {
           return;
         }
         const gib = (n: number) => `${(n / 2 ** 30).toFixed(2)} GiB`;
+        const dec = r.breakdown?.decode;
         const rows: [string, string][] = [
           ['device', `${r.device}${r.shader_bound_checks ? '' : ' (shaders without bound checks)'}`],
           ['model', `${r.model} (${r.weight_dtype}, ${gib(r.weight_bytes)} weights, ${r.kv_dtype} KV cache)`],
@@ -71,9 +72,9 @@ export function benchCommand(program: Command): void {
           ['eviction (select + compact)', `${(100 * r.eviction_share).toFixed(2)}% of a chunk`],
           ['scoring (retaining heads)', `${(100 * r.scoring_share).toFixed(2)}% of a chunk`],
           ['peak GPU memory', gib(r.peak_gpu_bytes)],
-          ...(r.breakdown ? [[
+          ...(dec ? [[
             'decode step host encoding',
-            `${r.breakdown.decode.encode_ms.toFixed(2)} ms vs ${r.breakdown.decode.total_ms.toFixed(2)} ms of GPU time${r.breakdown.decode.encode_ms > r.breakdown.decode.total_ms ? ': decode is limited by the host here' : ''}`,
+            `${dec.encode_ms.toFixed(2)} ms vs ${dec.total_ms.toFixed(2)} ms of GPU time${dec.encode_ms > dec.total_ms ? ': decode is limited by the host here' : ''}`,
           ] as [string, string]] : []),
           ...(['prefill', 'decode'] as const).flatMap((k): [string, string][] => {
             const g = r.breakdown?.[k].gpu;

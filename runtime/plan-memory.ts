@@ -170,13 +170,13 @@ export function activationTerms(cfg: ModelConfig, o: ResolvedPlanOptions): Memor
     // the bytes the session allocates (evict.ts): the lists, plus one layer's K+V rows when compacting in order
     const layout = evictLayoutFor(o.positions === 'compact', POLICY_TRAITS[o.policy].slotOrder);
     const sb = evictScratchBytes(layout, o.kvDtype, cfg.headDim, cfg.numKvHeads, cap);
-    const perSlot = (sb.rows + sb.meta) / (cfg.numKvHeads * cap);
+    const slots = cfg.numKvHeads * cap;
     terms.push({
       name: 'evict_scratch',
       bytes: sb.rows + sb.meta,
       formula: layout === 'ordered'
-        ? `KV ${cfg.numKvHeads} × capacity ${cap} × (K+V row ${perSlot - 16} + 16 meta) (one layer, reused)`
-        : `KV ${cfg.numKvHeads} × capacity ${cap} × 16 meta (one layer, reused; holes filled in place)`,
+        ? `KV ${cfg.numKvHeads} × capacity ${cap} × (K+V row ${sb.rows / slots} + ${sb.meta / slots} meta) (one layer, reused)`
+        : `KV ${cfg.numKvHeads} × capacity ${cap} × ${sb.meta / slots} meta (one layer, reused; holes filled in place)`,
     });
   }
   // the prefill attention rotates one layer's keys into an f16 buffer first (compiler/kernels/rotate-keys.ts): always

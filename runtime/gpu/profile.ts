@@ -28,7 +28,7 @@ export async function profileDispatches(r: GpuRunner, dispatches: readonly Dispa
     for (let c = 0; c < n; c += per) {
       const part = dispatches.slice(c, c + per);
       const enc = r.device.createCommandEncoder();
-      r.record(enc, part, { querySet, first: 0 });
+      r.record(enc, part, querySet);
       enc.resolveQuerySet(querySet, 0, 2 * part.length, resolved, 16 * c);
       r.device.queue.submit([enc.finish()]);
     }

@@ -187,10 +187,10 @@ export class GpuRunner {
 
   /**
    * Records dispatches into one compute pass of `enc`; their parameters go to the shared params buffer. With
-   * `timing` (profile.ts), each dispatch takes a pass of its own that writes timestamps first + 2i and first + 2i + 1
-   * of the query set at its start and end.
+   * a query set `timing` (profile.ts), each dispatch takes a pass of its own that writes timestamps 2i and 2i + 1 of
+   * the set at its start and end.
    */
-  record(enc: GPUCommandEncoder, dispatches: readonly Dispatch[], timing?: { querySet: GPUQuerySet; first: number }): void {
+  record(enc: GPUCommandEncoder, dispatches: readonly Dispatch[], timing?: GPUQuerySet): void {
     const compiled = dispatches.map((d) => this.compiled(d.kernel));
     const offsets: number[] = [];
     let bytes = 0;
@@ -207,8 +207,8 @@ export class GpuRunner {
       ub = this.uniforms.upload(bytes);
     }
     const shared = timing ? null : enc.beginComputePass();
-    const timed = (i: number, t: NonNullable<typeof timing>) =>
-      enc.beginComputePass({ timestampWrites: { querySet: t.querySet, beginningOfPassWriteIndex: t.first + 2 * i, endOfPassWriteIndex: t.first + 2 * i + 1 } });
+    const timed = (i: number, querySet: GPUQuerySet) =>
+      enc.beginComputePass({ timestampWrites: { querySet, beginningOfPassWriteIndex: 2 * i, endOfPassWriteIndex: 2 * i + 1 } });
     dispatches.forEach((d, i) => {
       const c = compiled[i]!;
       const pass = shared ?? timed(i, timing!);
