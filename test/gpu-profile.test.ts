@@ -53,7 +53,9 @@ describe('GPU timestamp profile', async () => {
   it('sums kernel time by group; span = kernels + gaps', async () => {
     const y = r.upload(new Float32Array(256), 'y');
     const d = (iters: number): Dispatch => ({ kernel: busy(iters), buffers: { y }, params: {}, workgroups: [4] });
-    const s = await profileGroups(r, [{ name: 'light', dispatches: [d(16), d(16)] }, { name: 'heavy', dispatches: [d(8192)] }, { name: 'light', dispatches: [d(16)] }], 3);
+    // heavy: 16,384 times the light kernels' work, so its time beats three light dispatches' fixed cost on a busy CPU
+    // driver (8,192 iterations did not, once, under a full test run)
+    const s = await profileGroups(r, [{ name: 'light', dispatches: [d(16), d(16)] }, { name: 'heavy', dispatches: [d(262144)] }, { name: 'light', dispatches: [d(16)] }], 3);
     expect(Object.keys(s.by_group_ms).sort()).toEqual(['heavy', 'light']);
     expect(s.by_group_ms.heavy!).toBeGreaterThan(s.by_group_ms.light!);
     expect(s.by_group_ms.heavy! + s.by_group_ms.light!).toBeCloseTo(s.kernels_ms, 9);
