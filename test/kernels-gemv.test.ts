@@ -7,7 +7,7 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import { matmul, matmulParts, type MatmulOpts, type WeightDtype, type WeightPart } from '../compiler/kernels/matmul.js';
 import { chunkElems } from '../compiler/kernels/mm-gemv-chunks.js';
-import { gemvShape } from '../compiler/kernels/mm-gemv.js';
+import { gemvShape, gemvTuning } from '../compiler/kernels/mm-gemv.js';
 import type { GpuRunner } from '../runtime/gpu/runner.js';
 import { dequantize, quantize } from '../runtime/quant.js';
 import { expectClose, gpuRunner, rand, weightsFor } from './gpu-harness.js';
@@ -129,6 +129,23 @@ describe('gemv details', () => {
     expect([gemvShape('f16', 1, 1, 4096, 6144).WG, gemvShape('f16', 1, 1, 4096, 128256).WG, gemvShape('f16', 1, 2, 384, 1024).WG]).toEqual([128, 128, 64]);
     expect([gemvShape('f16', 1, 2, 3072, 8192).WG, gemvShape('f16', 1, 1, 3072, 3072).WG, gemvShape('f16', 1, 1, 8192, 3072).WG]).toEqual([128, 128, 256]);
     expect([gemvShape('q8', 1, 1, 4096, 4096).WG, gemvShape('q8', 1, 2, 4096, 14336).WG, gemvShape('q4', 1, 2, 4096, 14336).WG]).toEqual([128, 64, 64]);
+  });
+
+  it('LOCRET_GEMV overrides threads and columns for timing runs, parsed once per value, bad entries ignored', () => {
+    expect(gemvTuning('wg=256,r=4')).toEqual({ wg: 256, r: 4 });
+    expect(gemvTuning('wg=256,r=4')).toBe(gemvTuning('wg=256,r=4'));
+    expect(gemvTuning('wg=96,r=3,x=1,r=18')).toEqual({});
+    const saved = process.env.LOCRET_GEMV;
+    try {
+      process.env.LOCRET_GEMV = 'wg=32,r=2';
+      expect(gemvShape('f16', 1, 2, 4096, 14336)).toMatchObject({ WG: 32, R: 2 });
+      process.env.LOCRET_GEMV = 'wg=128';
+      expect(gemvShape('f16', 1, 2, 4096, 14336)).toMatchObject({ WG: 128, R: 8 });
+    } finally {
+      if (saved === undefined) delete process.env.LOCRET_GEMV;
+      else process.env.LOCRET_GEMV = saved;
+    }
+    expect(gemvShape('f16', 1, 2, 4096, 14336)).toMatchObject({ WG: 64, R: 8 });
   });
 
   it('the f16 / q8 kinds with 64 and 256 threads (rows of 4096 elements and more) match the reference', async () => {

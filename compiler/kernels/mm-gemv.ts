@@ -77,13 +77,26 @@ export function gemvShape(wdtype: WeightDtype, T: number, streams: number, K: nu
     if (streams === 2) WG = 64;
     else if (wdtype === 'f16' && NC <= F16_WIDE_NC) WG = 256;
   }
-  // tuning hook for timing runs on real GPUs (LOCRET_GEMV="wg=256,r=4"); it changes the variant key, not results
-  for (const [k, v] of (env('LOCRET_GEMV') ?? '').split(',').filter(Boolean).map((s) => s.split('=') as [string, string])) {
-    if (k === 'wg' && [32, 64, 128, 256].includes(Number(v))) WG = Number(v);
-    if (k === 'r' && Number(v) >= 2 && Number(v) % 2 === 0 && Number(v) <= 16) R = Number(v);
-  }
-  return { E, R, WG };
+  const tune = gemvTuning();
+  return { E, R: tune.r ?? R, WG: tune.wg ?? WG };
 }
+
+/**
+ * Tuning hook for timing runs on real GPUs (`LOCRET_GEMV="wg=256,r=4"`): it changes the variant key, not results.
+ * Every GEMV of every decode step asks for its shape, so the spec is parsed once per distinct value.
+ */
+export function gemvTuning(spec = env('LOCRET_GEMV')): { wg?: number; r?: number } {
+  if (lastGemvTuning && lastGemvTuning.spec === spec) return lastGemvTuning.t;
+  const t: { wg?: number; r?: number } = {};
+  for (const [k, v] of (spec ?? '').split(',').filter(Boolean).map((s) => s.split('=') as [string, string])) {
+    const n = Number(v);
+    if (k === 'wg' && [32, 64, 128, 256].includes(n)) t.wg = n;
+    if (k === 'r' && n >= 2 && n % 2 === 0 && n <= 16) t.r = n;
+  }
+  lastGemvTuning = { spec, t };
+  return t;
+}
+let lastGemvTuning: { spec: string | undefined; t: { wg?: number; r?: number } } | undefined;
 
 export function gemvGrid(NC: number, R: number): Workgroups {
   return foldGrid(Math.ceil(NC / R));
