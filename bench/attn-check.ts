@@ -5,6 +5,7 @@
  *
  *   node dist/bench/attn-check.js [--out file.json] [--small] [--reps 20] [--layers 32] [--dtype f16|f32|int8]
  *                                 [--sweep 'v1;v2;v2,kl=16,nt=256;v2,k2=2,slab=512'] [--kpos-zero | --rotated]
+ *                                 [--lens 4096,16384,131072] [--profile]
  *
  * --sweep lists decode-kernel configurations (LOCRET_ATTN_DECODE strings, `;`-separated), each timed and checked
  * against the old kernel; the first row's `new` columns keep the default configuration (v1 unless the env says v2).
@@ -13,7 +14,9 @@
  * so the L2 cannot serve a later call from an earlier one. --small runs a CPU-driver-sized shape. --kpos-zero puts
  * every key at position 0, so the rope table costs no memory traffic (a diagnostic of how much it does otherwise).
  * --rotated times the new kernel on keys that already carry RoPE (as decode reads them after a prefill); the old
- * kernel, given every key at position 0 (no rotation), is its reference.
+ * kernel, given every key at position 0 (no rotation), is its reference. --lens replaces the cache lengths; a few
+ * lengths show the per-layer fixed cost (the intercept of time against bytes). --profile adds, per length and
+ * configuration, the GPU time of the main kernels and of the split-combining kernels apart (timestamp queries).
  */
 import * as fs from 'node:fs';
 import { attention, attentionScratchBytes, type AttentionOpts } from '../compiler/kernels/attention.js';
@@ -21,6 +24,7 @@ import { attentionDecode, attentionDecodePlan, attentionDecodeV2Plan, decodeVari
 import { cacheRowWords, type CacheDtype } from '../compiler/kernels/attn-common.js';
 import { defaultGpu } from '../runtime/gpu/device.js';
 import { GpuRunner, type Dispatch } from '../runtime/gpu/runner.js';
+import { profileGroups } from '../runtime/gpu/profile.js';
 import { ropeTable } from '../runtime/rope.js';
 import { rng } from '../runtime/sampling.js';
 
@@ -36,7 +40,8 @@ const dtype = arg('dtype', 'f16') as CacheDtype;
 const KV = small ? 2 : 8;
 const G = 4;
 const D = 128;
-const lens = small ? [300, 1000] : [16384, 131072];
+const lens = arg('lens')?.split(',').map(Number) ?? (small ? [300, 1000] : [16384, 131072]);
+const profile = process.argv.includes('--profile');
 const layersWanted = Number(arg('layers', small ? '2' : '32'));
 const sweep = (arg('sweep') ?? '').split(';').map((x) => x.trim()).filter(Boolean);
 const baseKnob = process.env.LOCRET_ATTN_DECODE;
@@ -122,6 +127,19 @@ async function main() {
       await r.device.queue.onSubmittedWorkDone();
       return (performance.now() - t0) / reps;
     };
+    /** GPU ms of the main kernels and of the combining ones (the second dispatch of a split call), per step */
+    const prof = async (knob = baseKnob) => {
+      if (!profile || !gpu.timestamps) return undefined;
+      setKnob(knob);
+      const ds = calls('new');
+      setKnob(baseKnob);
+      const per = ds.length / layersWanted; // 2 when split, else 1
+      const groups = ds.map((x, i) => ({ name: i % per === 0 ? 'main' : 'combine', dispatches: [x] }));
+      const p = await profileGroups(r, groups, 3);
+      return { span_ms: p.span_ms, main_ms: p.by_group_ms.main ?? 0, combine_ms: p.by_group_ms.combine ?? 0, gaps_ms: p.gaps_ms };
+    };
+    const fmtProf = (p: Awaited<ReturnType<typeof prof>>) =>
+      p ? ` | profile: main ${p.main_ms.toFixed(3)}, combine ${p.combine_ms.toFixed(3)}, gaps ${p.gaps_ms.toFixed(3)}, span ${p.span_ms.toFixed(3)} ms` : '';
     const msOld = await time('old');
     const msNew = await time('new');
     const [a, b, la, lb] = [await r.readF32(outOld, H * D), await r.readF32(outNew, H * D), await r.readF32(lseOld, H), await r.readF32(lseNew, H)];
@@ -135,16 +153,17 @@ async function main() {
     for (let i = 0; i < H; i++) lseErr = Math.max(lseErr, Math.abs(la[i]! - lb[i]!) / Math.max(1, Math.abs(la[i]!)));
     const bytes = 2 * cacheBytes * layersWanted;
     const p = attentionDecodePlan(o, d);
+    const pr = await prof();
     const row = {
       entries: len, layers: layersWanted, dtype, cache_gb_per_step: bytes / 1e9,
       old_ms: msOld, new_ms: msNew, old_gb_per_s: bytes / msOld / 1e6, new_gb_per_s: bytes / msNew / 1e6, speedup: msOld / msNew,
       max_rel_err_out: err / scale, max_rel_err_lse: lseErr, splits: p.splits, split_keys: p.splitKeys, nk: p.NK,
-      ok: Number.isFinite(err) && err / scale < 1e-3 && lseErr < 1e-4,
+      ok: Number.isFinite(err) && err / scale < 1e-3 && lseErr < 1e-4, profile: pr,
     };
     results.push(row);
     console.log(`${len} entries × ${layersWanted} layers (${row.cache_gb_per_step.toFixed(2)} GB): old ${msOld.toFixed(3)} ms = ${row.old_gb_per_s.toFixed(0)} GB/s, ` +
       `new ${msNew.toFixed(3)} ms = ${row.new_gb_per_s.toFixed(0)} GB/s (${row.speedup.toFixed(2)}x; ${p.splits} splits of ${p.splitKeys}); ` +
-      `new vs old: out ${row.max_rel_err_out.toExponential(2)}, lse ${lseErr.toExponential(2)} ${row.ok ? 'OK' : 'MISMATCH'}`);
+      `new vs old: out ${row.max_rel_err_out.toExponential(2)}, lse ${lseErr.toExponential(2)} ${row.ok ? 'OK' : 'MISMATCH'}${fmtProf(pr)}`);
     for (const knob of sweep) {
       const ms = await time('new', knob);
       const [c, lc] = [await r.readF32(outNew, H * D), await r.readF32(lseNew, H)];
@@ -157,10 +176,11 @@ async function main() {
       const sp = v === 'v2' || rotated ? attentionDecodeV2Plan({ ...o, subgroups: gpu.subgroups, keysRotated: rotated }, d) : attentionDecodePlan(o, d);
       setKnob(baseKnob);
       const ok = Number.isFinite(e) && e / scale < 1e-3 && le < 1e-4;
-      const sw = { entries: len, config: knob, ms, gb_per_s: bytes / ms / 1e6, vs_old: msOld / ms, splits: sp.splits, split_keys: sp.splitKeys, max_rel_err_out: e / scale, max_rel_err_lse: le, ok };
+      const pk = await prof(knob);
+      const sw = { entries: len, config: knob, ms, gb_per_s: bytes / ms / 1e6, vs_old: msOld / ms, splits: sp.splits, split_keys: sp.splitKeys, max_rel_err_out: e / scale, max_rel_err_lse: le, ok, profile: pk };
       results.push(sw);
       console.log(`  [${knob}] ${ms.toFixed(3)} ms = ${sw.gb_per_s.toFixed(0)} GB/s (${sw.vs_old.toFixed(2)}x old; ${sp.splits} splits of ${sp.splitKeys}); ` +
-        `vs old: out ${sw.max_rel_err_out.toExponential(2)}, lse ${le.toExponential(2)} ${ok ? 'OK' : 'MISMATCH'}`);
+        `vs old: out ${sw.max_rel_err_out.toExponential(2)}, lse ${le.toExponential(2)} ${ok ? 'OK' : 'MISMATCH'}${fmtProf(pk)}`);
     }
     for (const buf of [...kc, ...vc, q, kpos, rope, scratch, outOld, outNew, lseOld, lseNew]) r.destroy(buf);
   }
