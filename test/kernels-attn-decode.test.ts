@@ -6,6 +6,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { attentionScratchBytes, type AttentionOpts } from '../compiler/kernels/attention.js';
+import { planV2, tuningV2 } from '../compiler/kernels/attention-decode-v2.js';
 import { attentionDecode, attentionDecodePlan, attentionDecodeV2Plan, decodeScratchBytes, type DecodeOpts } from '../compiler/kernels/attention-decode.js';
 import type { CacheDtype } from '../compiler/kernels/attn-common.js';
 import { ropeTable } from '../runtime/rope.js';
@@ -34,6 +35,8 @@ interface Case {
   rows?: number;
   /** v2 only: next round's loads issued before this round's arithmetic (default on for f32/f16) */
   prefetch?: boolean;
+  /** v2 only: rounds loaded ahead with prefetch (2: two register sets) */
+  depth?: 1 | 2;
 }
 
 const POSITIONS = 1100;
@@ -97,6 +100,10 @@ const casesV2: Case[] = [
   { KV: 2, G: 4, D: 128, rot: 128, T: 1, len: 333, dtype: 'f16', rows: 2, prefetch: false },
   { KV: 1, G: 3, D: 96, rot: 32, T: 4, len: 250, dtype: 'f32', nk: 2, rows: 4, splits: 3, prefetch: false },
   { KV: 2, G: 2, D: 64, rot: 64, T: 2, len: 90, dtype: 'f16', nt: 32, kl: 4, prefetch: false },
+  // two rounds in flight: an odd number of rounds (the second half of the last pair is masked), pass-through dims,
+  // several splits
+  { KV: 2, G: 4, D: 128, rot: 128, T: 1, len: 333, dtype: 'f16', rows: 2, depth: 2 },
+  { KV: 1, G: 3, D: 96, rot: 32, T: 4, len: 250, dtype: 'f32', splits: 3, depth: 2 },
 ];
 
 async function check(r: GpuRunner, c: Case, seed: number, withLse: boolean, variant: 'v1' | 'v2' = 'v1') {
@@ -106,7 +113,7 @@ async function check(r: GpuRunner, c: Case, seed: number, withLse: boolean, vari
   const d = { T: c.T, base: x.base, capacity: x.capacity, scale: x.sh.scale, splits: c.splits };
   // nk 0: the plan's own batch size (the 8B decode shape's kernel)
   const o: DecodeOpts = { ...opts(c), subgroups: r.gpu.subgroups, nk: c.nk === 0 ? undefined : (c.nk ?? 1), variant };
-  if (variant === 'v2') o.v2 = { kl: c.kl, nt: c.nt, nk: c.nk === 0 ? undefined : Math.min(2, c.nk ?? 1), rows: c.rows, prefetch: c.prefetch };
+  if (variant === 'v2') o.v2 = { kl: c.kl, nt: c.nt, nk: c.nk === 0 ? undefined : Math.min(2, c.nk ?? 1), rows: c.rows, prefetch: c.prefetch, depth: c.depth };
   const p = variant === 'v2' ? attentionDecodeV2Plan(o, d) : attentionDecodePlan(o, d);
   const bufs = {
     q: r.upload(x.q, 'q'),
@@ -120,7 +127,7 @@ async function check(r: GpuRunner, c: Case, seed: number, withLse: boolean, vari
   };
   r.run(attentionDecode(o, d, bufs));
   const tol = c.dtype === 'f32' ? 1e-4 : 2e-3;
-  const what = `${variant} sg=${o.subgroups} splits=${p.splits} R=${p.R} NK=${p.NK}${'PF' in p && p.PF ? ' prefetch' : ''}`;
+  const what = `${variant} sg=${o.subgroups} splits=${p.splits} R=${p.R} NK=${p.NK}${'PF' in p && p.PF ? ` prefetch ${p.DEPTH}` : ''}`;
   expectClose(await r.readF32(bufs.out, c.T * H * c.D), want.out, tol, `out (${what})`);
   if (bufs.lse) expectClose(await r.readF32(bufs.lse, c.T * H), want.lse, tol, `lse (${what})`);
   for (const b of Object.values(bufs)) if (b) r.destroy(b);
@@ -143,7 +150,7 @@ describe('decode attention over the cache', async () => {
     });
     for (const [i, c] of casesV2.entries()) {
       const withLse = i % 2 === 1 || c.splits !== undefined;
-      it(`${name}: v2 KV=${c.KV} G=${c.G} D=${c.D} rot=${c.rot} T=${c.T} len=${c.len} ${c.dtype}${c.splits ? ` splits=${c.splits}` : ''} kl=${c.kl ?? '-'} nt=${c.nt ?? '-'} nk=${c.nk ?? 1}${c.rows ? ` rows=${c.rows}` : ''}${c.prefetch === false ? ' no-prefetch' : ''} lse=${withLse}`, async () => {
+      it(`${name}: v2 KV=${c.KV} G=${c.G} D=${c.D} rot=${c.rot} T=${c.T} len=${c.len} ${c.dtype}${c.splits ? ` splits=${c.splits}` : ''} kl=${c.kl ?? '-'} nt=${c.nt ?? '-'} nk=${c.nk ?? 1}${c.rows ? ` rows=${c.rows}` : ''}${c.prefetch === false ? ' no-prefetch' : ''}${c.depth ? ` depth=${c.depth}` : ''} lse=${withLse}`, async () => {
         await check(r, c, 700 + i * 10, withLse, 'v2');
       });
     }
@@ -170,7 +177,7 @@ async function checkRotated(r: GpuRunner, c: Case, seed: number) {
   expect(got.filter((_, i) => i % (x.capacity * c.D) >= c.len * c.D).every(Number.isNaN), 'slots past the live ones untouched').toBe(true);
   // positions are not read any more: poison them
   const d = { T: c.T, base: x.base, capacity: x.capacity, scale: x.sh.scale, splits: c.splits };
-  const o: DecodeOpts = { ...opts(c), subgroups: r.gpu.subgroups, keysRotated: true, v2: { kl: c.kl, nt: c.nt, nk: c.nk, rows: c.rows, prefetch: c.prefetch } };
+  const o: DecodeOpts = { ...opts(c), subgroups: r.gpu.subgroups, keysRotated: true, v2: { kl: c.kl, nt: c.nt, nk: c.nk, rows: c.rows, prefetch: c.prefetch, depth: c.depth } };
   const p = attentionDecodeV2Plan(o, d);
   const bufs = {
     q: r.upload(x.q, 'q'), kCache, vCache: r.upload(x.v.gpu, 'v'), kpos: r.upload(new Uint32Array(c.KV * x.capacity).fill(0xffffffff), 'kpos-poison'), rope,
@@ -179,7 +186,7 @@ async function checkRotated(r: GpuRunner, c: Case, seed: number) {
   };
   r.run(attentionDecode(o, d, bufs));
   const tol = dtype === 'f32' ? 1e-4 : 3e-3;
-  const what = `rotated keys, ${dtype} splits=${p.splits} R=${p.R} NK=${p.NK}${p.PF ? ' prefetch' : ''}`;
+  const what = `rotated keys, ${dtype} splits=${p.splits} R=${p.R} NK=${p.NK}${p.PF ? ` prefetch ${p.DEPTH}` : ''}`;
   expectClose(await r.readF32(bufs.out, c.T * H * c.D), want.out, tol, `out (${what})`);
   expectClose(await r.readF32(bufs.lse, c.T * H), want.lse, tol, `lse (${what})`);
   for (const b of [...Object.values(bufs), kpos]) r.destroy(b);
@@ -192,9 +199,10 @@ describe('decode attention over keys rotated in place', async () => {
     { KV: 3, G: 1, D: 96, rot: 32, T: 1, len: 77, dtype: 'f32', splits: 3 },
     { KV: 1, G: 3, D: 64, rot: 64, T: 4, len: 250, dtype: 'f16', nk: 2, rows: 4, prefetch: false },
     { KV: 2, G: 2, D: 64, rot: 64, T: 1, len: 90, dtype: 'f32', nt: 32, kl: 4 },
+    { KV: 2, G: 4, D: 128, rot: 128, T: 1, len: 301, dtype: 'f16', splits: 2, depth: 2 },
   ];
   for (const [i, c] of rotCases.entries()) {
-    it(`KV=${c.KV} G=${c.G} D=${c.D} rot=${c.rot} T=${c.T} len=${c.len} ${c.dtype}${c.splits ? ` splits=${c.splits}` : ''}`, async () => {
+    it(`KV=${c.KV} G=${c.G} D=${c.D} rot=${c.rot} T=${c.T} len=${c.len} ${c.dtype}${c.splits ? ` splits=${c.splits}` : ''}${c.depth ? ` depth=${c.depth}` : ''}`, async () => {
       await checkRotated(r, c, 900 + i * 10);
     });
   }
@@ -216,5 +224,22 @@ describe('decode attention scratch sizing', () => {
         }
       }
     }
+  });
+});
+
+describe('decode attention v2 plan knobs', () => {
+  it('LOCRET_ATTN_DECODE knobs parse (bad values ignored); two rounds in flight make slabs whole pairs of rounds', () => {
+    expect(tuningV2('v2,kl=16,nt=64,k2=2,rows=4,pf=2')).toEqual({ kl: 16, nt: 64, nk: 2, rows: 4, pf: true, depth: 2 });
+    expect(tuningV2('v2,pf=0')).toEqual({ pf: false });
+    expect(tuningV2('v2,kl=3,nt=100,pf=3,rows=5')).toEqual({});
+    const o = { cacheDtype: 'f16' as const, numHeads: 32, numKvHeads: 8, headDim: 128, rotaryDim: 128, subgroups: true };
+    const d = { T: 1, base: 16383, capacity: 17408, scale: 1 };
+    const one = planV2(o, d, 1024);
+    const two = planV2({ ...o, depth: 2 }, d, 1024);
+    expect([one.DEPTH, two.DEPTH]).toEqual([1, 2]);
+    expect(two.splitKeys % (2 * two.NG * two.NK)).toBe(0);
+    expect(two.splits * two.splitKeys).toBeGreaterThanOrEqual(d.base + d.T);
+    // int8 rows are not prefetched, so no second register set either
+    expect(planV2({ ...o, cacheDtype: 'int8', depth: 2 }, d, 1024)).toMatchObject({ PF: false, DEPTH: 1 });
   });
 });

@@ -20,7 +20,8 @@
  * old max only when a key beats it). The groups merge once per slab through workgroup memory.
  *
  * Rounds are software-pipelined (f32/f16 caches): the K/V words and positions of round i+1 are loaded, f16 words kept
- * packed, before round i's arithmetic, so the loads are in flight while the shuffles and exps run.
+ * packed, before round i's arithmetic, so the loads are in flight while the shuffles and exps run. With depth 2 two
+ * register sets alternate (the loop is unrolled by two rounds) and round i loads round i+2: twice the bytes in flight.
  *
  * Output contract as attention-decode.ts: unnormalized partials + (max, sum) into `scratch` when split (merged by
  * decodeCombine), else out and lse directly.
@@ -57,6 +58,8 @@ export interface DecodeV2Opts extends AttentionOpts {
   rows?: number;
   /** load the next round's K/V words and positions while this round computes (f32/f16 caches; default on) */
   prefetch?: boolean;
+  /** rounds loaded ahead when prefetching: 1, or 2 (two register sets, loop unrolled by two rounds) */
+  depth?: 1 | 2;
   /** the cached keys already carry RoPE at their positions (session.ts rotates them at the first decode step) */
   keysRotated?: boolean;
 }
@@ -73,10 +76,12 @@ export interface DecodeV2Plan {
   splitKeys: number;
   /** next round's loads issued before this round's arithmetic */
   PF: boolean;
+  /** rounds in flight with PF (1 or 2); splitKeys is a multiple of DEPTH rounds */
+  DEPTH: 1 | 2;
 }
 
-interface TuningV2 { kl?: number; nt?: number; nk?: number; slab?: number; wgs?: number; rows?: number; pf?: boolean }
-/** `LOCRET_ATTN_DECODE="v2,kl=8,nt=128,k2=1,slab=512,wgs=1024,rows=4,pf=1"`: plan knobs for timing runs (results unchanged). */
+interface TuningV2 { kl?: number; nt?: number; nk?: number; slab?: number; wgs?: number; rows?: number; pf?: boolean; depth?: 1 | 2 }
+/** `LOCRET_ATTN_DECODE="v2,kl=8,nt=128,k2=1,slab=512,wgs=1024,rows=4,pf=1"`: plan knobs for timing runs (results unchanged; pf=2 prefetches two rounds ahead). */
 export function tuningV2(spec = env('LOCRET_ATTN_DECODE')): TuningV2 {
   if (lastTuning && lastTuning.spec === spec) return lastTuning.t; // every layer of every step plans: parse once
   const t: TuningV2 = {};
@@ -88,7 +93,10 @@ export function tuningV2(spec = env('LOCRET_ATTN_DECODE')): TuningV2 {
     if (k === 'slab' && n >= 1) t.slab = n;
     if (k === 'wgs' && n >= 1) t.wgs = n;
     if (k === 'rows' && [1, 2, 3, 4].includes(n)) t.rows = n;
-    if (k === 'pf' && (n === 0 || n === 1)) t.pf = n === 1;
+    if (k === 'pf' && [0, 1, 2].includes(n)) {
+      t.pf = n > 0;
+      if (n > 0) t.depth = n as 1 | 2;
+    }
   }
   lastTuning = { spec, t };
   return t;
@@ -117,11 +125,12 @@ export function planV2(o: DecodeV2Opts, d: AttentionDims, splitsBound: number): 
     : Math.min(Math.ceil((tune.wgs ?? TARGET_WG) / (nBlocks * o.numKvHeads)), Math.ceil(kvEnd / MIN_SPLIT_KEYS)));
   if (d.splits === undefined) splits = Math.min(splits, splitsBound);
   splits = Math.max(1, Math.min(splits, MAX_SPLITS));
-  const round = NG * NK;
-  const splitKeys = Math.ceil(Math.ceil(kvEnd / splits) / round) * round;
   // int8 rows carry their scale after the codes: its quads are not prefetched (the plain round serves it)
   const PF = o.cacheDtype !== 'int8' && (o.prefetch ?? tune.pf ?? true);
-  return { G, R, nBlocks, KL, NT, NG, NK, splits: Math.ceil(kvEnd / splitKeys), splitKeys, PF };
+  const DEPTH = PF ? (o.depth ?? tune.depth ?? 1) : 1;
+  const round = NG * NK * DEPTH;
+  const splitKeys = Math.ceil(Math.ceil(kvEnd / splits) / round) * round;
+  return { G, R, nBlocks, KL, NT, NG, NK, splits: Math.ceil(kvEnd / splitKeys), splitKeys, PF, DEPTH };
 }
 
 const seq = (n: number) => Array.from({ length: n }, (_, i) => i);
@@ -137,7 +146,7 @@ function mainKernel(o: DecodeV2Opts, p: DecodeV2Plan, split: boolean, withLse: b
   const np = Math.ceil(PQ / KL);
   const nv = DQ / KL;
   const sg = o.subgroups;
-  const key = { op: 'attention_decode2', cache: o.cacheDtype, H, G, D: o.headDim, rot, R, KL, NT, NK, sg, split, lse: withLse, pf: p.PF };
+  const key = { op: 'attention_decode2', cache: o.cacheDtype, H, G, D: o.headDim, rot, R, KL, NT, NK, sg, split, lse: withLse, pf: p.PF ? p.DEPTH : 0 };
   const [rs, fs, ps, vs, ks] = [seq(R), seq(nf), seq(np), seq(nv), seq(NK)];
   const rk = (kk: number, r: number) => `${kk}_${r}`;
   const redLen = 2 * NK * R * NT;
@@ -148,6 +157,56 @@ ${ks.map((kk) => rs.map((r) => `        red[rb + ${(kk * R + r) * NT}u + lid] = 
         workgroupBarrier();
 ${ks.map((kk) => rs.map((r) => `        z${rk(kk, r)} = 0.0;
         for (var i = 0u; i < KL; i++) { z${rk(kk, r)} += red[rb + ${(kk * R + r) * NT}u + grp * KL + i]; }`).join('\n')).join('\n')}`;
+  // one round's arithmetic on the keys key<kk> (values x*, v*): rotation, dots, lane-group sums, online softmax
+  const compute = `${ks.map((kk) => fs.map((i) => `    let c${kk}_${i} = vec4<f32>(ra${kk}_${i}.x, ra${kk}_${i}.z, rb${kk}_${i}.x, rb${kk}_${i}.z);
+    let sn${kk}_${i} = vec4<f32>(ra${kk}_${i}.y, ra${kk}_${i}.w, rb${kk}_${i}.y, rb${kk}_${i}.w);
+    let ka${kk}_${i} = xa${kk}_${i} * c${kk}_${i} - xb${kk}_${i} * sn${kk}_${i}; // HF rotate_half, low half
+    let kb${kk}_${i} = xb${kk}_${i} * c${kk}_${i} + xa${kk}_${i} * sn${kk}_${i};`).join('\n')).join('\n')}
+${ks.map((kk) => rs.map((r) => `    var z${rk(kk, r)} = ${[...fs.map((i) => `dot(qa${r}_${i}, ka${kk}_${i}) + dot(qb${r}_${i}, kb${kk}_${i})`), ...ps.map((i) => `dot(qp${r}_${i}, xp${kk}_${i})`)].join(' + ')};`).join('\n')).join('\n')}
+${sg ? `    if (sgs >= KL) { // lane groups are aligned runs of KL lanes inside one subgroup
+${shuffleSum}
+    } else {
+${ldsSum}
+    }` : `    {
+${ldsSum}
+    }`}
+    // this group's online softmax; masked keys get weight 0 explicitly (exp(NEG - NEG) would be 1)
+${ks.map((kk) => rs.map((r) => `    {
+      let e = select(NEG, z${rk(kk, r)}, key${kk} < lim${r});
+      if (e > m${r}) {
+        let al = exp(m${r} - e);
+        l${r} *= al;
+${vs.map((i) => `        a${r}_${i} *= al;`).join('\n')}
+        m${r} = e;
+      }
+      let w = select(0.0, exp(e - m${r}), e > -1.0e38);
+      l${r} += w;
+${vs.map((i) => `      a${r}_${i} += w * v${kk}_${i};`).join('\n')}
+    }`).join('\n')).join('\n')}
+    hb ^= 1u;
+`;
+  // every load of a round first; keys past k1 read slot k1 - 1 and are masked in compute
+  const plainLoads = ks.map((kk) => `    let key${kk} = kb + ${kk * NG}u + grp;
+    let s${kk} = min(key${kk}, k1 - 1u);${nf ? `
+    let p${kk} = kpos[g * params.capacity + s${kk}];` : ''}
+${fs.map((i) => `    let xa${kk}_${i} = kq(g, s${kk}, fq${i});
+    let xb${kk}_${i} = kq(g, s${kk}, fq${i} + HQ);
+${ropeLoads(kk, i)}`).join('\n')}
+${ps.map((i) => `    let xp${kk}_${i} = kq(g, s${kk}, pq${i});`).join('\n')}
+${vs.map((i) => `    let v${kk}_${i} = vq(g, s${kk}, ln + ${i * KL}u);`).join('\n')}`).join('\n');
+  const RK = NG * NK; // keys per round
+  const loop = !p.PF
+    ? `  for (var kb = k0; kb < k1; kb += ${RK}u) {\n${plainLoads}\n${compute}  }`
+    : p.DEPTH === 1
+      ? `  for (var kb = k0; kb < k1; kb += ${RK}u) {\n${prefetchedRound(p, fs, ps, vs, ks, 'kb', 'w', `(kb + ${RK}u)`)}\n${compute}  }`
+      : `  for (var kb = k0; kb < k1; kb += ${2 * RK}u) { // two rounds, one per register set
+    {
+${prefetchedRound(p, fs, ps, vs, ks, 'kb', 'w', `(kb + ${2 * RK}u)`)}
+${compute}    }
+    {
+${prefetchedRound(p, fs, ps, vs, ks, `(kb + ${RK}u)`, 'u', `(kb + ${3 * RK}u)`)}
+${compute}    }
+  }`;
   return kernel(key, () => ({
     bindings: attentionBindings(o.cacheDtype, split, withLse),
     params: SPLIT_ATTENTION_PARAMS,
@@ -200,43 +259,7 @@ ${ps.map((i) => `  var qp${r}_${i} = vec4<f32>(0.0);
 ${vs.map((i) => `  var a${r}_${i} = vec4<f32>(0.0);`).join('\n')}`)}
 ${p.PF ? prefetchPrologue(p, fs, ps, vs, ks) : ''}
   var hb = 0u;
-  for (var kb = k0; kb < k1; kb += ${NG * NK}u) {
-    // every load of the round first; keys past k1 read slot k1 - 1 and are masked below
-${p.PF ? prefetchedRound(p, fs, ps, vs, ks) : ks.map((kk) => `    let key${kk} = kb + ${kk * NG}u + grp;
-    let s${kk} = min(key${kk}, k1 - 1u);${nf ? `
-    let p${kk} = kpos[g * params.capacity + s${kk}];` : ''}
-${fs.map((i) => `    let xa${kk}_${i} = kq(g, s${kk}, fq${i});
-    let xb${kk}_${i} = kq(g, s${kk}, fq${i} + HQ);
-${ropeLoads(kk, i)}`).join('\n')}
-${ps.map((i) => `    let xp${kk}_${i} = kq(g, s${kk}, pq${i});`).join('\n')}
-${vs.map((i) => `    let v${kk}_${i} = vq(g, s${kk}, ln + ${i * KL}u);`).join('\n')}`).join('\n')}
-${ks.map((kk) => fs.map((i) => `    let c${kk}_${i} = vec4<f32>(ra${kk}_${i}.x, ra${kk}_${i}.z, rb${kk}_${i}.x, rb${kk}_${i}.z);
-    let sn${kk}_${i} = vec4<f32>(ra${kk}_${i}.y, ra${kk}_${i}.w, rb${kk}_${i}.y, rb${kk}_${i}.w);
-    let ka${kk}_${i} = xa${kk}_${i} * c${kk}_${i} - xb${kk}_${i} * sn${kk}_${i}; // HF rotate_half, low half
-    let kb${kk}_${i} = xb${kk}_${i} * c${kk}_${i} + xa${kk}_${i} * sn${kk}_${i};`).join('\n')).join('\n')}
-${ks.map((kk) => rs.map((r) => `    var z${rk(kk, r)} = ${[...fs.map((i) => `dot(qa${r}_${i}, ka${kk}_${i}) + dot(qb${r}_${i}, kb${kk}_${i})`), ...ps.map((i) => `dot(qp${r}_${i}, xp${kk}_${i})`)].join(' + ')};`).join('\n')).join('\n')}
-${sg ? `    if (sgs >= KL) { // lane groups are aligned runs of KL lanes inside one subgroup
-${shuffleSum}
-    } else {
-${ldsSum}
-    }` : `    {
-${ldsSum}
-    }`}
-    // this group's online softmax; masked keys get weight 0 explicitly (exp(NEG - NEG) would be 1)
-${ks.map((kk) => rs.map((r) => `    {
-      let e = select(NEG, z${rk(kk, r)}, key${kk} < lim${r});
-      if (e > m${r}) {
-        let al = exp(m${r} - e);
-        l${r} *= al;
-${vs.map((i) => `        a${r}_${i} *= al;`).join('\n')}
-        m${r} = e;
-      }
-      let w = select(0.0, exp(e - m${r}), e > -1.0e38);
-      l${r} += w;
-${vs.map((i) => `      a${r}_${i} += w * v${kk}_${i};`).join('\n')}
-    }`).join('\n')).join('\n')}
-    hb ^= 1u;
-  }
+${loop}
   // merge the lane groups: M = max of the group maxima, each group's output and sum weighed by exp(m - M)
   if (ln == 0u) {
 ${rs.map((r) => `    gm[${r * NG}u + grp] = m${r};
@@ -263,29 +286,32 @@ fn wx(w: ${W}) -> vec4<f32> { return ${dtype === 'f16' ? 'vec4<f32>(unpack2x16fl
  * Loads of the round starting at key `first` into the w* registers: declared (`var`) before the loop, assigned in
  * it (each at its own indentation).
  */
-function roundLoads(p: DecodeV2Plan, fs: number[], ps: number[], vs: number[], ks: number[], first: string, declare: boolean): string {
+function roundLoads(p: DecodeV2Plan, fs: number[], ps: number[], vs: number[], ks: number[], first: string, declare: boolean, W = 'w'): string {
   const at = declare ? '  var ' : '    ';
-  return ks.map((kk) => `${at}ws${kk} = min(${first} + ${kk * p.NG}u + grp, k1 - 1u);
-${fs.length ? `${at}wp${kk} = kpos[g * params.capacity + ws${kk}];\n` : ''}${fs.map((i) => `${at}wa${kk}_${i} = kw(g, ws${kk}, fq${i});
-${at}wb${kk}_${i} = kw(g, ws${kk}, fq${i} + HQ);`).join('\n')}
-${ps.map((i) => `${at}wq${kk}_${i} = kw(g, ws${kk}, pq${i});`).join('\n')}
-${vs.map((i) => `${at}wv${kk}_${i} = vw(g, ws${kk}, ln + ${i * p.KL}u);`).join('\n')}`).join('\n');
+  return ks.map((kk) => `${at}${W}s${kk} = min(${first} + ${kk * p.NG}u + grp, k1 - 1u);
+${fs.length ? `${at}${W}p${kk} = kpos[g * params.capacity + ${W}s${kk}];\n` : ''}${fs.map((i) => `${at}${W}a${kk}_${i} = kw(g, ${W}s${kk}, fq${i});
+${at}${W}b${kk}_${i} = kw(g, ${W}s${kk}, fq${i} + HQ);`).join('\n')}
+${ps.map((i) => `${at}${W}q${kk}_${i} = kw(g, ${W}s${kk}, pq${i});`).join('\n')}
+${vs.map((i) => `${at}${W}v${kk}_${i} = vw(g, ${W}s${kk}, ln + ${i * p.KL}u);`).join('\n')}`).join('\n');
 }
 
-/** Software pipelining: the first round's loads, before the loop. */
+/** Software pipelining: the first DEPTH rounds' loads (register sets w, then u), before the loop. */
 function prefetchPrologue(p: DecodeV2Plan, fs: number[], ps: number[], vs: number[], ks: number[]): string {
-  return `  // the first round's K/V words and positions; each round then loads the next one's before computing
-${roundLoads(p, fs, ps, vs, ks, 'k0', true)}`;
+  return `  // the first rounds' K/V words and positions; each round then loads the one DEPTH rounds later before computing
+${roundLoads(p, fs, ps, vs, ks, 'k0', true)}${p.DEPTH === 2 ? `\n${roundLoads(p, fs, ps, vs, ks, `(k0 + ${p.NG * p.NK}u)`, true, 'u')}` : ''}`;
 }
 
-/** A round's values from the w* registers, then the next round's loads into them, then this round's rope rows. */
-function prefetchedRound(p: DecodeV2Plan, fs: number[], ps: number[], vs: number[], ks: number[]): string {
-  return `${ks.map((kk) => `    let key${kk} = kb + ${kk * p.NG}u + grp;
-${fs.length ? `    let p${kk} = wp${kk};\n` : ''}${fs.map((i) => `    let xa${kk}_${i} = wx(wa${kk}_${i});
-    let xb${kk}_${i} = wx(wb${kk}_${i});`).join('\n')}
-${ps.map((i) => `    let xp${kk}_${i} = wx(wq${kk}_${i});`).join('\n')}
-${vs.map((i) => `    let v${kk}_${i} = wx(wv${kk}_${i});`).join('\n')}`).join('\n')}
-${roundLoads(p, fs, ps, vs, ks, `(kb + ${p.NG * p.NK}u)`, false)}
+/**
+ * A round (keys from `kb`) with its values from register set W, then the loads of the round at `next` into W, then
+ * this round's rope rows.
+ */
+function prefetchedRound(p: DecodeV2Plan, fs: number[], ps: number[], vs: number[], ks: number[], kb: string, W: string, next: string): string {
+  return `${ks.map((kk) => `    let key${kk} = ${kb} + ${kk * p.NG}u + grp;
+${fs.length ? `    let p${kk} = ${W}p${kk};\n` : ''}${fs.map((i) => `    let xa${kk}_${i} = wx(${W}a${kk}_${i});
+    let xb${kk}_${i} = wx(${W}b${kk}_${i});`).join('\n')}
+${ps.map((i) => `    let xp${kk}_${i} = wx(${W}q${kk}_${i});`).join('\n')}
+${vs.map((i) => `    let v${kk}_${i} = wx(${W}v${kk}_${i});`).join('\n')}`).join('\n')}
+${roundLoads(p, fs, ps, vs, ks, next, false, W)}
 ${ks.map((kk) => fs.map((i) => ropeLoads(kk, i)).join('\n')).join('\n')}`;
 }
 
