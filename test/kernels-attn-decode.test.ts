@@ -37,6 +37,8 @@ interface Case {
   prefetch?: boolean;
   /** v2 only: rounds loaded ahead with prefetch (2: two register sets) */
   depth?: 1 | 2;
+  /** v2 on rotated keys only: q in workgroup memory */
+  qShared?: boolean;
 }
 
 const POSITIONS = 1100;
@@ -177,7 +179,7 @@ async function checkRotated(r: GpuRunner, c: Case, seed: number) {
   expect(got.filter((_, i) => i % (x.capacity * c.D) >= c.len * c.D).every(Number.isNaN), 'slots past the live ones untouched').toBe(true);
   // positions are not read any more: poison them
   const d = { T: c.T, base: x.base, capacity: x.capacity, scale: x.sh.scale, splits: c.splits };
-  const o: DecodeOpts = { ...opts(c), subgroups: r.gpu.subgroups, keysRotated: true, v2: { kl: c.kl, nt: c.nt, nk: c.nk, rows: c.rows, prefetch: c.prefetch, depth: c.depth } };
+  const o: DecodeOpts = { ...opts(c), subgroups: r.gpu.subgroups, keysRotated: true, v2: { kl: c.kl, nt: c.nt, nk: c.nk, rows: c.rows, prefetch: c.prefetch, depth: c.depth, qShared: c.qShared } };
   const p = attentionDecodeV2Plan(o, d);
   const bufs = {
     q: r.upload(x.q, 'q'), kCache, vCache: r.upload(x.v.gpu, 'v'), kpos: r.upload(new Uint32Array(c.KV * x.capacity).fill(0xffffffff), 'kpos-poison'), rope,
@@ -186,7 +188,7 @@ async function checkRotated(r: GpuRunner, c: Case, seed: number) {
   };
   r.run(attentionDecode(o, d, bufs));
   const tol = dtype === 'f32' ? 1e-4 : 3e-3;
-  const what = `rotated keys, ${dtype} splits=${p.splits} R=${p.R} NK=${p.NK}${p.PF ? ` prefetch ${p.DEPTH}` : ''}`;
+  const what = `rotated keys, ${dtype} splits=${p.splits} R=${p.R} NK=${p.NK}${p.PF ? ` prefetch ${p.DEPTH}` : ''}${p.QS ? ' q-shared' : ''}`;
   expectClose(await r.readF32(bufs.out, c.T * H * c.D), want.out, tol, `out (${what})`);
   expectClose(await r.readF32(bufs.lse, c.T * H), want.lse, tol, `lse (${what})`);
   for (const b of [...Object.values(bufs), kpos]) r.destroy(b);
@@ -200,9 +202,12 @@ describe('decode attention over keys rotated in place', async () => {
     { KV: 1, G: 3, D: 64, rot: 64, T: 4, len: 250, dtype: 'f16', nk: 2, rows: 4, prefetch: false },
     { KV: 2, G: 2, D: 64, rot: 64, T: 1, len: 90, dtype: 'f32', nt: 32, kl: 4 },
     { KV: 2, G: 4, D: 128, rot: 128, T: 1, len: 301, dtype: 'f16', splits: 2, depth: 2 },
+    // q in workgroup memory: the decode shape, and 4 queries of 3 heads (rows past T masked)
+    { KV: 2, G: 4, D: 128, rot: 128, T: 1, len: 300, dtype: 'f16', splits: 2, qShared: true, depth: 2 },
+    { KV: 1, G: 3, D: 64, rot: 64, T: 4, len: 250, dtype: 'f32', qShared: true },
   ];
   for (const [i, c] of rotCases.entries()) {
-    it(`KV=${c.KV} G=${c.G} D=${c.D} rot=${c.rot} T=${c.T} len=${c.len} ${c.dtype}${c.splits ? ` splits=${c.splits}` : ''}${c.depth ? ` depth=${c.depth}` : ''}`, async () => {
+    it(`KV=${c.KV} G=${c.G} D=${c.D} rot=${c.rot} T=${c.T} len=${c.len} ${c.dtype}${c.splits ? ` splits=${c.splits}` : ''}${c.depth ? ` depth=${c.depth}` : ''}${c.qShared ? ' q-shared' : ''}`, async () => {
       await checkRotated(r, c, 900 + i * 10);
     });
   }
@@ -230,7 +235,7 @@ describe('decode attention scratch sizing', () => {
 describe('decode attention v2 plan knobs', () => {
   it('LOCRET_ATTN_DECODE knobs parse (bad values ignored); two rounds in flight make slabs whole pairs of rounds', () => {
     expect(tuningV2('v2,kl=16,nt=64,k2=2,rows=4,pf=2')).toEqual({ kl: 16, nt: 64, nk: 2, rows: 4, pf: true, depth: 2 });
-    expect(tuningV2('v2,pf=0')).toEqual({ pf: false });
+    expect(tuningV2('v2,pf=0,qs=1')).toEqual({ pf: false, qs: true });
     expect(tuningV2('v2,kl=3,nt=100,pf=3,rows=5')).toEqual({});
     const o = { cacheDtype: 'f16' as const, numHeads: 32, numKvHeads: 8, headDim: 128, rotaryDim: 128, subgroups: true };
     const d = { T: 1, base: 16383, capacity: 17408, scale: 1 };

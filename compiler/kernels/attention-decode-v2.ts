@@ -60,6 +60,8 @@ export interface DecodeV2Opts extends AttentionOpts {
   prefetch?: boolean;
   /** rounds loaded ahead when prefetching: 1, or 2 (two register sets, loop unrolled by two rounds) */
   depth?: 1 | 2;
+  /** rotated keys only: the rows' q in workgroup memory instead of registers (fewer registers per thread) */
+  qShared?: boolean;
   /** the cached keys already carry RoPE at their positions (session.ts rotates them at the first decode step) */
   keysRotated?: boolean;
 }
@@ -78,10 +80,12 @@ export interface DecodeV2Plan {
   PF: boolean;
   /** rounds in flight with PF (1 or 2); splitKeys is a multiple of DEPTH rounds */
   DEPTH: 1 | 2;
+  /** q read from workgroup memory (rotated keys only) */
+  QS: boolean;
 }
 
-interface TuningV2 { kl?: number; nt?: number; nk?: number; slab?: number; wgs?: number; rows?: number; pf?: boolean; depth?: 1 | 2 }
-/** `LOCRET_ATTN_DECODE="v2,kl=8,nt=128,k2=1,slab=512,wgs=1024,rows=4,pf=1"`: plan knobs for timing runs (results unchanged; pf=2 prefetches two rounds ahead). */
+interface TuningV2 { kl?: number; nt?: number; nk?: number; slab?: number; wgs?: number; rows?: number; pf?: boolean; depth?: 1 | 2; qs?: boolean }
+/** `LOCRET_ATTN_DECODE="v2,kl=8,nt=128,k2=1,slab=512,wgs=1024,rows=4,pf=1"`: plan knobs for timing runs (results unchanged; pf=2 prefetches two rounds ahead, qs=1 keeps q in workgroup memory). */
 export function tuningV2(spec = env('LOCRET_ATTN_DECODE')): TuningV2 {
   if (lastTuning && lastTuning.spec === spec) return lastTuning.t; // every layer of every step plans: parse once
   const t: TuningV2 = {};
@@ -93,6 +97,7 @@ export function tuningV2(spec = env('LOCRET_ATTN_DECODE')): TuningV2 {
     if (k === 'slab' && n >= 1) t.slab = n;
     if (k === 'wgs' && n >= 1) t.wgs = n;
     if (k === 'rows' && [1, 2, 3, 4].includes(n)) t.rows = n;
+    if (k === 'qs' && (n === 0 || n === 1)) t.qs = n === 1;
     if (k === 'pf' && [0, 1, 2].includes(n)) {
       t.pf = n > 0;
       if (n > 0) t.depth = n as 1 | 2;
@@ -130,7 +135,8 @@ export function planV2(o: DecodeV2Opts, d: AttentionDims, splitsBound: number): 
   const DEPTH = PF ? (o.depth ?? tune.depth ?? 1) : 1;
   const round = NG * NK * DEPTH;
   const splitKeys = Math.ceil(Math.ceil(kvEnd / splits) / round) * round;
-  return { G, R, nBlocks, KL, NT, NG, NK, splits: Math.ceil(kvEnd / splitKeys), splitKeys, PF, DEPTH };
+  const QS = o.keysRotated === true && (o.qShared ?? tune.qs ?? false);
+  return { G, R, nBlocks, KL, NT, NG, NK, splits: Math.ceil(kvEnd / splitKeys), splitKeys, PF, DEPTH, QS };
 }
 
 const seq = (n: number) => Array.from({ length: n }, (_, i) => i);
@@ -146,7 +152,7 @@ function mainKernel(o: DecodeV2Opts, p: DecodeV2Plan, split: boolean, withLse: b
   const np = Math.ceil(PQ / KL);
   const nv = DQ / KL;
   const sg = o.subgroups;
-  const key = { op: 'attention_decode2', cache: o.cacheDtype, H, G, D: o.headDim, rot, R, KL, NT, NK, sg, split, lse: withLse, pf: p.PF ? p.DEPTH : 0 };
+  const key = { op: 'attention_decode2', cache: o.cacheDtype, H, G, D: o.headDim, rot, R, KL, NT, NK, sg, split, lse: withLse, pf: p.PF ? p.DEPTH : 0, qs: p.QS };
   const [rs, fs, ps, vs, ks] = [seq(R), seq(nf), seq(np), seq(nv), seq(NK)];
   const rk = (kk: number, r: number) => `${kk}_${r}`;
   const redLen = 2 * NK * R * NT;
@@ -162,7 +168,7 @@ ${ks.map((kk) => rs.map((r) => `        z${rk(kk, r)} = 0.0;
     let sn${kk}_${i} = vec4<f32>(ra${kk}_${i}.y, ra${kk}_${i}.w, rb${kk}_${i}.y, rb${kk}_${i}.w);
     let ka${kk}_${i} = xa${kk}_${i} * c${kk}_${i} - xb${kk}_${i} * sn${kk}_${i}; // HF rotate_half, low half
     let kb${kk}_${i} = xb${kk}_${i} * c${kk}_${i} + xa${kk}_${i} * sn${kk}_${i};`).join('\n')).join('\n')}
-${ks.map((kk) => rs.map((r) => `    var z${rk(kk, r)} = ${[...fs.map((i) => `dot(qa${r}_${i}, ka${kk}_${i}) + dot(qb${r}_${i}, kb${kk}_${i})`), ...ps.map((i) => `dot(qp${r}_${i}, xp${kk}_${i})`)].join(' + ')};`).join('\n')).join('\n')}
+${ks.map((kk) => rs.map((r) => `    var z${rk(kk, r)} = ${[...fs.map((i) => `dot(qa${r}_${i}, ka${kk}_${i}) + dot(qb${r}_${i}, kb${kk}_${i})`), ...ps.map((i) => `dot(${p.QS ? `qsh[${r * DQ}u + pp${i}]` : `qp${r}_${i}`}, xp${kk}_${i})`)].join(' + ')};`).join('\n')).join('\n')}
 ${sg ? `    if (sgs >= KL) { // lane groups are aligned runs of KL lanes inside one subgroup
 ${shuffleSum}
     } else {
@@ -227,7 +233,8 @@ ${p.PF ? rawFns(o.cacheDtype as 'f32' | 'f16') : ''}
 var<workgroup> red: array<f32, ${redLen}>; // (2 rounds, NK keys, R rows, NT lanes) partial dots, no-shuffle path
 var<workgroup> gm: array<f32, ${R * NG}>; // (R, NG) per-group max
 var<workgroup> gl: array<f32, ${R * NG}>; // (R, NG) per-group sum
-var<workgroup> ob: array<vec4<f32>, ${NG * DQ}>; // (NG, DQ) one row's per-group output quads, rescaled
+var<workgroup> ob: array<vec4<f32>, ${NG * DQ}>; // (NG, DQ) one row's per-group output quads, rescaled${p.QS ? `
+var<workgroup> qsh: array<vec4<f32>, ${R * DQ}>; // (R, DQ) the rows' scaled q (rotated keys: every quad is pass-through)` : ''}
 
 @compute @workgroup_size(${NT})
 fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: vec3<u32>${sg ? ', @builtin(subgroup_size) sgs: u32' : ''}) {
@@ -254,10 +261,16 @@ ${rs.map((r) => `  let ri${r} = blk * R + ${r}u;
 ${fs.map((i) => `  var qa${r}_${i} = vec4<f32>(0.0);
   var qb${r}_${i} = vec4<f32>(0.0);
   if (ok${r} && f${i} < HQ) { qa${r}_${i} = q[qa${r} + fq${i}] * params.scale; qb${r}_${i} = q[qa${r} + fq${i} + HQ] * params.scale; }`).join('\n')}
-${ps.map((i) => `  var qp${r}_${i} = vec4<f32>(0.0);
+${p.QS ? '' : ps.map((i) => `  var qp${r}_${i} = vec4<f32>(0.0);
   if (ok${r} && pp${i} < ${PQ}u) { qp${r}_${i} = q[qa${r} + pq${i}] * params.scale; }`).join('\n')}
 ${vs.map((i) => `  var a${r}_${i} = vec4<f32>(0.0);`).join('\n')}`)}
 ${p.PF ? prefetchPrologue(p, fs, ps, vs, ks) : ''}
+${p.QS ? `  for (var j = lid; j < ${R * DQ}u; j += ${NT}u) {
+    let ri = blk * R + j / DQ;
+    let t = ri / G;
+    qsh[j] = select(vec4<f32>(0.0), q[(min(t, params.T - 1u) * H + g * G + ri % G) * DQ + j % DQ] * params.scale, t < params.T);
+  }
+  workgroupBarrier();` : ''}
   var hb = 0u;
 ${loop}
   // merge the lane groups: M = max of the group maxima, each group's output and sum weighed by exp(m - M)

@@ -43,7 +43,7 @@ export interface DecodeOpts extends AttentionOpts {
   /** kernel variant (default: `LOCRET_ATTN_DECODE` naming `v1` or `v2`, else v1); v2 is attention-decode-v2.ts */
   variant?: 'v1' | 'v2';
   /** v2 plan knobs: lanes per key, threads per workgroup, keys per lane group per round */
-  v2?: { kl?: number; nt?: number; nk?: number; rows?: number; prefetch?: boolean; depth?: 1 | 2 };
+  v2?: { kl?: number; nt?: number; nk?: number; rows?: number; prefetch?: boolean; depth?: 1 | 2; qShared?: boolean };
   /** the cached keys already carry RoPE (v2 only: it then reads neither positions nor the rope table) */
   keysRotated?: boolean;
 }
@@ -271,7 +271,7 @@ export function attentionDecode(o: DecodeOpts, d: AttentionDims, b: AttentionBuf
   ];
 }
 
-const v2Opts = (o: DecodeOpts) => ({ ...o, nk: o.v2?.nk, kl: o.v2?.kl, nt: o.v2?.nt, rows: o.v2?.rows, prefetch: o.v2?.prefetch, depth: o.v2?.depth });
+const v2Opts = (o: DecodeOpts) => ({ ...o, nk: o.v2?.nk, kl: o.v2?.kl, nt: o.v2?.nt, rows: o.v2?.rows, prefetch: o.v2?.prefetch, depth: o.v2?.depth, qShared: o.v2?.qShared });
 
 /** v1's splits for this call before rounding: v2 stays within it, so decodeScratchBytes covers both variants. */
 function v1Bound(o: AttentionOpts, d: AttentionDims): number {
