@@ -205,9 +205,11 @@ describe('decode attention over keys rotated in place', async () => {
     // q in workgroup memory: the decode shape, and 4 queries of 3 heads (rows past T masked)
     { KV: 2, G: 4, D: 128, rot: 128, T: 1, len: 300, dtype: 'f16', splits: 2, qShared: true, depth: 2 },
     { KV: 1, G: 3, D: 64, rot: 64, T: 4, len: 250, dtype: 'f32', qShared: true },
+    // q in registers, one round ahead (the default before)
+    { KV: 2, G: 4, D: 128, rot: 128, T: 1, len: 300, dtype: 'f16', splits: 2, qShared: false, depth: 1 },
   ];
   for (const [i, c] of rotCases.entries()) {
-    it(`KV=${c.KV} G=${c.G} D=${c.D} rot=${c.rot} T=${c.T} len=${c.len} ${c.dtype}${c.splits ? ` splits=${c.splits}` : ''}${c.depth ? ` depth=${c.depth}` : ''}${c.qShared ? ' q-shared' : ''}`, async () => {
+    it(`KV=${c.KV} G=${c.G} D=${c.D} rot=${c.rot} T=${c.T} len=${c.len} ${c.dtype}${c.splits ? ` splits=${c.splits}` : ''}${c.depth ? ` depth=${c.depth}` : ''}${c.qShared !== undefined ? ` q-shared=${c.qShared}` : ''}`, async () => {
       await checkRotated(r, c, 900 + i * 10);
     });
   }
@@ -246,5 +248,9 @@ describe('decode attention v2 plan knobs', () => {
     expect(two.splits * two.splitKeys).toBeGreaterThanOrEqual(d.base + d.T);
     // int8 rows are not prefetched, so no second register set either
     expect(planV2({ ...o, cacheDtype: 'int8', depth: 2 }, d, 1024)).toMatchObject({ PF: false, DEPTH: 1 });
+    // rotated keys: q in workgroup memory and two rounds in flight by default; keys rotated on load keep q in registers
+    expect(planV2({ ...o, keysRotated: true }, d, 1024)).toMatchObject({ QS: true, DEPTH: 2 });
+    expect(planV2({ ...o, keysRotated: true, qShared: false }, d, 1024)).toMatchObject({ QS: false, DEPTH: 1 });
+    expect(planV2(o, d, 1024)).toMatchObject({ QS: false, DEPTH: 1 });
   });
 });

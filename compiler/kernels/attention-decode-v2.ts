@@ -58,9 +58,13 @@ export interface DecodeV2Opts extends AttentionOpts {
   rows?: number;
   /** load the next round's K/V words and positions while this round computes (f32/f16 caches; default on) */
   prefetch?: boolean;
-  /** rounds loaded ahead when prefetching: 1, or 2 (two register sets, loop unrolled by two rounds) */
+  /**
+   * Rounds loaded ahead when prefetching: 1, or 2 (two register sets, loop unrolled by two rounds). Default: 2 with
+   * q in workgroup memory, whose freed registers hold the second set (H100, bench/attn-check.ts --rotated --profile,
+   * 32 layers: 16K slots 1.386 vs 1.455 ms, 131K 7.00 vs 7.27; depth 2 with q in registers: 1.80 / 6.93).
+   */
   depth?: 1 | 2;
-  /** rotated keys only: the rows' q in workgroup memory instead of registers (fewer registers per thread) */
+  /** rotated keys only: the rows' q in workgroup memory instead of registers (default on; 16K: 1.467 vs 1.455 alone) */
   qShared?: boolean;
   /** the cached keys already carry RoPE at their positions (session.ts rotates them at the first decode step) */
   keysRotated?: boolean;
@@ -132,10 +136,10 @@ export function planV2(o: DecodeV2Opts, d: AttentionDims, splitsBound: number): 
   splits = Math.max(1, Math.min(splits, MAX_SPLITS));
   // int8 rows carry their scale after the codes: its quads are not prefetched (the plain round serves it)
   const PF = o.cacheDtype !== 'int8' && (o.prefetch ?? tune.pf ?? true);
-  const DEPTH = PF ? (o.depth ?? tune.depth ?? 1) : 1;
+  const QS = o.keysRotated === true && (o.qShared ?? tune.qs ?? true);
+  const DEPTH = PF ? (o.depth ?? tune.depth ?? (QS ? 2 : 1)) : 1;
   const round = NG * NK * DEPTH;
   const splitKeys = Math.ceil(Math.ceil(kvEnd / splits) / round) * round;
-  const QS = o.keysRotated === true && (o.qShared ?? tune.qs ?? false);
   return { G, R, nBlocks, KL, NT, NG, NK, splits: Math.ceil(kvEnd / splitKeys), splitKeys, PF, DEPTH, QS };
 }
 
