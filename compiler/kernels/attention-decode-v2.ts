@@ -22,6 +22,9 @@
  * Rounds are software-pipelined (f32/f16 caches): the K/V words and positions of round i+1 are loaded, f16 words kept
  * packed, before round i's arithmetic, so the loads are in flight while the shuffles and exps run. With depth 2 two
  * register sets alternate (the loop is unrolled by two rounds) and round i loads round i+2: twice the bytes in flight.
+ * On rotated keys (the default there) the rows' scaled q sit in workgroup memory instead of registers: every lane
+ * group reads the same quads (broadcast loads), and the registers they free hold the second set without costing
+ * resident workgroups (q in registers with depth 2 was slower at 16K slots; see `depth` below).
  *
  * Output contract as attention-decode.ts: unnormalized partials + (max, sum) into `scratch` when split (merged by
  * decodeCombine), else out and lse directly.
