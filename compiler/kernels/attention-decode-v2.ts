@@ -29,12 +29,12 @@
  * Output contract as attention-decode.ts: unnormalized partials + (max, sum) into `scratch` when split (merged by
  * decodeCombine), else out and lse directly.
  */
-import { kernel, wgsl } from '../wgsl.js';
+import { kernel, wgsl, type KernelSource } from '../wgsl.js';
 import type { Dispatch } from '../../runtime/gpu/runner.js';
 import { NEG, attentionBindings, checkHeadDims, keyFns, SPLIT_ATTENTION_PARAMS, splitAttentionParams } from './attn-common.js';
 import type { AttentionBuffers, AttentionDims, AttentionOpts } from './attention.js';
 import { decodeCombine, MAX_SPLITS } from './attention-combine.js';
-import { env } from '../../runtime/env.js';
+import { env, envPairs, parsedOnce } from '../../runtime/env.js';
 
 const MAX_ROWS = 4; // q and the output quads of R rows stay in registers: R × (rot/4 + (D-rot)/4 + D/4)/KL vec4
 /**
@@ -94,9 +94,11 @@ export interface DecodeV2Plan {
 interface TuningV2 { kl?: number; nt?: number; nk?: number; slab?: number; wgs?: number; rows?: number; pf?: boolean; depth?: 1 | 2; qs?: boolean }
 /** `LOCRET_ATTN_DECODE="v2,kl=8,nt=128,k2=1,slab=512,wgs=1024,rows=4,pf=1"`: plan knobs for timing runs (results unchanged; pf=2 prefetches two rounds ahead, qs=1 keeps q in workgroup memory). */
 export function tuningV2(spec = env('LOCRET_ATTN_DECODE')): TuningV2 {
-  if (lastTuning && lastTuning.spec === spec) return lastTuning.t; // every layer of every step plans: parse once
+  return parseTuningV2(spec); // every layer of every step plans: parsed once per value
+}
+const parseTuningV2 = parsedOnce((spec) => {
   const t: TuningV2 = {};
-  for (const [k, v] of (spec ?? '').split(',').filter(Boolean).map((s) => s.split('=') as [string, string])) {
+  for (const [k, v] of envPairs(spec)) {
     const n = Number(v);
     if (k === 'kl' && [1, 2, 4, 8, 16, 32].includes(n)) t.kl = n;
     if (k === 'nt' && [32, 64, 128, 256].includes(n)) t.nt = n;
@@ -110,10 +112,8 @@ export function tuningV2(spec = env('LOCRET_ATTN_DECODE')): TuningV2 {
       if (n > 0) t.depth = n as 1 | 2;
     }
   }
-  lastTuning = { spec, t };
   return t;
-}
-let lastTuning: { spec: string | undefined; t: TuningV2 } | undefined;
+});
 
 /** The plan; `splitsBound` caps the splits so the scratch sized for the v1 kernel (decodeScratchBytes) suffices. */
 export function planV2(o: DecodeV2Opts, d: AttentionDims, splitsBound: number): DecodeV2Plan {
@@ -149,149 +149,155 @@ export function planV2(o: DecodeV2Opts, d: AttentionDims, splitsBound: number): 
 const seq = (n: number) => Array.from({ length: n }, (_, i) => i);
 
 function mainKernel(o: DecodeV2Opts, p: DecodeV2Plan, split: boolean, withLse: boolean) {
+  const { G, R, KL, NT, NK } = p;
+  const key = { op: 'attention_decode2', cache: o.cacheDtype, H: o.numHeads, G, D: o.headDim, rot: ropeDims(o), R, KL, NT, NK, sg: o.subgroups, split, lse: withLse, pf: p.PF ? p.DEPTH : 0, qs: p.QS };
+  // the WGSL is generated once per variant key (kernel() calls this only on a cache miss), not per step
+  return kernel(key, () => mainSource(o, p, split, withLse));
+}
+
+/** Dims the kernel rotates on load: none when the cached keys already carry RoPE (positions are not needed then). */
+const ropeDims = (o: DecodeV2Opts) => (o.keysRotated ? 0 : o.rotaryDim);
+
+function mainSource(o: DecodeV2Opts, p: DecodeV2Plan, split: boolean, withLse: boolean): KernelSource {
   const { G, R, KL, NT, NG, NK } = p;
   const H = o.numHeads;
   const DQ = o.headDim / 4;
-  const rot = o.keysRotated ? 0 : o.rotaryDim; // rotated keys: every quad is read as is, positions are not needed
+  const rot = ropeDims(o);
   const HQ = rot / 8; // frequency quads (quads per rotary half)
   const PQ = (o.headDim - rot) / 4; // pass-through quads
   const nf = Math.ceil(HQ / KL); // per lane
   const np = Math.ceil(PQ / KL);
   const nv = DQ / KL;
   const sg = o.subgroups;
-  const key = { op: 'attention_decode2', cache: o.cacheDtype, H, G, D: o.headDim, rot, R, KL, NT, NK, sg, split, lse: withLse, pf: p.PF ? p.DEPTH : 0, qs: p.QS };
-  // the WGSL is generated once per variant key (kernel() calls this only on a cache miss), not per step
-  return kernel(key, () => {
-    const [rs, fs, ps, vs, ks] = [seq(R), seq(nf), seq(np), seq(nv), seq(NK)];
-    const rk = (kk: number, r: number) => `${kk}_${r}`;
-    const redLen = 2 * NK * R * NT;
-    // partial dots of (key kk, row r) summed over the KL lanes of each group into z_kk_r
-    const shuffleSum = ks.map((kk) => rs.map((r) => seq(Math.log2(KL)).map((b) => `        z${rk(kk, r)} += subgroupShuffleXor(z${rk(kk, r)}, ${1 << b}u);`).join('\n')).join('\n')).join('\n');
-    const ldsSum = `        let rb = hb * ${NK * R * NT}u;
-  ${ks.map((kk) => rs.map((r) => `        red[rb + ${(kk * R + r) * NT}u + lid] = z${rk(kk, r)};`).join('\n')).join('\n')}
-          workgroupBarrier();
-  ${ks.map((kk) => rs.map((r) => `        z${rk(kk, r)} = 0.0;
-          for (var i = 0u; i < KL; i++) { z${rk(kk, r)} += red[rb + ${(kk * R + r) * NT}u + grp * KL + i]; }`).join('\n')).join('\n')}`;
-    // one round's arithmetic on the keys key<kk> (values x*, v*): rotation, dots, lane-group sums, online softmax
-    const compute = `${ks.map((kk) => fs.map((i) => `    let c${kk}_${i} = vec4<f32>(ra${kk}_${i}.x, ra${kk}_${i}.z, rb${kk}_${i}.x, rb${kk}_${i}.z);
-      let sn${kk}_${i} = vec4<f32>(ra${kk}_${i}.y, ra${kk}_${i}.w, rb${kk}_${i}.y, rb${kk}_${i}.w);
-      let ka${kk}_${i} = xa${kk}_${i} * c${kk}_${i} - xb${kk}_${i} * sn${kk}_${i}; // HF rotate_half, low half
-      let kb${kk}_${i} = xb${kk}_${i} * c${kk}_${i} + xa${kk}_${i} * sn${kk}_${i};`).join('\n')).join('\n')}
-  ${ks.map((kk) => rs.map((r) => `    var z${rk(kk, r)} = ${[...fs.map((i) => `dot(qa${r}_${i}, ka${kk}_${i}) + dot(qb${r}_${i}, kb${kk}_${i})`), ...ps.map((i) => `dot(${p.QS ? `qsh[${r * DQ}u + pp${i}]` : `qp${r}_${i}`}, xp${kk}_${i})`)].join(' + ')};`).join('\n')).join('\n')}
-  ${sg ? `    if (sgs >= KL) { // lane groups are aligned runs of KL lanes inside one subgroup
-  ${shuffleSum}
-      } else {
-  ${ldsSum}
-      }` : `    {
-  ${ldsSum}
-      }`}
-      // this group's online softmax; masked keys get weight 0 explicitly (exp(NEG - NEG) would be 1)
-  ${ks.map((kk) => rs.map((r) => `    {
-        let e = select(NEG, z${rk(kk, r)}, key${kk} < lim${r});
-        if (e > m${r}) {
-          let al = exp(m${r} - e);
-          l${r} *= al;
-  ${vs.map((i) => `        a${r}_${i} *= al;`).join('\n')}
-          m${r} = e;
-        }
-        let w = select(0.0, exp(e - m${r}), e > -1.0e38);
-        l${r} += w;
-  ${vs.map((i) => `      a${r}_${i} += w * v${kk}_${i};`).join('\n')}
-      }`).join('\n')).join('\n')}
-      hb ^= 1u;
-  `;
-    // every load of a round first; keys past k1 read slot k1 - 1 and are masked in compute
-    const plainLoads = ks.map((kk) => `    let key${kk} = kb + ${kk * NG}u + grp;
-      let s${kk} = min(key${kk}, k1 - 1u);${nf ? `
-      let p${kk} = kpos[g * params.capacity + s${kk}];` : ''}
-  ${fs.map((i) => `    let xa${kk}_${i} = kq(g, s${kk}, fq${i});
-      let xb${kk}_${i} = kq(g, s${kk}, fq${i} + HQ);
-  ${ropeLoads(kk, i)}`).join('\n')}
-  ${ps.map((i) => `    let xp${kk}_${i} = kq(g, s${kk}, pq${i});`).join('\n')}
-  ${vs.map((i) => `    let v${kk}_${i} = vq(g, s${kk}, ln + ${i * KL}u);`).join('\n')}`).join('\n');
-    const RK = NG * NK; // keys per round
-    const loop = !p.PF
-      ? `  for (var kb = k0; kb < k1; kb += ${RK}u) {\n${plainLoads}\n${compute}  }`
-      : p.DEPTH === 1
-        ? `  for (var kb = k0; kb < k1; kb += ${RK}u) {\n${prefetchedRound(p, fs, ps, vs, ks, 'kb', 'w', `(kb + ${RK}u)`)}\n${compute}  }`
-        : `  for (var kb = k0; kb < k1; kb += ${2 * RK}u) { // two rounds, one per register set
-      {
-  ${prefetchedRound(p, fs, ps, vs, ks, 'kb', 'w', `(kb + ${2 * RK}u)`)}
-  ${compute}    }
-      {
-  ${prefetchedRound(p, fs, ps, vs, ks, `(kb + ${RK}u)`, 'u', `(kb + ${3 * RK}u)`)}
-  ${compute}    }
-    }`;
-    return {
-      bindings: attentionBindings(o.cacheDtype, split, withLse),
-      params: SPLIT_ATTENTION_PARAMS,
-      workgroupSize: [NT, 1, 1],
-      enables: sg ? ['subgroups'] : [],
-      body: wgsl`
-  const DQ = ${DQ}u;
-  const HQ = ${HQ}u;
-  const H = ${H}u;
-  const G = ${G}u;
-  const R = ${R}u;
-  const KL = ${KL}u;
-  const NG = ${NG}u;
-  const NEG = ${NEG};
-  ${keyFns(o.cacheDtype, true)}
-  ${p.PF ? rawFns(o.cacheDtype as 'f32' | 'f16') : ''}
+  const [rs, fs, ps, vs, ks] = [seq(R), seq(nf), seq(np), seq(nv), seq(NK)];
+  const rk = (kk: number, r: number) => `${kk}_${r}`;
+  const redLen = 2 * NK * R * NT;
+  // partial dots of (key kk, row r) summed over the KL lanes of each group into z_kk_r
+  const shuffleSum = ks.map((kk) => rs.map((r) => seq(Math.log2(KL)).map((b) => `        z${rk(kk, r)} += subgroupShuffleXor(z${rk(kk, r)}, ${1 << b}u);`).join('\n')).join('\n')).join('\n');
+  const ldsSum = `        let rb = hb * ${NK * R * NT}u;
+${ks.map((kk) => rs.map((r) => `        red[rb + ${(kk * R + r) * NT}u + lid] = z${rk(kk, r)};`).join('\n')).join('\n')}
+        workgroupBarrier();
+${ks.map((kk) => rs.map((r) => `        z${rk(kk, r)} = 0.0;
+        for (var i = 0u; i < KL; i++) { z${rk(kk, r)} += red[rb + ${(kk * R + r) * NT}u + grp * KL + i]; }`).join('\n')).join('\n')}`;
+  // one round's arithmetic on the keys key<kk> (values x*, v*): rotation, dots, lane-group sums, online softmax
+  const compute = `${ks.map((kk) => fs.map((i) => `    let c${kk}_${i} = vec4<f32>(ra${kk}_${i}.x, ra${kk}_${i}.z, rb${kk}_${i}.x, rb${kk}_${i}.z);
+    let sn${kk}_${i} = vec4<f32>(ra${kk}_${i}.y, ra${kk}_${i}.w, rb${kk}_${i}.y, rb${kk}_${i}.w);
+    let ka${kk}_${i} = xa${kk}_${i} * c${kk}_${i} - xb${kk}_${i} * sn${kk}_${i}; // HF rotate_half, low half
+    let kb${kk}_${i} = xb${kk}_${i} * c${kk}_${i} + xa${kk}_${i} * sn${kk}_${i};`).join('\n')).join('\n')}
+${ks.map((kk) => rs.map((r) => `    var z${rk(kk, r)} = ${[...fs.map((i) => `dot(qa${r}_${i}, ka${kk}_${i}) + dot(qb${r}_${i}, kb${kk}_${i})`), ...ps.map((i) => `dot(${p.QS ? `qsh[${r * DQ}u + pp${i}]` : `qp${r}_${i}`}, xp${kk}_${i})`)].join(' + ')};`).join('\n')).join('\n')}
+${sg ? `    if (sgs >= KL) { // lane groups are aligned runs of KL lanes inside one subgroup
+${shuffleSum}
+    } else {
+${ldsSum}
+    }` : `    {
+${ldsSum}
+    }`}
+    // this group's online softmax; masked keys get weight 0 explicitly (exp(NEG - NEG) would be 1)
+${ks.map((kk) => rs.map((r) => `    {
+      let e = select(NEG, z${rk(kk, r)}, key${kk} < lim${r});
+      if (e > m${r}) {
+        let al = exp(m${r} - e);
+        l${r} *= al;
+${vs.map((i) => `        a${r}_${i} *= al;`).join('\n')}
+        m${r} = e;
+      }
+      let w = select(0.0, exp(e - m${r}), e > -1.0e38);
+      l${r} += w;
+${vs.map((i) => `      a${r}_${i} += w * v${kk}_${i};`).join('\n')}
+    }`).join('\n')).join('\n')}
+    hb ^= 1u;
+`;
+  // every load of a round first; keys past k1 read slot k1 - 1 and are masked in compute
+  const plainLoads = ks.map((kk) => `    let key${kk} = kb + ${kk * NG}u + grp;
+    let s${kk} = min(key${kk}, k1 - 1u);${nf ? `
+    let p${kk} = kpos[g * params.capacity + s${kk}];` : ''}
+${fs.map((i) => `    let xa${kk}_${i} = kq(g, s${kk}, fq${i});
+    let xb${kk}_${i} = kq(g, s${kk}, fq${i} + HQ);
+${ropeLoads(kk, i)}`).join('\n')}
+${ps.map((i) => `    let xp${kk}_${i} = kq(g, s${kk}, pq${i});`).join('\n')}
+${vs.map((i) => `    let v${kk}_${i} = vq(g, s${kk}, ln + ${i * KL}u);`).join('\n')}`).join('\n');
+  const RK = NG * NK; // keys per round
+  const loop = !p.PF
+    ? `  for (var kb = k0; kb < k1; kb += ${RK}u) {\n${plainLoads}\n${compute}  }`
+    : p.DEPTH === 1
+      ? `  for (var kb = k0; kb < k1; kb += ${RK}u) {\n${prefetchedRound(p, fs, ps, vs, ks, 'kb', 'w', `(kb + ${RK}u)`)}\n${compute}  }`
+      : `  for (var kb = k0; kb < k1; kb += ${2 * RK}u) { // two rounds, one per register set
+    {
+${prefetchedRound(p, fs, ps, vs, ks, 'kb', 'w', `(kb + ${2 * RK}u)`)}
+${compute}    }
+    {
+${prefetchedRound(p, fs, ps, vs, ks, `(kb + ${RK}u)`, 'u', `(kb + ${3 * RK}u)`)}
+${compute}    }
+  }`;
+  return {
+    bindings: attentionBindings(o.cacheDtype, split, withLse),
+    params: SPLIT_ATTENTION_PARAMS,
+    workgroupSize: [NT, 1, 1],
+    enables: sg ? ['subgroups'] : [],
+    body: wgsl`
+const DQ = ${DQ}u;
+const HQ = ${HQ}u;
+const H = ${H}u;
+const G = ${G}u;
+const R = ${R}u;
+const KL = ${KL}u;
+const NG = ${NG}u;
+const NEG = ${NEG};
+${keyFns(o.cacheDtype, true)}
+${p.PF ? rawFns(o.cacheDtype as 'f32' | 'f16') : ''}
 
-  var<workgroup> red: array<f32, ${redLen}>; // (2 rounds, NK keys, R rows, NT lanes) partial dots, no-shuffle path
-  var<workgroup> gm: array<f32, ${R * NG}>; // (R, NG) per-group max
-  var<workgroup> gl: array<f32, ${R * NG}>; // (R, NG) per-group sum
-  var<workgroup> ob: array<vec4<f32>, ${NG * DQ}>; // (NG, DQ) one row's per-group output quads, rescaled${p.QS ? `
-  var<workgroup> qsh: array<vec4<f32>, ${R * DQ}>; // (R, DQ) the rows' scaled q (rotated keys: every quad is pass-through)` : ''}
+var<workgroup> red: array<f32, ${redLen}>; // (2 rounds, NK keys, R rows, NT lanes) partial dots, no-shuffle path
+var<workgroup> gm: array<f32, ${R * NG}>; // (R, NG) per-group max
+var<workgroup> gl: array<f32, ${R * NG}>; // (R, NG) per-group sum
+var<workgroup> ob: array<vec4<f32>, ${NG * DQ}>; // (NG, DQ) one row's per-group output quads, rescaled${p.QS ? `
+var<workgroup> qsh: array<vec4<f32>, ${R * DQ}>; // (R, DQ) the rows' scaled q (rotated keys: every quad is pass-through)` : ''}
 
-  @compute @workgroup_size(${NT})
-  fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: vec3<u32>${sg ? ', @builtin(subgroup_size) sgs: u32' : ''}) {
-    let g = wg.x % ${o.numKvHeads}u;
-    let blk = wg.x / ${o.numKvHeads}u;
-    let ln = lid % KL;
-    let grp = lid / KL;
-    let k0 = wg.y * params.splitKeys;
-    let lastT = min((blk * R + R - 1u) / G, params.T - 1u);
-    let k1 = min(k0 + params.splitKeys, params.base + lastT + 1u); // uniform: workgroup id and params only
-    // this lane's quads: frequency quads f (and f + HQ), pass-through quads, value quads; out-of-range ones read a
-    // valid quad and meet a zero q
-  ${fs.map((i) => `  let f${i} = ln + ${i * KL}u;
-    let fq${i} = min(f${i}, HQ - 1u);`)}
-  ${ps.map((i) => `  let pp${i} = ln + ${i * KL}u;
-    let pq${i} = ${2 * HQ}u + min(pp${i}, ${Math.max(PQ, 1) - 1}u);`)}
-  ${rs.map((r) => `  let ri${r} = blk * R + ${r}u;
-    let t${r} = ri${r} / G;
-    let ok${r} = t${r} < params.T;
-    let qa${r} = (t${r} * H + g * G + ri${r} % G) * DQ; // first quad of the row in q / out
-    let lim${r} = select(0u, min(params.base + t${r} + 1u, k1), ok${r}); // keys [k0, lim) are visible
-    var m${r} = NEG;
-    var l${r} = 0.0;
-  ${fs.map((i) => `  var qa${r}_${i} = vec4<f32>(0.0);
-    var qb${r}_${i} = vec4<f32>(0.0);
-    if (ok${r} && f${i} < HQ) { qa${r}_${i} = q[qa${r} + fq${i}] * params.scale; qb${r}_${i} = q[qa${r} + fq${i} + HQ] * params.scale; }`).join('\n')}
-  ${p.QS ? '' : ps.map((i) => `  var qp${r}_${i} = vec4<f32>(0.0);
-    if (ok${r} && pp${i} < ${PQ}u) { qp${r}_${i} = q[qa${r} + pq${i}] * params.scale; }`).join('\n')}
-  ${vs.map((i) => `  var a${r}_${i} = vec4<f32>(0.0);`).join('\n')}`)}
-  ${p.PF ? prefetchPrologue(p, fs, ps, vs, ks) : ''}
-  ${p.QS ? `  for (var j = lid; j < ${R * DQ}u; j += ${NT}u) {
-      let ri = blk * R + j / DQ;
-      let t = ri / G;
-      qsh[j] = select(vec4<f32>(0.0), q[(min(t, params.T - 1u) * H + g * G + ri % G) * DQ + j % DQ] * params.scale, t < params.T);
-    }
-    workgroupBarrier();` : ''}
-    var hb = 0u;
-  ${loop}
-    // merge the lane groups: M = max of the group maxima, each group's output and sum weighed by exp(m - M)
-    if (ln == 0u) {
-  ${rs.map((r) => `    gm[${r * NG}u + grp] = m${r};
-      gl[${r * NG}u + grp] = l${r};`).join('\n')}
-    }
-    workgroupBarrier();
-  ${rs.map((r) => merge(r, vs, KL, NG, NT, split, withLse)).join('\n')}
-  }`,
-    };
-  });
+@compute @workgroup_size(${NT})
+fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: vec3<u32>${sg ? ', @builtin(subgroup_size) sgs: u32' : ''}) {
+  let g = wg.x % ${o.numKvHeads}u;
+  let blk = wg.x / ${o.numKvHeads}u;
+  let ln = lid % KL;
+  let grp = lid / KL;
+  let k0 = wg.y * params.splitKeys;
+  let lastT = min((blk * R + R - 1u) / G, params.T - 1u);
+  let k1 = min(k0 + params.splitKeys, params.base + lastT + 1u); // uniform: workgroup id and params only
+  // this lane's quads: frequency quads f (and f + HQ), pass-through quads, value quads; out-of-range ones read a
+  // valid quad and meet a zero q
+${fs.map((i) => `  let f${i} = ln + ${i * KL}u;
+  let fq${i} = min(f${i}, HQ - 1u);`)}
+${ps.map((i) => `  let pp${i} = ln + ${i * KL}u;
+  let pq${i} = ${2 * HQ}u + min(pp${i}, ${Math.max(PQ, 1) - 1}u);`)}
+${rs.map((r) => `  let ri${r} = blk * R + ${r}u;
+  let t${r} = ri${r} / G;
+  let ok${r} = t${r} < params.T;
+  let qa${r} = (t${r} * H + g * G + ri${r} % G) * DQ; // first quad of the row in q / out
+  let lim${r} = select(0u, min(params.base + t${r} + 1u, k1), ok${r}); // keys [k0, lim) are visible
+  var m${r} = NEG;
+  var l${r} = 0.0;
+${fs.map((i) => `  var qa${r}_${i} = vec4<f32>(0.0);
+  var qb${r}_${i} = vec4<f32>(0.0);
+  if (ok${r} && f${i} < HQ) { qa${r}_${i} = q[qa${r} + fq${i}] * params.scale; qb${r}_${i} = q[qa${r} + fq${i} + HQ] * params.scale; }`).join('\n')}
+${p.QS ? '' : ps.map((i) => `  var qp${r}_${i} = vec4<f32>(0.0);
+  if (ok${r} && pp${i} < ${PQ}u) { qp${r}_${i} = q[qa${r} + pq${i}] * params.scale; }`).join('\n')}
+${vs.map((i) => `  var a${r}_${i} = vec4<f32>(0.0);`).join('\n')}`)}
+${p.PF ? prefetchPrologue(p, fs, ps, vs, ks) : ''}
+${p.QS ? `  for (var j = lid; j < ${R * DQ}u; j += ${NT}u) {
+    let ri = blk * R + j / DQ;
+    let t = ri / G;
+    qsh[j] = select(vec4<f32>(0.0), q[(min(t, params.T - 1u) * H + g * G + ri % G) * DQ + j % DQ] * params.scale, t < params.T);
+  }
+  workgroupBarrier();` : ''}
+  var hb = 0u;
+${loop}
+  // merge the lane groups: M = max of the group maxima, each group's output and sum weighed by exp(m - M)
+  if (ln == 0u) {
+${rs.map((r) => `    gm[${r * NG}u + grp] = m${r};
+    gl[${r * NG}u + grp] = l${r};`).join('\n')}
+  }
+  workgroupBarrier();
+${rs.map((r) => merge(r, vs, KL, NG, NT, split, withLse)).join('\n')}
+}`,
+  };
 }
 
 const ropeLoads = (kk: number, i: number) => `    let ra${kk}_${i} = rope[p${kk} * HQ * 2u + fq${i} * 2u];
