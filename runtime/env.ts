@@ -11,6 +11,23 @@ export function env(name: string): string | undefined {
   return proc()?.env?.[name];
 }
 
+/** The `key=value` entries of a comma-separated tuning switch (`LOCRET_GEMV="wg=256,r=4"`); empty entries skipped. */
+export function envPairs(spec: string | undefined): [string, string | undefined][] {
+  return (spec ?? '').split(',').filter(Boolean).map((s) => s.split('=') as [string, string | undefined]);
+}
+
+/**
+ * `parse` of a switch's value, redone only when the value changes: kernels that plan every layer of every decode
+ * step ask for their tuning each time.
+ */
+export function parsedOnce<T>(parse: (spec: string | undefined) => T): (spec: string | undefined) => T {
+  let last: { spec: string | undefined; value: T } | undefined;
+  return (spec) => {
+    if (!last || last.spec !== spec) last = { spec, value: parse(spec) };
+    return last.value;
+  };
+}
+
 /** A switch that is on when set to `1`. */
 export function envFlag(name: string): boolean {
   return env(name) === '1';

@@ -24,7 +24,7 @@ import type { Dispatch } from '../../runtime/gpu/runner.js';
 import { NEG, attentionBindings, checkHeadDims, keyFns, ropeParts, SPLIT_ATTENTION_PARAMS, splitAttentionParams } from './attn-common.js';
 import type { AttentionBuffers, AttentionDims, AttentionOpts } from './attention.js';
 import { decodeCombine, MAX_SPLITS } from './attention-combine.js';
-import { env } from '../../runtime/env.js';
+import { env, envPairs } from '../../runtime/env.js';
 import { attentionDecodeV2, planV2, type DecodeV2Plan } from './attention-decode-v2.js';
 
 /** Largest chunk the decode kernel serves; longer chunks take the prefill kernel. */
@@ -76,9 +76,8 @@ interface DecodePlan {
 
 /** Tuning hook for timing runs on real GPUs (`LOCRET_ATTN_DECODE="nk=4,wg=4096"`); it changes plans, not results. */
 function tuning(): { nk?: number; wg?: number } {
-  const knob = env('LOCRET_ATTN_DECODE');
   const t: { nk?: number; wg?: number } = {};
-  for (const [k, v] of (knob ?? '').split(',').filter(Boolean).map((s) => s.split('=') as [string, string])) {
+  for (const [k, v] of envPairs(env('LOCRET_ATTN_DECODE'))) {
     if (k === 'nk' && [1, 2, 4, 8, 16].includes(Number(v))) t.nk = Number(v);
     if (k === 'wg' && Number(v) >= 1) t.wg = Number(v);
   }

@@ -23,7 +23,7 @@ import type { Workgroups } from '../../runtime/gpu/runner.js';
 import { builtins, foldGrid, isQuantized, linearWg, QGROUP, type WeightDtype } from './mm-common.js';
 import { biasParts, coreParams, GEMV_MAX_T, type CoreFamily } from './mm-core.js';
 import { chunkElems, chunkLayout, type ChunkLayout } from './mm-gemv-chunks.js';
-import { env } from '../../runtime/env.js';
+import { env, envPairs, parsedOnce } from '../../runtime/env.js';
 
 export interface GemvOpts {
   readonly wdtype: WeightDtype;
@@ -86,17 +86,17 @@ export function gemvShape(wdtype: WeightDtype, T: number, streams: number, K: nu
  * Every GEMV of every decode step asks for its shape, so the spec is parsed once per distinct value.
  */
 export function gemvTuning(spec = env('LOCRET_GEMV')): { wg?: number; r?: number } {
-  if (lastGemvTuning && lastGemvTuning.spec === spec) return lastGemvTuning.t;
+  return parseGemvTuning(spec);
+}
+const parseGemvTuning = parsedOnce((spec) => {
   const t: { wg?: number; r?: number } = {};
-  for (const [k, v] of (spec ?? '').split(',').filter(Boolean).map((s) => s.split('=') as [string, string])) {
+  for (const [k, v] of envPairs(spec)) {
     const n = Number(v);
     if (k === 'wg' && [32, 64, 128, 256].includes(n)) t.wg = n;
     if (k === 'r' && n >= 2 && n % 2 === 0 && n <= 16) t.r = n;
   }
-  lastGemvTuning = { spec, t };
   return t;
-}
-let lastGemvTuning: { spec: string | undefined; t: { wg?: number; r?: number } } | undefined;
+});
 
 export function gemvGrid(NC: number, R: number): Workgroups {
   return foldGrid(Math.ceil(NC / R));

@@ -40,7 +40,7 @@ import type { Workgroups } from '../../runtime/gpu/runner.js';
 import { builtins, isQuantized, MAX_WG_PER_DIM, QGROUP, type WeightDtype } from './mm-common.js';
 import { coreBindings, coreParams, type CoreFamily, type CoreOpts } from './mm-core.js';
 import { stagePlan } from './mm-sgmat-stage.js';
-import { env } from '../../runtime/env.js';
+import { env, envPairs } from '../../runtime/env.js';
 
 /** fragment edge: the f16×f16→f32 16×16×16 configuration */
 const FR = 16;
@@ -131,9 +131,7 @@ const ruleName = (r: SgmatRule): RuleName => (r.streams === 2 ? 'swiglu' : r.max
  * (A/B timing in the full model; results unchanged). Names of the wrong stream count are ignored.
  */
 function override(rule: SgmatRule): SgmatVariantName | undefined {
-  const spec = env('LOCRET_SGMAT');
-  if (!spec) return undefined;
-  for (const [k, v] of spec.split(',').map((x) => x.split('=') as [string, string | undefined])) {
+  for (const [k, v] of envPairs(env('LOCRET_SGMAT'))) {
     if (k === ruleName(rule) && v && v in SGMAT_VARIANTS && SGMAT_VARIANTS[v as SgmatVariantName].streams === rule.streams) return v as SgmatVariantName;
   }
   return undefined;
