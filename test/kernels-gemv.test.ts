@@ -54,7 +54,7 @@ function upload(r: GpuRunner, w: Weights): WeightPart[] {
   }));
 }
 
-async function check(r: GpuRunner, o: MatmulOpts, T: number, N: number, K: number, seed: number, xRow0 = 0, cuts: number[] = []): Promise<void> {
+async function check(r: GpuRunner, o: MatmulOpts, T: number, N: number, K: number, seed: number, xRow0 = 0, cuts: number[] = [], dq = 'dq=half'): Promise<void> {
   const rows = o.epilogue === 'swiglu' ? 2 * N : N;
   const x = rand((xRow0 + T) * K, seed, 2);
   const w = makeWeights(o.wdtype, rows, K, seed + 1, cuts);
@@ -70,6 +70,7 @@ async function check(r: GpuRunner, o: MatmulOpts, T: number, N: number, K: numbe
   };
   const ds = matmulParts(o, { T, N, K, eps: 1e-5, xRow0 }, b, parts);
   for (const d of ds) expect(d.kernel.key).toContain('path=gemv');
+  if (o.wdtype === 'q8' || o.wdtype === 'q4') for (const d of ds) expect(d.kernel.key).toContain(dq);
   r.run(ds);
   const got = await r.readF32(b.y, T * N);
   const want = matmulRef({ norm: o.norm, bias: o.bias, epilogue: o.epilogue as (typeof EPILOGUES)[number] }, { T, N, K, eps: 1e-5, xRow0 }, x, w.ref, normW, bias, yIn);
@@ -123,7 +124,7 @@ describe('gemv details', () => {
     expect(gemvShape('f16', 1, 1, 4096)).toMatchObject({ E: 8, R: 8 });
     // columns per workgroup halve until there are 1024 workgroups (or 2 columns): the 8B qkv, o/down, gate_up, head
     expect([6144, 4096, 14336, 128256, 384].map((NC) => gemvShape('f16', 1, 1, 4096, NC).R)).toEqual([4, 4, 8, 8, 2]);
-    expect(gemvShape('q4', 1, 2, 4096, 14336).R).toBe(8);
+    expect(gemvShape('q4', 1, 2, 4096, 14336)).toMatchObject({ R: 8, E: 16 }); // q4: 8-byte chunks (Q4_WORDS)
     // f16 threads by kind: gate_up 64, o / down 256, qkv and the head 128; short rows and quantized weights as before
     expect([gemvShape('f16', 1, 2, 4096, 14336).WG, gemvShape('f16', 1, 1, 4096, 4096).WG, gemvShape('f16', 1, 1, 14336, 4096).WG]).toEqual([64, 256, 256]);
     expect([gemvShape('f16', 1, 1, 4096, 6144).WG, gemvShape('f16', 1, 1, 4096, 128256).WG, gemvShape('f16', 1, 2, 384, 1024).WG]).toEqual([128, 128, 64]);
@@ -134,7 +135,8 @@ describe('gemv details', () => {
   it('LOCRET_GEMV overrides threads and columns for timing runs, parsed once per value, bad entries ignored', () => {
     expect(gemvTuning('wg=256,r=4')).toEqual({ wg: 256, r: 4 });
     expect(gemvTuning('wg=256,r=4')).toBe(gemvTuning('wg=256,r=4'));
-    expect(gemvTuning('wg=96,r=3,x=1,r=18')).toEqual({});
+    expect(gemvTuning('wg=96,r=3,x=1,r=18,dq=float')).toEqual({});
+    expect(gemvTuning('dq=int,qw=2')).toEqual({ dq: 'int', qw: 2 });
     const saved = process.env.LOCRET_GEMV;
     try {
       process.env.LOCRET_GEMV = 'wg=32,r=2';
@@ -156,6 +158,26 @@ describe('gemv details', () => {
     await check(r, { wdtype: 'f16', norm: false, bias: true, epilogue: 'residual', subgroups: r.gpu.subgroups }, 1, 36, 4104, 22);
     expect(gemvShape('q8', 1, 2, 4096, 24).WG).toBe(64);
     await check(r, { wdtype: 'q8', norm: true, bias: false, epilogue: 'swiglu', subgroups: r.gpu.subgroups }, 1, 24, 4096, 23);
+  }, 600_000);
+
+  it('q8 / q4 with the int → float conversion (LOCRET_GEMV=dq=int) and the other chunk widths (qw) match the reference too', async () => {
+    const r = await gpuRunner();
+    const saved = process.env.LOCRET_GEMV;
+    try {
+      for (const spec of ['dq=int', 'qw=4', 'dq=int,qw=2']) {
+        process.env.LOCRET_GEMV = spec;
+        const dq = spec.includes('int') ? 'dq=int' : 'dq=half';
+        expect(gemvShape('q4', 1, 1, 4096, 4096)).toMatchObject({ dq: dq.slice(3), E: spec.includes('qw=4') ? 32 : 16 });
+        expect(gemvShape('q8', 1, 1, 4096, 4096).E).toBe(spec.includes('qw=2') ? 8 : 16);
+        await check(r, { wdtype: 'q8', norm: true, bias: true, epilogue: 'swiglu', subgroups: r.gpu.subgroups }, 2, 33, 288, 31, 0, [], dq);
+        await check(r, { wdtype: 'q4', norm: false, bias: false, epilogue: 'residual', subgroups: r.gpu.subgroups }, 1, 67, 4128, 32, 0, [], dq);
+        await check(r, { wdtype: 'q4', norm: true, bias: false, epilogue: 'store', subgroups: r.gpu.subgroups }, 3, 9, 96, 33, 1, [], dq);
+      }
+    } finally {
+      if (saved === undefined) delete process.env.LOCRET_GEMV;
+      else process.env.LOCRET_GEMV = saved;
+    }
+    expect(gemvShape('q4', 1, 1, 4096, 4096).dq).toBe('half');
   }, 600_000);
 
   it('a device without subgroups still runs (fallback selected by the caller)', async () => {

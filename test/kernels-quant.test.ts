@@ -8,12 +8,13 @@
 import { describe, expect, it } from 'vitest';
 import { embedding } from '../compiler/kernels/elementwise.js';
 import { matmul, matmulParts, type MatmulOpts } from '../compiler/kernels/matmul.js';
-import { builtins, linearWg, vt, weightLoader, type Unit } from '../compiler/kernels/mm-common.js';
+import { builtins, linearWg, quantHalfLoader, vt, weightLoader, type Unit } from '../compiler/kernels/mm-common.js';
 import { GEMV_MAX_T } from '../compiler/kernels/mm-core.js';
 import { qkvRope, type QkvOpts } from '../compiler/kernels/qkv-rope.js';
 import { kernel, rw, wgsl } from '../compiler/wgsl.js';
 import type { GpuRunner } from '../runtime/gpu/runner.js';
 import type { QuantDtype } from '../runtime/quant.js';
+import { f16ToF32, f32ToF16 } from '../runtime/io/dtype.js';
 import { ropeTable } from '../runtime/rope.js';
 import { expectClose, gpuRunner, rand } from './gpu-harness.js';
 import { destroyParts, quantWeights, uploadQuantParts } from './quant-harness.js';
@@ -40,7 +41,43 @@ fn main(${builtins}) {
   return { kernel: spec, buffers: b, params: { n: chunks }, workgroups: [Math.ceil(chunks / 64)] as const };
 }
 
+/** out[i] = w_ldh(i) widened to f32 (the tensor-core staging's f16 loader, 4 elements per chunk). */
+function halfLoaderProbe(dtype: QuantDtype, chunks: number, b: { w: GPUBuffer; w_s: GPUBuffer; out: GPUBuffer }) {
+  const spec = kernel({ op: 'test_quant_half_loader', wdtype: dtype }, () => {
+    const w = weightLoader('w', dtype, 4, '(rows, K)');
+    return {
+      bindings: [...w.bindings, rw('out', 'array<vec4<f32>>')],
+      params: [['n', 'u32']],
+      workgroupSize: [64, 1, 1],
+      enables: ['f16'],
+      body: wgsl`${quantHalfLoader('w', dtype)}
+@compute @workgroup_size(64)
+fn main(${builtins}) {
+  let i = ${linearWg} * 64u + lid;
+  if (i < params.n) { out[i] = vec4<f32>(w_ldh(i)); }
+}`,
+    };
+  });
+  return { kernel: spec, buffers: b, params: { n: chunks }, workgroups: [Math.ceil(chunks / 64)] as const };
+}
+
 describe('quantized chunk loader', () => {
+  for (const dtype of QDTYPES)
+    it(`${dtype} straight to f16 (tensor-core staging): exactly dequantize() rounded to f16, every quant level`, async () => {
+      const r = await gpuRunner();
+      if (!r.gpu.f16) return; // no shader-f16: no tensor-core path either
+      const [rows, K] = [9, 288];
+      // each group ramps over the whole range, so every q8 / q4 level and both signs meet several scales
+      const w = Float32Array.from({ length: rows * K }, (_, i) => ((i % 32) / 31 - 0.5) * 2 * (1 + (Math.floor(i / 32) % 7)) + ((i * 7919) % 13) * 1e-3);
+      const { q, ref } = quantWeights(dtype, w, rows, K);
+      const [part] = uploadQuantParts(r, dtype, q, rows, K);
+      const out = r.createBuffer(rows * K * 4, 'out');
+      r.run([halfLoaderProbe(dtype, (rows * K) / 4, { w: part!.buf, w_s: part!.scales!, out })]);
+      expectClose(await r.readF32(out, rows * K), f16ToF32(f32ToF16(ref)), 0, `${dtype} half loader`);
+      destroyParts(r, [part!]);
+      r.destroy(out);
+    });
+
   for (const dtype of QDTYPES)
     for (const U of [4, 1] as const)
       it(`${dtype}, ${U} element(s) per chunk: exactly dequantize()`, async () => {

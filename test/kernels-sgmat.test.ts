@@ -87,7 +87,7 @@ describe('sgmat WGSL structure', () => {
       expect(k.name).not.toBe(specOf(mmOpts(o.epilogue, true, false), { T: 1024, N: 4096, K: 4096 }).name);
       const names = k.bindings.map((b) => b.name);
       expect(names).toEqual(expect.arrayContaining(o.epilogue === 'swiglu' ? ['w', 'w_s', 'wu', 'wu_s'] : ['w', 'w_s']));
-      expect(k.code).toMatch(/wq0 = select\(vec4<f16>\(\), vec4<f16>\(w_ld\(/);
+      expect(k.code).toMatch(/wq0 = select\(vec4<f16>\(\), w_ldh\(/);
       expect(workgroupBytes(k.code)).toBeLessThanOrEqual(SGMAT_WG_BYTES);
     }
     for (const [name, v] of Object.entries(SGMAT_VARIANTS as Record<string, SgmatVariant>)) {

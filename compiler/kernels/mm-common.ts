@@ -136,6 +136,35 @@ function quantLoader(name: string, dtype: 'q8' | 'q4', U: Unit, doc: string): { 
   return { bindings, fn: wgsl`${doc} (scales in ${s})\nfn ${name}_ld(i: u32) -> ${vt(U)} {\n  ${scale}\n  ${body}\n}` };
 }
 
+/**
+ * `fn ${name}_ldh(i: u32) -> vec4<f16>`: chunk i (U = 4) of the q8 / q4 weight `name` dequantized straight to f16,
+ * for kernels that enable f16 (the tensor-core staging). Same bindings as `weightLoader`'s. The quants become f16
+ * without int → float conversions: ORed into the mantissa of 0x6400 (1024.0, mantissa unit 1) a byte or nibble b
+ * IS the f16 1024 + b, two per word, and the offset comes off exactly (q8: the XOR 0x80 makes two's complement q the
+ * unsigned q + 128, so 1152; q4: 1024 + 8). The product with the f16 scale is rounded once, like the f32 loader's
+ * product rounded to f16 (a product of an integer ≤ 128 and an f16 is exact in f32): the staged values are the same.
+ */
+export function quantHalfLoader(name: string, dtype: 'q8' | 'q4'): string {
+  const groupShift = Math.log2(QGROUP / 4);
+  const pairs =
+    dtype === 'q8'
+      ? // one word = 4 int8: bytes 0,2 and 1,3
+        `let p = ${name}[i];
+  let lo = bitcast<vec2<f16>>((p & 0x00FF00FFu) ^ 0x64806480u) - vec2<f16>(1152.0);
+  let hi = bitcast<vec2<f16>>(((p >> 8u) & 0x00FF00FFu) ^ 0x64806480u) - vec2<f16>(1152.0);`
+      : // half a word = 4 nibbles n0..n3 (the low half for even chunks): n0,n1 and n2,n3
+        `let p = (${name}[i >> 1u] >> (16u * (i & 1u))) & 0xFFFFu;
+  let ab = bitcast<vec2<f16>>(((p | (p << 12u)) & 0x000F000Fu) | 0x64006400u) - vec2<f16>(1032.0);
+  let cd = bitcast<vec2<f16>>((((p >> 8u) | (p << 4u)) & 0x000F000Fu) | 0x64006400u) - vec2<f16>(1032.0);`;
+  const ret = dtype === 'q8' ? 'vec4<f16>(lo.x, hi.x, lo.y, hi.y)' : 'vec4<f16>(ab, cd)';
+  return `fn ${name}_ldh(i: u32) -> vec4<f16> {
+  let g = i >> ${groupShift}u;
+  let sc = bitcast<vec2<f16>>(${name}_s[g >> 1u])[g & 1u];
+  ${pairs}
+  return ${ret} * sc;
+}`;
+}
+
 /** An f32 activation binding read in chunks of U: `fn ${name}_ld(i: u32) -> vt(U)`. */
 export function f32Loader(name: string, U: Unit, shape: string): { binding: Binding; fn: string } {
   return {

@@ -6,13 +6,29 @@
  *   dtype  E   load (16 bytes unless E = 1)       pieces
  *   f32    4   vec4<f32>                          the vec4
  *   f16*   8   vec4<u32> = 8 halves               2 × vec4 via unpack2x16float (no shader-f16 needed)
- *   q8    16   vec4<u32> = 16 int8                4 × vec4 via unpack4xI8 (x pieces: the 4 vec4 of x)
- *   q4    32   vec4<u32> = one whole group        8 × vec4 via unpack4xU8 of the low / high nibbles of each
- *                                                 word (elements 0,2,4,6 / 1,3,5,7: x swizzled to match);
- *                                                 the nibble offset 8 becomes −8·Σx once per chunk
+ *   q8    16   vec4<u32> = 16 int8                4 × vec4, each from two f16 pairs (bytes 0,2 / 1,3 of a word:
+ *                                                 x swizzled to match); the offset −1152·Σx once per chunk
+ *   q4    16   vec2<u32> = half a group           4 × vec4, each from two f16 pairs (nibbles 0,4 / 1,5 and
+ *                                                 2,6 / 3,7 of a word); the offset −1032·Σx once per chunk
  *   f32/f16* with K % 4 / K % 8 ≠ 0: E = 1, one scalar per load
+ *   q8 may also take chunks of 2 words (8-byte loads, E 8), q4 of 4 (a whole group, E 32): LOCRET_GEMV=qw=…
+ *
+ * Quantized integers become floats without int → float conversions (`QuantConvert` 'half', the default): a byte or
+ * nibble ORed into the mantissa of the f16 0x6400 (1024.0, whose mantissa unit is 1) IS the f16 1024 + b, two per
+ * word, widened to f32 by unpack2x16float:
+ *
+ *   q4 word (w >> 4s) & 0x000F000F | 0x64006400  → f16 pair (1024 + n_s, 1024 + n_{s+4}),  weight = n − 8
+ *   q8 word (w >> 8s) & 0x00FF00FF ^ 0x64806480  → f16 pair (1152 + q_s, 1152 + q_{s+2}), weight = q (the XOR
+ *                                                   flips each byte's sign bit: two's complement q + 128)
+ *
+ * so the chunk's dot is taken on these values and the constant comes off once per chunk (−1032·Σx, −1152·Σx), in
+ * f32 (the extra rounding is ~1e-5 of the dot). 'int' is the first form: unpack4xI8 / unpack4xU8 then vec4<f32>
+ * of the integers.
  */
 import { QGROUP, type WeightDtype } from './mm-common.js';
+
+/** How q8 / q4 integers become f32 in the decode gemv (see above); the kernel key carries it. */
+export type QuantConvert = 'half' | 'int';
 
 export interface ChunkLayout {
   /** elements per chunk */
@@ -29,7 +45,7 @@ export interface ChunkLayout {
   xOffset?(xs: readonly string[]): string;
 }
 
-/** Elements per chunk for a row length K: a 16-byte load where rows stay 16-byte aligned, else one element. */
+/** Elements per 16-byte load for a row length K (one element where rows are not 16-byte aligned); gemvShape may take narrower quantized chunks. */
 export function chunkElems(wdtype: WeightDtype, K: number): number {
   switch (wdtype) {
     case 'f32':
@@ -47,7 +63,10 @@ export function chunkElems(wdtype: WeightDtype, K: number): number {
 const comps = ['x', 'y', 'z', 'w'] as const;
 const h2 = (w: string, a: string, b: string) => `vec4<f32>(unpack2x16float(${w}.${a}), unpack2x16float(${w}.${b}))`;
 
-export function chunkLayout(wdtype: WeightDtype, E: number): ChunkLayout {
+/** f16 pair `bits` (a u32 expression) widened to vec2<f32> */
+const pair = (bits: string) => `unpack2x16float(${bits})`;
+
+export function chunkLayout(wdtype: WeightDtype, E: number, convert: QuantConvert = 'half'): ChunkLayout {
   const ident = (xs: readonly string[]) => [...xs];
   switch (wdtype) {
     case 'f32':
@@ -77,32 +96,58 @@ export function chunkLayout(wdtype: WeightDtype, E: number): ChunkLayout {
             xPieces: ident,
           };
     case 'q8':
-      return {
-        E: 16,
-        wType: 'array<vec4<u32>>',
-        load: (n, i) => `${n}[${i}]`,
-        // word j holds elements 4j..4j+3, byte b = element 4j+b, two's complement
-        decode: (w) => comps.map((c) => `vec4<f32>(unpack4xI8(${w}.${c}))`),
-        xPieces: ident,
-      };
     case 'q4':
-      return {
-        E: 32,
-        wType: 'array<vec4<u32>>',
-        load: (n, i) => `${n}[${i}]`,
-        // word j holds elements 8j..8j+7 as nibbles 0..7; the low nibble of each byte is an even element
-        decode: (w) =>
-          comps.flatMap((c) => [
-            `vec4<f32>(unpack4xU8(${w}.${c} & 0x0F0F0F0Fu))`,
-            `vec4<f32>(unpack4xU8((${w}.${c} >> 4u) & 0x0F0F0F0Fu))`,
-          ]),
-        xPieces: (xs) =>
-          [0, 1, 2, 3].flatMap((j) => {
-            const a = xs[2 * j]!;
-            const b = xs[2 * j + 1]!;
-            return [`vec4<f32>(${a}.x, ${a}.z, ${b}.x, ${b}.z)`, `vec4<f32>(${a}.y, ${a}.w, ${b}.y, ${b}.w)`];
-          }),
-        xOffset: (xs) => `-8.0 * dot(${xs.join(' + ')}, vec4<f32>(1.0))`,
-      };
+      return quantChunk(wdtype, E, convert);
   }
+}
+
+/**
+ * q8 / q4 chunks of 2 or 4 words (an 8- or 16-byte load: q8 8 or 16 elements, q4 16 or 32), pieces as in the table
+ * at the top, per word j of the chunk.
+ */
+function quantChunk(wdtype: 'q8' | 'q4', E: number, convert: QuantConvert): ChunkLayout {
+  const perWord = wdtype === 'q8' ? 4 : 8;
+  const words = E / perWord;
+  if (words !== 2 && words !== 4) throw new Error(`gemv: ${wdtype} chunks are 2 or 4 words, not ${E} elements`);
+  const cs = comps.slice(0, words);
+  const base = { E, wType: `array<vec${words}<u32>>`, load: (n: string, i: string) => `${n}[${i}]` };
+  const sumX = (xs: readonly string[]) => `dot(${xs.join(' + ')}, vec4<f32>(1.0))`;
+  if (wdtype === 'q8') {
+    return convert === 'half'
+      ? {
+          ...base,
+          // word j holds elements 4j..4j+3 (byte b = element 4j+b): pieces (4j, 4j+2, 4j+1, 4j+3) + 1152
+          decode: (w) => cs.map((c) => `vec4<f32>(${pair(`(${w}.${c} & 0x00FF00FFu) ^ 0x64806480u`)}, ${pair(`((${w}.${c} >> 8u) & 0x00FF00FFu) ^ 0x64806480u`)})`),
+          xPieces: (xs) => xs.map((a) => `${a}.xzyw`),
+          xOffset: (xs) => `-1152.0 * ${sumX(xs)}`,
+        }
+      : {
+          ...base,
+          // word j holds elements 4j..4j+3, byte b = element 4j+b, two's complement
+          decode: (w) => cs.map((c) => `vec4<f32>(unpack4xI8(${w}.${c}))`),
+          xPieces: (xs) => [...xs],
+        };
+  }
+  // word j holds elements 8j..8j+7 as nibbles 0..7, x vec4s a = 8j..8j+3 and b = 8j+4..8j+7
+  const xByWord = (xs: readonly string[], order: (a: string, b: string) => string[]) =>
+    cs.flatMap((_, j) => order(xs[2 * j]!, xs[2 * j + 1]!));
+  return convert === 'half'
+    ? {
+        ...base,
+        // pieces (8j, 8j+4, 8j+1, 8j+5), (8j+2, 8j+6, 8j+3, 8j+7) + 1024
+        decode: (w) =>
+          cs.flatMap((c) => {
+            const p = (s: number) => pair(`(${s ? `(${w}.${c} >> ${4 * s}u)` : `${w}.${c}`} & 0x000F000Fu) | 0x64006400u`);
+            return [`vec4<f32>(${p(0)}, ${p(1)})`, `vec4<f32>(${p(2)}, ${p(3)})`];
+          }),
+        xPieces: (xs) => xByWord(xs, (a, b) => [`vec4<f32>(${a}.x, ${b}.x, ${a}.y, ${b}.y)`, `vec4<f32>(${a}.z, ${b}.z, ${a}.w, ${b}.w)`]),
+        xOffset: (xs) => `-1032.0 * ${sumX(xs)}`,
+      }
+    : {
+        ...base,
+        // the low nibble of each byte is an even element
+        decode: (w) => cs.flatMap((c) => [`vec4<f32>(unpack4xU8(${w}.${c} & 0x0F0F0F0Fu))`, `vec4<f32>(unpack4xU8((${w}.${c} >> 4u) & 0x0F0F0F0Fu))`]),
+        xPieces: (xs) => xByWord(xs, (a, b) => [`vec4<f32>(${a}.x, ${a}.z, ${b}.x, ${b}.z)`, `vec4<f32>(${a}.y, ${a}.w, ${b}.y, ${b}.w)`]),
+        xOffset: (xs) => `-8.0 * ${sumX(xs)}`,
+      };
 }

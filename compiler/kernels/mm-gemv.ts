@@ -3,8 +3,8 @@
  * brow / epi pairs, fused rmsnorm prologue, bias, two weight streams), built to stream weights at memory bandwidth.
  *
  * One workgroup computes R logical columns for all T tokens. Its WG threads stride over the K axis in chunks of
- * E elements = one 16-byte load (f32: 4, f16/f16p: 8 halves as vec4<u32>, q8: 16 int8, q4: one whole 32-element
- * group), so adjacent lanes read adjacent 16 bytes of a row (coalesced) and each loop iteration issues R·streams
+ * E elements = one 16-byte load (f32: 4, f16/f16p: 8 halves as vec4<u32>, q8: 16 int8; q4: an 8-byte load of 16
+ * elements, half a group, see Q4_WORDS), so adjacent lanes read adjacent 16 (8) bytes of a row (coalesced) and each loop iteration issues R·streams
  * independent loads before any arithmetic uses them:
  *
  *   row wrow(c0+r):  | ch 0 | ch 1 | ... | ch WG-1 | ch WG | ...      thread i reads chunks i, i+WG, i+2WG, …
@@ -22,7 +22,7 @@ import { ro, wgsl, type Binding, type KernelSource } from '../wgsl.js';
 import type { Workgroups } from '../../runtime/gpu/runner.js';
 import { builtins, foldGrid, isQuantized, linearWg, QGROUP, type WeightDtype } from './mm-common.js';
 import { biasParts, coreParams, GEMV_MAX_T, type CoreFamily } from './mm-core.js';
-import { chunkElems, chunkLayout, type ChunkLayout } from './mm-gemv-chunks.js';
+import { chunkElems, chunkLayout, type ChunkLayout, type QuantConvert } from './mm-gemv-chunks.js';
 import { env, envPairs, parsedOnce } from '../../runtime/env.js';
 
 export interface GemvOpts {
@@ -41,6 +41,8 @@ export interface GemvShape {
   readonly R: number;
   /** threads per workgroup */
   readonly WG: number;
+  /** how q8 / q4 integers become floats (mm-gemv-chunks.ts); unused for float weights */
+  readonly dq: QuantConvert;
 }
 
 /** At most this many partial dots per thread, so they and the loaded chunks stay in registers. */
@@ -61,6 +63,13 @@ const MIN_WORKGROUPS = 1024;
  * hence the floor on the row length; q4 (rows of 128 chunks) already takes 64 threads for those shapes.
  */
 const F16_WIDE_NC = 4096;
+/**
+ * Words per q4 chunk: 2 (8-byte loads, 16 elements) rather than a whole 16-byte group, whose 32 elements need 8 x
+ * vec4 (and 8 rmsnorm vec4) per chunk in registers for every row and stream of the thread. H100, 8B shapes at
+ * T = 1 (bench/gemv-bandwidth.ts, workgroup reductions): gate_up 34.6–38.2 µs vs 58.1–60.2, down 21.1–22.3 vs
+ * 25.6–27.0; q8 (4 x vec4 per chunk already) was not faster with 2 words (gate_up 58.0 vs 51.8–52.7).
+ */
+const Q4_WORDS = 2;
 const LONG_ROW = 4096;
 
 /** `NC`: logical output columns (per stream), when known: few columns get fewer per workgroup (MIN_WORKGROUPS). */
@@ -78,22 +87,29 @@ export function gemvShape(wdtype: WeightDtype, T: number, streams: number, K: nu
     else if (wdtype === 'f16' && NC <= F16_WIDE_NC) WG = 256;
   }
   const tune = gemvTuning();
-  return { E, R: tune.r ?? R, WG: tune.wg ?? WG };
+  // threads are chosen by 16-byte chunks; q4 then loads 8-byte ones (Q4_WORDS)
+  const words = isQuantized(wdtype) ? (tune.qw ?? (wdtype === 'q4' ? Q4_WORDS : 4)) : 4;
+  return { E: (E * words) / 4, R: tune.r ?? R, WG: tune.wg ?? WG, dq: tune.dq ?? 'half' };
 }
 
+interface GemvTuning { wg?: number; r?: number; dq?: QuantConvert; qw?: 2 | 4 }
 /**
- * Tuning hook for timing runs on real GPUs (`LOCRET_GEMV="wg=256,r=4"`): it changes the variant key, not results.
+ * Tuning hook for timing runs on real GPUs (`LOCRET_GEMV="wg=256,r=4,dq=int"`): it changes the variant key, not
+ * results (dq=int: the int → float conversion of q8 / q4 quants instead of the f16-mantissa one; qw=2: q8 / q4
+ * chunks of 2 words, 8-byte loads, instead of 4).
  * Every GEMV of every decode step asks for its shape, so the spec is parsed once per distinct value.
  */
-export function gemvTuning(spec = env('LOCRET_GEMV')): { wg?: number; r?: number } {
+export function gemvTuning(spec = env('LOCRET_GEMV')): GemvTuning {
   return parseGemvTuning(spec);
 }
 const parseGemvTuning = parsedOnce((spec) => {
-  const t: { wg?: number; r?: number } = {};
+  const t: GemvTuning = {};
   for (const [k, v] of envPairs(spec)) {
     const n = Number(v);
     if (k === 'wg' && [32, 64, 128, 256].includes(n)) t.wg = n;
     if (k === 'r' && n >= 2 && n % 2 === 0 && n <= 16) t.r = n;
+    if (k === 'dq' && (v === 'int' || v === 'half')) t.dq = v;
+    if (k === 'qw' && (n === 2 || n === 4)) t.qw = n;
   }
   return t;
 });
@@ -104,7 +120,7 @@ export function gemvGrid(NC: number, R: number): Workgroups {
 
 /** The variant-key entries of a gemv kernel (add them to the family's own key). */
 export function gemvKey(o: GemvOpts, T: number, s: GemvShape): Record<string, string | number | boolean> {
-  return { path: 'gemv', t: T, r: s.R, wg: s.WG, e: s.E, sg: o.subgroups };
+  return { path: 'gemv', t: T, r: s.R, wg: s.WG, e: s.E, sg: o.subgroups, ...(isQuantized(o.wdtype) ? { dq: s.dq } : {}) };
 }
 
 function gemvBindings(o: GemvOpts, L: ChunkLayout, f: CoreFamily): { bindings: Binding[]; fns: string[] } {
@@ -133,7 +149,7 @@ function gemvBindings(o: GemvOpts, L: ChunkLayout, f: CoreFamily): { bindings: B
 }
 
 export function gemvSource(o: GemvOpts, T: number, s: GemvShape, f: CoreFamily): KernelSource {
-  const L = chunkLayout(o.wdtype, s.E);
+  const L = chunkLayout(o.wdtype, s.E, s.dq);
   const { R, WG, E } = s;
   const S = o.streams;
   const { bindings, fns } = gemvBindings(o, L, f);

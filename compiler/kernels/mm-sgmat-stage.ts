@@ -47,9 +47,9 @@ export function stagePlan(s: StageShape) {
     s.lean ? { m: `(lid / ${TPR}u)`, kc: `(lid % ${TPR}u + ${TPR * i}u)` } : { m: `((lid + ${i * s.WG}u) / UPR)`, kc: `((lid + ${i * s.WG}u) % UPR)` };
   const wAt = (i: number) => ({ n: `((lid + ${i * s.WG}u) / UPR)`, kc: `((lid + ${i * s.WG}u) % UPR)` });
   const S = s.streams;
-  // vec4 `i` of a weight binding as f16: a dequantized q8 / q4 value is at most its group's largest |weight| (an
-  // f16 scale times the quant that maps to it, runtime/quant.ts), so f16 holds it
-  const wv = (name: 'w' | 'wu', i: string) => (s.quant ? `vec4<f16>(${name}_ld(${i}))` : `${name}[${i}]`);
+  // vec4 `i` of a weight binding as f16 (q8 / q4 through mm-common.ts `quantHalfLoader`): a dequantized value is at
+  // most its group's largest |weight| (an f16 scale times the quant that maps to it, runtime/quant.ts), so f16 holds it
+  const wv = (name: 'w' | 'wu', i: string) => (s.quant ? `${name}_ldh(${i})` : `${name}[${i}]`);
 
   /** declarations before the K loop: fetch registers, Σx² partials, (spread) weight-row starts */
   const decls = wgsl`${R(A_PER).map((i) => `  var xr${i} = vec4<f32>(); // x load ${i} of the slab in flight`)}

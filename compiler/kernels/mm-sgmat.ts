@@ -18,9 +18,9 @@
  * variant (SGMAT_VARIANTS below); SGMAT_PICK chooses one per matmul kind and bench/kernel-check.ts times them all.
  * The staging code itself is generated in mm-sgmat-stage.ts.
  *
- * Weights are f16 (read natively) or q8 / q4 (mm-common.ts `WeightDtype`: dequantized to f16 while staging,
- * through the same `w_ld` loaders as the tiled skeleton), so the slabs and the tensor-core part do not depend on
- * the weight dtype.
+ * Weights are f16 (read natively) or q8 / q4 (mm-common.ts `WeightDtype`: dequantized to f16 while staging by
+ * `w_ldh`, `quantHalfLoader`, which stages the same f16 values as the tiled skeleton's `w_ld` rounded to f16), so
+ * the slabs and the tensor-core part do not depend on the weight dtype.
  *
  * Tokens ≥ T and columns ≥ NC are zero in staging (and never reach `epi`), so any T and N work; K must be a
  * multiple of 16 (a partial last slab is zero-padded to 32), of 32 for q8 / q4. The rmsnorm prologue accumulates
@@ -37,7 +37,7 @@
  */
 import { wgsl, type KernelSource } from '../wgsl.js';
 import type { Workgroups } from '../../runtime/gpu/runner.js';
-import { builtins, isQuantized, MAX_WG_PER_DIM, QGROUP, type WeightDtype } from './mm-common.js';
+import { builtins, isQuantized, MAX_WG_PER_DIM, QGROUP, quantHalfLoader, type WeightDtype } from './mm-common.js';
 import { coreBindings, coreParams, type CoreFamily, type CoreOpts } from './mm-core.js';
 import { stagePlan } from './mm-sgmat-stage.js';
 import { env, envPairs } from '../../runtime/env.js';
@@ -170,6 +170,8 @@ export function sgmatGrid(NC: number, T: number, s: SgmatVariant): Workgroups {
 export function sgmatSource(o: CoreOpts, f: CoreFamily, variant: string): KernelSource {
   if ((o.wdtype !== 'f16' && !isQuantized(o.wdtype)) || o.U !== 4) throw new Error(`sgmat matmul reads f16, q8 or q4 weights with K % 16 == 0 (got ${o.wdtype}, U=${o.U})`);
   const { bindings, fns } = coreBindings(o, f); // f16 weights are read as vec4<f16> straight into the slabs (w_ld unused)
+  const wq = o.wdtype === 'q8' || o.wdtype === 'q4' ? o.wdtype : undefined; // q8 / q4 staged by w_ldh (quantHalfLoader)
+  const halfLoaders = wq ? [quantHalfLoader('w', wq), ...(o.streams === 2 ? [quantHalfLoader('wu', wq)] : [])].join('\n') : '';
   const S = o.streams;
   const V = sgmatVariant(variant, S);
   const { BM, BN, SGM, SGN } = V;
@@ -211,6 +213,7 @@ export function sgmatSource(o: CoreOpts, f: CoreFamily, variant: string): Kernel
   // barrier that publishes slab k0 and its products (fetch masks vec4s past K to zero, so the last one is harmless)
   const body = wgsl`
 ${fns}
+${halfLoaders}
 ${f.helpers}
 
 alias LeftM = subgroup_matrix_left<f16, ${FR}, ${FR}>;    // 16 tokens × 16 k
