@@ -124,12 +124,14 @@ describe('gemv details', () => {
     expect(gemvShape('f16', 1, 1, 4096)).toMatchObject({ E: 8, R: 8 });
     // columns per workgroup halve until there are 1024 workgroups (or 2 columns): the 8B qkv, o/down, gate_up, head
     expect([6144, 4096, 14336, 128256, 384].map((NC) => gemvShape('f16', 1, 1, 4096, NC).R)).toEqual([4, 4, 8, 8, 2]);
-    expect(gemvShape('q4', 1, 2, 4096, 14336)).toMatchObject({ R: 8, E: 16 }); // q4: 8-byte chunks (Q4_WORDS)
+    // q4: 8-byte chunks (Q4_WORDS); gate_up 4 columns per workgroup, o 128 threads (rows of 4096 and more)
+    expect(gemvShape('q4', 1, 2, 4096, 14336)).toMatchObject({ R: 4, E: 16, WG: 64 });
+    expect([gemvShape('q4', 1, 1, 4096, 4096).WG, gemvShape('q4', 1, 1, 4096, 6144).WG, gemvShape('q4', 1, 1, 14336, 4096).WG, gemvShape('q4', 1, 2, 3072, 8192).R]).toEqual([128, 64, 128, 8]);
     // f16 threads by kind: gate_up 64, o / down 256, qkv and the head 128; short rows and quantized weights as before
     expect([gemvShape('f16', 1, 2, 4096, 14336).WG, gemvShape('f16', 1, 1, 4096, 4096).WG, gemvShape('f16', 1, 1, 14336, 4096).WG]).toEqual([64, 256, 256]);
     expect([gemvShape('f16', 1, 1, 4096, 6144).WG, gemvShape('f16', 1, 1, 4096, 128256).WG, gemvShape('f16', 1, 2, 384, 1024).WG]).toEqual([128, 128, 64]);
     expect([gemvShape('f16', 1, 2, 3072, 8192).WG, gemvShape('f16', 1, 1, 3072, 3072).WG, gemvShape('f16', 1, 1, 8192, 3072).WG]).toEqual([128, 128, 256]);
-    expect([gemvShape('q8', 1, 1, 4096, 4096).WG, gemvShape('q8', 1, 2, 4096, 14336).WG, gemvShape('q4', 1, 2, 4096, 14336).WG]).toEqual([128, 64, 64]);
+    expect([gemvShape('q8', 1, 1, 4096, 4096).WG, gemvShape('q8', 1, 2, 4096, 14336).WG]).toEqual([128, 64]);
   });
 
   it('LOCRET_GEMV overrides threads and columns for timing runs, parsed once per value, bad entries ignored', () => {
@@ -150,7 +152,7 @@ describe('gemv details', () => {
     expect(gemvShape('f16', 1, 2, 4096, 14336)).toMatchObject({ WG: 64, R: 8 });
   });
 
-  it('the f16 / q8 kinds with 64 and 256 threads (rows of 4096 elements and more) match the reference', async () => {
+  it('the f16 / q8 / q4 kinds with their own threads and columns (rows of 4096 elements and more) match the reference', async () => {
     const r = await gpuRunner();
     expect(gemvShape('f16', 2, 2, 4096, 40).WG).toBe(64);
     expect(gemvShape('f16', 1, 1, 4104, 36).WG).toBe(256);
@@ -158,6 +160,10 @@ describe('gemv details', () => {
     await check(r, { wdtype: 'f16', norm: false, bias: true, epilogue: 'residual', subgroups: r.gpu.subgroups }, 1, 36, 4104, 22);
     expect(gemvShape('q8', 1, 2, 4096, 24).WG).toBe(64);
     await check(r, { wdtype: 'q8', norm: true, bias: false, epilogue: 'swiglu', subgroups: r.gpu.subgroups }, 1, 24, 4096, 23);
+    // q4: gate_up-sized swiglu at 4 columns per workgroup, o-sized rows with 128 threads
+    expect([gemvShape('q4', 1, 2, 4096, 4096).R, gemvShape('q4', 1, 1, 4096, 40).WG]).toEqual([4, 128]);
+    await check(r, { wdtype: 'q4', norm: true, bias: false, epilogue: 'swiglu', subgroups: r.gpu.subgroups }, 1, 4096, 4096, 24);
+    await check(r, { wdtype: 'q4', norm: false, bias: true, epilogue: 'residual', subgroups: r.gpu.subgroups }, 2, 40, 4096, 25);
   }, 600_000);
 
   it('q8 / q4 with the int → float conversion (LOCRET_GEMV=dq=int) and the other chunk widths (qw) match the reference too', async () => {

@@ -14,7 +14,7 @@ import type { Workgroups } from '../../runtime/gpu/runner.js';
  *   q4  quants  (rows, K/8)  u32   8 nibbles per word, element 8j+b in bits 4b..4b+3, value nibble − 8
  *   both scales (rows, K/32) f16   packed two per u32 word (group 2j low half), read with unpack2x16float
  *
- * so one 16-byte load holds 16 (q8) or 32 (q4, a whole group) elements.
+ * so one 16-byte load holds 16 (q8) or 32 (q4, a whole group) elements (the decode gemv loads q4 8 bytes at a time).
  */
 export type WeightDtype = 'f32' | 'f16' | 'f16p' | 'q8' | 'q4';
 

@@ -70,6 +70,13 @@ const F16_WIDE_NC = 4096;
  * 25.6–27.0; q8 (4 x vec4 per chunk already) was not faster with 2 words (gate_up 58.0 vs 51.8–52.7).
  */
 const Q4_WORDS = 2;
+/**
+ * q4 with rows of at least LONG_ROW elements (H100, 8B decode step, kernel time by op from the step's GPU profile,
+ * with Q4_WORDS): two streams (gate_up) take 4 columns per workgroup, 1.731 vs 1.788 ms per token at 8; one stream
+ * with few columns (o) 128 threads, o + down 1.638 vs 1.747 ms at 64 (qkv and gate_up lost with 128: 0.830 vs
+ * 0.769, 1.916 vs 1.788).
+ */
+const Q4_SWIGLU_R = 4;
 const LONG_ROW = 4096;
 
 /** `NC`: logical output columns (per stream), when known: few columns get fewer per workgroup (MIN_WORKGROUPS). */
@@ -85,6 +92,10 @@ export function gemvShape(wdtype: WeightDtype, T: number, streams: number, K: nu
   if (NC !== undefined && K >= LONG_ROW && (wdtype === 'f16' || wdtype === 'q8')) {
     if (streams === 2) WG = 64;
     else if (wdtype === 'f16' && NC <= F16_WIDE_NC) WG = 256;
+  }
+  if (NC !== undefined && K >= LONG_ROW && wdtype === 'q4') {
+    if (streams === 2) R = Math.min(R, Q4_SWIGLU_R);
+    else if (NC <= F16_WIDE_NC) WG = Math.max(WG, 128);
   }
   const tune = gemvTuning();
   // threads are chosen by 16-byte chunks; q4 then loads 8-byte ones (Q4_WORDS)
