@@ -54,7 +54,7 @@ function upload(r: GpuRunner, w: Weights): WeightPart[] {
   }));
 }
 
-async function check(r: GpuRunner, o: MatmulOpts, T: number, N: number, K: number, seed: number, xRow0 = 0, cuts: number[] = [], dq = 'dq=half'): Promise<void> {
+async function check(r: GpuRunner, o: MatmulOpts, T: number, N: number, K: number, seed: number, xRow0 = 0, cuts: number[] = [], keyPart = 'path=gemv'): Promise<void> {
   const rows = o.epilogue === 'swiglu' ? 2 * N : N;
   const x = rand((xRow0 + T) * K, seed, 2);
   const w = makeWeights(o.wdtype, rows, K, seed + 1, cuts);
@@ -70,7 +70,7 @@ async function check(r: GpuRunner, o: MatmulOpts, T: number, N: number, K: numbe
   };
   const ds = matmulParts(o, { T, N, K, eps: 1e-5, xRow0 }, b, parts);
   for (const d of ds) expect(d.kernel.key).toContain('path=gemv');
-  if (o.wdtype === 'q8' || o.wdtype === 'q4') for (const d of ds) expect(d.kernel.key).toContain(dq);
+  if (o.wdtype === 'q8' || o.wdtype === 'q4') for (const d of ds) expect(d.kernel.key).toContain(keyPart);
   r.run(ds);
   const got = await r.readF32(b.y, T * N);
   const want = matmulRef({ norm: o.norm, bias: o.bias, epilogue: o.epilogue as (typeof EPILOGUES)[number] }, { T, N, K, eps: 1e-5, xRow0 }, x, w.ref, normW, bias, yIn);
@@ -137,7 +137,7 @@ describe('gemv details', () => {
   it('LOCRET_GEMV overrides threads and columns for timing runs, parsed once per value, bad entries ignored', () => {
     expect(gemvTuning('wg=256,r=4')).toEqual({ wg: 256, r: 4 });
     expect(gemvTuning('wg=256,r=4')).toBe(gemvTuning('wg=256,r=4'));
-    expect(gemvTuning('wg=96,r=3,x=1,r=18,dq=float')).toEqual({});
+    expect(gemvTuning('wg=96,r=3,x=1,r=18,dq=f64')).toEqual({});
     expect(gemvTuning('dq=int,qw=2')).toEqual({ dq: 'int', qw: 2 });
     const saved = process.env.LOCRET_GEMV;
     try {
@@ -166,14 +166,14 @@ describe('gemv details', () => {
     await check(r, { wdtype: 'q4', norm: false, bias: true, epilogue: 'residual', subgroups: r.gpu.subgroups }, 2, 40, 4096, 25);
   }, 600_000);
 
-  it('q8 / q4 with the int → float conversion (LOCRET_GEMV=dq=int) and the other chunk widths (qw) match the reference too', async () => {
+  it('q8 / q4 with the other integer → float conversions (LOCRET_GEMV=dq=int|float) and chunk widths (qw) match the reference too', async () => {
     const r = await gpuRunner();
     const saved = process.env.LOCRET_GEMV;
     try {
-      for (const spec of ['dq=int', 'qw=4', 'dq=int,qw=2']) {
+      for (const spec of ['dq=int', 'qw=4', 'dq=int,qw=2', 'dq=float', 'dq=float,qw=4', 'dq=float,qw=2']) {
         process.env.LOCRET_GEMV = spec;
-        const dq = spec.includes('int') ? 'dq=int' : 'dq=half';
-        expect(gemvShape('q4', 1, 1, 4096, 4096)).toMatchObject({ dq: dq.slice(3), E: spec.includes('qw=4') ? 32 : 16 });
+        const dq = spec.includes('int') ? 'dq=int' : spec.includes('float') ? 'dq=float' : 'path=gemv';
+        expect(gemvShape('q4', 1, 2, 4096, 14336)).toMatchObject({ dq: dq === 'path=gemv' ? 'half' : dq.slice(3), E: spec.includes('qw=4') ? 32 : 16 });
         expect(gemvShape('q8', 1, 1, 4096, 4096).E).toBe(spec.includes('qw=2') ? 8 : 16);
         await check(r, { wdtype: 'q8', norm: true, bias: true, epilogue: 'swiglu', subgroups: r.gpu.subgroups }, 2, 33, 288, 31, 0, [], dq);
         await check(r, { wdtype: 'q4', norm: false, bias: false, epilogue: 'residual', subgroups: r.gpu.subgroups }, 1, 67, 4128, 32, 0, [], dq);
@@ -183,7 +183,8 @@ describe('gemv details', () => {
       if (saved === undefined) delete process.env.LOCRET_GEMV;
       else process.env.LOCRET_GEMV = saved;
     }
-    expect(gemvShape('q4', 1, 1, 4096, 4096).dq).toBe('half');
+    // defaults by kind (quantConvert): two streams f16 form, one stream f32 form for q4 and for q8 with many columns
+    expect([gemvShape('q4', 1, 2, 4096, 14336), gemvShape('q4', 1, 1, 4096, 4096), gemvShape('q8', 1, 1, 4096, 6144), gemvShape('q8', 1, 1, 4096, 4096), gemvShape('q8', 1, 2, 4096, 14336)].map((g) => g.dq)).toEqual(['half', 'float', 'float', 'half', 'half']);
   }, 600_000);
 
   it('a device without subgroups still runs (fallback selected by the caller)', async () => {

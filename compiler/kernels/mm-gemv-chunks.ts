@@ -6,29 +6,32 @@
  *   dtype  E   load (16 bytes unless E = 1)       pieces
  *   f32    4   vec4<f32>                          the vec4
  *   f16*   8   vec4<u32> = 8 halves               2 × vec4 via unpack2x16float (no shader-f16 needed)
- *   q8    16   vec4<u32> = 16 int8                4 × vec4, each from two f16 pairs (bytes 0,2 / 1,3 of a word:
- *                                                 x swizzled to match); the offset −1152·Σx once per chunk
- *   q4    16   vec2<u32> = half a group           4 × vec4, each from two f16 pairs (nibbles 0,4 / 1,5 and
- *                                                 2,6 / 3,7 of a word); the offset −1032·Σx once per chunk
+ *   q8    16   vec4<u32> = 16 int8                4 × vec4 (one per word)
+ *   q4    16   vec2<u32> = half a group           4 × vec4 (nibbles 0–3 / 4–7 of a word, or see 'half')
  *   f32/f16* with K % 4 / K % 8 ≠ 0: E = 1, one scalar per load
  *   q8 may also take chunks of 2 words (8-byte loads, E 8), q4 of 4 (a whole group, E 32): LOCRET_GEMV=qw=…
  *
- * Quantized integers become floats without int → float conversions (`QuantConvert` 'half', the default): a byte or
- * nibble ORed into the mantissa of the f16 0x6400 (1024.0, whose mantissa unit is 1) IS the f16 1024 + b, two per
- * word, widened to f32 by unpack2x16float:
+ * Quantized integers become floats without int → float conversions, in one of two forms (`QuantConvert`, picked
+ * per matmul kind by mm-gemv.ts `quantConvert`, each the faster one there):
  *
- *   q4 word (w >> 4s) & 0x000F000F | 0x64006400  → f16 pair (1024 + n_s, 1024 + n_{s+4}),  weight = n − 8
- *   q8 word (w >> 8s) & 0x00FF00FF ^ 0x64806480  → f16 pair (1152 + q_s, 1152 + q_{s+2}), weight = q (the XOR
- *                                                   flips each byte's sign bit: two's complement q + 128)
- *
- * so the chunk's dot is taken on these values and the constant comes off once per chunk (−1032·Σx, −1152·Σx), in
- * f32 (the extra rounding is ~1e-5 of the dot). 'int' is the first form: unpack4xI8 / unpack4xU8 then vec4<f32>
- * of the integers.
+ *   'float'  an integer ORed into the mantissa of the f32 2^23 (mantissa unit 1) IS the f32 2^23 + b; subtracting
+ *            2^23 + offset gives the weight exactly, elements in their own order (integer ops and one subtraction
+ *            per element)
+ *              q4 ((w >> 4s) & 15) | 0x4B000000    − 8388616  → n_s − 8
+ *              q8 ((w >> 8s) & 0xFF) ^ 0x4B000080  − 8388736  → q_s (the XOR flips the byte's sign bit: q + 128)
+ *   'half'   a byte or nibble ORed into the mantissa of the f16 0x6400 (1024.0, mantissa unit 1) IS the f16
+ *            1024 + b, two per word, widened to f32 by unpack2x16float:
+ *              q4 (w >> 4s) & 0x000F000F | 0x64006400  → f16 pair (1024 + n_s, 1024 + n_{s+4}),  weight = n − 8
+ *              q8 (w >> 8s) & 0x00FF00FF ^ 0x64806480  → f16 pair (1152 + q_s, 1152 + q_{s+2}), weight = q
+ *            the pieces pair elements (0,4,1,5 / 2,6,3,7 for q4; 0,2,1,3 for q8: x swizzled to match), the dot is
+ *            taken on these values and the constant comes off once per chunk (−1032·Σx, −1152·Σx) in f32 (the
+ *            extra rounding is ~1e-5 of the dot): the faster form for the two-stream kind (gate_up)
+ *   'int'    the first form: unpack4xI8 / unpack4xU8 then vec4<f32> of the integers (LOCRET_GEMV=dq=int)
  */
 import { QGROUP, type WeightDtype } from './mm-common.js';
 
 /** How q8 / q4 integers become f32 in the decode gemv (see above); the kernel key carries it. */
-export type QuantConvert = 'half' | 'int';
+export type QuantConvert = 'half' | 'float' | 'int';
 
 export interface ChunkLayout {
   /** elements per chunk */
@@ -112,27 +115,38 @@ function quantChunk(wdtype: 'q8' | 'q4', E: number, convert: QuantConvert): Chun
   const cs = comps.slice(0, words);
   const base = { E, wType: `array<vec${words}<u32>>`, load: (n: string, i: string) => `${n}[${i}]` };
   const sumX = (xs: readonly string[]) => `dot(${xs.join(' + ')}, vec4<f32>(1.0))`;
+  // 'float': each integer ORed into the mantissa of the f32 2^23 (mantissa unit 1), minus 2^23 + offset: exact,
+  // natural element order, no offset term
+  const f32Bits = (w: string, shifts: readonly number[], mask: string, op: string, bias: number) =>
+    `(bitcast<vec4<f32>>(((vec4<u32>(${w}) >> vec4<u32>(${shifts.map((v) => `${v}u`).join(', ')})) & vec4<u32>(${mask})) ${op} vec4<u32>(${op === '^' ? '0x4B000080u' : '0x4B000000u'})) - vec4<f32>(${bias}.0))`;
   if (wdtype === 'q8') {
-    return convert === 'half'
-      ? {
+    switch (convert) {
+      case 'half':
+        return {
           ...base,
           // word j holds elements 4j..4j+3 (byte b = element 4j+b): pieces (4j, 4j+2, 4j+1, 4j+3) + 1152
           decode: (w) => cs.map((c) => `vec4<f32>(${pair(`(${w}.${c} & 0x00FF00FFu) ^ 0x64806480u`)}, ${pair(`((${w}.${c} >> 8u) & 0x00FF00FFu) ^ 0x64806480u`)})`),
           xPieces: (xs) => xs.map((a) => `${a}.xzyw`),
           xOffset: (xs) => `-1152.0 * ${sumX(xs)}`,
-        }
-      : {
+        };
+      case 'float':
+        // byte ^ 0x80 = two's complement q + 128, so 2^23 + q + 128 comes off as 8388736
+        return { ...base, decode: (w) => cs.map((c) => f32Bits(`${w}.${c}`, [0, 8, 16, 24], '0xFFu', '^', 8388736)), xPieces: (xs) => [...xs] };
+      case 'int':
+        return {
           ...base,
           // word j holds elements 4j..4j+3, byte b = element 4j+b, two's complement
           decode: (w) => cs.map((c) => `vec4<f32>(unpack4xI8(${w}.${c}))`),
           xPieces: (xs) => [...xs],
         };
+    }
   }
   // word j holds elements 8j..8j+7 as nibbles 0..7, x vec4s a = 8j..8j+3 and b = 8j+4..8j+7
   const xByWord = (xs: readonly string[], order: (a: string, b: string) => string[]) =>
     cs.flatMap((_, j) => order(xs[2 * j]!, xs[2 * j + 1]!));
-  return convert === 'half'
-    ? {
+  switch (convert) {
+    case 'half':
+      return {
         ...base,
         // pieces (8j, 8j+4, 8j+1, 8j+5), (8j+2, 8j+6, 8j+3, 8j+7) + 1024
         decode: (w) =>
@@ -142,12 +156,21 @@ function quantChunk(wdtype: 'q8' | 'q4', E: number, convert: QuantConvert): Chun
           }),
         xPieces: (xs) => xByWord(xs, (a, b) => [`vec4<f32>(${a}.x, ${b}.x, ${a}.y, ${b}.y)`, `vec4<f32>(${a}.z, ${b}.z, ${a}.w, ${b}.w)`]),
         xOffset: (xs) => `-1032.0 * ${sumX(xs)}`,
-      }
-    : {
+      };
+    case 'float':
+      // nibble n: 2^23 + n, weight n − 8, so 8388616 comes off
+      return {
+        ...base,
+        decode: (w) => cs.flatMap((c) => [f32Bits(`${w}.${c}`, [0, 4, 8, 12], '15u', '|', 8388616), f32Bits(`${w}.${c}`, [16, 20, 24, 28], '15u', '|', 8388616)]),
+        xPieces: (xs) => [...xs],
+      };
+    case 'int':
+      return {
         ...base,
         // the low nibble of each byte is an even element
         decode: (w) => cs.flatMap((c) => [`vec4<f32>(unpack4xU8(${w}.${c} & 0x0F0F0F0Fu))`, `vec4<f32>(unpack4xU8((${w}.${c} >> 4u) & 0x0F0F0F0Fu))`]),
         xPieces: (xs) => xByWord(xs, (a, b) => [`vec4<f32>(${a}.x, ${a}.z, ${b}.x, ${b}.z)`, `vec4<f32>(${a}.y, ${a}.w, ${b}.y, ${b}.w)`]),
         xOffset: (xs) => `-8.0 * ${sumX(xs)}`,
       };
+  }
 }

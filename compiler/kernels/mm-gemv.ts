@@ -77,6 +77,17 @@ const Q4_WORDS = 2;
  * 0.769, 1.916 vs 1.788).
  */
 const Q4_SWIGLU_R = 4;
+
+/**
+ * Integer → float conversion of q8 / q4 quants by matmul kind (mm-gemv-chunks.ts; H100, 8B decode step profile by
+ * op, 'half' vs 'float'): two streams (gate_up) keep the f16 form (q4 1.73 vs 2.12 ms, q8 2.05 vs 2.13); one
+ * stream takes the f32 form for q4 (o + down 1.534–1.539 vs 1.636) and for q8 with many columns (qkv 0.913 vs 0.953,
+ * lm_head 0.220–0.221 vs 0.227), not for q8 o and down (1.798 vs 1.770).
+ */
+function quantConvert(wdtype: WeightDtype, streams: number, NC: number | undefined): QuantConvert {
+  if (streams === 2 || NC === undefined) return 'half';
+  return wdtype === 'q4' || NC > F16_WIDE_NC ? 'float' : 'half';
+}
 const LONG_ROW = 4096;
 
 /** `NC`: logical output columns (per stream), when known: few columns get fewer per workgroup (MIN_WORKGROUPS). */
@@ -100,13 +111,13 @@ export function gemvShape(wdtype: WeightDtype, T: number, streams: number, K: nu
   const tune = gemvTuning();
   // threads are chosen by 16-byte chunks; q4 then loads 8-byte ones (Q4_WORDS)
   const words = isQuantized(wdtype) ? (tune.qw ?? (wdtype === 'q4' ? Q4_WORDS : 4)) : 4;
-  return { E: (E * words) / 4, R: tune.r ?? R, WG: tune.wg ?? WG, dq: tune.dq ?? 'half' };
+  return { E: (E * words) / 4, R: tune.r ?? R, WG: tune.wg ?? WG, dq: tune.dq ?? quantConvert(wdtype, streams, NC) };
 }
 
 interface GemvTuning { wg?: number; r?: number; dq?: QuantConvert; qw?: 2 | 4 }
 /**
  * Tuning hook for timing runs on real GPUs (`LOCRET_GEMV="wg=256,r=4,dq=int"`): it changes the variant key, not
- * results (dq=int: the int → float conversion of q8 / q4 quants instead of the f16-mantissa one; qw=2: q8 / q4
+ * results (dq=half|float|int: every q8 / q4 GEMV converts its quants that way, see quantConvert; qw=2: q8 / q4
  * chunks of 2 words, 8-byte loads, instead of 4).
  * Every GEMV of every decode step asks for its shape, so the spec is parsed once per distinct value.
  */
@@ -119,7 +130,7 @@ const parseGemvTuning = parsedOnce((spec) => {
     const n = Number(v);
     if (k === 'wg' && [32, 64, 128, 256].includes(n)) t.wg = n;
     if (k === 'r' && n >= 2 && n % 2 === 0 && n <= 16) t.r = n;
-    if (k === 'dq' && (v === 'int' || v === 'half')) t.dq = v;
+    if (k === 'dq' && (v === 'int' || v === 'half' || v === 'float')) t.dq = v;
     if (k === 'qw' && (n === 2 || n === 4)) t.qw = n;
   }
   return t;
