@@ -48,7 +48,10 @@ export interface ChunkLayout {
   xOffset?(xs: readonly string[]): string;
 }
 
-/** Elements per 16-byte load for a row length K (one element where rows are not 16-byte aligned); gemvShape may take narrower quantized chunks. */
+/**
+ * Elements per 16-byte load for a row length K (one element where rows are not 16-byte aligned); gemvShape may
+ * take narrower quantized chunks.
+ */
 export function chunkElems(wdtype: WeightDtype, K: number): number {
   switch (wdtype) {
     case 'f32':

@@ -4,8 +4,8 @@
  *
  * One workgroup computes R logical columns for all T tokens. Its WG threads stride over the K axis in chunks of
  * E elements = one 16-byte load (f32: 4, f16/f16p: 8 halves as vec4<u32>, q8: 16 int8; q4: an 8-byte load of 16
- * elements, half a group, see Q4_WORDS), so adjacent lanes read adjacent 16 (8) bytes of a row (coalesced) and each loop iteration issues R·streams
- * independent loads before any arithmetic uses them:
+ * elements, half a group, see Q4_WORDS), so adjacent lanes read adjacent 16 (8) bytes of a row (coalesced) and
+ * each loop iteration issues R·streams independent loads before any arithmetic uses them:
  *
  *   row wrow(c0+r):  | ch 0 | ch 1 | ... | ch WG-1 | ch WG | ...      thread i reads chunks i, i+WG, i+2WG, …
  *                      t0     t1           t(WG-1)   t0                of every row r < R (and stream s < S)
@@ -63,6 +63,7 @@ const MIN_WORKGROUPS = 1024;
  * hence the floor on the row length; q4 (rows of 128 chunks) already takes 64 threads for those shapes.
  */
 const F16_WIDE_NC = 4096;
+const LONG_ROW = 4096;
 /**
  * Words per q4 chunk: 2 (8-byte loads, 16 elements) rather than a whole 16-byte group, whose 32 elements need 8 x
  * vec4 (and 8 rmsnorm vec4) per chunk in registers for every row and stream of the thread. H100, 8B shapes at
@@ -88,7 +89,6 @@ function quantConvert(wdtype: WeightDtype, streams: number, NC: number | undefin
   if (streams === 2 || NC === undefined) return 'half';
   return wdtype === 'q4' || NC > F16_WIDE_NC ? 'float' : 'half';
 }
-const LONG_ROW = 4096;
 
 /** `NC`: logical output columns (per stream), when known: few columns get fewer per workgroup (MIN_WORKGROUPS). */
 export function gemvShape(wdtype: WeightDtype, T: number, streams: number, K: number, NC?: number): GemvShape {
