@@ -169,9 +169,10 @@ export function sgmatGrid(NC: number, T: number, s: SgmatVariant): Workgroups {
 
 export function sgmatSource(o: CoreOpts, f: CoreFamily, variant: string): KernelSource {
   if ((o.wdtype !== 'f16' && !isQuantized(o.wdtype)) || o.U !== 4) throw new Error(`sgmat matmul reads f16, q8 or q4 weights with K % 16 == 0 (got ${o.wdtype}, U=${o.U})`);
-  const { bindings, fns } = coreBindings(o, f); // f16 weights are read as vec4<f16> straight into the slabs (w_ld unused)
-  const wq = o.wdtype === 'q8' || o.wdtype === 'q4' ? o.wdtype : undefined; // q8 / q4 staged by w_ldh (quantHalfLoader)
-  const halfLoaders = wq ? [quantHalfLoader('w', wq), ...(o.streams === 2 ? [quantHalfLoader('wu', wq)] : [])].join('\n') : '';
+  // w_ld goes unused: f16 weights are read as vec4<f16> straight into the slabs, q8 / q4 through w_ldh
+  const { bindings, fns } = coreBindings(o, f);
+  const wd = o.wdtype;
+  const halfLoaders = isQuantized(wd) ? [quantHalfLoader('w', wd), ...(o.streams === 2 ? [quantHalfLoader('wu', wd)] : [])].join('\n') : '';
   const S = o.streams;
   const V = sgmatVariant(variant, S);
   const { BM, BN, SGM, SGN } = V;
