@@ -26,6 +26,8 @@ export interface MatmulOpts {
   readonly epilogue: 'store' | 'residual' | 'silu' | 'swiglu';
   /** decode path: reduce with subgroup operations (set when the device has `subgroups`) */
   readonly subgroups?: boolean;
+  /** decode path: q8 / q4 dot products on int8 (GpuContext.intDot) */
+  readonly intDot?: boolean;
   /** prefill on tensor cores (mm-sgmat.ts) where the weight and shape allow; only for devices with GpuContext.tensorCores */
   readonly tensorCores?: boolean;
   /** tensor-core shape by name (mm-sgmat.ts SGMAT_VARIANTS) instead of SGMAT_PICK's; the benchmark's A/B */
@@ -129,7 +131,7 @@ export function matmul(o: MatmulOpts, d: MatmulDims, b: MatmulBuffers): Dispatch
   const params = { T, NC: cols, K, xRow0, eps: d.eps ?? 1e-6, N, col0, wRow, uRow };
   if (T <= GEMV_MAX_T) {
     const g: GemvOpts = { wdtype: o.wdtype, norm: o.norm, bias: o.bias, streams, subgroups: o.subgroups ?? false };
-    const shape = gemvShape(o.wdtype, T, streams, K, cols);
+    const shape = gemvShape(o.wdtype, T, streams, K, cols, o.intDot);
     const spec = kernel({ ...base, ...gemvKey(g, T, shape) }, () => gemvSource(g, T, shape, family(o)));
     return { kernel: spec, buffers, params, workgroups: gemvGrid(cols, shape.R) };
   }

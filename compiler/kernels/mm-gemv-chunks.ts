@@ -27,11 +27,14 @@
  *            taken on these values and the constant comes off once per chunk (−1032·Σx, −1152·Σx) in f32 (the
  *            extra rounding is ~1e-5 of the dot): the faster form for the two-stream kind (gate_up)
  *   'int'    the first form: unpack4xI8 / unpack4xU8 then vec4<f32> of the integers (LOCRET_GEMV=dq=int)
+ *   'dot1'   no floats at all: x quantized to one ('dot1') or two ('dot2') int8 digits per chunk, integer dot products
+ *   'dot2'   (mm-gemv-dot.ts); the pieces are u32 words of quants, taken by the gemv's own integer body
  */
 import { QGROUP, type WeightDtype } from './mm-common.js';
+import { dotPieces } from './mm-gemv-dot.js';
 
 /** How q8 / q4 integers become f32 in the decode gemv (see above); the kernel key carries it. */
-export type QuantConvert = 'half' | 'float' | 'int';
+export type QuantConvert = 'half' | 'float' | 'int' | 'dot1' | 'dot2';
 
 export interface ChunkLayout {
   /** elements per chunk */
@@ -117,6 +120,7 @@ function quantChunk(wdtype: 'q8' | 'q4', E: number, convert: QuantConvert): Chun
   if (words !== 2 && words !== 4) throw new Error(`gemv: ${wdtype} chunks are 2 or 4 words, not ${E} elements`);
   const cs = comps.slice(0, words);
   const base = { E, wType: `array<vec${words}<u32>>`, load: (n: string, i: string) => `${n}[${i}]` };
+  if (convert === 'dot1' || convert === 'dot2') return { ...base, decode: (w) => dotPieces(wdtype, words, w), xPieces: (xs) => [...xs] };
   const sumX = (xs: readonly string[]) => `dot(${xs.join(' + ')}, vec4<f32>(1.0))`;
   // 'float': each integer ORed into the mantissa of the f32 2^23 (mantissa unit 1), minus 2^23 + offset: exact,
   // natural element order, no offset term

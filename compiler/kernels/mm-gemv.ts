@@ -11,7 +11,9 @@
  *                      t0     t1           t(WG-1)   t0                of every row r < R (and stream s < S)
  *
  * Quantized chunks are dequantized in registers: the partial dot of a chunk is taken on the raw integers and
- * multiplied once by its group's scale (q4's −8 offset becomes −8·Σx, also once per chunk).
+ * multiplied once by its group's scale (q4's −8 offset becomes −8·Σx, also once per chunk). Where the device has
+ * integer dot products (GpuContext.intDot), x is quantized to int8 per chunk instead and the dots are integer ones
+ * (mm-gemv-dot.ts).
  *
  * Each thread ends with R·T·S partial dots (+ T partial Σx² with norm); they are reduced with subgroupAdd, lane 0
  * of each subgroup leaves its sum in workgroup memory and one more pass adds those (any subgroup size 4..128).
@@ -23,6 +25,7 @@ import type { Workgroups } from '../../runtime/gpu/runner.js';
 import { builtins, foldGrid, isQuantized, linearWg, QGROUP, type WeightDtype } from './mm-common.js';
 import { biasParts, coreParams, GEMV_MAX_T, type CoreFamily } from './mm-core.js';
 import { chunkElems, chunkLayout, type ChunkLayout, type QuantConvert } from './mm-gemv-chunks.js';
+import { dotAccumulate, dotQuantizeX } from './mm-gemv-dot.js';
 import { env, envPairs, parsedOnce } from '../../runtime/env.js';
 
 export interface GemvOpts {
@@ -80,18 +83,36 @@ const Q4_WORDS = 2;
 const Q4_SWIGLU_R = 4;
 
 /**
- * Integer → float conversion of q8 / q4 quants by matmul kind (mm-gemv-chunks.ts; H100, 8B decode step profile by
- * op, 'half' vs 'float'): two streams (gate_up) keep the f16 form (q4 1.73 vs 2.12 ms, q8 2.05 vs 2.13); one
- * stream takes the f32 form for q4 (o + down 1.534–1.539 vs 1.636) and for q8 with many columns (qkv 0.913 vs 0.953,
- * lm_head 0.220–0.221 vs 0.227), not for q8 o and down (1.798 vs 1.770).
+ * Integer → float conversion of q8 / q4 quants by matmul kind, for devices without the int8 dot form
+ * (mm-gemv-chunks.ts; H100, 8B decode step profile by op, 'half' vs 'float'): two streams (gate_up) keep the f16
+ * form (q4 1.73 vs 2.12 ms, q8 2.05 vs 2.13); one stream takes the f32 form for q4 (o + down 1.534–1.539 vs 1.636)
+ * and for q8 with many columns (qkv 0.913 vs 0.953, lm_head 0.220–0.221 vs 0.227), not for q8 o and down (1.798 vs
+ * 1.770). With `intDot` every quantized kind takes an int8 dot form (mm-gemv-dot.ts), x in as many int8 digits as
+ * the weights need: q4 one ('dot1'; x's rounding is ~1/15 of q4's, logits of tiny-llama move by rel L2 0.013 against
+ * q4's own 0.18), q8 two ('dot2'; with one, x's rounding would move the logits as much as q8's weights do: 0.012).
+ * H100, same profile, float forms → dot forms: q4 span 6.29 → 5.61 ms (gate_up 1.73 → 1.37, o + down 1.54 → 1.34,
+ * qkv 0.77 → 0.67), q8 span 7.00 → 6.80 (one digit would give 6.48).
  */
-function quantConvert(wdtype: WeightDtype, streams: number, NC: number | undefined): QuantConvert {
+function quantConvert(wdtype: WeightDtype, streams: number, NC: number | undefined, intDot: boolean): QuantConvert {
+  if (intDot) return wdtype === 'q4' ? 'dot1' : 'dot2';
   if (streams === 2 || NC === undefined) return 'half';
   return wdtype === 'q4' || NC > F16_WIDE_NC ? 'float' : 'half';
 }
 
-/** `NC`: logical output columns (per stream), when known: few columns get fewer per workgroup (MIN_WORKGROUPS). */
-export function gemvShape(wdtype: WeightDtype, T: number, streams: number, K: number, NC?: number): GemvShape {
+/**
+ * Shapes of the int8 dot form by kind, rows of at least LONG_ROW (H100, 8B decode step profile by op, each knob set
+ * for every kind at once, `LOCRET_GEMV=dq=dot1,…`): q4 gate_up keeps 8 columns per workgroup (1.379 ms vs 1.523 at
+ * 4; its float forms wanted 4, Q4_SWIGLU_R), q4 one-stream kinds 128 threads (qkv 0.680 vs 0.727 at 64; o and down
+ * had 128 already); q8 qkv (columns in (F16_WIDE_NC, Q8_NARROW_NC]) 8-byte chunks (0.716 vs 0.776; o + down and
+ * gate_up lost with them: 1.879 vs 1.650, 1.979 vs 1.836; lm_head 0.207 vs 0.197).
+ */
+const Q8_NARROW_NC = 8192;
+
+/**
+ * `NC`: logical output columns (per stream), when known: few columns get fewer per workgroup (MIN_WORKGROUPS).
+ * `intDot`: the device takes q8 / q4 dot products on int8 (GpuContext.intDot).
+ */
+export function gemvShape(wdtype: WeightDtype, T: number, streams: number, K: number, NC?: number, intDot = false): GemvShape {
   if (T < 1 || T > GEMV_MAX_T) throw new Error(`gemv: T=${T} outside 1..${GEMV_MAX_T}`);
   const E = chunkElems(wdtype, K);
   let R = Math.floor(MAX_ACC / (T * streams));
@@ -100,24 +121,29 @@ export function gemvShape(wdtype: WeightDtype, T: number, streams: number, K: nu
   // enough threads that the loads of a row are spread wide, few enough that each thread still loops a few times
   const KC = K / E;
   let WG = KC >= 2048 ? 256 : KC >= 256 ? 128 : 64;
+  const tune = gemvTuning();
+  const dq = tune.dq ?? quantConvert(wdtype, streams, NC, intDot && isQuantized(wdtype));
+  const intForm = dq === 'dot1' || dq === 'dot2';
+  let words = wdtype === 'q4' ? Q4_WORDS : 4; // quantized chunks: q4 8-byte loads, q8 16-byte
   if (NC !== undefined && K >= LONG_ROW && (wdtype === 'f16' || wdtype === 'q8')) {
     if (streams === 2) WG = 64;
     else if (wdtype === 'f16' && NC <= F16_WIDE_NC) WG = 256;
+    if (wdtype === 'q8' && intForm && streams === 1 && NC > F16_WIDE_NC && NC <= Q8_NARROW_NC) words = 2;
   }
   if (NC !== undefined && K >= LONG_ROW && wdtype === 'q4') {
-    if (streams === 2) R = Math.min(R, Q4_SWIGLU_R);
-    else if (NC <= F16_WIDE_NC) WG = Math.max(WG, 128);
+    if (streams === 2 && !intForm) R = Math.min(R, Q4_SWIGLU_R);
+    else if (streams === 1 && (NC <= F16_WIDE_NC || intForm)) WG = Math.max(WG, 128);
   }
-  const tune = gemvTuning();
-  // threads are chosen by 16-byte chunks; q4 then loads 8-byte ones (Q4_WORDS)
-  const words = isQuantized(wdtype) ? (tune.qw ?? (wdtype === 'q4' ? Q4_WORDS : 4)) : 4;
-  return { E: (E * words) / 4, R: tune.r ?? R, WG: tune.wg ?? WG, dq: tune.dq ?? quantConvert(wdtype, streams, NC) };
+  // threads are chosen by 16-byte chunks; quantized rows then load `words` 4-byte words at a time
+  if (isQuantized(wdtype)) words = tune.qw ?? words;
+  else words = 4;
+  return { E: (E * words) / 4, R: tune.r ?? R, WG: tune.wg ?? WG, dq };
 }
 
 interface GemvTuning { wg?: number; r?: number; dq?: QuantConvert; qw?: 2 | 4 }
 /**
  * Tuning hook for timing runs on real GPUs (`LOCRET_GEMV="wg=256,r=4,dq=int"`): it changes the variant key, not
- * results (dq=half|float|int: every q8 / q4 GEMV converts its quants that way, see quantConvert; qw=2: q8 / q4
+ * results (dq=half|float|int|dot1|dot2: every q8 / q4 GEMV converts its quants that way, see quantConvert; qw=2: q8 / q4
  * chunks of 2 words, 8-byte loads, instead of 4).
  * Every GEMV of every decode step asks for its shape, so the spec is parsed once per distinct value.
  */
@@ -130,7 +156,7 @@ const parseGemvTuning = parsedOnce((spec) => {
     const n = Number(v);
     if (k === 'wg' && [32, 64, 128, 256].includes(n)) t.wg = n;
     if (k === 'r' && n >= 2 && n % 2 === 0 && n <= 16) t.r = n;
-    if (k === 'dq' && (v === 'int' || v === 'half' || v === 'float')) t.dq = v;
+    if (k === 'dq' && (v === 'int' || v === 'half' || v === 'float' || v === 'dot1' || v === 'dot2')) t.dq = v;
     if (k === 'qw' && (n === 2 || n === 4)) t.qw = n;
   }
   return t;
@@ -204,8 +230,15 @@ export function gemvSource(o: GemvOpts, T: number, s: GemvShape, f: CoreFamily):
       if (q) body.push(`let s${st}_${r} = ${streamName(st)}_sc(gb${st}_${r} + ${L.E === QGROUP ? 'k' : `k / ${QGROUP / L.E}u`});`);
     }
   if (o.norm) for (let j = 0; j < XV; j++) body.push(`let n${j} = normW[k * ${XV}u + ${j}u];`);
+  const dot = q && (s.dq === 'dot1' || s.dq === 'dot2');
+  const digits = s.dq === 'dot1' ? 1 : 2;
+  let pieceCount = 0;
   for (let st = 0; st < S; st++)
-    for (let r = 0; r < R; r++) L.decode(`w${st}_${r}`).forEach((e, p) => body.push(`let d${st}_${r}_${p} = ${e};`));
+    for (let r = 0; r < R; r++) {
+      const ps = L.decode(`w${st}_${r}`);
+      pieceCount = ps.length;
+      ps.forEach((e, p) => body.push(`let d${st}_${r}_${p} = ${e};`));
+    }
   for (let t = 0; t < T; t++) {
     body.push(`let xb${t} = (params.xRow0 + ${t}u) * XR + k * ${XV}u;`);
     for (let j = 0; j < XV; j++) {
@@ -214,6 +247,11 @@ export function gemvSource(o: GemvOpts, T: number, s: GemvShape, f: CoreFamily):
       body.push(`let x${t}_${j} = xr${t}_${j}${o.norm ? ` * n${j}` : ''};`);
     }
     const xs = Array.from({ length: XV }, (_, j) => `x${t}_${j}`);
+    if (dot) {
+      body.push(...dotQuantizeX(o.wdtype, t, xs, digits));
+      for (let st = 0; st < S; st++) for (let r = 0; r < R; r++) body.push(`${acc(st, r, t)} += ${dotAccumulate(o.wdtype, pieceCount, st, r, t, digits)};`);
+      continue;
+    }
     const pieces = L.xPieces(xs);
     pieces.forEach((e, i) => body.push(`let xp${t}_${i} = ${e};`));
     if (L.xOffset) body.push(`let xo${t} = ${L.xOffset(xs)};`);

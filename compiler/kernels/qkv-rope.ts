@@ -29,6 +29,8 @@ export interface QkvOpts {
   readonly rotateKeys?: boolean;
   /** decode path: reduce with subgroup operations (set when the device has `subgroups`) */
   readonly subgroups?: boolean;
+  /** decode path: q8 / q4 dot products on int8 (GpuContext.intDot) */
+  readonly intDot?: boolean;
   /** prefill on tensor cores (mm-sgmat.ts) where the weight and shape allow; only for devices with GpuContext.tensorCores */
   readonly tensorCores?: boolean;
 }
@@ -189,7 +191,7 @@ export function qkvRope(o: QkvOpts, d: QkvDims, b: QkvBuffers): Dispatch {
   const params = { T, NC, K, xRow0: 0, eps: d.eps, slot0, pos0, cap: capacity };
   if (T <= GEMV_MAX_T) {
     const g: GemvOpts = { wdtype: o.wdtype, norm: true, bias: o.bias, streams: 1, subgroups: o.subgroups ?? false };
-    const shape = gemvShape(o.wdtype, T, 1, K, NC);
+    const shape = gemvShape(o.wdtype, T, 1, K, NC, o.intDot);
     const spec = kernel({ ...base, ...gemvKey(g, T, shape) }, () => gemvSource(g, T, shape, family(o)));
     return { kernel: spec, buffers, params, workgroups: gemvGrid(NC, shape.R) };
   }

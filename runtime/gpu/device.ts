@@ -29,6 +29,12 @@ export interface GpuContext {
   /** `timestamp-query`: GPU time per dispatch for profiles (profile.ts); Node asks Dawn for unquantized timestamps */
   readonly timestamps: boolean;
   /**
+   * the decode gemv takes q8 / q4 dot products on int8 (dot4I8Packed, mm-gemv-dot.ts): WGSL has the
+   * `packed_4x8_integer_dot_product` builtins and the adapter is not Apple's (Metal runs them as a polyfill, slower
+   * than the float forms); LOCRET_NO_INT_DOT=1 refuses them (A/B timing, the float forms' tests)
+   */
+  readonly intDot: boolean;
+  /**
    * GPU errors nobody captured (validation, out of memory, internal) since the last call, oldest first. Reads throw
    * on them (runner.ts), so an invalid shader or dispatch fails loudly instead of leaving stale outputs behind.
    */
@@ -88,6 +94,8 @@ export interface DeviceOptions {
   readonly disableF16?: boolean;
   /** refuse subgroup operations even where the adapter has them (tests the workgroup-memory reductions) */
   readonly disableSubgroups?: boolean;
+  /** refuse the int8 dot-product gemv even where WGSL has it (tests the float forms) */
+  readonly disableIntDot?: boolean;
   /** lower the storage-binding limit the kernels plan for (tests splitting) */
   readonly maxBinding?: number;
 }
@@ -147,7 +155,9 @@ export async function createGpuContext(opts: DeviceOptions = {}): Promise<GpuCon
   const tensorCores = sgm && subgroups && hasF16Tile(info) && (info?.subgroupMaxSize ?? 32) <= 32 &&
     device.limits.maxComputeWorkgroupStorageSize >= 32768 && device.limits.maxComputeInvocationsPerWorkgroup >= 512;
   const robustness = nav?.gpu ? true : dawnRobustness; // a browser never drops the bound checks
-  return { device, adapterName, f16, subgroupMatrix: sgm, subgroups, tensorCores, limits: device.limits, maxBinding, robustness, timestamps, takeErrors };
+  const intDot = gpu.wgslLanguageFeatures?.has('packed_4x8_integer_dot_product') === true && info?.vendor !== 'apple' &&
+    !opts.disableIntDot && !envFlag('LOCRET_NO_INT_DOT');
+  return { device, adapterName, f16, subgroupMatrix: sgm, subgroups, tensorCores, limits: device.limits, maxBinding, robustness, timestamps, intDot, takeErrors };
 }
 
 /** The adapter lists an f16×f16→f32 16×16×16 subgroup-matrix configuration (bindings that list none: assume so). */
