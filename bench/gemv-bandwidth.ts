@@ -32,7 +32,7 @@ const bytesPerElem = (d: WeightDtype) => (d === 'f32' ? 4 : d === 'q8' ? 1 + 2 /
 async function main(): Promise<void> {
   const gpu = await defaultGpu();
   const r = new GpuRunner(gpu);
-  console.log(`${gpu.adapterName}  subgroups=${gpu.subgroups} f16=${gpu.f16}  LOCRET_GEMV=${process.env.LOCRET_GEMV ?? ''}`);
+  console.log(`${gpu.adapterName}  subgroups=${gpu.subgroups} f16=${gpu.f16} intDot=${gpu.intDot}  LOCRET_GEMV=${process.env.LOCRET_GEMV ?? ''}`);
   for (const d of dtypes) {
     const wdtype: WeightDtype = d === 'f16' && !gpu.f16 ? 'f16p' : d;
     for (const [name, N, K, epilogue] of SHAPES) {
@@ -51,7 +51,7 @@ async function main(): Promise<void> {
       if (ws) r.write(ws, new Uint32Array(ws.size / 4).fill(0x10001000));
       const line: string[] = [];
       for (const subgroups of gpu.subgroups ? [true, false] : [false]) {
-        const o: MatmulOpts = { wdtype, norm: epilogue === 'swiglu', bias: false, epilogue, subgroups };
+        const o: MatmulOpts = { wdtype, norm: epilogue === 'swiglu', bias: false, epilogue, subgroups, intDot: gpu.intDot };
         const ds = Array(PER_SUBMIT).fill(matmul(o, { T: 1, N, K }, { x, w, y, normW: x, wScales: ws }));
         r.run(ds);
         await r.device.queue.onSubmittedWorkDone();
