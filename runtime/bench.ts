@@ -33,6 +33,8 @@ export interface BenchResult {
   shader_bound_checks: boolean;
   /** decode read keys rotated once after the prompt (Session.decodeOnRotatedKeys) */
   decode_keys_rotated: boolean;
+  /** q8 / q4 decode matmuls take int8 dot products (GpuContext.intDot; false for f16 / f32 weights) */
+  decode_int8_dot: boolean;
   model: string;
   weight_dtype: string;
   kv_dtype: string;
@@ -268,6 +270,7 @@ export async function runBench(r: GpuRunner, c: ModelConfig, weights: Map<string
     device: r.gpu.adapterName,
     shader_bound_checks: r.gpu.robustness,
     decode_keys_rotated: keysRotated,
+    decode_int8_dot: r.gpu.intDot && (qkvDtype === 'q8' || qkvDtype === 'q4'),
     model: name,
     weight_dtype: qkvDtype === 'f16p' ? 'f16' : qkvDtype,
     kv_dtype: kvDtype,

@@ -63,6 +63,7 @@ describe('locret CLI', () => {
     expect(b.shader_bound_checks, 'Node drops the bound checks by default').toBe(false);
     expect(b.decode_keys_rotated, 'an f16 cache decodes on keys rotated once').toBe(true);
     expect(b.weight_dtype).toBe('f16');
+    expect(b.decode_int8_dot, 'f16 weights take no int8 dot products').toBe(false);
     expect(Object.keys(b.prefill_tokens_per_s)).toEqual(['chunk_64']);
     for (const k of ['decode_ms_per_token', 'decode_roundtrip_ms_per_token', 'copy_gb_per_s', 'matmul_tflops', 'decode_bandwidth_ratio', 'prefill_matmul_ratio'])
       expect(b[k], k).toBeGreaterThan(0);
