@@ -3,7 +3,8 @@
  * (tiny widths, so the GPU work is negligible and the host side dominates), run through the runner (one uniform
  * buffer per submission, cached bind groups) and through a reimplementation of the previous scheme (a uniform
  * buffer, writeBuffer and bind group per dispatch), for comparison; then the cost of building the step's dispatch
- * list from the plan, which a decode step pays before the runner.
+ * list from the plan, which a decode step pays before the runner, with decode dispatches reused between steps
+ * (compiler/step-memo.ts) and built afresh (LOCRET_NO_STEP_MEMO=1).
  *
  *   node dist/bench/encode-overhead.js [--steps 200] [--layers 32]
  *
@@ -101,6 +102,13 @@ async function main(): Promise<void> {
   await time('dispatch list of a step (plan)', r, ds, () => void s.stepProbe(1, true));
   await time('dispatch list + runner', r, ds, () => r.run(s.stepProbe(1, true)));
   s.release();
+  // the same without reusing decode dispatches between steps (compiler/step-memo.ts)
+  process.env.LOCRET_NO_STEP_MEMO = '1';
+  const fresh = new Session(r, c, randomWeights(r, c, true), { policy: 'full', budget: 256, chunk: 64, stabilizer: 16, positions: 'compact', maxNew: 8 });
+  await fresh.prefill([1, 2, 3, 4, 5, 6, 7, 8], 0);
+  delete process.env.LOCRET_NO_STEP_MEMO;
+  await time('dispatch list, built afresh', r, ds, () => void fresh.stepProbe(1, true));
+  fresh.release();
   process.exit(0);
 }
 

@@ -15,7 +15,7 @@ import { weightParts, type GpuWeight } from '../runtime/weights.js';
 import { attention, attentionScratchBytes } from './kernels/attention.js';
 import { attentionSgmat, sgmatAttentionUsable } from './kernels/attention-sgmat.js';
 import { rotatedKeysBytes } from './kernels/rotate-keys.js';
-import { attentionDecode, DECODE_MAX_T } from './kernels/attention-decode.js';
+import { attentionDecode, attentionDecodeSignature, DECODE_MAX_T } from './kernels/attention-decode.js';
 import type { CacheDtype } from './kernels/attn-common.js';
 import { copyLastRows, kvStore } from './kernels/cache-store.js';
 import { kvQuantize } from './kernels/kv-int8.js';
@@ -25,6 +25,7 @@ import { qkvRope } from './kernels/qkv-rope.js';
 import { retainingScores } from './kernels/retaining.js';
 import { attentionStats } from './kernels/scores.js';
 import { env, envFlag } from '../runtime/env.js';
+import { memoDecode, withParams, type DecodeMemo } from './step-memo.js';
 
 export interface LayerCache {
   readonly k: GPUBuffer; // (kv_heads, capacity, head_dim) f32|f16, or (kv_heads, capacity, head_dim/4 + 1) u32 int8 rows
@@ -187,11 +188,10 @@ const lowerings: { readonly [O in Op]: Lowering<O> } = {
   // keeps the prefill kernel for them (A/B timing)
   attention: (n, c) => (s) => {
     const l = c.env.cache(n.layer);
-    const d = { T: s.T, base: s.slot0, capacity: c.env.capacity, scale: 1 / Math.sqrt(c.g.dims.headDim) };
+    const d = attnDims(c, s);
     const b = { q: c.buf(n.q), kCache: l.k, vCache: l.v, kpos: l.kpos, rope: s.rope, out: c.buf(n.id), scratch: c.scratch(), lse: c.lse };
     if (s.keysRotated && s.T > DECODE_MAX_T) throw new Error(`rotated keys are read by decode attention only (T ≤ ${DECODE_MAX_T}, got ${s.T})`);
-    if (s.keysRotated || (s.T <= DECODE_MAX_T && !envFlag('LOCRET_OLD_DECODE_ATTN')))
-      return attentionDecode({ ...attnOpts(c), subgroups: c.env.runner.gpu.subgroups, keysRotated: s.keysRotated }, d, b);
+    if (decodeAttention(s)) return attentionDecode(decodeAttnOpts(c, s), d, b);
     // prefill on tensor cores where the device has them (attention-sgmat.ts), else f32 FMAs (attention.ts);
     // LOCRET_NO_TENSOR_CORES=1 keeps f32 FMAs everywhere, LOCRET_TC_ATTENTION=0 for attention alone. Keys are
     // rotated once per layer into kRot (f16) for the tensor cores (their tiles are f16 anyway) and for f16 / int8
@@ -237,6 +237,39 @@ function memoByRows(e: Emit): Emit {
     return d;
   };
 }
+
+/** The decode-step opts of attention's fast path, shared by its lowering and its memo signature (built once per form). */
+const decodeAttnOptsMemo = new WeakMap<Ctx, Map<boolean, ReturnType<typeof makeDecodeAttnOpts>>>();
+const makeDecodeAttnOpts = (c: Ctx, keysRotated: boolean) => ({ ...attnOpts(c), subgroups: c.env.runner.gpu.subgroups, keysRotated });
+function decodeAttnOpts(c: Ctx, s: StepDims) {
+  let m = decodeAttnOptsMemo.get(c);
+  if (!m) decodeAttnOptsMemo.set(c, (m = new Map()));
+  const kr = s.keysRotated === true;
+  let o = m.get(kr);
+  if (!o) m.set(kr, (o = makeDecodeAttnOpts(c, kr)));
+  return o;
+}
+const attnDims = (c: Ctx, s: StepDims) => ({ T: s.T, base: s.slot0, capacity: c.env.capacity, scale: 1 / Math.sqrt(c.g.dims.headDim) });
+/** attention takes the decode kernels (and their rotated-key form) for short steps */
+const decodeAttention = (s: StepDims) => s.keysRotated === true || (s.T <= DECODE_MAX_T && !envFlag('LOCRET_OLD_DECODE_ATTN'));
+
+/**
+ * Slot-dependent ops whose decode dispatches are reused from step to step with the new slot and position patched
+ * in (step-memo.ts): qkv_rope (not with an int8 cache, whose staging adds a second kernel) and decode attention.
+ */
+const decodeMemos: { readonly [O in Op]?: (n: NodeOf<O>, c: Ctx) => DecodeMemo } = {
+  qkv_rope: (n, c) => ({
+    signature: (s) => (s.decode && c.env.cacheDtype !== 'int8' ? `${s.T}|${s.keysRotated ? 1 : 0}|${env('LOCRET_GEMV') ?? ''}` : null),
+    patch: (ds, s) => {
+      if (s.slot0 + s.T > c.env.capacity) throw new Error(`qkvRope: slots ${s.slot0}..${s.slot0 + s.T} exceed capacity ${c.env.capacity}`);
+      return withParams(ds, { slot0: s.slot0, pos0: s.pos0 });
+    },
+  }),
+  attention: (n, c) => ({
+    signature: (s) => (s.decode && decodeAttention(s) ? attentionDecodeSignature(decodeAttnOpts(c, s), attnDims(c, s)) : null),
+    patch: (ds, s) => withParams(ds, { base: s.slot0 }, (i) => i === 0), // the main kernel; the combine reads no slots
+  }),
+};
 
 /** pre_output nodes share storage with a side buffer of their qkv_rope node, looked up by the pre_output's id. */
 function preBuf(c: Ctx, fusedId: NodeId): GPUBuffer {
@@ -365,9 +398,11 @@ export function lower(g: Graph, env: LowerEnv): Plan {
       return stage;
     },
   };
+  const reuse = !envFlag('LOCRET_NO_STEP_MEMO'); // A/B and tests: every decode step builds its dispatches afresh
   for (const n of g.nodes) {
     const e = (lowerings[n.op] as Lowering<Op>)(n as never, ctx);
-    if (e) steps.push({ node: n, emit: stepDependence[n.op] === 'rows' ? memoByRows(e) : e });
+    const memo = reuse ? (decodeMemos[n.op] as ((n: Node, c: Ctx) => DecodeMemo) | undefined)?.(n, ctx) : undefined;
+    if (e) steps.push({ node: n, emit: stepDependence[n.op] === 'rows' ? memoByRows(e) : memo ? memoDecode(e, memo) : e });
   }
   const activationBytes = owned.reduce((a, b) => a + (size.get(b) ?? 0), 0);
   return {

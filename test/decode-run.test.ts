@@ -6,6 +6,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { Engine } from '../runtime/engine.js';
+import type { Dispatch } from '../runtime/gpu/runner.js';
 import { fixture, TINY_LLAMA } from './paths.js';
 
 const golden = JSON.parse(fs.readFileSync(path.join(TINY_LLAMA, 'golden.json'), 'utf8'));
@@ -34,6 +35,32 @@ describe('queued greedy decode', () => {
     expect(b.evictedTokens).toBeGreaterThan(0);
     b.release();
     expect(got).toEqual(want);
+  });
+
+  it('decode steps reuse their dispatches with the slot patched in: kernels, parameters, grids and logits as when built afresh', async () => {
+    const ids = [...golden.input_ids, ...golden.input_ids];
+    const opts = { policy: 'locret' as const, budget: 48, chunk: 32, stabilizer: 8, maxNew: 16 };
+    const a = e.session(opts);
+    await a.prefill(ids, 0);
+    process.env.LOCRET_NO_STEP_MEMO = '1'; // read when the session lowers its plan, at prefill
+    const b = e.session(opts);
+    try {
+      await b.prefill(ids, 0);
+    } finally {
+      delete process.env.LOCRET_NO_STEP_MEMO;
+    }
+    const label = (r: GPUBuffer | GPUBufferBinding) => ('buffer' in r ? `${r.buffer.label}@${r.offset ?? 0}` : r.label);
+    const shape = (ds: Dispatch[]) => ds.map((d) => ({ kernel: d.kernel.name, params: d.params, workgroups: d.workgroups, buffers: Object.values(d.buffers).map(label) }));
+    let tok = golden.input_ids[3];
+    for (let i = 0; i < 6; i++) {
+      expect(shape(a.stepProbe(1, true)), `step ${i}`).toEqual(shape(b.stepProbe(1, true)));
+      const [la, lb] = [await a.decode(tok), await b.decode(tok)];
+      expect(Array.from(la), `step ${i} logits`).toEqual(Array.from(lb));
+      tok = la.indexOf(Math.max(...la));
+    }
+    expect(a.decodeOnRotatedKeys).toBe(true); // both key forms were stepped through
+    a.release();
+    b.release();
   });
 
   it('rejects a run length that is not a positive integer', async () => {

@@ -24,8 +24,8 @@ import type { Dispatch } from '../../runtime/gpu/runner.js';
 import { NEG, attentionBindings, checkHeadDims, keyFns, ropeParts, SPLIT_ATTENTION_PARAMS, splitAttentionParams } from './attn-common.js';
 import type { AttentionBuffers, AttentionDims, AttentionOpts } from './attention.js';
 import { decodeCombine, MAX_SPLITS } from './attention-combine.js';
-import { env, envPairs } from '../../runtime/env.js';
-import { attentionDecodeV2, planV2, type DecodeV2Plan } from './attention-decode-v2.js';
+import { env, envPairs, parsedOnce } from '../../runtime/env.js';
+import { attentionDecodeV2, planV2, type DecodeV2Opts, type DecodeV2Plan } from './attention-decode-v2.js';
 
 /** Largest chunk the decode kernel serves; longer chunks take the prefill kernel. */
 export const DECODE_MAX_T = 8;
@@ -53,10 +53,9 @@ export interface DecodeOpts extends AttentionOpts {
  * H200 at the 8B shape, f16 cache: v2 2.3 ms = 920 GB/s at 16K entries and 1,770 GB/s at 131K, v1 555 / 629 GB/s).
  */
 export function decodeVariant(o: { variant?: 'v1' | 'v2' }): 'v1' | 'v2' {
-  if (o.variant) return o.variant;
-  const toks = (env('LOCRET_ATTN_DECODE') ?? '').split(',');
-  return toks.includes('v1') ? 'v1' : 'v2';
+  return o.variant ?? envVariant(env('LOCRET_ATTN_DECODE'));
 }
+const envVariant = parsedOnce((spec) => ((spec ?? '').split(',').includes('v1') ? 'v1' : 'v2'));
 
 interface DecodePlan {
   G: number;
@@ -76,13 +75,16 @@ interface DecodePlan {
 
 /** Tuning hook for timing runs on real GPUs (`LOCRET_ATTN_DECODE="nk=4,wg=4096"`); it changes plans, not results. */
 function tuning(): { nk?: number; wg?: number } {
+  return parseTuning(env('LOCRET_ATTN_DECODE')); // every layer of every decode step plans: parsed once per value
+}
+const parseTuning = parsedOnce((spec) => {
   const t: { nk?: number; wg?: number } = {};
-  for (const [k, v] of envPairs(env('LOCRET_ATTN_DECODE'))) {
+  for (const [k, v] of envPairs(spec)) {
     if (k === 'nk' && [1, 2, 4, 8, 16].includes(Number(v))) t.nk = Number(v);
     if (k === 'wg' && Number(v) >= 1) t.wg = Number(v);
   }
   return t;
-}
+});
 
 function plan(o: AttentionOpts & { nk?: number }, d: AttentionDims): DecodePlan {
   checkHeadDims(o.headDim, o.rotaryDim);
@@ -270,11 +272,27 @@ export function attentionDecode(o: DecodeOpts, d: AttentionDims, b: AttentionBuf
   ];
 }
 
-const v2Opts = (o: DecodeOpts) => ({ ...o, nk: o.v2?.nk, kl: o.v2?.kl, nt: o.v2?.nt, rows: o.v2?.rows, prefetch: o.v2?.prefetch, depth: o.v2?.depth, qShared: o.v2?.qShared });
+/** v2's options from v1's; kept per options object (callers reuse theirs across decode steps) */
+const v2OptsOf = new WeakMap<DecodeOpts, DecodeV2Opts>();
+function v2Opts(o: DecodeOpts): DecodeV2Opts {
+  let v = v2OptsOf.get(o);
+  if (!v) v2OptsOf.set(o, (v = { ...o, nk: o.v2?.nk, kl: o.v2?.kl, nt: o.v2?.nt, rows: o.v2?.rows, prefetch: o.v2?.prefetch, depth: o.v2?.depth, qShared: o.v2?.qShared }));
+  return v;
+}
 
 /** v1's splits for this call before rounding: v2 stays within it, so decodeScratchBytes covers both variants. */
 function v1Bound(o: AttentionOpts, d: AttentionDims): number {
   return plan(o, { ...d, splits: undefined }).splitsBound;
+}
+
+/**
+ * What attentionDecode's dispatches depend on besides `d.base` (the main kernel's `base` parameter): the variant,
+ * its plan (splits, slab, rows, kernel shape) and the token count, so a decode step may reuse an earlier step's
+ * dispatches with the same signature (compiler/step-memo.ts).
+ */
+export function attentionDecodeSignature(o: DecodeOpts, d: AttentionDims): string {
+  const p = decodeVariant(o) === 'v2' || o.keysRotated ? planV2(v2Opts(o), d, v1Bound(o, d)) : plan(o, d);
+  return `${d.T}|${o.keysRotated ? 1 : 0}|${JSON.stringify(p)}`;
 }
 
 /** v2's plan for the same call (tests and benchmarks). */

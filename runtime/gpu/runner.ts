@@ -45,6 +45,11 @@ const MAX_BIND_GROUPS = 8192;
 export class GpuRunner {
   private readonly pipelines = new Map<string, Compiled>();
   private readonly bindGroups = new Map<string, GPUBindGroup>();
+  /**
+   * The last bind group made for a dispatch's buffers record: memoized dispatches (compiler/lower.ts, step-memo.ts)
+   * hand the same record to every decode step, so the identity check skips building the string key.
+   */
+  private readonly byRecord = new WeakMap<object, { kernel: KernelSpec; ub: GPUBuffer | null; bg: GPUBindGroup }>();
   private readonly bufIds = new WeakMap<GPUBuffer, number>();
   private nextBufId = 1;
   private readonly uniforms: ParamsBuffer;
@@ -158,6 +163,15 @@ export class GpuRunner {
 
   /** The bind group of a dispatch's buffers (+ the params buffer), cached by kernel and buffer identities. */
   private bindGroup(d: Dispatch, c: Compiled, ub: GPUBuffer | null): GPUBindGroup {
+    const k = d.kernel;
+    const last = this.byRecord.get(d.buffers);
+    if (last && last.kernel === k && last.ub === ub) return last.bg;
+    const bg = this.bindGroupByKey(d, c, ub);
+    this.byRecord.set(d.buffers, { kernel: k, ub, bg });
+    return bg;
+  }
+
+  private bindGroupByKey(d: Dispatch, c: Compiled, ub: GPUBuffer | null): GPUBindGroup {
     const k = d.kernel;
     let key = k.name;
     for (const b of k.bindings) {
