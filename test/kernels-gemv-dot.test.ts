@@ -10,7 +10,7 @@ import { gemvShape } from '../compiler/kernels/mm-gemv.js';
 import type { GpuRunner } from '../runtime/gpu/runner.js';
 import type { QuantDtype } from '../runtime/quant.js';
 import { expectClose, gpuRunner, rand } from './gpu-harness.js';
-import { destroyParts, quantWeights, uploadQuantParts } from './quant-harness.js';
+import { destroyParts, matmulBuffers, quantWeights, uploadQuantParts } from './quant-harness.js';
 import { dotFormX, offTies } from './ref/gemv-dot.js';
 import { matmulRef } from './ref/gpu-ops.js';
 
@@ -29,12 +29,7 @@ async function check(r: GpuRunner, o: DotOpts, T: number, N: number, K: number, 
   const bias = rand(rows, seed + 3);
   const yIn = rand(T * N, seed + 4);
   const parts = uploadQuantParts(r, o.wdtype, q, rows, K, cuts);
-  const b = {
-    x: r.upload(x, 'x'),
-    normW: o.norm ? r.upload(normW, 'normW') : undefined,
-    bias: o.bias ? r.upload(bias, 'bias') : undefined,
-    y: r.upload(o.epilogue === 'residual' ? yIn : new Float32Array(T * N).fill(NaN), 'y'),
-  };
+  const b = matmulBuffers(r, o, T, N, { x, normW, bias, yIn });
   const ds = matmulParts({ ...o, intDot: true }, { T, N, K, eps: EPS, xRow0 }, b, parts);
   for (const d of ds) expect(d.kernel.key).toContain(`dq=${shape.dq}`);
   r.run(ds);

@@ -17,7 +17,7 @@ import type { QuantDtype } from '../runtime/quant.js';
 import { f16ToF32, f32ToF16 } from '../runtime/io/dtype.js';
 import { ropeTable } from '../runtime/rope.js';
 import { expectClose, gpuRunner, rand } from './gpu-harness.js';
-import { destroyParts, quantWeights, uploadQuantParts } from './quant-harness.js';
+import { destroyParts, matmulBuffers, quantWeights, uploadQuantParts } from './quant-harness.js';
 import { embeddingRef, matmulRef, qkvRopeRef } from './ref/gpu-ops.js';
 
 const QDTYPES: readonly QuantDtype[] = ['q8', 'q4'];
@@ -109,12 +109,7 @@ async function checkMatmul(r: GpuRunner, o: QOpts, T: number, N: number, K: numb
   const bias = rand(rows, seed + 3);
   const yIn = rand(T * N, seed + 4);
   const parts = uploadQuantParts(r, o.wdtype, q, rows, K, cuts);
-  const b = {
-    x: r.upload(x, 'x'),
-    normW: o.norm ? r.upload(normW, 'normW') : undefined,
-    bias: o.bias ? r.upload(bias, 'bias') : undefined,
-    y: r.upload(o.epilogue === 'residual' ? yIn : new Float32Array(T * N).fill(NaN), 'y'),
-  };
+  const b = matmulBuffers(r, o, T, N, { x, normW, bias, yIn });
   const d = { T, N, K, eps: 1e-5, xRow0 };
   const ds = parts.length === 1 ? [matmul(o, d, { ...b, w: parts[0]!.buf, wScales: parts[0]!.scales })] : matmulParts(o, d, b, parts);
   r.run(ds);

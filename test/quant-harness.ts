@@ -38,3 +38,19 @@ export function destroyParts(r: GpuRunner, parts: readonly WeightPart[]): void {
     if (p.scales) r.destroy(p.scales);
   }
 }
+
+/** A matmul test's GPU inputs and output: x, the norm weight and bias when used, y (residual epilogues start from yIn). */
+export function matmulBuffers(
+  r: GpuRunner,
+  o: { readonly norm: boolean; readonly bias: boolean; readonly epilogue: string },
+  T: number,
+  N: number,
+  host: { readonly x: Float32Array; readonly normW: Float32Array; readonly bias: Float32Array; readonly yIn: Float32Array },
+): { x: GPUBuffer; normW?: GPUBuffer; bias?: GPUBuffer; y: GPUBuffer } {
+  return {
+    x: r.upload(host.x, 'x'),
+    normW: o.norm ? r.upload(host.normW, 'normW') : undefined,
+    bias: o.bias ? r.upload(host.bias, 'bias') : undefined,
+    y: r.upload(o.epilogue === 'residual' ? host.yIn : new Float32Array(T * N).fill(NaN), 'y'),
+  };
+}
