@@ -96,11 +96,11 @@ describe('gemv int8 dot form', () => {
     await check(r, { wdtype: 'q8', norm: false, bias: true, epilogue: 'residual', subgroups: sg }, 3, 37, 64, 34, 1, [5, 36]);
   }, 600_000);
 
-  it('the 8B kinds take their own shapes (gate_up 8 columns, q4 one-stream 128 threads, q8 qkv 8-byte chunks) and match', async () => {
+  it('the 8B kinds take their own shapes (gate_up 8 columns, q4 qkv 128 threads and o / down 256, q8 qkv 8-byte chunks) and match', async () => {
     const dot = (w: QuantDtype, S: number, K: number, NC: number) => gemvShape(w, 1, S, K, NC, true);
     expect(dot('q4', 2, 4096, 14336)).toMatchObject({ R: 8, WG: 64, E: 16, dq: 'dot1' });
     expect(dot('q8', 2, 4096, 14336).dq).toBe('dot2');
-    expect([dot('q4', 1, 4096, 6144).WG, dot('q4', 1, 4096, 4096).WG, dot('q4', 1, 14336, 4096).WG]).toEqual([128, 128, 128]);
+    expect([dot('q4', 1, 4096, 6144).WG, dot('q4', 1, 4096, 4096).WG, dot('q4', 1, 14336, 4096).WG]).toEqual([128, 256, 256]);
     expect([dot('q8', 1, 4096, 6144).E, dot('q8', 1, 4096, 128256).E, dot('q8', 1, 4096, 4096).E, dot('q8', 2, 4096, 14336).E]).toEqual([8, 16, 16, 16]);
     // without the dot form the float forms keep their shapes
     expect(gemvShape('q4', 1, 2, 4096, 14336)).toMatchObject({ R: 4, dq: 'half' });
@@ -108,6 +108,7 @@ describe('gemv int8 dot form', () => {
     const r = await gpuRunner();
     await check(r, { wdtype: 'q4', norm: true, bias: false, epilogue: 'swiglu', subgroups: r.gpu.subgroups }, 1, 4096, 4096, 41);
     await check(r, { wdtype: 'q8', norm: true, bias: false, epilogue: 'store', subgroups: r.gpu.subgroups }, 1, 6144, 4096, 42);
+    await check(r, { wdtype: 'q4', norm: false, bias: false, epilogue: 'residual', subgroups: r.gpu.subgroups }, 1, 4096, 4096, 43);
   }, 600_000);
 
   it('the device refuses the form when asked (LOCRET_NO_INT_DOT=1 does the same)', async () => {

@@ -102,9 +102,10 @@ function quantConvert(wdtype: WeightDtype, streams: number, NC: number | undefin
 /**
  * Shapes of the int8 dot form by kind, rows of at least LONG_ROW (H100, 8B decode step profile by op, each knob set
  * for every kind at once, `LOCRET_GEMV=dq=dot1,…`): q4 gate_up keeps 8 columns per workgroup (1.379 ms vs 1.523 at
- * 4; its float forms wanted 4, Q4_SWIGLU_R), q4 one-stream kinds 128 threads (qkv 0.680 vs 0.727 at 64; o and down
- * had 128 already); q8 qkv (columns in (F16_WIDE_NC, Q8_NARROW_NC]) 8-byte chunks (0.716 vs 0.776; o + down and
- * gate_up lost with them: 1.879 vs 1.650, 1.979 vs 1.836; lm_head 0.207 vs 0.197).
+ * 4; its float forms wanted 4, Q4_SWIGLU_R), q4 qkv 128 threads (0.680 vs 0.727 at 64, 0.699–0.702 at 256), q4 o
+ * and down (few columns) 256 (o + down 1.297 / 1.302 vs 1.310 / 1.354 at 128, two runs); q8 qkv (columns in
+ * (F16_WIDE_NC, Q8_NARROW_NC]) 8-byte chunks (0.716 vs 0.776; o + down and gate_up lost with them: 1.879 vs 1.650,
+ * 1.979 vs 1.836; lm_head 0.207 vs 0.197).
  */
 const Q8_NARROW_NC = 8192;
 
@@ -132,6 +133,7 @@ export function gemvShape(wdtype: WeightDtype, T: number, streams: number, K: nu
   }
   if (NC !== undefined && K >= LONG_ROW && wdtype === 'q4') {
     if (streams === 2 && !intForm) R = Math.min(R, Q4_SWIGLU_R);
+    else if (streams === 1 && intForm && NC <= F16_WIDE_NC) WG = Math.max(WG, 256);
     else if (streams === 1 && (NC <= F16_WIDE_NC || intForm)) WG = Math.max(WG, 128);
   }
   // threads are chosen by 16-byte chunks; quantized rows then load `words` 4-byte words at a time
