@@ -1,8 +1,8 @@
 /**
- * The decode gemv's integer form for q8 / q4 weights (`QuantConvert` 'dot1' / 'dot2', mm-gemv.ts): each thread quantizes its
- * x chunk to int8 once (one scale per chunk and token, shared by every row the thread reads) and takes the chunk's
- * dot products on the raw quants with dot4I8Packed (4 multiply-adds per instruction where the device has integer
- * dot products; the WGSL builtin is polyfilled elsewhere), as llama.cpp's q8_1 activations do:
+ * The decode gemv's integer form for q8 / q4 weights (`QuantConvert` 'dot1' / 'dot2', mm-gemv.ts): each thread
+ * quantizes its x chunk to int8 once (one scale per chunk and token, shared by every row the thread reads) and takes
+ * the chunk's dot products on the raw quants with dot4I8Packed (4 multiply-adds per instruction where the device has
+ * integer dot products; the WGSL builtin is polyfilled elsewhere), as llama.cpp's q8_1 activations do:
  *
  *   x chunk (E floats)  →  amax, qx = round(x · 127 / amax) ∈ [−127, 127] packed 4 per u32, sx = amax / 127
  *                          (and a second digit, see dotQuantizeX)
@@ -10,10 +10,10 @@
  *   q4 row word j (nibble i = element 8j+i, n − 8)                Σ = Σ_j dot4I8Packed(w_j & 0x0F0F0F0F, qx_even_j)
  *                                                                      + dot4I8Packed((w_j >> 4) & 0x0F0F0F0F, qx_odd_j)
  *                                                                      − 8 · Σqx
- *   partial dot += s_row · sx · f32(Σ)          (|Σ| ≤ 32 · 127 · 15: exact in i32 and in f32)
+ *   partial dot += s_row · sx · f32(Σ)          (one digit: |Σ| ≤ 32 · 127 · 15, exact in f32)
  *
- * The rounding uses the f32 magic 1.5 · 2^23: x · inv + 12582912 has the integer in its low mantissa bits, so its low
- * byte is the two's complement int8 (no float → int conversion). One digit ('dot1', for q4) rounds x to half a step
+ * The integer goes into the low mantissa bits of the f32 magic 1.5 · 2^23: round(x · inv) + 12582912 is exact, and
+ * its low byte is the two's complement int8 (no float → int conversion). One digit ('dot1', for q4) rounds x to half a step
  * (amax / 254): on tiny-llama that moves q8's decode logits by rel L2 0.012, as much as q8's weights do, so q8 takes
  * a second digit ('dot2'), which makes x ~16-bit.
  */
@@ -24,7 +24,7 @@ const ONES = '0x01010101u';
 /** 1.5 · 2^23: adding it rounds |v| < 2^22 to an integer held in the low mantissa bits */
 const MAGIC = '12582912.0';
 
-/** u32 pieces of a loaded row chunk `w` (vec2 / vec4 of u32 words), in the order of `xPacked`'s words */
+/** u32 pieces of a loaded row chunk `w` (vec2 / vec4 of u32 words), in the order of dotQuantizeX's packed words */
 export function dotPieces(wdtype: GemvOpts['wdtype'], words: number, w: string): string[] {
   const cs = ['x', 'y', 'z', 'w'].slice(0, words);
   if (wdtype === 'q8') return cs.map((c) => `${w}.${c}`);
@@ -33,10 +33,10 @@ export function dotPieces(wdtype: GemvOpts['wdtype'], words: number, w: string):
 
 /**
  * Lines quantizing token t's x chunk (`xs`: vec4 expressions, E/4 of them) into packed words qx{t}_i matching
- * dotPieces, with its scale sx{t} and, for q4, the offset term so{t}. With two digits (the default form) each value
- * is q + l/254 steps, the second digit l = round((v − q) · 254) the rounding error of the first in 1/254 steps, in
+ * dotPieces, with its scale sx{t} and, for q4, the offset term so{t}. With two digits (q8's form) each value is
+ * q + l/254 steps, the second digit l = round((v − q) · 254) the rounding error of the first in 1/254 steps, in
  * words ql{t}_i: x keeps ~16 bits (error ≤ amax/64516) for twice the dot products, and the sum per row is taken
- * as Σq·254 + Σl in one i32 (|·| < 2^31 for q8 at E = 32).
+ * as Σq·254 + Σl in one i32 (|·| < 2^31 for q8 at E = 32; its f32 conversion rounds once, relative 6e-8).
  */
 export function dotQuantizeX(wdtype: GemvOpts['wdtype'], t: number, xs: readonly string[], digits: 1 | 2): string[] {
   const lines: string[] = [];
