@@ -21,6 +21,7 @@ import { copyLastRows, kvStore } from './kernels/cache-store.js';
 import { kvQuantize } from './kernels/kv-int8.js';
 import { add, embedding, rmsnorm, rope, siluMul } from './kernels/elementwise.js';
 import { matmulParts, type MatmulOpts } from './kernels/matmul.js';
+import { GEMV_MAX_T } from './kernels/mm-core.js';
 import { qkvRope } from './kernels/qkv-rope.js';
 import { retainingScores } from './kernels/retaining.js';
 import { attentionStats } from './kernels/scores.js';
@@ -259,7 +260,8 @@ const decodeAttention = (s: StepDims) => s.keysRotated === true || (s.T <= DECOD
  */
 const decodeMemos: { readonly [O in Op]?: (n: NodeOf<O>, c: Ctx) => DecodeMemo } = {
   qkv_rope: (n, c) => ({
-    signature: (s) => (s.decode && c.env.cacheDtype !== 'int8' ? `${s.T}|${s.keysRotated ? 1 : 0}|${env('LOCRET_GEMV') ?? ''}` : null),
+    // decode-sized steps take the gemv path, whose shape depends on T and LOCRET_GEMV only
+    signature: (s) => (s.decode && s.T <= GEMV_MAX_T && c.env.cacheDtype !== 'int8' ? `${s.T}|${s.keysRotated ? 1 : 0}|${env('LOCRET_GEMV') ?? ''}` : null),
     patch: (ds, s) => {
       if (s.slot0 + s.T > c.env.capacity) throw new Error(`qkvRope: slots ${s.slot0}..${s.slot0 + s.T} exceed capacity ${c.env.capacity}`);
       return withParams(ds, { slot0: s.slot0, pos0: s.pos0 });
