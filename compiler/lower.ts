@@ -22,7 +22,7 @@ import { kvQuantize } from './kernels/kv-int8.js';
 import { add, embedding, rmsnorm, rope, siluMul } from './kernels/elementwise.js';
 import { matmulParts, type MatmulOpts } from './kernels/matmul.js';
 import { GEMV_MAX_T } from './kernels/mm-core.js';
-import { qkvRope } from './kernels/qkv-rope.js';
+import { checkQkvSlots, qkvRope } from './kernels/qkv-rope.js';
 import { retainingScores } from './kernels/retaining.js';
 import { attentionStats } from './kernels/scores.js';
 import { env, envFlag } from '../runtime/env.js';
@@ -263,7 +263,7 @@ const decodeMemos: { readonly [O in Op]?: (n: NodeOf<O>, c: Ctx) => DecodeMemo }
     // decode-sized steps take the gemv path, whose shape depends on T and LOCRET_GEMV only
     signature: (s) => (s.decode && s.T <= GEMV_MAX_T && c.env.cacheDtype !== 'int8' ? `${s.T}|${s.keysRotated ? 1 : 0}|${env('LOCRET_GEMV') ?? ''}` : null),
     patch: (ds, s) => {
-      if (s.slot0 + s.T > c.env.capacity) throw new Error(`qkvRope: slots ${s.slot0}..${s.slot0 + s.T} exceed capacity ${c.env.capacity}`);
+      checkQkvSlots(s.slot0, s.T, c.env.capacity);
       return withParams(ds, { slot0: s.slot0, pos0: s.pos0 });
     },
   }),

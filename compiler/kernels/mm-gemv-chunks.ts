@@ -35,6 +35,8 @@ import { dotPieces } from './mm-gemv-dot.js';
 
 /** How q8 / q4 integers become f32 in the decode gemv (see above); the kernel key carries it. */
 export type QuantConvert = 'half' | 'float' | 'int' | 'dot1' | 'dot2';
+/** the integer dot-product forms (mm-gemv-dot.ts) */
+export const isIntDot = (c: QuantConvert): c is 'dot1' | 'dot2' => c === 'dot1' || c === 'dot2';
 
 export interface ChunkLayout {
   /** elements per chunk */
@@ -120,7 +122,7 @@ function quantChunk(wdtype: 'q8' | 'q4', E: number, convert: QuantConvert): Chun
   if (words !== 2 && words !== 4) throw new Error(`gemv: ${wdtype} chunks are 2 or 4 words, not ${E} elements`);
   const cs = comps.slice(0, words);
   const base = { E, wType: `array<vec${words}<u32>>`, load: (n: string, i: string) => `${n}[${i}]` };
-  if (convert === 'dot1' || convert === 'dot2') return { ...base, decode: (w) => dotPieces(wdtype, words, w), xPieces: (xs) => [...xs] };
+  if (isIntDot(convert)) return { ...base, decode: (w) => dotPieces(wdtype, words, w), xPieces: (xs) => [...xs] };
   const sumX = (xs: readonly string[]) => `dot(${xs.join(' + ')}, vec4<f32>(1.0))`;
   // 'float': each integer ORed into the mantissa of the f32 2^23 (mantissa unit 1), minus 2^23 + offset: exact,
   // natural element order, no offset term

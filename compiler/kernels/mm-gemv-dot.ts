@@ -74,7 +74,10 @@ export function dotQuantizeX(wdtype: GemvOpts['wdtype'], t: number, xs: readonly
   return lines;
 }
 
-/** The increment of a partial dot: row pieces d{st}_{r}_i against token t's packed x, scaled by s{st}_{r} · sx{t} */
+/**
+ * The increment of a partial dot: row pieces d{st}_{r}_i against token t's packed x, scaled by s{st}_{r} · sx{t}.
+ * `pieces`: E/4 for both dtypes (a q8 word holds 4 elements; a q4 word 8, split in two pieces), i.e. the x vec4s.
+ */
 export function dotAccumulate(wdtype: GemvOpts['wdtype'], pieces: number, st: number, r: number, t: number, digits: 1 | 2): string {
   const dots = (x: string) => Array.from({ length: pieces }, (_, i) => `dot4I8Packed(d${st}_${r}_${i}, ${x}${t}_${i})`).join(' + ');
   const terms = [digits === 2 ? `(${dots('qx')}) * 254 + ${dots('ql')}` : dots('qx')];

@@ -24,7 +24,7 @@ import { ro, wgsl, type Binding, type KernelSource } from '../wgsl.js';
 import type { Workgroups } from '../../runtime/gpu/runner.js';
 import { builtins, foldGrid, isQuantized, linearWg, QGROUP, type WeightDtype } from './mm-common.js';
 import { biasParts, coreParams, GEMV_MAX_T, type CoreFamily } from './mm-core.js';
-import { chunkElems, chunkLayout, type ChunkLayout, type QuantConvert } from './mm-gemv-chunks.js';
+import { chunkElems, chunkLayout, isIntDot, type ChunkLayout, type QuantConvert } from './mm-gemv-chunks.js';
 import { dotAccumulate, dotQuantizeX } from './mm-gemv-dot.js';
 import { env, envPairs, parsedOnce } from '../../runtime/env.js';
 
@@ -124,7 +124,7 @@ export function gemvShape(wdtype: WeightDtype, T: number, streams: number, K: nu
   let WG = KC >= 2048 ? 256 : KC >= 256 ? 128 : 64;
   const tune = gemvTuning();
   const dq = tune.dq ?? quantConvert(wdtype, streams, NC, intDot && isQuantized(wdtype));
-  const intForm = dq === 'dot1' || dq === 'dot2';
+  const intForm = isIntDot(dq);
   let words = wdtype === 'q4' ? Q4_WORDS : 4; // quantized chunks: q4 8-byte loads, q8 16-byte
   if (NC !== undefined && K >= LONG_ROW && (wdtype === 'f16' || wdtype === 'q8')) {
     if (streams === 2) WG = 64;
@@ -232,15 +232,10 @@ export function gemvSource(o: GemvOpts, T: number, s: GemvShape, f: CoreFamily):
       if (q) body.push(`let s${st}_${r} = ${streamName(st)}_sc(gb${st}_${r} + ${L.E === QGROUP ? 'k' : `k / ${QGROUP / L.E}u`});`);
     }
   if (o.norm) for (let j = 0; j < XV; j++) body.push(`let n${j} = normW[k * ${XV}u + ${j}u];`);
-  const dot = q && (s.dq === 'dot1' || s.dq === 'dot2');
+  const dot = q && isIntDot(s.dq);
   const digits = s.dq === 'dot1' ? 1 : 2;
-  let pieceCount = 0;
   for (let st = 0; st < S; st++)
-    for (let r = 0; r < R; r++) {
-      const ps = L.decode(`w${st}_${r}`);
-      pieceCount = ps.length;
-      ps.forEach((e, p) => body.push(`let d${st}_${r}_${p} = ${e};`));
-    }
+    for (let r = 0; r < R; r++) L.decode(`w${st}_${r}`).forEach((e, p) => body.push(`let d${st}_${r}_${p} = ${e};`));
   for (let t = 0; t < T; t++) {
     body.push(`let xb${t} = (params.xRow0 + ${t}u) * XR + k * ${XV}u;`);
     for (let j = 0; j < XV; j++) {
@@ -251,7 +246,7 @@ export function gemvSource(o: GemvOpts, T: number, s: GemvShape, f: CoreFamily):
     const xs = Array.from({ length: XV }, (_, j) => `x${t}_${j}`);
     if (dot) {
       body.push(...dotQuantizeX(o.wdtype, t, xs, digits));
-      for (let st = 0; st < S; st++) for (let r = 0; r < R; r++) body.push(`${acc(st, r, t)} += ${dotAccumulate(o.wdtype, pieceCount, st, r, t, digits)};`);
+      for (let st = 0; st < S; st++) for (let r = 0; r < R; r++) body.push(`${acc(st, r, t)} += ${dotAccumulate(o.wdtype, XV, st, r, t, digits)};`);
       continue;
     }
     const pieces = L.xPieces(xs);

@@ -147,13 +147,18 @@ fn epi(t: u32, c: u32, v: vec2<f32>) {
   };
 }
 
+/** The step's T slots from slot0 fit the cache (also checked when a decode step reuses a qkv_rope dispatch). */
+export function checkQkvSlots(slot0: number, T: number, capacity: number): void {
+  if (slot0 + T > capacity) throw new Error(`qkvRope: slots ${slot0}..${slot0 + T} exceed capacity ${capacity}`);
+}
+
 export function qkvRope(o: QkvOpts, d: QkvDims, b: QkvBuffers): Dispatch {
   const { T, K, slot0, pos0, capacity } = d;
   const { numHeads: H, numKvHeads: KV, headDim: D, rotaryDim: ROT } = o;
   assertDims('qkvRope', { T, K, slot0, pos0, capacity, H, KV, D, ROT });
   if (T === 0 || K === 0 || H === 0 || KV === 0) throw new Error('qkvRope: empty shape');
   if (D % 2 !== 0 || ROT % 2 !== 0 || ROT > D) throw new Error(`qkvRope: headDim ${D} and rotaryDim ${ROT} must be even, rotaryDim ≤ headDim`);
-  if (slot0 + T > capacity) throw new Error(`qkvRope: slots ${slot0}..${slot0 + T} exceed capacity ${capacity}`);
+  checkQkvSlots(slot0, T, capacity);
   if (o.bias && !b.bias) throw new Error('qkvRope: bias needs a bias buffer');
   if (o.writePre && !b.pre) throw new Error('qkvRope: writePre needs a pre buffer');
   const NC = (H + 2 * KV) * D;
