@@ -160,9 +160,9 @@ const lowerings: { readonly [O in Op]: Lowering<O> } = {
   },
   qkv_rope: (n, c) => (s) => {
     const l = c.env.cache(n.layer);
-    // int8: qkv_rope writes f32 rows to the staging cache at slots 0..T-1, then kvQuantize packs them into the cache
+    // int8: qkv_rope writes f32 rows to the staging cache at slots 0..T-1 (keys rotated when the cache holds rotated
+    // keys), then kvQuantize packs them into the cache
     const st = c.env.cacheDtype === 'int8' ? c.kvStage() : null;
-    if (st && s.keysRotated) throw new Error('int8 caches keep keys before RoPE');
     const ct = st ? 'f32' : (c.env.cacheDtype as 'f32' | 'f16');
     const o = { ...attnOpts(c), cacheDtype: ct, wdtype: w(c, n.w).dtype, bias: n.bias !== null, writePre: n.writePre, tensorCores: tensorCores(c), subgroups: c.env.runner.gpu.subgroups, intDot: c.env.runner.gpu.intDot, rotateKeys: s.keysRotated };
     const at = st ? { slot0: 0, capacity: c.env.maxT } : { slot0: s.slot0, capacity: c.env.capacity };

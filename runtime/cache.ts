@@ -4,8 +4,8 @@
 //
 // GPU cache memory per layer l (allocated once, `capacity` slots per KV head):
 //
-//   K[l], V[l]  f32/f16  (kv_heads, capacity, head_dim)          keys stored before RoPE (f32/f16: rotated in
-//                                                                place by the first decode step)
+//   K[l], V[l]  f32/f16  (kv_heads, capacity, head_dim)          keys stored before RoPE (rotated in place by
+//                                                                the first decode step; int8 rows re-quantized)
 //               int8     (kv_heads, capacity, head_dim/4 + 1) u32  codes + per-row scale (below)
 //   score[l]    f32      (kv_heads, capacity)                    retention score, written once at insertion
 //   pos[l]      u32      (kv_heads, capacity)                    RoPE position of each slot
@@ -13,7 +13,7 @@
 //   int8 row (one token, one KV head; compiler/kernels/kv-int8.ts), scale = max|x| / 127, x ≈ code · scale:
 //     word  0             1                   D/4-1               D/4
 //         [ c0 c1 c2 c3 | c4 c5 c6 c7 | ... | cD-4 .. cD-1      | scale f32 ]   D + 4 bytes (f16: 2D)
-//   quantized when stored, dequantized (then rotated) on load by attention; eviction moves whole rows, so a row's
+//   quantized when stored, dequantized (then rotated, until decode) on load by attention; eviction moves whole rows, so a row's
 //   scale always travels with its codes.
 //
 //            slot 0 ................ len-1 | len ...... len+T-1 | free ............ capacity-1

@@ -206,7 +206,7 @@ export class Session {
 
   /**
    * Decode may read keys rotated once instead of rotating every key at every step (positions no longer move once the
-   * prompt is in): fused graph, f32 / f16 cache (int8 rows would be quantized again), and a rope table that more
+   * prompt is in): fused graph (int8 rows are quantized again once, see rotateCacheKeys), and a rope table that more
    * positions cannot change (longrope moves to its long factors past its original length; keys before RoPE let
    * the whole cache follow). LOCRET_DECODE_ROTATED=0 keeps rotating per step (A/B timing), as do the switches that
    * time the older decode kernels (LOCRET_ATTN_DECODE=v1, LOCRET_OLD_DECODE_ATTN=1), which read keys before RoPE.
@@ -214,14 +214,14 @@ export class Session {
   private canRotateKeys(): boolean {
     const rope = this.config.rope;
     const olderKernel = decodeVariant({}) === 'v1' || envFlag('LOCRET_OLD_DECODE_ATTN');
-    return !this.opts.unfused && this.cacheDtype !== 'int8' && env('LOCRET_DECODE_ROTATED') !== '0' && !olderKernel &&
+    return !this.opts.unfused && env('LOCRET_DECODE_ROTATED') !== '0' && !olderKernel &&
       (rope.kind !== 'longrope' || useLongFactors(rope, this.promptMaxPos, this.opts.ropeLong));
   }
 
   /** Every layer's cached keys in slots [0, kvEnd) rotated in place at their positions. */
   private rotateKeysDispatches(kvEnd: number): Dispatch[] {
     const c = this.config;
-    const o = { cacheDtype: this.cacheDtype as 'f32' | 'f16', numKvHeads: c.numKvHeads, headDim: c.headDim, rotaryDim: c.rope.rotaryDim };
+    const o = { cacheDtype: this.cacheDtype, numKvHeads: c.numKvHeads, headDim: c.headDim, rotaryDim: c.rope.rotaryDim };
     const rope = this.rope(this.promptMaxPos);
     return this.caches.map((l) => rotateCacheKeys(o, { kvEnd, capacity: this.capacity }, { kCache: l.k, kpos: l.kpos, rope }));
   }

@@ -159,9 +159,14 @@ describe('decode attention over the cache', async () => {
   }
 });
 
-/** Keys rotated in place, then v2 reading them as they are: same attention as rotating every key on load. */
+/**
+ * Keys rotated in place, then v2 reading them as they are: same attention as rotating every key on load. int8 rows
+ * are quantized again: each rotated key within half a step of its new scale of the exact rotation (scale = its max
+ * / 127), and attention compared with the reference over those re-quantized keys (plus a looser bound against the
+ * keys before it, which the second rounding must stay inside).
+ */
 async function checkRotated(r: GpuRunner, c: Case, seed: number) {
-  const dtype = c.dtype as 'f32' | 'f16';
+  const dtype = c.dtype;
   const H = c.KV * c.G;
   const x = inputs(c, seed);
   const want = refAttention(x.sh, x.q, x.k.ref, x.v.ref, x.kpos, x.rope);
@@ -169,14 +174,18 @@ async function checkRotated(r: GpuRunner, c: Case, seed: number) {
   const kpos = r.upload(x.kpos, 'kpos');
   const rope = r.upload(x.rope, 'rope');
   r.run([rotateCacheKeys({ cacheDtype: dtype, numKvHeads: c.KV, headDim: c.D, rotaryDim: c.rot }, { kvEnd: c.len, capacity: x.capacity }, { kCache, kpos, rope })]);
-  // every live key rotated (one more f16 rounding), slots past len untouched (still NaN)
+  // every live key rotated (one more f16 rounding / int8 quantization), slots past len untouched (still NaN)
   const words = c.KV * x.capacity * c.D;
-  const got = dtype === 'f16' ? Float32Array.from(new Uint16Array(await r.read(kCache, words * 2)), f16BitsToF32) : await r.readF32(kCache, words);
+  const got = dtype === 'f16' ? Float32Array.from(new Uint16Array(await r.read(kCache, words * 2)), f16BitsToF32)
+    : dtype === 'int8' ? dequantizeRows(new Uint32Array(await r.read(kCache, c.KV * x.capacity * rowWords(c.D) * 4)), c.KV * x.capacity, c.D)
+      : await r.readF32(kCache, words);
   const keyWant = new Float32Array(words).fill(NaN);
   for (let g = 0; g < c.KV; g++) for (let s = 0; s < c.len; s++) keyWant.set(refRotatedKey(x.sh, x.k.ref, x.kpos, x.rope, g, s), (g * x.capacity + s) * c.D);
-  const live = (a: Float32Array) => a.filter((_, i) => i % (x.capacity * c.D) < c.len * c.D);
-  expectClose(live(got), live(keyWant), dtype === 'f32' ? 1e-5 : 1e-3, `rotated keys ${dtype}`);
-  expect(got.filter((_, i) => i % (x.capacity * c.D) >= c.len * c.D).every(Number.isNaN), 'slots past the live ones untouched').toBe(true);
+  const isLive = (i: number) => i % (x.capacity * c.D) < c.len * c.D;
+  const live = (a: Float32Array) => a.filter((_, i) => isLive(i));
+  if (dtype === 'int8') expectInt8Rows(got, keyWant, c.D, isLive);
+  else expectClose(live(got), live(keyWant), dtype === 'f32' ? 1e-5 : 1e-3, `rotated keys ${dtype}`);
+  expect(got.filter((_, i) => !isLive(i)).every(Number.isNaN), 'slots past the live ones untouched').toBe(true);
   // positions are not read any more: poison them
   const d = { T: c.T, base: x.base, capacity: x.capacity, scale: x.sh.scale, splits: c.splits };
   const o: DecodeOpts = { ...opts(c), subgroups: r.gpu.subgroups, keysRotated: true, v2: { kl: c.kl, nt: c.nt, nk: c.nk, rows: c.rows, prefetch: c.prefetch, depth: c.depth, qShared: c.qShared } };
@@ -189,9 +198,30 @@ async function checkRotated(r: GpuRunner, c: Case, seed: number) {
   r.run(attentionDecode(o, d, bufs));
   const tol = dtype === 'f32' ? 1e-4 : 3e-3;
   const what = `rotated keys, ${dtype} splits=${p.splits} R=${p.R} NK=${p.NK}${p.PF ? ` prefetch ${p.DEPTH}` : ''}${p.QS ? ' q-shared' : ''}`;
-  expectClose(await r.readF32(bufs.out, c.T * H * c.D), want.out, tol, `out (${what})`);
-  expectClose(await r.readF32(bufs.lse, c.T * H), want.lse, tol, `lse (${what})`);
+  const out = await r.readF32(bufs.out, c.T * H * c.D);
+  const lse = await r.readF32(bufs.lse, c.T * H);
+  if (dtype === 'int8') {
+    // exact attention over the keys as re-quantized (already rotated: no rotation in the reference)
+    const exact = refAttention({ ...x.sh, rotaryDim: 0 }, x.q, got, x.v.ref, x.kpos, x.rope);
+    expectClose(out, exact.out, 2e-3, `out (${what}, re-quantized keys)`);
+    expectClose(lse, exact.lse, 2e-3, `lse (${what}, re-quantized keys)`);
+  }
+  expectClose(out, want.out, dtype === 'int8' ? 2e-2 : tol, `out (${what})`);
+  expectClose(lse, want.lse, dtype === 'int8' ? 2e-2 : tol, `lse (${what})`);
   for (const b of [...Object.values(bufs), kpos]) r.destroy(b);
+}
+
+/** int8 rows rotated and quantized again: each live value within half a step (+ f32 slack) of the exact rotation. */
+function expectInt8Rows(got: Float32Array, want: Float32Array, D: number, isLive: (i: number) => boolean): void {
+  let worst = 0;
+  for (let row = 0; row * D < want.length; row++) {
+    if (!isLive(row * D)) continue;
+    let m = 0;
+    for (let i = 0; i < D; i++) m = Math.max(m, Math.abs(want[row * D + i]!));
+    const halfStep = m / 127 / 2;
+    for (let i = 0; i < D; i++) worst = Math.max(worst, Math.abs(got[row * D + i]! - want[row * D + i]!) / (halfStep * 1.01 + 1e-6));
+  }
+  expect(worst, 'int8 rotated keys: worst error in half steps of the new scale').toBeLessThanOrEqual(1);
 }
 
 describe('decode attention over keys rotated in place', async () => {
@@ -207,6 +237,12 @@ describe('decode attention over keys rotated in place', async () => {
     { KV: 1, G: 3, D: 64, rot: 64, T: 4, len: 250, dtype: 'f32', qShared: true },
     // q in registers, one round ahead (the default before)
     { KV: 2, G: 4, D: 128, rot: 128, T: 1, len: 300, dtype: 'f16', splits: 2, qShared: false, depth: 1 },
+    // int8 rows re-quantized: the decode shape (scales prefetched with the codes, two rounds ahead), pass-through
+    // dims, plain rounds, one round ahead with q in registers
+    { KV: 2, G: 4, D: 128, rot: 128, T: 1, len: 300, dtype: 'int8', splits: 2 },
+    { KV: 1, G: 3, D: 96, rot: 32, T: 4, len: 250, dtype: 'int8', splits: 3 },
+    { KV: 2, G: 2, D: 64, rot: 64, T: 1, len: 90, dtype: 'int8', nt: 32, kl: 4, prefetch: false },
+    { KV: 2, G: 4, D: 128, rot: 128, T: 2, len: 333, dtype: 'int8', qShared: false, depth: 1, nk: 2 },
   ];
   for (const [i, c] of rotCases.entries()) {
     it(`KV=${c.KV} G=${c.G} D=${c.D} rot=${c.rot} T=${c.T} len=${c.len} ${c.dtype}${c.splits ? ` splits=${c.splits}` : ''}${c.depth ? ` depth=${c.depth}` : ''}${c.qShared !== undefined ? ` q-shared=${c.qShared}` : ''}`, async () => {
@@ -246,8 +282,9 @@ describe('decode attention v2 plan knobs', () => {
     expect([one.DEPTH, two.DEPTH]).toEqual([1, 2]);
     expect(two.splitKeys % (2 * two.NG * two.NK)).toBe(0);
     expect(two.splits * two.splitKeys).toBeGreaterThanOrEqual(d.base + d.T);
-    // int8 rows are not prefetched, so no second register set either
-    expect(planV2({ ...o, cacheDtype: 'int8', depth: 2 }, d, 1024)).toMatchObject({ PF: false, DEPTH: 1 });
+    // int8 rows are prefetched with their scales like the other caches
+    expect(planV2({ ...o, cacheDtype: 'int8', depth: 2 }, d, 1024)).toMatchObject({ PF: true, DEPTH: 2, int8: true });
+    expect(planV2({ ...o, cacheDtype: 'int8', keysRotated: true }, d, 1024)).toMatchObject({ PF: true, DEPTH: 2, QS: true });
     // rotated keys: q in workgroup memory and two rounds in flight by default; keys rotated on load keep q in registers
     expect(planV2({ ...o, keysRotated: true }, d, 1024)).toMatchObject({ QS: true, DEPTH: 2 });
     expect(planV2({ ...o, keysRotated: true, qShared: false }, d, 1024)).toMatchObject({ QS: false, DEPTH: 1 });

@@ -19,8 +19,8 @@
  * (max, sum, output quads) over the keys it saw: no cross-group work per key, and the max is moved lazily (exp of the
  * old max only when a key beats it). The groups merge once per slab through workgroup memory.
  *
- * Rounds are software-pipelined (f32/f16 caches): the K/V words and positions of round i+1 are loaded, f16 words kept
- * packed, before round i's arithmetic, so the loads are in flight while the shuffles and exps run. With depth 2 two
+ * Rounds are software-pipelined: the K/V words (int8: and row scales) and positions of round i+1 are loaded, f16 words
+ * kept packed, int8 codes unscaled (the key's scale multiplies its dot, the value's its weight), before round i's arithmetic, so the loads are in flight while the shuffles and exps run. With depth 2 two
  * register sets alternate (the loop is unrolled by two rounds) and round i loads round i+2: twice the bytes in flight.
  * On rotated keys (the default there) the rows' scaled q sit in workgroup memory instead of registers: every lane
  * group reads the same quads (broadcast loads), and the registers they free hold the second set without costing
@@ -31,7 +31,7 @@
  */
 import { kernel, wgsl, type KernelSource } from '../wgsl.js';
 import type { Dispatch } from '../../runtime/gpu/runner.js';
-import { NEG, attentionBindings, checkHeadDims, keyFns, SPLIT_ATTENTION_PARAMS, splitAttentionParams } from './attn-common.js';
+import { NEG, attentionBindings, checkHeadDims, keyFns, SPLIT_ATTENTION_PARAMS, splitAttentionParams, type CacheDtype } from './attn-common.js';
 import type { AttentionBuffers, AttentionDims, AttentionOpts } from './attention.js';
 import { decodeCombine, MAX_SPLITS } from './attention-combine.js';
 import { env, envPairs, parsedOnce } from '../../runtime/env.js';
@@ -59,7 +59,7 @@ export interface DecodeV2Opts extends AttentionOpts {
   nk?: number;
   /** rows (query, head) per workgroup, ≤ 4 (default: by cache length, see SHORT_CACHE) */
   rows?: number;
-  /** load the next round's K/V words and positions while this round computes (f32/f16 caches; default on) */
+  /** load the next round's K/V words (int8: and row scales) and positions while this round computes (default on) */
   prefetch?: boolean;
   /**
    * Rounds loaded ahead when prefetching: 1, or 2 (two register sets, loop unrolled by two rounds). Default: 2 with
@@ -89,6 +89,8 @@ export interface DecodeV2Plan {
   DEPTH: 1 | 2;
   /** q read from workgroup memory (rotated keys only) */
   QS: boolean;
+  /** int8 cache: prefetched rounds also load each row's scale */
+  int8: boolean;
 }
 
 interface TuningV2 { kl?: number; nt?: number; nk?: number; slab?: number; wgs?: number; rows?: number; pf?: boolean; depth?: 1 | 2; qs?: boolean }
@@ -137,13 +139,12 @@ export function planV2(o: DecodeV2Opts, d: AttentionDims, splitsBound: number): 
     : Math.min(Math.ceil((tune.wgs ?? TARGET_WG) / (nBlocks * o.numKvHeads)), Math.ceil(kvEnd / MIN_SPLIT_KEYS)));
   if (d.splits === undefined) splits = Math.min(splits, splitsBound);
   splits = Math.max(1, Math.min(splits, MAX_SPLITS));
-  // int8 rows carry their scale after the codes: its quads are not prefetched (the plain round serves it)
-  const PF = o.cacheDtype !== 'int8' && (o.prefetch ?? tune.pf ?? true);
+  const PF = o.prefetch ?? tune.pf ?? true;
   const QS = o.keysRotated === true && (o.qShared ?? tune.qs ?? true);
   const DEPTH = PF ? (o.depth ?? tune.depth ?? (QS ? 2 : 1)) : 1;
   const round = NG * NK * DEPTH;
   const splitKeys = Math.ceil(Math.ceil(kvEnd / splits) / round) * round;
-  return { G, R, nBlocks, KL, NT, NG, NK, splits: Math.ceil(kvEnd / splitKeys), splitKeys, PF, DEPTH, QS };
+  return { G, R, nBlocks, KL, NT, NG, NK, splits: Math.ceil(kvEnd / splitKeys), splitKeys, PF, DEPTH, QS, int8: o.cacheDtype === 'int8' };
 }
 
 const seq = (n: number) => Array.from({ length: n }, (_, i) => i);
@@ -172,6 +173,8 @@ function mainSource(o: DecodeV2Opts, p: DecodeV2Plan, split: boolean, withLse: b
   const [rs, fs, ps, vs, ks] = [seq(R), seq(nf), seq(np), seq(nv), seq(NK)];
   const rk = (kk: number, r: number) => `${kk}_${r}`;
   const redLen = 2 * NK * R * NT;
+  // prefetched int8 rounds hold raw codes: a key's scale multiplies its dot, a value's scale its softmax weight
+  const rowScales = p.PF && p.int8;
   // partial dots of (key kk, row r) summed over the KL lanes of each group into z_kk_r
   const shuffleSum = ks.map((kk) => rs.map((r) => seq(Math.log2(KL)).map((b) => `        z${rk(kk, r)} += subgroupShuffleXor(z${rk(kk, r)}, ${1 << b}u);`).join('\n')).join('\n')).join('\n');
   const ldsSum = `        let rb = hb * ${NK * R * NT}u;
@@ -184,7 +187,7 @@ ${ks.map((kk) => rs.map((r) => `        z${rk(kk, r)} = 0.0;
     let sn${kk}_${i} = vec4<f32>(ra${kk}_${i}.y, ra${kk}_${i}.w, rb${kk}_${i}.y, rb${kk}_${i}.w);
     let ka${kk}_${i} = xa${kk}_${i} * c${kk}_${i} - xb${kk}_${i} * sn${kk}_${i}; // HF rotate_half, low half
     let kb${kk}_${i} = xb${kk}_${i} * c${kk}_${i} + xa${kk}_${i} * sn${kk}_${i};`).join('\n')).join('\n')}
-${ks.map((kk) => rs.map((r) => `    var z${rk(kk, r)} = ${[...fs.map((i) => `dot(qa${r}_${i}, ka${kk}_${i}) + dot(qb${r}_${i}, kb${kk}_${i})`), ...ps.map((i) => `dot(${p.QS ? `qsh[${r * DQ}u + pp${i}]` : `qp${r}_${i}`}, xp${kk}_${i})`)].join(' + ')};`).join('\n')).join('\n')}
+${ks.map((kk) => rs.map((r) => `    var z${rk(kk, r)} = (${[...fs.map((i) => `dot(qa${r}_${i}, ka${kk}_${i}) + dot(qb${r}_${i}, kb${kk}_${i})`), ...ps.map((i) => `dot(${p.QS ? `qsh[${r * DQ}u + pp${i}]` : `qp${r}_${i}`}, xp${kk}_${i})`)].join(' + ')})${rowScales ? ` * ksc${kk}` : ''};`).join('\n')).join('\n')}
 ${sg ? `    if (sgs >= KL) { // lane groups are aligned runs of KL lanes inside one subgroup
 ${shuffleSum}
     } else {
@@ -202,8 +205,8 @@ ${vs.map((i) => `        a${r}_${i} *= al;`).join('\n')}
         m${r} = e;
       }
       let w = select(0.0, exp(e - m${r}), e > -1.0e38);
-      l${r} += w;
-${vs.map((i) => `      a${r}_${i} += w * v${kk}_${i};`).join('\n')}
+      l${r} += w;${rowScales ? `\n      let wv = w * vsc${kk};` : ''}
+${vs.map((i) => `      a${r}_${i} += ${rowScales ? 'wv' : 'w'} * v${kk}_${i};`).join('\n')}
     }`).join('\n')).join('\n')}
     hb ^= 1u;
 `;
@@ -244,7 +247,7 @@ const KL = ${KL}u;
 const NG = ${NG}u;
 const NEG = ${NEG};
 ${keyFns(o.cacheDtype, true)}
-${p.PF ? rawFns(o.cacheDtype as 'f32' | 'f16') : ''}
+${p.PF ? rawFns(o.cacheDtype) : ''}
 
 var<workgroup> red: array<f32, ${redLen}>; // (2 rounds, NK keys, R rows, NT lanes) partial dots, no-shuffle path
 var<workgroup> gm: array<f32, ${R * NG}>; // (R, NG) per-group max
@@ -303,8 +306,18 @@ ${rs.map((r) => merge(r, vs, KL, NG, NT, split, withLse)).join('\n')}
 const ropeLoads = (kk: number, i: number) => `    let ra${kk}_${i} = rope[p${kk} * HQ * 2u + fq${i} * 2u];
     let rb${kk}_${i} = rope[p${kk} * HQ * 2u + fq${i} * 2u + 1u];`;
 
-/** Raw cache words and their widening, for loads held across a round: f16 quads stay packed (2 registers, not 4). */
-function rawFns(dtype: 'f32' | 'f16'): string {
+/**
+ * Raw cache words and their widening, for loads held across a round: f16 quads stay packed (2 registers, not 4),
+ * int8 quads are one word of codes, widened unscaled; `ksw` / `vsw` load an int8 row's scale.
+ */
+function rawFns(dtype: CacheDtype): string {
+  if (dtype === 'int8') {
+    return `fn kw(g: u32, s: u32, j: u32) -> u32 { return kCache[(g * params.capacity + s) * (DQ + 1u) + j]; }
+fn vw(g: u32, s: u32, j: u32) -> u32 { return vCache[(g * params.capacity + s) * (DQ + 1u) + j]; }
+fn ksw(g: u32, s: u32) -> f32 { return bitcast<f32>(kCache[(g * params.capacity + s) * (DQ + 1u) + DQ]); }
+fn vsw(g: u32, s: u32) -> f32 { return bitcast<f32>(vCache[(g * params.capacity + s) * (DQ + 1u) + DQ]); }
+fn wx(w: u32) -> vec4<f32> { return unpack8(w); }`;
+  }
   const W = dtype === 'f16' ? 'vec2<u32>' : 'vec4<f32>';
   return `fn kw(g: u32, s: u32, j: u32) -> ${W} { return kCache[(g * params.capacity + s) * DQ + j]; }
 fn vw(g: u32, s: u32, j: u32) -> ${W} { return vCache[(g * params.capacity + s) * DQ + j]; }
@@ -321,7 +334,9 @@ function roundLoads(p: DecodeV2Plan, fs: number[], ps: number[], vs: number[], k
 ${fs.length ? `${at}${W}p${kk} = kpos[g * params.capacity + ${W}s${kk}];\n` : ''}${fs.map((i) => `${at}${W}a${kk}_${i} = kw(g, ${W}s${kk}, fq${i});
 ${at}${W}b${kk}_${i} = kw(g, ${W}s${kk}, fq${i} + HQ);`).join('\n')}
 ${ps.map((i) => `${at}${W}q${kk}_${i} = kw(g, ${W}s${kk}, pq${i});`).join('\n')}
-${vs.map((i) => `${at}${W}v${kk}_${i} = vw(g, ${W}s${kk}, ln + ${i * p.KL}u);`).join('\n')}`).join('\n');
+${vs.map((i) => `${at}${W}v${kk}_${i} = vw(g, ${W}s${kk}, ln + ${i * p.KL}u);`).join('\n')}${p.int8 ? `
+${at}${W}ks${kk} = ksw(g, ${W}s${kk});
+${at}${W}vs${kk} = vsw(g, ${W}s${kk});` : ''}`).join('\n');
 }
 
 /** Software pipelining: the first DEPTH rounds' loads (register sets w, then u), before the loop. */
@@ -339,7 +354,9 @@ function prefetchedRound(p: DecodeV2Plan, fs: number[], ps: number[], vs: number
 ${fs.length ? `    let p${kk} = ${W}p${kk};\n` : ''}${fs.map((i) => `    let xa${kk}_${i} = wx(${W}a${kk}_${i});
     let xb${kk}_${i} = wx(${W}b${kk}_${i});`).join('\n')}
 ${ps.map((i) => `    let xp${kk}_${i} = wx(${W}q${kk}_${i});`).join('\n')}
-${vs.map((i) => `    let v${kk}_${i} = wx(${W}v${kk}_${i});`).join('\n')}`).join('\n')}
+${vs.map((i) => `    let v${kk}_${i} = wx(${W}v${kk}_${i});`).join('\n')}${p.int8 ? `
+    let ksc${kk} = ${W}ks${kk};
+    let vsc${kk} = ${W}vs${kk};` : ''}`).join('\n')}
 ${roundLoads(p, fs, ps, vs, ks, next, false, W)}
 ${ks.map((kk) => fs.map((i) => ropeLoads(kk, i)).join('\n')).join('\n')}`;
 }

@@ -14,6 +14,7 @@
 import { kernel, ro, rw, wgsl } from '../wgsl.js';
 import type { Dispatch } from '../../runtime/gpu/runner.js';
 import { cacheQuadType, checkHeadDims, keyFns, type CacheDtype } from './attn-common.js';
+import { checkInt8HeadDim, int8Fns } from './kv-int8.js';
 
 export interface RotateKeysOpts {
   readonly cacheDtype: CacheDtype;
@@ -84,15 +85,16 @@ export function rotateKeys(o: RotateKeysOpts, d: { kvEnd: number; capacity: numb
 }
 
 /**
- * Rotates slots [0, kvEnd) of one layer's key cache IN PLACE (f32 / f16 caches), each key by RoPE at its position:
+ * Rotates slots [0, kvEnd) of one layer's key cache IN PLACE, each key by RoPE at its position:
  * once a prompt is in, decode only appends, positions stop moving and the cache can hold rotated keys, so decode
  * attention reads keys with plain loads (no position, rope-table or partner-quad loads per key: 1.74 → 1.30 ms per
- * 8B step at 16K slots on an H200). A thread owns one frequency quad pair (f, f + rot/8) of one key, so it reads
- * and writes only its own words. int8 rows are not rotated (they would be quantized again).
+ * 8B step at 16K slots on an H200). f32 / f16: a thread owns one frequency quad pair (f, f + rot/8) of one key, so it reads
+ * and writes only its own words. int8 rows are quantized again (rotateInt8Rows).
  */
-export function rotateCacheKeys(o: RotateKeysOpts & { cacheDtype: 'f32' | 'f16' }, d: { kvEnd: number; capacity: number }, b: { kCache: GPUBuffer; kpos: GPUBuffer; rope: GPUBuffer }): Dispatch {
+export function rotateCacheKeys(o: RotateKeysOpts, d: { kvEnd: number; capacity: number }, b: { kCache: GPUBuffer; kpos: GPUBuffer; rope: GPUBuffer }): Dispatch {
   checkHeadDims(o.headDim, o.rotaryDim);
   if (d.kvEnd < 1 || d.kvEnd > d.capacity) throw new Error(`rotateCacheKeys: kvEnd ${d.kvEnd} outside 1..capacity ${d.capacity}`);
+  if (o.cacheDtype === 'int8') return rotateInt8Rows(o, d, b);
   const HQ = o.rotaryDim / 8;
   const k = kernel({ op: 'rotate_cache_keys', cache: o.cacheDtype, D: o.headDim, rot: o.rotaryDim }, () => ({
     bindings: [
@@ -129,6 +131,70 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 }`,
   }));
   return { kernel: k, buffers: b, params: { kvEnd: d.kvEnd, capacity: d.capacity, KV: o.numKvHeads }, workgroups: flatGrid(o.numKvHeads * d.kvEnd * HQ) };
+}
+
+/**
+ * The int8 form of rotateCacheKeys: a thread owns a whole row (one key of one KV head), since the rotated row needs
+ * its own scale. Pass 1 finds max |rotated value| over the row, pass 2 rewrites every code with the new scale
+ * (max / 127) and then the scale word: the key is rounded to int8 twice (at insertion, and here), which stays well
+ * inside what one rounding of the values costs attention (test/kernels-attn-decode.test.ts bounds both). It runs
+ * once per prompt, so one row per thread (strided words, each read twice) is not worth a cooperative layout.
+ */
+function rotateInt8Rows(o: RotateKeysOpts, d: { kvEnd: number; capacity: number }, b: { kCache: GPUBuffer; kpos: GPUBuffer; rope: GPUBuffer }): Dispatch {
+  checkInt8HeadDim(o.headDim);
+  const DQ = o.headDim / 4;
+  const HQ = o.rotaryDim / 8;
+  const k = kernel({ op: 'rotate_cache_keys', cache: 'int8', D: o.headDim, rot: o.rotaryDim }, () => ({
+    bindings: [
+      rw('kCache', 'array<u32>'), // (KV, capacity, D/4 + 1) int8 rows (kv-int8.ts): before RoPE in, rotated out
+      ro('kpos', 'array<u32>'), // (KV, capacity)
+      ro('rope', 'array<vec4<f32>>'), // (positions, rotaryDim/2) (cos, sin) pairs, two per vec4
+    ],
+    params: [['kvEnd', 'u32'], ['capacity', 'u32'], ['KV', 'u32']],
+    workgroupSize: [WG, 1, 1],
+    body: wgsl`
+const DQ = ${DQ}u;
+const HQ = ${HQ}u; // frequency quads: quad f pairs with quad f + HQ; quads from 2·HQ on pass through
+${int8Fns}
+
+// rotated quads f (low half) and f + HQ (high half) of the row starting at word at, with the rope row of position p
+fn rotPair(at: u32, p: u32, f: u32, sc: f32) -> array<vec4<f32>, 2> {
+  let r = p * HQ * 2u + f * 2u; // rope vec4s of dims 4f .. 4f+3
+  let a = rope[r];
+  let b = rope[r + 1u];
+  let c = vec4<f32>(a.x, a.z, b.x, b.z);
+  let sn = vec4<f32>(a.y, a.w, b.y, b.w);
+  let x = unpack8(kCache[at + f]) * sc;
+  let y = unpack8(kCache[at + f + HQ]) * sc;
+  return array<vec4<f32>, 2>(x * c - y * sn, y * c + x * sn); // HF rotate_half
+}
+fn amax(v: vec4<f32>) -> f32 { let a = abs(v); return max(max(a.x, a.y), max(a.z, a.w)); }
+
+@compute @workgroup_size(${WG})
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let e = gid.x + gid.y * nwg.x * ${WG}u; // (g, s) flattened over KV × kvEnd
+  if (e >= params.KV * params.kvEnd) { return; }
+  let slot = (e / params.kvEnd) * params.capacity + e % params.kvEnd;
+  let at = slot * (DQ + 1u);
+  let p = kpos[slot];
+  let sc = bitcast<f32>(kCache[at + DQ]);
+  var m = 0.0;
+  for (var f = 0u; f < HQ; f++) {
+    let r = rotPair(at, p, f, sc);
+    m = max(m, max(amax(r[0]), amax(r[1])));
+  }
+  for (var j = 2u * HQ; j < DQ; j++) { m = max(m, amax(unpack8(kCache[at + j]) * sc)); }
+  let ns = m / 127.0;
+  for (var f = 0u; f < HQ; f++) {
+    let r = rotPair(at, p, f, sc); // reads only words f and f + HQ, written just below
+    kCache[at + f] = pack8(r[0], ns);
+    kCache[at + f + HQ] = pack8(r[1], ns);
+  }
+  for (var j = 2u * HQ; j < DQ; j++) { kCache[at + j] = pack8(unpack8(kCache[at + j]) * sc, ns); }
+  kCache[at + DQ] = bitcast<u32>(ns);
+}`,
+  }));
+  return { kernel: k, buffers: b, params: { kvEnd: d.kvEnd, capacity: d.capacity, KV: o.numKvHeads }, workgroups: flatGrid(o.numKvHeads * d.kvEnd) };
 }
 
 /** Bytes of the rotated-keys buffer for a cache of `capacity` slots. */
