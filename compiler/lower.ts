@@ -256,15 +256,18 @@ const decodeAttention = (s: StepDims) => s.keysRotated === true || (s.T <= DECOD
 
 /**
  * Slot-dependent ops whose decode dispatches are reused from step to step with the new slot and position patched
- * in (step-memo.ts): qkv_rope (not with an int8 cache, whose staging adds a second kernel) and decode attention.
+ * in (step-memo.ts): qkv_rope (with an int8 cache, its write to staging slot 0 and the quantization into the cache)
+ * and decode attention.
  */
 const decodeMemos: { readonly [O in Op]?: (n: NodeOf<O>, c: Ctx) => DecodeMemo } = {
   qkv_rope: (n, c) => ({
     // decode-sized steps take the gemv path, whose shape depends on T and LOCRET_GEMV only
-    signature: (s) => (s.decode && s.T <= GEMV_MAX_T && c.env.cacheDtype !== 'int8' ? `${s.T}|${s.keysRotated ? 1 : 0}|${env('LOCRET_GEMV') ?? ''}` : null),
+    signature: (s) => (s.decode && s.T <= GEMV_MAX_T ? `${s.T}|${s.keysRotated ? 1 : 0}|${env('LOCRET_GEMV') ?? ''}` : null),
     patch: (ds, s) => {
-      checkQkvSlots(s.slot0, s.T, c.env.capacity);
-      return withParams(ds, { slot0: s.slot0, pos0: s.pos0 });
+      checkQkvSlots(s.slot0, s.T, c.env.capacity); // also the bound kvQuantize checks
+      if (c.env.cacheDtype !== 'int8') return withParams(ds, { slot0: s.slot0, pos0: s.pos0 });
+      // qkv_rope writes staging slots 0..T-1 (its slot0 stays 0); kvQuantize moves them to the cache
+      return [...withParams(ds.slice(0, 1), { pos0: s.pos0 }), ...withParams(ds.slice(1), { slot0: s.slot0, pos0: s.pos0 })];
     },
   }),
   attention: (n, c) => ({

@@ -37,9 +37,9 @@ describe('queued greedy decode', () => {
     expect(got).toEqual(want);
   });
 
-  it('decode steps reuse their dispatches with the slot patched in: kernels, parameters, grids and logits as when built afresh', async () => {
+  it.each(['f16', 'int8'] as const)('decode steps reuse their dispatches with the slot patched in (%s cache): kernels, parameters, grids and logits as when built afresh', async (kvDtype) => {
     const ids = [...golden.input_ids, ...golden.input_ids];
-    const opts = { policy: 'locret' as const, budget: 48, chunk: 32, stabilizer: 8, maxNew: 16 };
+    const opts = { policy: 'locret' as const, budget: 48, chunk: 32, stabilizer: 8, maxNew: 16, kvDtype };
     const a = e.session(opts);
     await a.prefill(ids, 0);
     process.env.LOCRET_NO_STEP_MEMO = '1'; // read when the session lowers its plan, at prefill
