@@ -7,7 +7,7 @@
 import { describe, expect, it } from 'vitest';
 import { attentionScratchBytes, type AttentionOpts } from '../compiler/kernels/attention.js';
 import { planV2, tuningV2 } from '../compiler/kernels/attention-decode-v2.js';
-import { attentionDecode, attentionDecodePlan, attentionDecodeSplit, attentionDecodeV2Plan, decodeScratchBytes, type DecodeOpts } from '../compiler/kernels/attention-decode.js';
+import { attentionDecode, attentionDecodePlan, attentionDecodeV2Plan, decodeScratchBytes, type DecodeOpts } from '../compiler/kernels/attention-decode.js';
 import type { CacheDtype } from '../compiler/kernels/attn-common.js';
 import { ropeTable } from '../runtime/rope.js';
 import type { GpuRunner } from '../runtime/gpu/runner.js';
@@ -39,9 +39,6 @@ interface Case {
   depth?: 1 | 2;
   /** v2 on rotated keys only: q in workgroup memory */
   qShared?: boolean;
-  /** rotated keys only: the v3 kernel (attention-decode-v3.ts), with its keys per tile */
-  variant?: 'v3';
-  tile?: number;
 }
 
 const POSITIONS = 1100;
@@ -191,9 +188,8 @@ async function checkRotated(r: GpuRunner, c: Case, seed: number) {
   expect(got.filter((_, i) => !isLive(i)).every(Number.isNaN), 'slots past the live ones untouched').toBe(true);
   // positions are not read any more: poison them
   const d = { T: c.T, base: x.base, capacity: x.capacity, scale: x.sh.scale, splits: c.splits };
-  const o: DecodeOpts = { ...opts(c), subgroups: r.gpu.subgroups, keysRotated: true, v2: { kl: c.kl, nt: c.nt, nk: c.nk, rows: c.rows, prefetch: c.prefetch, depth: c.depth, qShared: c.qShared }, variant: c.variant, v3: { tile: c.tile } };
-  const p = attentionDecodeSplit(o, d);
-  const p2 = attentionDecodeV2Plan(o, d);
+  const o: DecodeOpts = { ...opts(c), subgroups: r.gpu.subgroups, keysRotated: true, v2: { kl: c.kl, nt: c.nt, nk: c.nk, rows: c.rows, prefetch: c.prefetch, depth: c.depth, qShared: c.qShared } };
+  const p = attentionDecodeV2Plan(o, d);
   const bufs = {
     q: r.upload(x.q, 'q'), kCache, vCache: r.upload(x.v.gpu, 'v'), kpos: r.upload(new Uint32Array(c.KV * x.capacity).fill(0xffffffff), 'kpos-poison'), rope,
     out: r.createBuffer(c.T * H * c.D * 4, 'out'), lse: r.createBuffer(c.T * H * 4, 'lse'),
@@ -201,8 +197,7 @@ async function checkRotated(r: GpuRunner, c: Case, seed: number) {
   };
   r.run(attentionDecode(o, d, bufs));
   const tol = dtype === 'f32' ? 1e-4 : 3e-3;
-  expect(p.variant).toBe(c.variant ?? 'v2');
-  const what = `rotated keys, ${dtype} ${p.variant} splits=${p.splits}${p.variant === 'v2' ? ` R=${p2.R} NK=${p2.NK}${p2.PF ? ` prefetch ${p2.DEPTH}` : ''}${p2.QS ? ' q-shared' : ''}` : ''}`;
+  const what = `rotated keys, ${dtype} splits=${p.splits} R=${p.R} NK=${p.NK}${p.PF ? ` prefetch ${p.DEPTH}` : ''}${p.QS ? ' q-shared' : ''}`;
   const out = await r.readF32(bufs.out, c.T * H * c.D);
   const lse = await r.readF32(bufs.lse, c.T * H);
   if (dtype === 'int8') {
@@ -248,17 +243,9 @@ describe('decode attention over keys rotated in place', async () => {
     { KV: 1, G: 3, D: 96, rot: 32, T: 4, len: 250, dtype: 'int8', splits: 3 },
     { KV: 2, G: 2, D: 64, rot: 64, T: 1, len: 90, dtype: 'int8', nt: 32, kl: 4, prefetch: false },
     { KV: 2, G: 4, D: 128, rot: 128, T: 2, len: 333, dtype: 'int8', qShared: false, depth: 1, nk: 2 },
-    // v3: the decode shape per cache dtype (split and not), GQA 3 with 4 queries (rows over blocks, causal rows),
-    // D 96 (24 quads: idle phase-C threads), MHA, tiles of 32 keys, a cache shorter than a tile
-    { KV: 2, G: 4, D: 128, rot: 128, T: 1, len: 300, dtype: 'f16', splits: 2, variant: 'v3' },
-    { KV: 2, G: 4, D: 128, rot: 128, T: 1, len: 300, dtype: 'int8', variant: 'v3' },
-    { KV: 1, G: 3, D: 96, rot: 32, T: 4, len: 250, dtype: 'f32', splits: 3, variant: 'v3', tile: 32 },
-    { KV: 3, G: 1, D: 64, rot: 64, T: 3, len: 77, dtype: 'f16', variant: 'v3', tile: 32 },
-    { KV: 2, G: 4, D: 64, rot: 64, T: 2, len: 333, dtype: 'int8', splits: 4, variant: 'v3', tile: 32 },
-    { KV: 1, G: 4, D: 64, rot: 64, T: 1, len: 20, dtype: 'f32', variant: 'v3', tile: 32 },
   ];
   for (const [i, c] of rotCases.entries()) {
-    it(`${c.variant ?? 'v2'} KV=${c.KV} G=${c.G} D=${c.D} rot=${c.rot} T=${c.T} len=${c.len} ${c.dtype}${c.splits ? ` splits=${c.splits}` : ''}${c.depth ? ` depth=${c.depth}` : ''}${c.qShared !== undefined ? ` q-shared=${c.qShared}` : ''}${c.tile ? ` tile=${c.tile}` : ''}`, async () => {
+    it(`KV=${c.KV} G=${c.G} D=${c.D} rot=${c.rot} T=${c.T} len=${c.len} ${c.dtype}${c.splits ? ` splits=${c.splits}` : ''}${c.depth ? ` depth=${c.depth}` : ''}${c.qShared !== undefined ? ` q-shared=${c.qShared}` : ''}`, async () => {
       await checkRotated(r, c, 900 + i * 10);
     });
   }

@@ -26,7 +26,6 @@ import type { AttentionBuffers, AttentionDims, AttentionOpts } from './attention
 import { decodeCombine, MAX_SPLITS } from './attention-combine.js';
 import { env, envPairs, parsedOnce } from '../../runtime/env.js';
 import { attentionDecodeV2, planV2, type DecodeV2Opts, type DecodeV2Plan } from './attention-decode-v2.js';
-import { attentionDecodeV3, planV3, type DecodeV3Opts } from './attention-decode-v3.js';
 
 /** Largest chunk the decode kernel serves; longer chunks take the prefill kernel. */
 export const DECODE_MAX_T = 8;
@@ -41,13 +40,8 @@ export interface DecodeOpts extends AttentionOpts {
   subgroups: boolean;
   /** force the keys per batch (tests: CPU Vulkan compile time grows with the batch's unrolled code) */
   nk?: number;
-  /**
-   * kernel variant (default: `LOCRET_ATTN_DECODE` naming `v1`, `v2` or `v3`, else v2); v2 is attention-decode-v2.ts,
-   * v3 attention-decode-v3.ts (rotated keys only: before rotation v3 falls back to v2)
-   */
-  variant?: 'v1' | 'v2' | 'v3';
-  /** v3 plan knob: keys per tile */
-  v3?: { tile?: number };
+  /** kernel variant (default: `LOCRET_ATTN_DECODE` naming `v1` or `v2`, else v1); v2 is attention-decode-v2.ts */
+  variant?: 'v1' | 'v2';
   /** v2 plan knobs: lanes per key, threads per workgroup, keys per lane group per round */
   v2?: { kl?: number; nt?: number; nk?: number; rows?: number; prefetch?: boolean; depth?: 1 | 2; qShared?: boolean };
   /** the cached keys already carry RoPE (v2 only: it then reads neither positions nor the rope table) */
@@ -58,18 +52,10 @@ export interface DecodeOpts extends AttentionOpts {
  * The variant a call takes: the option, else a `v1` / `v2` token in LOCRET_ATTN_DECODE, else v2 (measured on an
  * H200 at the 8B shape, f16 cache: v2 2.3 ms = 920 GB/s at 16K entries and 1,770 GB/s at 131K, v1 555 / 629 GB/s).
  */
-export function decodeVariant(o: { variant?: 'v1' | 'v2' | 'v3' }): 'v1' | 'v2' | 'v3' {
+export function decodeVariant(o: { variant?: 'v1' | 'v2' }): 'v1' | 'v2' {
   return o.variant ?? envVariant(env('LOCRET_ATTN_DECODE'));
 }
-const envVariant = parsedOnce((spec) => {
-  const toks = (spec ?? '').split(',');
-  return toks.includes('v1') ? 'v1' : toks.includes('v3') ? 'v3' : 'v2';
-});
-/** the kernel a call takes: v3 reads rotated keys only */
-function kernelOf(o: DecodeOpts): 'v1' | 'v2' | 'v3' {
-  const v = decodeVariant(o);
-  return v === 'v3' ? (o.keysRotated ? 'v3' : 'v2') : o.keysRotated ? 'v2' : v;
-}
+const envVariant = parsedOnce((spec) => ((spec ?? '').split(',').includes('v1') ? 'v1' : 'v2'));
 
 interface DecodePlan {
   G: number;
@@ -267,9 +253,7 @@ ${withLse ? `    if (lid == 0u) { lse[qa${r} / DQ] = m${r} + log(l${r}); }` : ''
 
 /** Attention of T ≤ DECODE_MAX_T queries at slots [base, base+T) over the cache: 1 dispatch, 2 when keys split. */
 export function attentionDecode(o: DecodeOpts, d: AttentionDims, b: AttentionBuffers): Dispatch[] {
-  const v = kernelOf(o);
-  if (v === 'v3') return attentionDecodeV3(v3Opts(o), d, b, v1Bound(o, d));
-  if (v === 'v2') return attentionDecodeV2(v2Opts(o), d, b, v1Bound(o, d));
+  if (decodeVariant(o) === 'v2' || o.keysRotated) return attentionDecodeV2(v2Opts(o), d, b, v1Bound(o, d));
   const p = plan(o, d);
   const withLse = b.lse !== undefined;
   const split = p.splits > 1;
@@ -296,8 +280,6 @@ function v2Opts(o: DecodeOpts): DecodeV2Opts {
   return v;
 }
 
-const v3Opts = (o: DecodeOpts): DecodeV3Opts => ({ ...o, tile: o.v3?.tile });
-
 /** v1's splits for this call before rounding: v2 stays within it, so decodeScratchBytes covers both variants. */
 function v1Bound(o: AttentionOpts, d: AttentionDims): number {
   return plan(o, { ...d, splits: undefined }).splitsBound;
@@ -309,16 +291,8 @@ function v1Bound(o: AttentionOpts, d: AttentionDims): number {
  * dispatches with the same signature (compiler/step-memo.ts).
  */
 export function attentionDecodeSignature(o: DecodeOpts, d: AttentionDims): string {
-  const v = kernelOf(o);
-  const p = v === 'v3' ? planV3(v3Opts(o), d, v1Bound(o, d)) : v === 'v2' ? planV2(v2Opts(o), d, v1Bound(o, d)) : plan(o, d);
-  return `${d.T}|${v}|${o.keysRotated ? 1 : 0}|${JSON.stringify(p)}`;
-}
-
-/** The kernel a call takes and its key split (tests and benchmarks). */
-export function attentionDecodeSplit(o: DecodeOpts, d: AttentionDims): { variant: 'v1' | 'v2' | 'v3'; splits: number; splitKeys: number } {
-  const variant = kernelOf(o);
-  const p = variant === 'v3' ? planV3(v3Opts(o), d, v1Bound(o, d)) : variant === 'v2' ? planV2(v2Opts(o), d, v1Bound(o, d)) : plan(o, d);
-  return { variant, splits: p.splits, splitKeys: p.splitKeys };
+  const p = decodeVariant(o) === 'v2' || o.keysRotated ? planV2(v2Opts(o), d, v1Bound(o, d)) : plan(o, d);
+  return `${d.T}|${o.keysRotated ? 1 : 0}|${JSON.stringify(p)}`;
 }
 
 /** v2's plan for the same call (tests and benchmarks). */
