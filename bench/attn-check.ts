@@ -20,7 +20,7 @@
  */
 import * as fs from 'node:fs';
 import { attention, attentionScratchBytes, type AttentionOpts } from '../compiler/kernels/attention.js';
-import { attentionDecode, attentionDecodePlan, attentionDecodeV2Plan, decodeVariant } from '../compiler/kernels/attention-decode.js';
+import { attentionDecode, attentionDecodeSplit } from '../compiler/kernels/attention-decode.js';
 import { cacheRowWords, type CacheDtype } from '../compiler/kernels/attn-common.js';
 import { defaultGpu } from '../runtime/gpu/device.js';
 import { GpuRunner, type Dispatch } from '../runtime/gpu/runner.js';
@@ -152,17 +152,17 @@ async function main() {
     let lseErr = 0;
     for (let i = 0; i < H; i++) lseErr = Math.max(lseErr, Math.abs(la[i]! - lb[i]!) / Math.max(1, Math.abs(la[i]!)));
     const bytes = 2 * cacheBytes * layersWanted;
-    const p = attentionDecodePlan(o, d);
+    const p = attentionDecodeSplit({ ...o, subgroups: gpu.subgroups, keysRotated: rotated }, d);
     const pr = await prof();
     const row = {
       entries: len, layers: layersWanted, dtype, cache_gb_per_step: bytes / 1e9,
       old_ms: msOld, new_ms: msNew, old_gb_per_s: bytes / msOld / 1e6, new_gb_per_s: bytes / msNew / 1e6, speedup: msOld / msNew,
-      max_rel_err_out: err / scale, max_rel_err_lse: lseErr, splits: p.splits, split_keys: p.splitKeys, nk: p.NK,
+      max_rel_err_out: err / scale, max_rel_err_lse: lseErr, variant: p.variant, splits: p.splits, split_keys: p.splitKeys,
       ok: Number.isFinite(err) && err / scale < 1e-3 && lseErr < 1e-4, profile: pr,
     };
     results.push(row);
     console.log(`${len} entries × ${layersWanted} layers (${row.cache_gb_per_step.toFixed(2)} GB): old ${msOld.toFixed(3)} ms = ${row.old_gb_per_s.toFixed(0)} GB/s, ` +
-      `new ${msNew.toFixed(3)} ms = ${row.new_gb_per_s.toFixed(0)} GB/s (${row.speedup.toFixed(2)}x; ${p.splits} splits of ${p.splitKeys}); ` +
+      `new ${msNew.toFixed(3)} ms = ${row.new_gb_per_s.toFixed(0)} GB/s (${row.speedup.toFixed(2)}x; ${p.variant}, ${p.splits} splits of ${p.splitKeys}); ` +
       `new vs old: out ${row.max_rel_err_out.toExponential(2)}, lse ${lseErr.toExponential(2)} ${row.ok ? 'OK' : 'MISMATCH'}${fmtProf(pr)}`);
     for (const knob of sweep) {
       const ms = await time('new', knob);
@@ -172,14 +172,13 @@ async function main() {
       for (let i = 0; i < a.length; i++) e = Math.max(e, Math.abs(a[i]! - c[i]!));
       for (let i = 0; i < H; i++) le = Math.max(le, Math.abs(la[i]! - lc[i]!) / Math.max(1, Math.abs(la[i]!)));
       setKnob(knob);
-      const v = decodeVariant({});
-      const sp = v === 'v2' || rotated ? attentionDecodeV2Plan({ ...o, subgroups: gpu.subgroups, keysRotated: rotated }, d) : attentionDecodePlan(o, d);
+      const sp = attentionDecodeSplit({ ...o, subgroups: gpu.subgroups, keysRotated: rotated }, d);
       setKnob(baseKnob);
       const ok = Number.isFinite(e) && e / scale < 1e-3 && le < 1e-4;
       const pk = await prof(knob);
       const sw = { entries: len, config: knob, ms, gb_per_s: bytes / ms / 1e6, vs_old: msOld / ms, splits: sp.splits, split_keys: sp.splitKeys, max_rel_err_out: e / scale, max_rel_err_lse: le, ok, profile: pk };
       results.push(sw);
-      console.log(`  [${knob}] ${ms.toFixed(3)} ms = ${sw.gb_per_s.toFixed(0)} GB/s (${sw.vs_old.toFixed(2)}x old; ${sp.splits} splits of ${sp.splitKeys}); ` +
+      console.log(`  [${knob}] ${ms.toFixed(3)} ms = ${sw.gb_per_s.toFixed(0)} GB/s (${sw.vs_old.toFixed(2)}x old; ${sp.variant}, ${sp.splits} splits of ${sp.splitKeys}); ` +
         `vs old: out ${sw.max_rel_err_out.toExponential(2)}, lse ${le.toExponential(2)} ${ok ? 'OK' : 'MISMATCH'}${fmtProf(pk)}`);
     }
     for (const buf of [...kc, ...vc, q, kpos, rope, scratch, outOld, outNew, lseOld, lseNew]) r.destroy(buf);

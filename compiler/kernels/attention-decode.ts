@@ -295,6 +295,13 @@ export function attentionDecodeSignature(o: DecodeOpts, d: AttentionDims): strin
   return `${d.T}|${o.keysRotated ? 1 : 0}|${JSON.stringify(p)}`;
 }
 
+/** The kernel a call takes and its key split (benchmarks). */
+export function attentionDecodeSplit(o: DecodeOpts, d: AttentionDims): { variant: 'v1' | 'v2'; splits: number; splitKeys: number } {
+  const v2 = decodeVariant(o) === 'v2' || o.keysRotated === true;
+  const p = v2 ? planV2(v2Opts(o), d, v1Bound(o, d)) : plan(o, d);
+  return { variant: v2 ? 'v2' : 'v1', splits: p.splits, splitKeys: p.splitKeys };
+}
+
 /** v2's plan for the same call (tests and benchmarks). */
 export function attentionDecodeV2Plan(o: DecodeOpts, d: AttentionDims): Readonly<DecodeV2Plan> {
   return planV2(v2Opts(o), d, v1Bound(o, d));
