@@ -13,8 +13,8 @@
 //   int8 row (one token, one KV head; compiler/kernels/kv-int8.ts), scale = max|x| / 127, x ≈ code · scale:
 //     word  0             1                   D/4-1               D/4
 //         [ c0 c1 c2 c3 | c4 c5 c6 c7 | ... | cD-4 .. cD-1      | scale f32 ]   D + 4 bytes (f16: 2D)
-//   quantized when stored, dequantized (then rotated, until decode) on load by attention; eviction moves whole rows, so a row's
-//   scale always travels with its codes.
+//   quantized when stored, dequantized (then rotated, until decode) on load by attention; eviction moves whole rows,
+//   so a row's scale always travels with its codes.
 //
 //            slot 0 ................ len-1 | len ...... len+T-1 | free ............ capacity-1
 //   head 0 [ kept entries                  | step's new tokens  |                            ]

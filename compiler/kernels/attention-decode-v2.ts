@@ -20,8 +20,8 @@
  * old max only when a key beats it). The groups merge once per slab through workgroup memory.
  *
  * Rounds are software-pipelined: the K/V words (int8: and row scales) and positions of round i+1 are loaded, f16 words
- * kept packed, int8 codes unscaled (the key's scale multiplies its dot, the value's its weight), before round i's arithmetic, so the loads are in flight while the shuffles and exps run. With depth 2 two
- * register sets alternate (the loop is unrolled by two rounds) and round i loads round i+2: twice the bytes in flight.
+ * kept packed, int8 codes unscaled (the key's scale multiplies its dot, the value's its weight), before round i's
+ * arithmetic, so the loads are in flight while the shuffles and exps run. With depth 2 two register sets alternate (the loop is unrolled by two rounds) and round i loads round i+2: twice the bytes in flight.
  * On rotated keys (the default there) the rows' scaled q sit in workgroup memory instead of registers: every lane
  * group reads the same quads (broadcast loads), and the registers they free hold the second set without costing
  * resident workgroups (q in registers with depth 2 was slower at 16K slots; see `depth` below).
@@ -312,10 +312,11 @@ const ropeLoads = (kk: number, i: number) => `    let ra${kk}_${i} = rope[p${kk}
  */
 function rawFns(dtype: CacheDtype): string {
   if (dtype === 'int8') {
-    return `fn kw(g: u32, s: u32, j: u32) -> u32 { return kCache[(g * params.capacity + s) * (DQ + 1u) + j]; }
-fn vw(g: u32, s: u32, j: u32) -> u32 { return vCache[(g * params.capacity + s) * (DQ + 1u) + j]; }
-fn ksw(g: u32, s: u32) -> f32 { return bitcast<f32>(kCache[(g * params.capacity + s) * (DQ + 1u) + DQ]); }
-fn vsw(g: u32, s: u32) -> f32 { return bitcast<f32>(vCache[(g * params.capacity + s) * (DQ + 1u) + DQ]); }
+    return `fn row8(g: u32, s: u32) -> u32 { return (g * params.capacity + s) * (DQ + 1u); } // first word of a row
+fn kw(g: u32, s: u32, j: u32) -> u32 { return kCache[row8(g, s) + j]; }
+fn vw(g: u32, s: u32, j: u32) -> u32 { return vCache[row8(g, s) + j]; }
+fn ksw(g: u32, s: u32) -> f32 { return bitcast<f32>(kCache[row8(g, s) + DQ]); }
+fn vsw(g: u32, s: u32) -> f32 { return bitcast<f32>(vCache[row8(g, s) + DQ]); }
 fn wx(w: u32) -> vec4<f32> { return unpack8(w); }`;
   }
   const W = dtype === 'f16' ? 'vec2<u32>' : 'vec4<f32>';

@@ -253,7 +253,7 @@ ${withLse ? `    if (lid == 0u) { lse[qa${r} / DQ] = m${r} + log(l${r}); }` : ''
 
 /** Attention of T ≤ DECODE_MAX_T queries at slots [base, base+T) over the cache: 1 dispatch, 2 when keys split. */
 export function attentionDecode(o: DecodeOpts, d: AttentionDims, b: AttentionBuffers): Dispatch[] {
-  if (decodeVariant(o) === 'v2' || o.keysRotated) return attentionDecodeV2(v2Opts(o), d, b, v1Bound(o, d));
+  if (takesV2(o)) return attentionDecodeV2(v2Opts(o), d, b, v1Bound(o, d));
   const p = plan(o, d);
   const withLse = b.lse !== undefined;
   const split = p.splits > 1;
@@ -271,6 +271,12 @@ export function attentionDecode(o: DecodeOpts, d: AttentionDims, b: AttentionBuf
     decodeCombine(o.headDim, { TH: d.T * o.numHeads, splits: p.splits }, { scratch: b.scratch, out: b.out, lse: b.lse }),
   ];
 }
+
+/** The call takes v2: asked for, or keys already rotated (v1 rotates every key on load). */
+const takesV2 = (o: DecodeOpts) => decodeVariant(o) === 'v2' || o.keysRotated === true;
+
+/** The plan of the kernel the call takes. */
+const callPlan = (o: DecodeOpts, d: AttentionDims): DecodeV2Plan | DecodePlan => (takesV2(o) ? planV2(v2Opts(o), d, v1Bound(o, d)) : plan(o, d));
 
 /** v2's options from v1's; kept per options object (callers reuse theirs across decode steps) */
 const v2OptsOf = new WeakMap<DecodeOpts, DecodeV2Opts>();
@@ -291,15 +297,13 @@ function v1Bound(o: AttentionOpts, d: AttentionDims): number {
  * dispatches with the same signature (compiler/step-memo.ts).
  */
 export function attentionDecodeSignature(o: DecodeOpts, d: AttentionDims): string {
-  const p = decodeVariant(o) === 'v2' || o.keysRotated ? planV2(v2Opts(o), d, v1Bound(o, d)) : plan(o, d);
-  return `${d.T}|${o.keysRotated ? 1 : 0}|${JSON.stringify(p)}`;
+  return `${d.T}|${o.keysRotated ? 1 : 0}|${JSON.stringify(callPlan(o, d))}`;
 }
 
 /** The kernel a call takes and its key split (benchmarks). */
 export function attentionDecodeSplit(o: DecodeOpts, d: AttentionDims): { variant: 'v1' | 'v2'; splits: number; splitKeys: number } {
-  const v2 = decodeVariant(o) === 'v2' || o.keysRotated === true;
-  const p = v2 ? planV2(v2Opts(o), d, v1Bound(o, d)) : plan(o, d);
-  return { variant: v2 ? 'v2' : 'v1', splits: p.splits, splitKeys: p.splitKeys };
+  const p = callPlan(o, d);
+  return { variant: takesV2(o) ? 'v2' : 'v1', splits: p.splits, splitKeys: p.splitKeys };
 }
 
 /** v2's plan for the same call (tests and benchmarks). */

@@ -85,11 +85,11 @@ export function rotateKeys(o: RotateKeysOpts, d: { kvEnd: number; capacity: numb
 }
 
 /**
- * Rotates slots [0, kvEnd) of one layer's key cache IN PLACE, each key by RoPE at its position:
- * once a prompt is in, decode only appends, positions stop moving and the cache can hold rotated keys, so decode
- * attention reads keys with plain loads (no position, rope-table or partner-quad loads per key: 1.74 → 1.30 ms per
- * 8B step at 16K slots on an H200). f32 / f16: a thread owns one frequency quad pair (f, f + rot/8) of one key, so it reads
- * and writes only its own words. int8 rows are quantized again (rotateInt8Rows).
+ * Rotates slots [0, kvEnd) of one layer's key cache IN PLACE, each key by RoPE at its position: once a prompt is
+ * in, decode only appends, positions stop moving and the cache can hold rotated keys, so decode attention reads keys
+ * with plain loads (no position, rope-table or partner-quad loads per key: 1.74 → 1.30 ms per 8B step at 16K slots
+ * on an H200). f32 / f16: a thread owns one frequency quad pair (f, f + rot/8) of one key, so it reads and writes
+ * only its own words. int8 rows are quantized again (rotateInt8Rows).
  */
 export function rotateCacheKeys(o: RotateKeysOpts, d: { kvEnd: number; capacity: number }, b: { kCache: GPUBuffer; kpos: GPUBuffer; rope: GPUBuffer }): Dispatch {
   checkHeadDims(o.headDim, o.rotaryDim);
