@@ -23,6 +23,7 @@ import { add, embedding, rmsnorm, rope, siluMul } from './kernels/elementwise.js
 import { matmulParts, type MatmulOpts } from './kernels/matmul.js';
 import { quantizeXFor, xqBytes, type XqBuffers } from './kernels/mm-gemv-xq.js';
 import { GEMV_MAX_T } from './kernels/mm-core.js';
+import { isQuantized } from './kernels/mm-common.js';
 import { checkQkvSlots, qkvRope } from './kernels/qkv-rope.js';
 import { retainingScores } from './kernels/retaining.js';
 import { attentionStats } from './kernels/scores.js';
@@ -96,7 +97,7 @@ interface Ctx {
   readonly kvStage: () => KvStage;
   /** (maxT, heads) f32 log-sum-exp of the latest attention, when attention_stats nodes read it */
   readonly lse: GPUBuffer | undefined;
-  /** decode scratch for x quantized once per q4 matmul (mm-gemv-xq.ts); undefined where not taken */
+  /** decode scratch for x quantized once per q8 / q4 matmul (mm-gemv-xq.ts); undefined where not taken */
   readonly xq: () => XqBuffers | undefined;
 }
 type Lowering<O extends Op> = (n: NodeOf<O>, c: Ctx) => Emit | null;
@@ -121,7 +122,7 @@ const optWhole = (c: Ctx, id: NodeId | null, op: string) => (id === null ? undef
 const tensorCores = (c: Ctx) => c.env.runner.gpu.tensorCores && !envFlag('LOCRET_NO_TENSOR_CORES');
 const mm = (c: Ctx, o: Omit<MatmulOpts, 'wdtype'>, wid: NodeId, d: Parameters<typeof matmulParts>[1], b: Parameters<typeof matmulParts>[2]) => {
   const x = w(c, wid);
-  const xq = d.T <= GEMV_MAX_T && x.dtype === 'q4' ? c.xq() : undefined;
+  const xq = d.T <= GEMV_MAX_T && isQuantized(x.dtype) ? c.xq() : undefined;
   return matmulParts({ ...o, wdtype: x.dtype, tensorCores: tensorCores(c), subgroups: c.env.runner.gpu.subgroups, intDot: c.env.runner.gpu.intDot }, d, { ...b, xq }, weightParts(x));
 };
 const cols = (c: Ctx, id: NodeId) => c.g.nodes[id]!.shape[1] as number;
@@ -173,8 +174,8 @@ const lowerings: { readonly [O in Op]: Lowering<O> } = {
     const K = cols(c, n.x);
     const x = c.buf(n.x);
     const normW = whole(c, n.normW, 'qkv_rope');
-    // q4 decode: x (normed) quantized once by its own kernel, which the gemv then reads
-    const xq = s.T <= GEMV_MAX_T && o.wdtype === 'q4' ? c.xq() : undefined;
+    // quantized decode: x (normed) quantized once by its own kernel, which the gemv then reads
+    const xq = s.T <= GEMV_MAX_T && isQuantized(o.wdtype) ? c.xq() : undefined;
     const quant = quantizeXFor({ ...o, norm: true, streams: 1 }, { T: s.T, K, eps: n.eps, N: n.shape[1] as number }, { x, normW, xq });
     const fused = qkvRope(o, { T: s.T, K, eps: n.eps, pos0: s.pos0, ...at }, {
       x, normW, w: whole(c, n.w, 'qkv_rope'), wScales: weightParts(w(c, n.w))[0]!.scales, bias: optWhole(c, n.bias, 'qkv_rope'), rope: s.rope,
@@ -379,7 +380,7 @@ export function lower(g: Graph, env: LowerEnv): Plan {
   const steps: { node: Node; emit: Emit }[] = [];
   let scratchBuf: GPUBuffer | null = null;
   let xqBufs: XqBuffers | null = null;
-  const xqOn = runner.gpu.intDot && !envFlag('LOCRET_NO_XQ'); // LOCRET_NO_XQ=1: every q4 gemv quantizes x itself (A/B)
+  const xqOn = runner.gpu.intDot && !envFlag('LOCRET_NO_XQ'); // LOCRET_NO_XQ=1: every q8 / q4 gemv quantizes x itself (A/B)
   let keyRotBuf: GPUBuffer | null = null;
   let stage: KvStage | null = null;
   const stageBuf = (bytes: number, label: string) => {

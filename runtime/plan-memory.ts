@@ -189,11 +189,11 @@ export function activationTerms(cfg: ModelConfig, o: ResolvedPlanOptions): Memor
     bytes: rotatedKeysBytes(cfg, cap),
     formula: `KV ${cfg.numKvHeads} × capacity ${cap} × headDim ${cfg.headDim} × 2 (f16, one layer, reused)`,
   });
-  if (o.dtype === 'q4') {
+  if (o.dtype === 'q4' || o.dtype === 'q8') {
     // decode: x quantized once per matmul (compiler/kernels/mm-gemv-xq.ts), for the longest row (the MLP's)
     const K = Math.max(cfg.hiddenSize, cfg.intermediateSize, cfg.numHeads * cfg.headDim);
     const xq = xqBytes(Math.min(T, GEMV_MAX_T), K);
-    terms.push({ name: 'gemv_xq', bytes: xq.xq + xq.xs, formula: `T ${Math.min(T, GEMV_MAX_T)} × (K ${K} / 16) × (16 codes + 8) + T × 8` });
+    terms.push({ name: 'gemv_xq', bytes: xq.xq + xq.xs, formula: `T ${Math.min(T, GEMV_MAX_T)} × K ${K} × (2 bytes of codes + 1 (scale, offset) per 8) (decode)` });
   }
   if (o.retainingHeads) {
     terms.push({ name: 'retaining_hidden', bytes: T * RETAINING_HIDDEN * 4, formula: `T ${T} × ${RETAINING_HIDDEN} × 4` });

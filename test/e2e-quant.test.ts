@@ -99,7 +99,7 @@ describe('tiny-llama q8 / q4 decode steps vs their own prefill', () => {
 
 /**
  * q4 decode steps quantize x once per matmul (compiler/kernels/mm-gemv-xq.ts) where the device takes integer dot
- * products: one quantize_x before each of qkv, o, gate_up and down, whose gemvs then read the codes. Each gemv's
+ * products: one quantize_x before each of qkv, o, gate_up, down and lm_head, whose gemvs then read the codes. Each gemv's
  * result equals the gemv quantizing x itself but for the rms, summed in another order (test/kernels-gemv-dot.test.ts:
  * within 2e-6). Over a whole model that last-bit difference can flip one int8 code of x somewhere, and from there
  * every later matmul draws fresh rounding: one-digit x moves the logits by ~1% rel L2 (the bound above), so two such
@@ -108,7 +108,7 @@ describe('tiny-llama q8 / q4 decode steps vs their own prefill', () => {
  * patch with the quantizer in front) equal to ones built afresh.
  */
 describe('tiny-llama q4 decode with x quantized once per matmul', () => {
-  it('4 quantize_x per layer; logits as the gemvs quantizing x themselves (decode bound) and as dispatches built afresh (equal)', async () => {
+  it('4 quantize_x per layer and 1 for lm_head; logits as the gemvs quantizing x themselves (decode bound) and as dispatches built afresh (equal)', async () => {
     const e = await Engine.load(TINY_LLAMA, { dtype: 'q4' });
     const ids: number[] = golden.input_ids;
     const TAIL = 4;
@@ -124,7 +124,7 @@ describe('tiny-llama q4 decode with x quantized once per matmul', () => {
     };
     const [xq, plain, afresh] = [await start(), await start('LOCRET_NO_XQ'), await start('LOCRET_NO_STEP_MEMO')];
     const quantizers = (s: typeof xq) => s.stepProbe(1, true).filter((d) => d.kernel.key.startsWith('quantize_x;')).length;
-    expect(quantizers(xq)).toBe(e.runner.gpu.intDot ? 4 * e.config.numLayers : 0);
+    expect(quantizers(xq)).toBe(e.runner.gpu.intDot ? 4 * e.config.numLayers + 1 : 0); // + lm_head (q8 under q4)
     expect(quantizers(plain)).toBe(0);
     const all = await prefillLogits(e);
     for (let i = 0; i < TAIL; i++) {

@@ -127,28 +127,39 @@ describe('gemv int8 dot form', () => {
     await check(r, { wdtype: 'q4', norm: false, bias: false, epilogue: 'residual', subgroups: r.gpu.subgroups }, 1, 4096, 4096, 43);
   }, 600_000);
 
-  it('q4 reading x quantized once (quantize_x, then the gemvs): every epilogue, norm, T 1..8, parts, row offsets, both reductions', async () => {
+  it('x quantized once (quantize_x, then the gemvs): q4 and q8, every epilogue, norm, T 1..8, parts, row offsets, both reductions', async () => {
     for (const sg of [true, false]) {
       const r = await gpuRunner(sg ? undefined : { disableSubgroups: true });
       const s = r.gpu.subgroups;
       await check(r, { wdtype: 'q4', norm: true, bias: true, epilogue: 'swiglu', subgroups: s }, 1, 37, 96, 61, 0, [1, 34, 42, 60], true);
       await check(r, { wdtype: 'q4', norm: false, bias: false, epilogue: 'residual', subgroups: s }, 3, 67, 4128, 62, 1, [], true);
-      await check(r, { wdtype: 'q4', norm: true, bias: false, epilogue: 'store', subgroups: s }, 8, 33, 288, 63, 2, [5], true);
-      await check(r, { wdtype: 'q4', norm: false, bias: true, epilogue: 'store', subgroups: s }, 2, 9, 2080, 64, 0, [], true);
+      await check(r, { wdtype: 'q8', norm: true, bias: false, epilogue: 'store', subgroups: s }, 8, 33, 288, 63, 2, [5], true);
+      await check(r, { wdtype: 'q8', norm: false, bias: true, epilogue: 'swiglu', subgroups: s }, 2, 9, 2080, 64, 0, [], true);
     }
   }, 600_000);
 
-  it('q8, other q4 chunk widths and prefill-sized T ignore the scratch (no quantize_x)', async () => {
+  it('x quantized once in the other chunk widths and digit counts: q8 8-element chunks, q4 32, q4 in two digits, q8 in one', async () => {
+    const r = await gpuRunner();
+    const sg = r.gpu.subgroups;
+    await withGemv('qw=2', () => check(r, { wdtype: 'q8', norm: true, bias: true, epilogue: 'residual', subgroups: sg }, 2, 33, 288, 71, 1, [], true));
+    await withGemv('qw=4', () => check(r, { wdtype: 'q4', norm: true, bias: false, epilogue: 'swiglu', subgroups: sg }, 3, 67, 4128, 72, 0, [], true));
+    await withGemv('dq=dot2', () => check(r, { wdtype: 'q4', norm: false, bias: true, epilogue: 'store', subgroups: sg }, 1, 67, 288, 73, 0, [], true));
+    await withGemv('dq=dot1', () => check(r, { wdtype: 'q8', norm: true, bias: false, epilogue: 'store', subgroups: sg }, 5, 9, 2080, 74, 0, [], true));
+  }, 600_000);
+
+  it('prefill-sized T, float forms and q8 chunks of 8 in one digit ignore the scratch (no quantize_x)', async () => {
     const r = await gpuRunner();
     const scratch = { xq: r.createBuffer(xqBytes(16, 288).xq, 'xq'), xs: r.createBuffer(xqBytes(16, 288).xs, 'xs') };
-    const o = { norm: true, bias: false, epilogue: 'store', subgroups: r.gpu.subgroups, intDot: true } as const;
+    const o = { norm: true, bias: false, epilogue: 'store', subgroups: r.gpu.subgroups } as const;
     const b = { x: scratch.xq, normW: scratch.xq, y: scratch.xq, xq: scratch };
     const parts = [{ row0: 0, rows: 33, buf: scratch.xq, scales: scratch.xs }];
-    const ops = (wdtype: QuantDtype, T: number) => matmulParts({ ...o, wdtype }, { T, N: 33, K: 288, eps: EPS }, b, parts).map((d) => d.kernel.key);
-    expect(ops('q4', 1)[0]).toContain('quantize_x');
-    expect(ops('q8', 1).some((k) => k.includes('quantize_x') || k.includes('xq=true'))).toBe(false);
-    expect(ops('q4', 16).some((k) => k.includes('quantize_x'))).toBe(false);
-    await withGemv('qw=4', async () => expect(ops('q4', 1).some((k) => k.includes('quantize_x'))).toBe(false));
+    const ops = (wdtype: QuantDtype, T: number, intDot = true) => matmulParts({ ...o, wdtype, intDot }, { T, N: 33, K: 288, eps: EPS }, b, parts).map((d) => d.kernel.key);
+    const quantizes = (keys: string[]) => keys.some((k) => k.startsWith('quantize_x;') || k.includes('xq=true'));
+    expect(ops('q4', 1)[0]).toMatch(/^quantize_x;/);
+    expect(ops('q8', 8)[0]).toMatch(/^quantize_x;/);
+    expect(quantizes(ops('q4', 16))).toBe(false);
+    expect(quantizes(ops('q4', 1, false))).toBe(false);
+    await withGemv('qw=2,dq=dot1', async () => expect(quantizes(ops('q8', 1))).toBe(false));
     r.destroy(scratch.xq);
     r.destroy(scratch.xs);
   });

@@ -13,7 +13,7 @@ import { assertDims, isQuantized, needsF16, unitFor, type WeightDtype, type Weig
 import { GEMV_MAX_T, tiledGrid, tiledSource, type CoreFamily, type CoreOpts } from './mm-core.js';
 import { sgmatGrid, sgmatPick, sgmatSource, sgmatUsable, sgmatVariant } from './mm-sgmat.js';
 import { gemvGrid, gemvKey, gemvShape, gemvSource, type GemvOpts } from './mm-gemv.js';
-import { bindXq, quantizeXFor, takesXq, type XqBuffers } from './mm-gemv-xq.js';
+import { bindXq, quantizeXFor, xqForm, type XqBuffers } from './mm-gemv-xq.js';
 
 export type { WeightDtype, WeightPart } from './mm-common.js';
 
@@ -70,7 +70,7 @@ export interface MatmulBuffers {
   /** (T, N) f32; a column range writes only its columns */
   readonly y: GPUBuffer;
   /**
-   * decode scratch for x quantized once (mm-gemv-xq.ts): where the gemv takes q4 'dot1' chunks, matmulParts
+   * decode scratch for x quantized once (mm-gemv-xq.ts): where the gemv takes an integer dot form, matmulParts
    * quantizes x into it first and every part's gemv reads it instead of x
    */
   readonly xq?: XqBuffers;
@@ -137,7 +137,7 @@ export function matmul(o: MatmulOpts, d: MatmulDims, b: MatmulBuffers): Dispatch
   const params = { T, NC: cols, K, xRow0, eps: d.eps ?? 1e-6, N, col0, wRow, uRow };
   if (T <= GEMV_MAX_T) {
     const shape = gemvShape(o.wdtype, T, streams, K, cols, o.intDot);
-    const xq = b.xq !== undefined && takesXq(o.wdtype, shape, K);
+    const xq = b.xq !== undefined && xqForm(o.wdtype, shape, K) !== null;
     const g: GemvOpts = { wdtype: o.wdtype, norm: o.norm, bias: o.bias, streams, subgroups: o.subgroups ?? false, xq };
     if (xq) bindXq(buffers, b.xq!);
     const spec = kernel({ ...base, ...gemvKey(g, T, shape) }, () => gemvSource(g, T, shape, family(o)));

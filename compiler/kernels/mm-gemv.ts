@@ -36,8 +36,8 @@ export interface GemvOpts {
   /** reduce with subgroupAdd (needs the device's `subgroups` feature) */
   readonly subgroups: boolean;
   /**
-   * q4 'dot1' with 16-element chunks only: x arrives quantized (xq / xs, mm-gemv-xq.ts) instead of as f32 (and
-   * normW); the norm, if any, was applied by the quantizer, whose inverse rms the epilogue multiplies by
+   * integer dot forms (xqForm, mm-gemv-xq.ts): x arrives quantized (xq / xs) instead of as f32 (and normW); the
+   * norm, if any, was applied by the quantizer, whose inverse rms the epilogue multiplies by
    */
   readonly xq?: boolean;
 }
@@ -79,8 +79,6 @@ const LONG_ROW = 4096;
  * 25.6–27.0; q8 (4 x vec4 per chunk already) was not faster with 2 words (gate_up 58.0 vs 51.8–52.7).
  */
 const Q4_WORDS = 2;
-/** elements of a q4 chunk at Q4_WORDS: the chunks x is quantized in once per matmul (mm-gemv-xq.ts) */
-export const XQ_CHUNK = Q4_WORDS * 8;
 /**
  * q4 with rows of at least LONG_ROW elements (H100, 8B decode step, kernel time by op from the step's GPU profile,
  * with Q4_WORDS): two streams (gate_up) take 4 columns per workgroup, 1.731 vs 1.788 ms per token at 8; one stream
@@ -183,7 +181,7 @@ export function gemvKey(o: GemvOpts, T: number, s: GemvShape): Record<string, st
 function gemvBindings(o: GemvOpts, L: ChunkLayout, f: CoreFamily): { bindings: Binding[]; fns: string[] } {
   const xType = L.E === 1 ? 'array<f32>' : 'array<vec4<f32>>';
   const bindings: Binding[] = o.xq
-    ? [ro('xq', 'array<vec4<u32>>'), ro('xs', 'array<vec2<u32>>')] // (T, K/16) codes; (T, K/16 + 1) (sx, so), inverse rms
+    ? [ro('xq', 'array<vec4<u32>>'), ro('xs', 'array<vec2<u32>>')] // (T, K/E, W/4) codes; (T, K/E + 1) (sx, so), inverse rms
     : [ro('x', xType)]; // (xRow0 + T, K) f32 activations; rows xRow0.. are read
   const fns: string[] = [];
   const weight = (name: string) => {
@@ -218,7 +216,9 @@ export function gemvSource(o: GemvOpts, T: number, s: GemvShape, f: CoreFamily):
   const vals: string[] = []; // reduction order: [stream][column][token], then Σx² per token
   for (let st = 0; st < S; st++) for (let r = 0; r < R; r++) for (let t = 0; t < T; t++) vals.push(acc(st, r, t));
   const NACC = vals.length;
-  if (o.xq && (o.wdtype !== 'q4' || s.dq !== 'dot1' || E !== XQ_CHUNK)) throw new Error(`gemv: quantized x needs q4 'dot1' chunks of ${XQ_CHUNK}, got ${o.wdtype} ${s.dq} E=${E}`);
+  const digits = s.dq === 'dot1' ? 1 : 2;
+  const xqVecs = (digits * E) / 16; // vec4 words per chunk of quantized x (mm-gemv-xq.ts)
+  if (o.xq && (!q || !isIntDot(s.dq) || !Number.isInteger(xqVecs))) throw new Error(`gemv: quantized x needs an integer dot form in whole vec4s, got ${o.wdtype} ${s.dq} E=${E}`);
   const ssq = o.norm && !o.xq; // Σx² summed here (with xq the quantizer did it)
   if (ssq) for (let t = 0; t < T; t++) vals.push(`ssq${t}`);
   const NV = vals.length;
@@ -244,16 +244,18 @@ export function gemvSource(o: GemvOpts, T: number, s: GemvShape, f: CoreFamily):
     }
   if (ssq) for (let j = 0; j < XV; j++) body.push(`let n${j} = normW[k * ${XV}u + ${j}u];`);
   const dot = q && isIntDot(s.dq);
-  const digits = s.dq === 'dot1' ? 1 : 2;
   for (let st = 0; st < S; st++)
     for (let r = 0; r < R; r++) L.decode(`w${st}_${r}`).forEach((e, p) => body.push(`let d${st}_${r}_${p} = ${e};`));
   for (let t = 0; t < T; t++) {
     if (o.xq) {
       // the quantizer's codes and (scale, offset) of this chunk: what dotQuantizeX would compute here
-      body.push(`let xw${t} = xq[${t}u * KC + k];`, `let xv${t} = xs[${t}u * (KC + 1u) + k];`);
-      body.push(`let sx${t} = bitcast<f32>(xv${t}.x);`, `let so${t} = bitcast<i32>(xv${t}.y);`);
-      ['x', 'y', 'z', 'w'].forEach((c, i) => body.push(`let qx${t}_${i} = xw${t}.${c};`));
-      for (let st = 0; st < S; st++) for (let r = 0; r < R; r++) body.push(`${acc(st, r, t)} += ${dotAccumulate(o.wdtype, XV, st, r, t, 1)};`);
+      for (let v = 0; v < xqVecs; v++) body.push(`let xw${t}_${v} = xq[(${t}u * KC + k) * ${xqVecs}u + ${v}u];`);
+      body.push(`let xv${t} = xs[${t}u * (KC + 1u) + k];`, `let sx${t} = bitcast<f32>(xv${t}.x);`);
+      if (o.wdtype === 'q4') body.push(`let so${t} = bitcast<i32>(xv${t}.y);`);
+      const word = (i: number) => `xw${t}_${Math.floor(i / 4)}.${'xyzw'[i % 4]}`;
+      for (let i = 0; i < XV; i++) body.push(`let qx${t}_${i} = ${word(i)};`);
+      if (digits === 2) for (let i = 0; i < XV; i++) body.push(`let ql${t}_${i} = ${word(XV + i)};`);
+      for (let st = 0; st < S; st++) for (let r = 0; r < R; r++) body.push(`${acc(st, r, t)} += ${dotAccumulate(o.wdtype, XV, st, r, t, digits)};`);
       continue;
     }
     body.push(`let xb${t} = (params.xRow0 + ${t}u) * XR + k * ${XV}u;`);
