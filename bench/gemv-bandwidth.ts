@@ -1,6 +1,6 @@
 /**
  * Decode GEMV bandwidth: each Llama-3.1-8B projection shape at T = 1, per weight dtype, with subgroup reductions
- * and without (q4 with integer dot products also with x quantized once beforehand, 'xq': that kernel's time
+ * and without (q8 / q4 with integer dot products also with x quantized once beforehand, 'xq': that kernel's time
  * included), timed as 20 back-to-back matmuls per submission. Prints GB/s of weight (+ scale) bytes read.
  *
  *   node dist/bench/gemv-bandwidth.js [--dtypes f16,q8,q4] [--reps 10]
@@ -54,7 +54,7 @@ async function main(): Promise<void> {
       const line: string[] = [];
       const scratch = { xq: r.createBuffer(xqBytes(1, K).xq, 'xq'), xs: r.createBuffer(xqBytes(1, K).xs, 'xs') };
       const forms: [boolean, boolean][] = (gpu.subgroups ? [true, false] : [false]).map((sg) => [sg, false]);
-      if (gpu.subgroups && gpu.intDot && wdtype === 'q4') forms.push([true, true]);
+      if (gpu.subgroups && gpu.intDot && (wdtype === 'q4' || wdtype === 'q8')) forms.push([true, true]);
       for (const [subgroups, xq] of forms) {
         const o: MatmulOpts = { wdtype, norm: epilogue === 'swiglu', bias: false, epilogue, subgroups, intDot: gpu.intDot };
         // xq: x quantized once by its own kernel, then the gemv (mm-gemv-xq.ts): both dispatches timed
