@@ -13,8 +13,9 @@
  *   xs  (T, K/E + 1) vec2<u32>      per chunk (sx: f32 bits, so: i32 bits): scale and q4's −8·Σcodes (0 for q8);
  *                                   slot K/E of a row: (inverse rms of the row, 0) with norm, else (1.0, 0)
  *
- * Grid (ceil(K/E / WG), T): a workgroup quantizes WG chunks of one row; with norm each first sums x² over the whole
- * row (a few KB, from L2), so no second dispatch is needed for the rms. Forms whose chunk is not whole vec4s of
+ * Grid (ceil(K/E / WG), T): a workgroup quantizes WG chunks of one row, each thread loading its chunk once; with
+ * norm each workgroup also sums x² over the rest of the row (a few KB, from L2; none where the row is one
+ * workgroup's, as a hidden-size row is), so no second dispatch is needed for the rms. Forms whose chunk is not whole vec4s of
  * words (q8 'dot1' with 8-element chunks) keep quantizing x in the gemv.
  */
 import { kernel, ro, rw, wgsl } from '../wgsl.js';
@@ -122,9 +123,15 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: ve
   let t = wg.y;
   let KC = params.K / ${f.E}u;
   let xb = (params.xRow0 + t) * (params.K / 4u);
-  ${norm ? `// Σx² over the whole row, the same in every workgroup of the row
-  var ss = 0.0;
-  for (var i = lid; i < params.K / 4u; i += WG) { let v = x[xb + i]; ss += dot(v, v); }
+  let k = wg.x * WG + lid;
+  let kc = min(k, KC - 1u); // threads past the row load its last chunk and write nothing
+${xs.map((_, j) => `  let xr${j} = x[xb + kc * ${XV}u + ${j}u];`)}
+  ${norm ? `// Σx² over the whole row: this thread's chunk (already loaded), then the chunks of the row's other workgroups
+  var ss = select(0.0, ${xs.map((_, j) => `dot(xr${j}, xr${j})`).join(' + ')}, k < KC);
+  for (var c = lid; c < KC; c += WG) {
+    if (c / WG == wg.x) { continue; }
+    for (var j = 0u; j < ${XV}u; j++) { let v = x[xb + c * ${XV}u + j]; ss += dot(v, v); }
+  }
   red[lid] = ss;
   workgroupBarrier();
   for (var s = WG / 2u; s > 0u; s >>= 1u) {
@@ -132,10 +139,9 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: ve
     workgroupBarrier();
   }
   let rs = inverseSqrt(red[0] / f32(params.K) + params.eps);` : 'let rs = 1.0;'}
-  let k = wg.x * WG + lid;
   if (k == 0u) { xs[t * (KC + 1u) + KC] = vec2<u32>(bitcast<u32>(rs), 0u); }
   if (k >= KC) { return; }
-${xs.map((x, j) => `  let ${x} = x[xb + k * ${XV}u + ${j}u]${norm ? ` * normW[k * ${XV}u + ${j}u]` : ''};`)}
+${xs.map((x, j) => `  let ${x} = xr${j}${norm ? ` * normW[k * ${XV}u + ${j}u]` : ''};`)}
 ${dotQuantizeX(f.wdtype, 0, xs, f.digits).map((l) => `  ${l}`)}
 ${Array.from({ length: f.vecs }, (_, v) => `  xq[(t * KC + k) * ${f.vecs}u + ${v}u] = vec4<u32>(${words.slice(4 * v, 4 * v + 4).join(', ')});`)}
   xs[t * (KC + 1u) + k] = vec2<u32>(bitcast<u32>(sx0), ${f.wdtype === 'q4' ? 'bitcast<u32>(so0)' : '0u'});
