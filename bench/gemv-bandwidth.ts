@@ -1,13 +1,11 @@
 /**
  * Decode GEMV bandwidth: each Llama-3.1-8B projection shape at T = 1, per weight dtype, with subgroup reductions
- * and without (q8 / q4 with integer dot products also with x quantized once beforehand, 'xq': that kernel's time
- * included), timed as 20 back-to-back matmuls per submission. Prints GB/s of weight (+ scale) bytes read.
+ * and without, timed as 20 back-to-back dispatches per submission. Prints GB/s of weight (+ scale) bytes read.
  *
  *   node dist/bench/gemv-bandwidth.js [--dtypes f16,q8,q4] [--reps 10]
  *   LOCRET_GEMV="wg=256,r=4" node dist/bench/gemv-bandwidth.js     (tiling override, see mm-gemv.ts)
  */
-import { matmulParts, type MatmulOpts, type WeightDtype } from '../compiler/kernels/matmul.js';
-import { xqBytes } from '../compiler/kernels/mm-gemv-xq.js';
+import { matmul, type MatmulOpts, type WeightDtype } from '../compiler/kernels/matmul.js';
 import { fillBits } from '../compiler/kernels/random.js';
 import { defaultGpu } from '../runtime/gpu/device.js';
 import { GpuRunner } from '../runtime/gpu/runner.js';
@@ -52,14 +50,9 @@ async function main(): Promise<void> {
       r.run([fillBits({ words: wBytes / 4, seed: 1 }, { buf: w }), fillBits({ words: K, seed: 2 }, { buf: x })]);
       if (ws) r.write(ws, new Uint32Array(ws.size / 4).fill(0x10001000));
       const line: string[] = [];
-      const scratch = { xq: r.createBuffer(xqBytes(1, K).xq, 'xq'), xs: r.createBuffer(xqBytes(1, K).xs, 'xs') };
-      const forms: [boolean, boolean][] = (gpu.subgroups ? [true, false] : [false]).map((sg) => [sg, false]);
-      if (gpu.subgroups && gpu.intDot && (wdtype === 'q4' || wdtype === 'q8')) forms.push([true, true]);
-      for (const [subgroups, xq] of forms) {
+      for (const subgroups of gpu.subgroups ? [true, false] : [false]) {
         const o: MatmulOpts = { wdtype, norm: epilogue === 'swiglu', bias: false, epilogue, subgroups, intDot: gpu.intDot };
-        // xq: x quantized once by its own kernel, then the gemv (mm-gemv-xq.ts): both dispatches timed
-        const one = matmulParts(o, { T: 1, N, K }, { x, y, normW: x, xq: xq ? scratch : undefined }, [{ row0: 0, rows, buf: w, scales: ws }]);
-        const ds = Array.from({ length: PER_SUBMIT }, () => one).flat();
+        const ds = Array(PER_SUBMIT).fill(matmul(o, { T: 1, N, K }, { x, w, y, normW: x, wScales: ws }));
         r.run(ds);
         await r.device.queue.onSubmittedWorkDone();
         const t0 = performance.now();
@@ -67,10 +60,8 @@ async function main(): Promise<void> {
         await r.device.queue.onSubmittedWorkDone();
         const ms = (performance.now() - t0) / (reps * PER_SUBMIT);
         const gbs = (rows * K * bytesPerElem(wdtype)) / (ms / 1000) / 1e9;
-        line.push(`sg=${subgroups ? 1 : 0}${xq ? ' xq' : ''} ${(ms * 1000).toFixed(1).padStart(7)} µs ${gbs.toFixed(0).padStart(5)} GB/s`);
+        line.push(`sg=${subgroups ? 1 : 0} ${(ms * 1000).toFixed(1).padStart(7)} µs ${gbs.toFixed(0).padStart(5)} GB/s`);
       }
-      r.destroy(scratch.xq);
-      r.destroy(scratch.xs);
       console.log(`${wdtype.padEnd(4)} ${name.padEnd(8)} ${rows}×${K}   ${line.join('   ')}`);
       [w, x, y, ...(ws ? [ws] : [])].forEach((b) => r.destroy(b));
     }

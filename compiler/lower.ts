@@ -21,9 +21,7 @@ import { copyLastRows, kvStore } from './kernels/cache-store.js';
 import { kvQuantize } from './kernels/kv-int8.js';
 import { add, embedding, rmsnorm, rope, siluMul } from './kernels/elementwise.js';
 import { matmulParts, type MatmulOpts } from './kernels/matmul.js';
-import { quantizeXFor, xqBytes, type XqBuffers } from './kernels/mm-gemv-xq.js';
 import { GEMV_MAX_T } from './kernels/mm-core.js';
-import { isQuantized } from './kernels/mm-common.js';
 import { checkQkvSlots, qkvRope } from './kernels/qkv-rope.js';
 import { retainingScores } from './kernels/retaining.js';
 import { attentionStats } from './kernels/scores.js';
@@ -97,8 +95,6 @@ interface Ctx {
   readonly kvStage: () => KvStage;
   /** (maxT, heads) f32 log-sum-exp of the latest attention, when attention_stats nodes read it */
   readonly lse: GPUBuffer | undefined;
-  /** decode scratch for x quantized once per q8 / q4 matmul (mm-gemv-xq.ts); undefined where not taken */
-  readonly xq: () => XqBuffers | undefined;
 }
 type Lowering<O extends Op> = (n: NodeOf<O>, c: Ctx) => Emit | null;
 
@@ -122,8 +118,7 @@ const optWhole = (c: Ctx, id: NodeId | null, op: string) => (id === null ? undef
 const tensorCores = (c: Ctx) => c.env.runner.gpu.tensorCores && !envFlag('LOCRET_NO_TENSOR_CORES');
 const mm = (c: Ctx, o: Omit<MatmulOpts, 'wdtype'>, wid: NodeId, d: Parameters<typeof matmulParts>[1], b: Parameters<typeof matmulParts>[2]) => {
   const x = w(c, wid);
-  const xq = d.T <= GEMV_MAX_T && isQuantized(x.dtype) ? c.xq() : undefined;
-  return matmulParts({ ...o, wdtype: x.dtype, tensorCores: tensorCores(c), subgroups: c.env.runner.gpu.subgroups, intDot: c.env.runner.gpu.intDot }, d, { ...b, xq }, weightParts(x));
+  return matmulParts({ ...o, wdtype: x.dtype, tensorCores: tensorCores(c), subgroups: c.env.runner.gpu.subgroups, intDot: c.env.runner.gpu.intDot }, d, b, weightParts(x));
 };
 const cols = (c: Ctx, id: NodeId) => c.g.nodes[id]!.shape[1] as number;
 const attnOpts = (c: Ctx) => ({
@@ -171,19 +166,12 @@ const lowerings: { readonly [O in Op]: Lowering<O> } = {
     const ct = st ? 'f32' : (c.env.cacheDtype as 'f32' | 'f16');
     const o = { ...attnOpts(c), cacheDtype: ct, wdtype: w(c, n.w).dtype, bias: n.bias !== null, writePre: n.writePre, tensorCores: tensorCores(c), subgroups: c.env.runner.gpu.subgroups, intDot: c.env.runner.gpu.intDot, rotateKeys: s.keysRotated };
     const at = st ? { slot0: 0, capacity: c.env.maxT } : { slot0: s.slot0, capacity: c.env.capacity };
-    const K = cols(c, n.x);
-    const x = c.buf(n.x);
-    const normW = whole(c, n.normW, 'qkv_rope');
-    // quantized decode: x (normed) quantized once by its own kernel, which the gemv then reads
-    const xq = s.T <= GEMV_MAX_T && isQuantized(o.wdtype) ? c.xq() : undefined;
-    const quant = quantizeXFor({ ...o, norm: true, streams: 1 }, { T: s.T, K, eps: n.eps, N: n.shape[1] as number }, { x, normW, xq });
-    const fused = qkvRope(o, { T: s.T, K, eps: n.eps, pos0: s.pos0, ...at }, {
-      x, normW, w: whole(c, n.w, 'qkv_rope'), wScales: weightParts(w(c, n.w))[0]!.scales, bias: optWhole(c, n.bias, 'qkv_rope'), rope: s.rope,
-      q: c.buf(n.id), kCache: st?.k ?? l.k, vCache: st?.v ?? l.v, kpos: st?.kpos ?? l.kpos, pre: n.writePre ? preBuf(c, n.id) : undefined, xq: quant ? xq : undefined,
+    const fused = qkvRope(o, { T: s.T, K: cols(c, n.x), eps: n.eps, pos0: s.pos0, ...at }, {
+      x: c.buf(n.x), normW: whole(c, n.normW, 'qkv_rope'), w: whole(c, n.w, 'qkv_rope'), wScales: weightParts(w(c, n.w))[0]!.scales, bias: optWhole(c, n.bias, 'qkv_rope'), rope: s.rope,
+      q: c.buf(n.id), kCache: st?.k ?? l.k, vCache: st?.v ?? l.v, kpos: st?.kpos ?? l.kpos, pre: n.writePre ? preBuf(c, n.id) : undefined,
     });
-    const pre = quant ? [quant] : [];
-    if (!st) return [...pre, fused];
-    return [...pre, fused, kvQuantize({ ...attnOpts(c), mode: 'staged' }, { T: s.T, slot0: s.slot0, pos0: s.pos0, capacity: c.env.capacity, stageCap: c.env.maxT },
+    if (!st) return [fused];
+    return [fused, kvQuantize({ ...attnOpts(c), mode: 'staged' }, { T: s.T, slot0: s.slot0, pos0: s.pos0, capacity: c.env.capacity, stageCap: c.env.maxT },
       { kSrc: st.k, vSrc: st.v, kCache: l.k, vCache: l.v, kpos: l.kpos })];
   },
   // decode tokens are never evicted, so they need no scores. Two kernels: hid = silu(pre · fc1ᵀ) on the main matmul
@@ -229,9 +217,6 @@ const lowerings: { readonly [O in Op]: Lowering<O> } = {
     return [copyLastRows({ T, R, N: n.shape[1] as number }, { x: c.buf(n.x), y: c.buf(n.id) })];
   },
 };
-
-/** ops whose decode gemv may read x quantized once (Ctx.xq), each with an activation input `x` */
-const MATMUL_OPS: ReadonlySet<Op> = new Set<Op>(['linear', 'norm_linear', 'linear_residual', 'norm_linear_swiglu', 'qkv_rope']);
 
 /**
  * What an op's dispatches depend on besides the plan: the step's row count alone ('rows': matmuls, norms, the
@@ -280,11 +265,9 @@ const decodeMemos: { readonly [O in Op]?: (n: NodeOf<O>, c: Ctx) => DecodeMemo }
     signature: (s) => (s.decode && s.T <= GEMV_MAX_T ? `${s.T}|${s.keysRotated ? 1 : 0}|${env('LOCRET_GEMV') ?? ''}` : null),
     patch: (ds, s) => {
       checkQkvSlots(s.slot0, s.T, c.env.capacity); // also the bound kvQuantize checks
-      // [quantize_x,] qkv_rope[, kv_quantize]: the quantizer reads no slots; with an int8 cache qkv_rope writes
-      // staging slots 0..T-1 (its slot0 stays 0) and kvQuantize moves them to the cache
-      const fused = ds.findIndex((d) => d.kernel.key.startsWith('qkv_rope;'));
-      const int8 = c.env.cacheDtype === 'int8';
-      return ds.map((d, i) => (i < fused ? d : withParams([d], i === fused && int8 ? { pos0: s.pos0 } : { slot0: s.slot0, pos0: s.pos0 })[0]!));
+      if (c.env.cacheDtype !== 'int8') return withParams(ds, { slot0: s.slot0, pos0: s.pos0 });
+      // qkv_rope writes staging slots 0..T-1 (its slot0 stays 0); kvQuantize moves them to the cache
+      return [...withParams(ds.slice(0, 1), { pos0: s.pos0 }), ...withParams(ds.slice(1), { slot0: s.slot0, pos0: s.pos0 })];
     },
   }),
   attention: (n, c) => ({
@@ -379,8 +362,6 @@ export function lower(g: Graph, env: LowerEnv): Plan {
   }
   const steps: { node: Node; emit: Emit }[] = [];
   let scratchBuf: GPUBuffer | null = null;
-  let xqBufs: XqBuffers | null = null;
-  const xqOn = runner.gpu.intDot && !envFlag('LOCRET_NO_XQ'); // LOCRET_NO_XQ=1: every q8 / q4 gemv quantizes x itself (A/B)
   let keyRotBuf: GPUBuffer | null = null;
   let stage: KvStage | null = null;
   const stageBuf = (bytes: number, label: string) => {
@@ -415,15 +396,6 @@ export function lower(g: Graph, env: LowerEnv): Plan {
     keyRot: () => {
       keyRotBuf ??= stageBuf(Math.max(16, rotatedKeysBytes(g.dims, env.capacity)), 'attention-rotated-keys');
       return keyRotBuf;
-    },
-    xq: () => {
-      if (!xqOn) return undefined;
-      if (!xqBufs) {
-        const K = Math.max(...g.nodes.filter((n) => MATMUL_OPS.has(n.op)).map((n) => g.nodes[(n as { x: NodeId }).x]!.shape[1] as number));
-        const bytes = xqBytes(Math.min(maxT, GEMV_MAX_T), K);
-        xqBufs = { xq: stageBuf(bytes.xq, 'gemv-xq'), xs: stageBuf(bytes.xs, 'gemv-xs') };
-      }
-      return xqBufs;
     },
     kvStage: () => {
       const { numKvHeads: KV, headDim: D } = g.dims;

@@ -20,8 +20,6 @@
  */
 import { RETAINING_HIDDEN, qkvWidth, type ModelConfig } from '../ir/config.js';
 import { rotatedKeysBytes } from '../compiler/kernels/rotate-keys.js';
-import { xqBytes } from '../compiler/kernels/mm-gemv-xq.js';
-import { GEMV_MAX_T } from '../compiler/kernels/mm-core.js';
 import { evictLayoutFor, evictScratchBytes } from '../compiler/kernels/evict.js';
 import { POLICY_TRAITS } from './policies.js';
 import { quantDtypeFor } from './weights.js';
@@ -189,12 +187,6 @@ export function activationTerms(cfg: ModelConfig, o: ResolvedPlanOptions): Memor
     bytes: rotatedKeysBytes(cfg, cap),
     formula: `KV ${cfg.numKvHeads} × capacity ${cap} × headDim ${cfg.headDim} × 2 (f16, one layer, reused)`,
   });
-  if (o.dtype === 'q4' || o.dtype === 'q8') {
-    // decode: x quantized once per matmul (compiler/kernels/mm-gemv-xq.ts), for the longest row (the MLP's)
-    const K = Math.max(cfg.hiddenSize, cfg.intermediateSize, cfg.numHeads * cfg.headDim);
-    const xq = xqBytes(Math.min(T, GEMV_MAX_T), K);
-    terms.push({ name: 'gemv_xq', bytes: xq.xq + xq.xs, formula: `T ${Math.min(T, GEMV_MAX_T)} × K ${K} × (2 bytes of codes + 1 (scale, offset) per 8) (decode)` });
-  }
   if (o.retainingHeads) {
     terms.push({ name: 'retaining_hidden', bytes: T * RETAINING_HIDDEN * 4, formula: `T ${T} × ${RETAINING_HIDDEN} × 4` });
   }

@@ -32,9 +32,6 @@ async function prefillLogits(e: Engine): Promise<Float32Array> {
   return r.logits;
 }
 
-// decode vs prefill logits: x in one int8 digit under q4 (0.013 measured, against q4's own 0.18 from f16), two under
-// q8 (0.0004; 0.012 with one)
-const BOUND = { q8: 0.004, q4: 0.03 } as const;
 const argmaxes = (l: Float32Array) => Array.from({ length: l.length / V }, (_, t) => argmaxOf(l, t * V, V));
 const agreement = (a: number[], b: number[]) => a.filter((x, i) => x === b[i]).length / a.length;
 
@@ -87,6 +84,8 @@ describe('tiny-llama q8 / q4 decode steps vs their own prefill', () => {
     return { agree: agreement(argmaxes(got), argmaxes(want)), err: relL2(got, want), intDot: e.runner.gpu.intDot };
   }
 
+  // x in one int8 digit under q4 (0.013 measured, against q4's own 0.18 from f16), two under q8 (0.0004; 0.012 with one)
+  const BOUND = { q8: 0.004, q4: 0.03 } as const;
   it('q8 and q4: argmax equal at every step, logits within rel L2 0.004 (q8) / 0.03 (q4)', async () => {
     for (const dtype of ['q8', 'q4'] as const) {
       const { agree, err, intDot } = await decodeVsPrefill(dtype);
@@ -94,49 +93,5 @@ describe('tiny-llama q8 / q4 decode steps vs their own prefill', () => {
       expect(agree).toBe(1);
       expect(err).toBeLessThan(BOUND[dtype]);
     }
-  });
-});
-
-/**
- * q4 decode steps quantize x once per matmul (compiler/kernels/mm-gemv-xq.ts) where the device takes integer dot
- * products: one quantize_x before each of qkv, o, gate_up, down and lm_head, whose gemvs then read the codes. Each gemv's
- * result equals the gemv quantizing x itself but for the rms, summed in another order (test/kernels-gemv-dot.test.ts:
- * within 2e-6). Over a whole model that last-bit difference can flip one int8 code of x somewhere, and from there
- * every later matmul draws fresh rounding: one-digit x moves the logits by ~1% rel L2 (the bound above), so two such
- * runs may sit ~1.4% apart (measured on this prompt). The check: both forms within the decode bound of their own
- * prefill at every step, within that bound of each other, same argmax, and reused decode dispatches (qkv_rope's slot
- * patch with the quantizer in front) equal to ones built afresh.
- */
-describe('tiny-llama q4 decode with x quantized once per matmul', () => {
-  it('4 quantize_x per layer and 1 for lm_head; logits as the gemvs quantizing x themselves (decode bound) and as dispatches built afresh (equal)', async () => {
-    const e = await Engine.load(TINY_LLAMA, { dtype: 'q4' });
-    const ids: number[] = golden.input_ids;
-    const TAIL = 4;
-    const start = async (flag?: string) => {
-      if (flag) process.env[flag] = '1'; // read when the session lowers its plan, at prefill
-      try {
-        const s = e.session({ policy: 'full', chunk: 512, maxNew: TAIL });
-        await s.prefill(ids.slice(0, ids.length - TAIL), 0);
-        return s;
-      } finally {
-        if (flag) delete process.env[flag];
-      }
-    };
-    const [xq, plain, afresh] = [await start(), await start('LOCRET_NO_XQ'), await start('LOCRET_NO_STEP_MEMO')];
-    const quantizers = (s: typeof xq) => s.stepProbe(1, true).filter((d) => d.kernel.key.startsWith('quantize_x;')).length;
-    expect(quantizers(xq)).toBe(e.runner.gpu.intDot ? 4 * e.config.numLayers + 1 : 0); // + lm_head (q8 under q4)
-    expect(quantizers(plain)).toBe(0);
-    const all = await prefillLogits(e);
-    for (let i = 0; i < TAIL; i++) {
-      const tok = ids[ids.length - TAIL + i]!;
-      const [a, b, c] = [await xq.decode(tok), await plain.decode(tok), await afresh.decode(tok)];
-      const ref = all.subarray((ids.length - TAIL + i) * V, (ids.length - TAIL + i + 1) * V);
-      const errs = [relL2(a, ref), relL2(b, ref), relL2(a, b)];
-      console.log(`step ${i}: rel L2 x quantized once vs prefill ${errs[0]}, in every gemv vs prefill ${errs[1]}, between them ${errs[2]}`);
-      for (const err of errs) expect(err).toBeLessThan(BOUND.q4);
-      expect(argmaxOf(a, 0, V), `step ${i} argmax`).toBe(argmaxOf(b, 0, V));
-      expect(Array.from(a), `step ${i}: reused vs built afresh`).toEqual(Array.from(c));
-    }
-    for (const s of [xq, plain, afresh]) s.release();
   });
 });

@@ -13,7 +13,6 @@ import { assertDims, isQuantized, needsF16, unitFor, type WeightDtype, type Weig
 import { GEMV_MAX_T, tiledGrid, tiledSource, type CoreFamily, type CoreOpts } from './mm-core.js';
 import { sgmatGrid, sgmatPick, sgmatSource, sgmatUsable, sgmatVariant } from './mm-sgmat.js';
 import { gemvGrid, gemvKey, gemvShape, gemvSource, type GemvOpts } from './mm-gemv.js';
-import { bindXq, quantizeXFor, xqForm, type XqBuffers } from './mm-gemv-xq.js';
 
 export type { WeightDtype, WeightPart } from './mm-common.js';
 
@@ -69,11 +68,6 @@ export interface MatmulBuffers {
   readonly bias?: GPUBuffer;
   /** (T, N) f32; a column range writes only its columns */
   readonly y: GPUBuffer;
-  /**
-   * decode scratch for x quantized once (mm-gemv-xq.ts): where the gemv takes an integer dot form, matmulParts
-   * quantizes x into it first and every part's gemv reads it instead of x
-   */
-  readonly xq?: XqBuffers;
 }
 
 function family(o: MatmulOpts): CoreFamily {
@@ -136,10 +130,8 @@ export function matmul(o: MatmulOpts, d: MatmulDims, b: MatmulBuffers): Dispatch
   if (o.bias) buffers.bias = b.bias!;
   const params = { T, NC: cols, K, xRow0, eps: d.eps ?? 1e-6, N, col0, wRow, uRow };
   if (T <= GEMV_MAX_T) {
+    const g: GemvOpts = { wdtype: o.wdtype, norm: o.norm, bias: o.bias, streams, subgroups: o.subgroups ?? false };
     const shape = gemvShape(o.wdtype, T, streams, K, cols, o.intDot);
-    const xq = b.xq !== undefined && xqForm(o.wdtype, shape, K) !== null;
-    const g: GemvOpts = { wdtype: o.wdtype, norm: o.norm, bias: o.bias, streams, subgroups: o.subgroups ?? false, xq };
-    if (xq) bindXq(buffers, b.xq!);
     const spec = kernel({ ...base, ...gemvKey(g, T, shape) }, () => gemvSource(g, T, shape, family(o)));
     return { kernel: spec, buffers, params, workgroups: gemvGrid(cols, shape.R) };
   }
@@ -178,9 +170,6 @@ export function matmulParts(
   const edges = [...cuts].sort((a, b) => a - b);
   const partOf = (row: number) => parts.find((p) => row >= p.row0 && row < p.row0 + p.rows)!;
   const out: Dispatch[] = [];
-  // x quantized once for every part
-  const q = quantizeXFor({ ...o, streams }, d, b);
-  if (q) out.push(q);
   for (let i = 0; i + 1 < edges.length; i++) {
     const col0 = edges[i]!;
     const g = partOf(col0);

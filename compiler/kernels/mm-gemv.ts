@@ -35,11 +35,6 @@ export interface GemvOpts {
   readonly streams: 1 | 2;
   /** reduce with subgroupAdd (needs the device's `subgroups` feature) */
   readonly subgroups: boolean;
-  /**
-   * integer dot forms (xqForm, mm-gemv-xq.ts): x arrives quantized (xq / xs) instead of as f32 (and normW); the
-   * norm, if any, was applied by the quantizer, whose inverse rms the epilogue multiplies by
-   */
-  readonly xq?: boolean;
 }
 
 export interface GemvShape {
@@ -175,14 +170,12 @@ export function gemvGrid(NC: number, R: number): Workgroups {
 
 /** The variant-key entries of a gemv kernel (add them to the family's own key). */
 export function gemvKey(o: GemvOpts, T: number, s: GemvShape): Record<string, string | number | boolean> {
-  return { path: 'gemv', t: T, r: s.R, wg: s.WG, e: s.E, sg: o.subgroups, ...(isQuantized(o.wdtype) ? { dq: s.dq } : {}), ...(o.xq ? { xq: true } : {}) };
+  return { path: 'gemv', t: T, r: s.R, wg: s.WG, e: s.E, sg: o.subgroups, ...(isQuantized(o.wdtype) ? { dq: s.dq } : {}) };
 }
 
 function gemvBindings(o: GemvOpts, L: ChunkLayout, f: CoreFamily): { bindings: Binding[]; fns: string[] } {
   const xType = L.E === 1 ? 'array<f32>' : 'array<vec4<f32>>';
-  const bindings: Binding[] = o.xq
-    ? [ro('xq', 'array<vec4<u32>>'), ro('xs', 'array<vec2<u32>>')] // (T, K/E, W/4) codes; (T, K/E + 1) (sx, so), inverse rms
-    : [ro('x', xType)]; // (xRow0 + T, K) f32 activations; rows xRow0.. are read
+  const bindings: Binding[] = [ro('x', xType)]; // (xRow0 + T, K) f32 activations; rows xRow0.. are read
   const fns: string[] = [];
   const weight = (name: string) => {
     bindings.push(ro(name, L.wType)); // (rows, K/E) chunks, see the chunk layout
@@ -196,7 +189,7 @@ function gemvBindings(o: GemvOpts, L: ChunkLayout, f: CoreFamily): { bindings: B
   };
   weight('w');
   if (o.streams === 2) weight('wu'); // up rows (may be the same buffer as w)
-  if (o.norm && !o.xq) bindings.push(ro('normW', xType)); // (K) f32 rmsnorm weight
+  if (o.norm) bindings.push(ro('normW', xType)); // (K) f32 rmsnorm weight
   if (o.bias) {
     const b = biasParts(f);
     bindings.push(b.binding);
@@ -216,11 +209,7 @@ export function gemvSource(o: GemvOpts, T: number, s: GemvShape, f: CoreFamily):
   const vals: string[] = []; // reduction order: [stream][column][token], then Σx² per token
   for (let st = 0; st < S; st++) for (let r = 0; r < R; r++) for (let t = 0; t < T; t++) vals.push(acc(st, r, t));
   const NACC = vals.length;
-  const digits = s.dq === 'dot1' ? 1 : 2;
-  const xqVecs = (digits * E) / 16; // vec4 words per chunk of quantized x (mm-gemv-xq.ts)
-  if (o.xq && (!q || !isIntDot(s.dq) || !Number.isInteger(xqVecs))) throw new Error(`gemv: quantized x needs an integer dot form in whole vec4s, got ${o.wdtype} ${s.dq} E=${E}`);
-  const ssq = o.norm && !o.xq; // Σx² summed here (with xq the quantizer did it)
-  if (ssq) for (let t = 0; t < T; t++) vals.push(`ssq${t}`);
+  if (o.norm) for (let t = 0; t < T; t++) vals.push(`ssq${t}`);
   const NV = vals.length;
   const streamName = (st: number) => (st === 0 ? 'w' : 'wu');
   const rowFn = (st: number) => (st === 0 ? 'wrow' : 'urow');
@@ -242,26 +231,16 @@ export function gemvSource(o: GemvOpts, T: number, s: GemvShape, f: CoreFamily):
       body.push(`let w${st}_${r} = ${L.load(streamName(st), `rb${st}_${r} + k`)};`);
       if (q) body.push(`let s${st}_${r} = ${streamName(st)}_sc(gb${st}_${r} + ${L.E === QGROUP ? 'k' : `k / ${QGROUP / L.E}u`});`);
     }
-  if (ssq) for (let j = 0; j < XV; j++) body.push(`let n${j} = normW[k * ${XV}u + ${j}u];`);
+  if (o.norm) for (let j = 0; j < XV; j++) body.push(`let n${j} = normW[k * ${XV}u + ${j}u];`);
   const dot = q && isIntDot(s.dq);
+  const digits = s.dq === 'dot1' ? 1 : 2;
   for (let st = 0; st < S; st++)
     for (let r = 0; r < R; r++) L.decode(`w${st}_${r}`).forEach((e, p) => body.push(`let d${st}_${r}_${p} = ${e};`));
   for (let t = 0; t < T; t++) {
-    if (o.xq) {
-      // the quantizer's codes and (scale, offset) of this chunk: what dotQuantizeX would compute here
-      for (let v = 0; v < xqVecs; v++) body.push(`let xw${t}_${v} = xq[(${t}u * KC + k) * ${xqVecs}u + ${v}u];`);
-      body.push(`let xv${t} = xs[${t}u * (KC + 1u) + k];`, `let sx${t} = bitcast<f32>(xv${t}.x);`);
-      if (o.wdtype === 'q4') body.push(`let so${t} = bitcast<i32>(xv${t}.y);`);
-      const word = (i: number) => `xw${t}_${Math.floor(i / 4)}.${'xyzw'[i % 4]}`;
-      for (let i = 0; i < XV; i++) body.push(`let qx${t}_${i} = ${word(i)};`);
-      if (digits === 2) for (let i = 0; i < XV; i++) body.push(`let ql${t}_${i} = ${word(XV + i)};`);
-      for (let st = 0; st < S; st++) for (let r = 0; r < R; r++) body.push(`${acc(st, r, t)} += ${dotAccumulate(o.wdtype, XV, st, r, t, digits)};`);
-      continue;
-    }
     body.push(`let xb${t} = (params.xRow0 + ${t}u) * XR + k * ${XV}u;`);
     for (let j = 0; j < XV; j++) {
       body.push(`let xr${t}_${j} = x[xb${t} + ${j}u];`);
-      if (ssq) body.push(`ssq${t} += ${E === 1 ? `xr${t}_${j} * xr${t}_${j}` : `dot(xr${t}_${j}, xr${t}_${j})`};`);
+      if (o.norm) body.push(`ssq${t} += ${E === 1 ? `xr${t}_${j} * xr${t}_${j}` : `dot(xr${t}_${j}, xr${t}_${j})`};`);
       body.push(`let x${t}_${j} = xr${t}_${j}${o.norm ? ` * n${j}` : ''};`);
     }
     const xs = Array.from({ length: XV }, (_, j) => `x${t}_${j}`);
@@ -312,7 +291,7 @@ ${o.subgroups ? subgroupReduce(vals) : workgroupReduce(vals, WG)}
     let r = (p % (R / 2u)) * 2u;
     let c = c0 + r;
     if (c < params.NC) {
-      ${o.xq && o.norm ? 'let sc = bitcast<f32>(xs[t * (KC + 1u) + KC].x); // the quantizer\'s inverse rms' : o.norm ? 'let sc = inverseSqrt(res[NACC + t] / f32(params.K) + params.eps);' : 'let sc = 1.0;'}
+      ${o.norm ? 'let sc = inverseSqrt(res[NACC + t] / f32(params.K) + params.eps);' : 'let sc = 1.0;'}
       let a = vec2<f32>(res[r * TT + t], res[(r + 1u) * TT + t]) * sc${o.bias ? ' + bias2(c, 0u)' : ''};
       ${S === 2 && `let u = vec2<f32>(res[R * TT + r * TT + t], res[R * TT + (r + 1u) * TT + t]) * sc${o.bias ? ' + bias2(c, 1u)' : ''};`}
       epi(t, c, a${S === 2 ? ', u' : ''});

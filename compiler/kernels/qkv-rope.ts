@@ -14,7 +14,6 @@ import { assertDims, isQuantized, needsF16, unitFor, type WeightDtype } from './
 import { GEMV_MAX_T, tiledGrid, tiledSource, type CoreFamily, type CoreOpts } from './mm-core.js';
 import { sgmatGrid, sgmatPick, sgmatSource, sgmatUsable, sgmatVariant } from './mm-sgmat.js';
 import { gemvGrid, gemvKey, gemvShape, gemvSource, type GemvOpts } from './mm-gemv.js';
-import { bindXq, xqForm, type XqBuffers } from './mm-gemv-xq.js';
 
 export interface QkvOpts {
   readonly wdtype: WeightDtype;
@@ -71,8 +70,6 @@ export interface QkvBuffers {
   readonly kpos: GPUBuffer;
   /** (T, (H + 2KV)·D) f32, when writePre */
   readonly pre?: GPUBuffer;
-  /** decode: x quantized beforehand by quantizeXFor (mm-gemv-xq.ts), read where the gemv takes an integer dot form */
-  readonly xq?: XqBuffers;
 }
 
 function family(o: QkvOpts): CoreFamily {
@@ -198,10 +195,8 @@ export function qkvRope(o: QkvOpts, d: QkvDims, b: QkvBuffers): Dispatch {
   }
   const params = { T, NC, K, xRow0: 0, eps: d.eps, slot0, pos0, cap: capacity };
   if (T <= GEMV_MAX_T) {
+    const g: GemvOpts = { wdtype: o.wdtype, norm: true, bias: o.bias, streams: 1, subgroups: o.subgroups ?? false };
     const shape = gemvShape(o.wdtype, T, 1, K, NC, o.intDot);
-    const xq = b.xq !== undefined && xqForm(o.wdtype, shape, K) !== null;
-    const g: GemvOpts = { wdtype: o.wdtype, norm: true, bias: o.bias, streams: 1, subgroups: o.subgroups ?? false, xq };
-    if (xq) bindXq(buffers, b.xq!);
     const spec = kernel({ ...base, ...gemvKey(g, T, shape) }, () => gemvSource(g, T, shape, family(o)));
     return { kernel: spec, buffers, params, workgroups: gemvGrid(NC, shape.R) };
   }
