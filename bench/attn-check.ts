@@ -112,7 +112,7 @@ async function main() {
         const b = { q, kCache: kc[l % nCaches]!, vCache: vc[l % nCaches]!, kpos, rope, scratch };
         out.push(...(kind === 'old'
           ? attention(o, d, { ...b, out: outOld, lse: lseOld })
-          : attentionDecode({ ...o, subgroups: gpu.subgroups, keysRotated: rotated }, d, { ...b, out: outNew, lse: lseNew })));
+          : attentionDecode({ ...o, subgroups: gpu.subgroups, keysRotated: rotated, intDot: gpu.intDot }, d, { ...b, out: outNew, lse: lseNew })));
       }
       return out;
     };
@@ -152,7 +152,7 @@ async function main() {
     let lseErr = 0;
     for (let i = 0; i < H; i++) lseErr = Math.max(lseErr, Math.abs(la[i]! - lb[i]!) / Math.max(1, Math.abs(la[i]!)));
     const bytes = 2 * cacheBytes * layersWanted;
-    const p = attentionDecodeSplit({ ...o, subgroups: gpu.subgroups, keysRotated: rotated }, d);
+    const p = attentionDecodeSplit({ ...o, subgroups: gpu.subgroups, keysRotated: rotated, intDot: gpu.intDot }, d);
     const pr = await prof();
     const row = {
       entries: len, layers: layersWanted, dtype, cache_gb_per_step: bytes / 1e9,
@@ -172,7 +172,7 @@ async function main() {
       for (let i = 0; i < a.length; i++) e = Math.max(e, Math.abs(a[i]! - c[i]!));
       for (let i = 0; i < H; i++) le = Math.max(le, Math.abs(la[i]! - lc[i]!) / Math.max(1, Math.abs(la[i]!)));
       setKnob(knob);
-      const sp = attentionDecodeSplit({ ...o, subgroups: gpu.subgroups, keysRotated: rotated }, d);
+      const sp = attentionDecodeSplit({ ...o, subgroups: gpu.subgroups, keysRotated: rotated, intDot: gpu.intDot }, d);
       setKnob(baseKnob);
       const ok = Number.isFinite(e) && e / scale < 1e-3 && le < 1e-4;
       const pk = await prof(knob);

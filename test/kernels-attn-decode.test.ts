@@ -39,6 +39,8 @@ interface Case {
   depth?: 1 | 2;
   /** v2 on rotated keys only: q in workgroup memory */
   qShared?: boolean;
+  /** v2, int8 cache: key dots as packed int8 dot products (default: where the device has them) */
+  intDot?: boolean;
 }
 
 const POSITIONS = 1100;
@@ -188,7 +190,7 @@ async function checkRotated(r: GpuRunner, c: Case, seed: number) {
   expect(got.filter((_, i) => !isLive(i)).every(Number.isNaN), 'slots past the live ones untouched').toBe(true);
   // positions are not read any more: poison them
   const d = { T: c.T, base: x.base, capacity: x.capacity, scale: x.sh.scale, splits: c.splits };
-  const o: DecodeOpts = { ...opts(c), subgroups: r.gpu.subgroups, keysRotated: true, v2: { kl: c.kl, nt: c.nt, nk: c.nk, rows: c.rows, prefetch: c.prefetch, depth: c.depth, qShared: c.qShared } };
+  const o: DecodeOpts = { ...opts(c), subgroups: r.gpu.subgroups, keysRotated: true, intDot: c.intDot ?? r.gpu.intDot, v2: { kl: c.kl, nt: c.nt, nk: c.nk, rows: c.rows, prefetch: c.prefetch, depth: c.depth, qShared: c.qShared } };
   const p = attentionDecodeV2Plan(o, d);
   const bufs = {
     q: r.upload(x.q, 'q'), kCache, vCache: r.upload(x.v.gpu, 'v'), kpos: r.upload(new Uint32Array(c.KV * x.capacity).fill(0xffffffff), 'kpos-poison'), rope,
@@ -197,14 +199,16 @@ async function checkRotated(r: GpuRunner, c: Case, seed: number) {
   };
   r.run(attentionDecode(o, d, bufs));
   const tol = dtype === 'f32' ? 1e-4 : 3e-3;
-  const what = `rotated keys, ${dtype} splits=${p.splits} R=${p.R} NK=${p.NK}${p.PF ? ` prefetch ${p.DEPTH}` : ''}${p.QS ? ' q-shared' : ''}`;
+  const what = `rotated keys, ${dtype} splits=${p.splits} R=${p.R} NK=${p.NK}${p.PF ? ` prefetch ${p.DEPTH}` : ''}${p.QS ? ' q-shared' : ''}${p.IQ ? ' int8 key dots' : ''}`;
+  if (c.intDot !== undefined) expect(p.IQ, 'integer key dots taken').toBe(c.intDot && r.gpu.intDot);
   const out = await r.readF32(bufs.out, c.T * H * c.D);
   const lse = await r.readF32(bufs.lse, c.T * H);
   if (dtype === 'int8') {
     // exact attention over the keys as re-quantized (already rotated: no rotation in the reference)
     const exact = refAttention({ ...x.sh, rotaryDim: 0 }, x.q, got, x.v.ref, x.kpos, x.rope);
-    expectClose(out, exact.out, 2e-3, `out (${what}, re-quantized keys)`);
-    expectClose(lse, exact.lse, 2e-3, `lse (${what}, re-quantized keys)`);
+    // measured within 2e-5 for float dots and for integer dots with q in two int8 digits (one digit: 1.4e-3)
+    expectClose(out, exact.out, 1e-4, `out (${what}, re-quantized keys)`);
+    expectClose(lse, exact.lse, 1e-4, `lse (${what}, re-quantized keys)`);
   }
   expectClose(out, want.out, dtype === 'int8' ? 2e-2 : tol, `out (${what})`);
   expectClose(lse, want.lse, dtype === 'int8' ? 2e-2 : tol, `lse (${what})`);
@@ -243,9 +247,13 @@ describe('decode attention over keys rotated in place', async () => {
     { KV: 1, G: 3, D: 96, rot: 32, T: 4, len: 250, dtype: 'int8', splits: 3 },
     { KV: 2, G: 2, D: 64, rot: 64, T: 1, len: 90, dtype: 'int8', nt: 32, kl: 4, prefetch: false },
     { KV: 2, G: 4, D: 128, rot: 128, T: 2, len: 333, dtype: 'int8', qShared: false, depth: 1, nk: 2 },
+    // int8 key dots on the raw codes with q in two int8 digits (where the device has them), and the float dots
+    { KV: 2, G: 4, D: 128, rot: 128, T: 1, len: 300, dtype: 'int8', splits: 2, intDot: true },
+    { KV: 1, G: 3, D: 96, rot: 32, T: 4, len: 250, dtype: 'int8', splits: 3, intDot: true, nk: 2 },
+    { KV: 2, G: 4, D: 128, rot: 128, T: 1, len: 300, dtype: 'int8', splits: 2, intDot: false },
   ];
   for (const [i, c] of rotCases.entries()) {
-    it(`KV=${c.KV} G=${c.G} D=${c.D} rot=${c.rot} T=${c.T} len=${c.len} ${c.dtype}${c.splits ? ` splits=${c.splits}` : ''}${c.depth ? ` depth=${c.depth}` : ''}${c.qShared !== undefined ? ` q-shared=${c.qShared}` : ''}`, async () => {
+    it(`KV=${c.KV} G=${c.G} D=${c.D} rot=${c.rot} T=${c.T} len=${c.len} ${c.dtype}${c.splits ? ` splits=${c.splits}` : ''}${c.depth ? ` depth=${c.depth}` : ''}${c.qShared !== undefined ? ` q-shared=${c.qShared}` : ''}${c.intDot !== undefined ? ` int-dot=${c.intDot}` : ''}`, async () => {
       await checkRotated(r, c, 900 + i * 10);
     });
   }

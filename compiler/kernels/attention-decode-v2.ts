@@ -22,6 +22,8 @@
  * Rounds are software-pipelined: the K/V words (int8: and row scales) and positions of round i+1 are loaded, f16 words
  * kept packed, int8 codes unscaled (the key's scale multiplies its dot, the value's its weight), before round i's
  * arithmetic, so the loads are in flight while the shuffles and exps run. With depth 2 two register sets alternate (the loop is unrolled by two rounds) and round i loads round i+2: twice the bytes in flight.
+ * int8 caches on devices with packed int8 dot products take a key's dot on its raw codes (dot4I8Packed, 4 multiply-
+ * adds per instruction, no widening), against q quantized once per workgroup into two int8 digits (IQ below).
  * On rotated keys (the default there) the rows' scaled q sit in workgroup memory instead of registers: every lane
  * group reads the same quads (broadcast loads), and the registers they free hold the second set without costing
  * resident workgroups (q in registers with depth 2 was slower at 16K slots; see `depth` below).
@@ -71,6 +73,8 @@ export interface DecodeV2Opts extends AttentionOpts {
   qShared?: boolean;
   /** the cached keys already carry RoPE at their positions (session.ts rotates them at the first decode step) */
   keysRotated?: boolean;
+  /** the device takes packed int8 dot products (GpuContext.intDot): see DecodeV2Plan.IQ */
+  intDot?: boolean;
 }
 
 export interface DecodeV2Plan {
@@ -91,10 +95,16 @@ export interface DecodeV2Plan {
   QS: boolean;
   /** int8 cache: prefetched rounds also load each row's scale */
   int8: boolean;
+  /**
+   * int8 cache with q in workgroup memory and prefetched rounds, on devices with packed int8 dot products: q is
+   * quantized once per workgroup into two int8 digits per element (q ≈ (254·hi + lo) · amax / 32258, ~16 bits),
+   * and a key's dot is dot4I8Packed on its raw codes (4 multiply-adds per instruction, no widening of the codes)
+   */
+  IQ: boolean;
 }
 
-interface TuningV2 { kl?: number; nt?: number; nk?: number; slab?: number; wgs?: number; rows?: number; pf?: boolean; depth?: 1 | 2; qs?: boolean }
-/** `LOCRET_ATTN_DECODE="v2,kl=8,nt=128,k2=1,slab=512,wgs=1024,rows=4,pf=1"`: plan knobs for timing runs (results unchanged; pf=2 prefetches two rounds ahead, qs=1 keeps q in workgroup memory). */
+interface TuningV2 { kl?: number; nt?: number; nk?: number; slab?: number; wgs?: number; rows?: number; pf?: boolean; depth?: 1 | 2; qs?: boolean; iq?: boolean }
+/** `LOCRET_ATTN_DECODE="v2,kl=8,nt=128,k2=1,slab=512,wgs=1024,rows=4,pf=1"`: plan knobs for timing runs (results unchanged; pf=2 prefetches two rounds ahead, qs=1 keeps q in workgroup memory, iq=0 keeps int8 key dots in floats). */
 export function tuningV2(spec = env('LOCRET_ATTN_DECODE')): TuningV2 {
   return parseTuningV2(spec); // every layer of every step plans: parsed once per value
 }
@@ -109,6 +119,7 @@ const parseTuningV2 = parsedOnce((spec) => {
     if (k === 'wgs' && n >= 1) t.wgs = n;
     if (k === 'rows' && [1, 2, 3, 4].includes(n)) t.rows = n;
     if (k === 'qs' && (n === 0 || n === 1)) t.qs = n === 1;
+    if (k === 'iq' && (n === 0 || n === 1)) t.iq = n === 1;
     if (k === 'pf' && [0, 1, 2].includes(n)) {
       t.pf = n > 0;
       if (n > 0) t.depth = n as 1 | 2;
@@ -144,14 +155,16 @@ export function planV2(o: DecodeV2Opts, d: AttentionDims, splitsBound: number): 
   const DEPTH = PF ? (o.depth ?? tune.depth ?? (QS ? 2 : 1)) : 1;
   const round = NG * NK * DEPTH;
   const splitKeys = Math.ceil(Math.ceil(kvEnd / splits) / round) * round;
-  return { G, R, nBlocks, KL, NT, NG, NK, splits: Math.ceil(kvEnd / splitKeys), splitKeys, PF, DEPTH, QS, int8: o.cacheDtype === 'int8' };
+  const int8 = o.cacheDtype === 'int8';
+  const IQ = int8 && QS && PF && o.intDot === true && (tune.iq ?? true);
+  return { G, R, nBlocks, KL, NT, NG, NK, splits: Math.ceil(kvEnd / splitKeys), splitKeys, PF, DEPTH, QS, int8, IQ };
 }
 
 const seq = (n: number) => Array.from({ length: n }, (_, i) => i);
 
 function mainKernel(o: DecodeV2Opts, p: DecodeV2Plan, split: boolean, withLse: boolean) {
   const { G, R, KL, NT, NK } = p;
-  const key = { op: 'attention_decode2', cache: o.cacheDtype, H: o.numHeads, G, D: o.headDim, rot: ropeDims(o), R, KL, NT, NK, sg: o.subgroups, split, lse: withLse, pf: p.PF ? p.DEPTH : 0, qs: p.QS };
+  const key = { op: 'attention_decode2', cache: o.cacheDtype, H: o.numHeads, G, D: o.headDim, rot: ropeDims(o), R, KL, NT, NK, sg: o.subgroups, split, lse: withLse, pf: p.PF ? p.DEPTH : 0, qs: p.QS, ...(p.IQ ? { iq: true } : {}) };
   // the WGSL is generated once per variant key (kernel() calls this only on a cache miss), not per step
   return kernel(key, () => mainSource(o, p, split, withLse));
 }
@@ -182,12 +195,18 @@ ${ks.map((kk) => rs.map((r) => `        red[rb + ${(kk * R + r) * NT}u + lid] = 
         workgroupBarrier();
 ${ks.map((kk) => rs.map((r) => `        z${rk(kk, r)} = 0.0;
         for (var i = 0u; i < KL; i++) { z${rk(kk, r)} += red[rb + ${(kk * R + r) * NT}u + grp * KL + i]; }`).join('\n')).join('\n')}`;
+  // IQ: the key's raw code words against q's two digits; (254·Σhi + Σlo) is exact in i32 (|·| < 2^31)
+  const intDot = (kk: number, r: number) => {
+    const sum = (arr: string) => ps.map((i) => `dot4I8Packed(xk${kk}_${i}, ${arr}[${r * DQ}u + pp${i}])`).join(' + ');
+    return `f32((${sum('qhi')}) * 254 + ${sum('qlo')}) * qs${r} * ksc${kk}`;
+  };
+  if (p.IQ && fs.length) throw new Error('attention_decode2: integer key dots need rotated keys (every quad pass-through)');
   // one round's arithmetic on the keys key<kk> (values x*, v*): rotation, dots, lane-group sums, online softmax
   const compute = `${ks.map((kk) => fs.map((i) => `    let c${kk}_${i} = vec4<f32>(ra${kk}_${i}.x, ra${kk}_${i}.z, rb${kk}_${i}.x, rb${kk}_${i}.z);
     let sn${kk}_${i} = vec4<f32>(ra${kk}_${i}.y, ra${kk}_${i}.w, rb${kk}_${i}.y, rb${kk}_${i}.w);
     let ka${kk}_${i} = xa${kk}_${i} * c${kk}_${i} - xb${kk}_${i} * sn${kk}_${i}; // HF rotate_half, low half
     let kb${kk}_${i} = xb${kk}_${i} * c${kk}_${i} + xa${kk}_${i} * sn${kk}_${i};`).join('\n')).join('\n')}
-${ks.map((kk) => rs.map((r) => `    var z${rk(kk, r)} = (${[...fs.map((i) => `dot(qa${r}_${i}, ka${kk}_${i}) + dot(qb${r}_${i}, kb${kk}_${i})`), ...ps.map((i) => `dot(${p.QS ? `qsh[${r * DQ}u + pp${i}]` : `qp${r}_${i}`}, xp${kk}_${i})`)].join(' + ')})${rowScales ? ` * ksc${kk}` : ''};`).join('\n')).join('\n')}
+${ks.map((kk) => rs.map((r) => `    var z${rk(kk, r)} = ${p.IQ ? intDot(kk, r) : `(${[...fs.map((i) => `dot(qa${r}_${i}, ka${kk}_${i}) + dot(qb${r}_${i}, kb${kk}_${i})`), ...ps.map((i) => `dot(${p.QS ? `qsh[${r * DQ}u + pp${i}]` : `qp${r}_${i}`}, xp${kk}_${i})`)].join(' + ')})${rowScales ? ` * ksc${kk}` : ''}`};`).join('\n')).join('\n')}
 ${sg ? `    if (sgs >= KL) { // lane groups are aligned runs of KL lanes inside one subgroup
 ${shuffleSum}
     } else {
@@ -253,7 +272,10 @@ var<workgroup> red: array<f32, ${redLen}>; // (2 rounds, NK keys, R rows, NT lan
 var<workgroup> gm: array<f32, ${R * NG}>; // (R, NG) per-group max
 var<workgroup> gl: array<f32, ${R * NG}>; // (R, NG) per-group sum
 var<workgroup> ob: array<vec4<f32>, ${NG * DQ}>; // (NG, DQ) one row's per-group output quads, rescaled${p.QS ? `
-var<workgroup> qsh: array<vec4<f32>, ${R * DQ}>; // (R, DQ) the rows' scaled q (rotated keys: every quad is pass-through)` : ''}
+var<workgroup> qsh: array<vec4<f32>, ${R * DQ}>; // (R, DQ) the rows' scaled q (rotated keys: every quad is pass-through)` : ''}${p.IQ ? `
+var<workgroup> qhi: array<u32, ${R * DQ}>; // (R, DQ) q's first int8 digit, 4 per word
+var<workgroup> qlo: array<u32, ${R * DQ}>; // (R, DQ) q's second digit (the first's rounding error in 1/254 steps)
+var<workgroup> qam: array<f32, ${R}>; // (R) max |q| of each row` : ''}
 
 @compute @workgroup_size(${NT})
 fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: vec3<u32>${sg ? ', @builtin(subgroup_size) sgs: u32' : ''}) {
@@ -289,7 +311,23 @@ ${p.QS ? `  for (var j = lid; j < ${R * DQ}u; j += ${NT}u) {
     let t = ri / G;
     qsh[j] = select(vec4<f32>(0.0), q[(min(t, params.T - 1u) * H + g * G + ri % G) * DQ + j % DQ] * params.scale, t < params.T);
   }
-  workgroupBarrier();` : ''}
+  workgroupBarrier();` : ''}${p.IQ ? `
+  // q in two int8 digits per element, against each row's max: v = q · 127 / amax = hi + lo / 254
+  if (lid < R) {
+    var am = 0.0;
+    for (var j = 0u; j < DQ; j++) { let v = abs(qsh[lid * DQ + j]); am = max(am, max(max(v.x, v.y), max(v.z, v.w))); }
+    qam[lid] = am;
+  }
+  workgroupBarrier();
+  for (var j = lid; j < ${R * DQ}u; j += ${NT}u) {
+    let am = qam[j / DQ];
+    let v = qsh[j] * select(0.0, 127.0 / am, am > 0.0);
+    let hi = round(v);
+    qhi[j] = pack4xI8(vec4<i32>(hi));
+    qlo[j] = pack4xI8(vec4<i32>(round((v - hi) * 254.0)));
+  }
+  workgroupBarrier();
+${rs.map((r) => `  let qs${r} = qam[${r}u] * ${1 / (127 * 254)};`).join('\n')}` : ''}
   var hb = 0u;
 ${loop}
   // merge the lane groups: M = max of the group maxima, each group's output and sum weighed by exp(m - M)
@@ -354,7 +392,7 @@ function prefetchedRound(p: DecodeV2Plan, fs: number[], ps: number[], vs: number
   return `${ks.map((kk) => `    let key${kk} = ${kb} + ${kk * p.NG}u + grp;
 ${fs.length ? `    let p${kk} = ${W}p${kk};\n` : ''}${fs.map((i) => `    let xa${kk}_${i} = wx(${W}a${kk}_${i});
     let xb${kk}_${i} = wx(${W}b${kk}_${i});`).join('\n')}
-${ps.map((i) => `    let xp${kk}_${i} = wx(${W}q${kk}_${i});`).join('\n')}
+${ps.map((i) => (p.IQ ? `    let xk${kk}_${i} = ${W}q${kk}_${i};` : `    let xp${kk}_${i} = wx(${W}q${kk}_${i});`)).join('\n')}
 ${vs.map((i) => `    let v${kk}_${i} = wx(${W}v${kk}_${i});`).join('\n')}${p.int8 ? `
     let ksc${kk} = ${W}ks${kk};
     let vsc${kk} = ${W}vs${kk};` : ''}`).join('\n')}

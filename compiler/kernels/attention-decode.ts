@@ -46,6 +46,8 @@ export interface DecodeOpts extends AttentionOpts {
   v2?: { kl?: number; nt?: number; nk?: number; rows?: number; prefetch?: boolean; depth?: 1 | 2; qShared?: boolean };
   /** the cached keys already carry RoPE (v2 only: it then reads neither positions nor the rope table) */
   keysRotated?: boolean;
+  /** v2, int8 cache: key dots as packed int8 dot products on the raw codes, q in two int8 digits (GpuContext.intDot) */
+  intDot?: boolean;
 }
 
 /**
