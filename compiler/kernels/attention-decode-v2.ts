@@ -21,7 +21,8 @@
  *
  * Rounds are software-pipelined: the K/V words (int8: and row scales) and positions of round i+1 are loaded, f16 words
  * kept packed, int8 codes unscaled (the key's scale multiplies its dot, the value's its weight), before round i's
- * arithmetic, so the loads are in flight while the shuffles and exps run. With depth 2 two register sets alternate (the loop is unrolled by two rounds) and round i loads round i+2: twice the bytes in flight.
+ * arithmetic, so the loads are in flight while the shuffles and exps run. With depth 2 two register sets alternate
+ * (the loop is unrolled by two rounds) and round i loads round i+2: twice the bytes in flight.
  * int8 caches on devices with packed int8 dot products take a key's dot on its raw codes (dot4I8Packed, 4 multiply-
  * adds per instruction, no widening), against q quantized once per workgroup into two int8 digits (IQ below).
  * On rotated keys (the default there) the rows' scaled q sit in workgroup memory instead of registers: every lane
