@@ -1,7 +1,7 @@
 /**
  * The decode gemv's int8 dot form (compiler/kernels/mm-gemv-dot.ts, GpuContext.intDot) vs the CPU reference that
  * quantizes x the same way (test/ref/gemv-dot.ts), so the tolerance is the f32 one of the other quantized forms:
- * one digit (q4) and two (q8), each also forced on the other, q8 / q4, T = 1..8, every epilogue, norm and bias, subgroup and workgroup-memory reductions, chunks of 8 / 16 / 32
+ * one digit (q4) and two (q8), each also forced on the other, U chunks loaded per thread at once, q8 / q4, T = 1..8, every epilogue, norm and bias, subgroup and workgroup-memory reductions, chunks of 8 / 16 / 32
  * elements, weight parts and x row offsets, and the 8B shapes each kind takes with this form.
  */
 import { describe, expect, it } from 'vitest';
@@ -79,6 +79,17 @@ describe('gemv int8 dot form', () => {
       await check(r, { wdtype: 'q4', norm: true, bias: true, epilogue: 'swiglu', subgroups: r.gpu.subgroups }, 2, 67, 288, 51);
       await check(r, { wdtype: 'q8', norm: false, bias: false, epilogue: 'residual', subgroups: r.gpu.subgroups }, 5, 9, 2080, 52, 1);
     });
+  }, 600_000);
+
+  it('threads loading U chunks before computing (LOCRET_GEMV=u=2|4) match, rows ending inside a U-chunk step', async () => {
+    const r = await gpuRunner();
+    const sg = r.gpu.subgroups;
+    for (const u of [2, 4])
+      await withGemv(`u=${u}`, async () => {
+        expect(gemvShape('q4', 1, 1, 4128, 67, true).U).toBe(u);
+        await check(r, { wdtype: 'q4', norm: true, bias: false, epilogue: 'store', subgroups: sg }, 1, 67, 4128, 61 + u);
+        await check(r, { wdtype: 'q8', norm: false, bias: true, epilogue: 'swiglu', subgroups: sg }, 2, 33, 2080, 62 + u, 1);
+      });
   }, 600_000);
 
   it('chunks of 8 (q8) and 32 (q4) elements, weight parts cut mid scale word and inside both swiglu halves', async () => {

@@ -2,7 +2,8 @@
  * The decode gemv skeleton (compiler/kernels/mm-gemv.ts) vs the CPU reference, with subgroup reductions and with
  * the workgroup-memory fallback: every weight dtype (q8 / q4 against their exact dequantization, so f32-like
  * tolerance), T = 1..8, odd N, K off the 16-byte chunk (scalar path), tiny K, K long enough that threads loop,
- * norm / bias / epilogues, x row offsets, and q8 / q4 over weight parts and through qkv_rope.
+ * norm / bias / epilogues, x row offsets, U chunks loaded per thread at once, and q8 / q4 over weight parts and
+ * through qkv_rope.
  */
 import { beforeAll, describe, expect, it } from 'vitest';
 import { matmul, matmulParts, type MatmulOpts, type WeightDtype, type WeightPart } from '../compiler/kernels/matmul.js';
@@ -70,7 +71,7 @@ async function check(r: GpuRunner, o: MatmulOpts, T: number, N: number, K: numbe
   };
   const ds = matmulParts(o, { T, N, K, eps: 1e-5, xRow0 }, b, parts);
   for (const d of ds) expect(d.kernel.key).toContain('path=gemv');
-  if (o.wdtype === 'q8' || o.wdtype === 'q4') for (const d of ds) expect(d.kernel.key).toContain(keyPart);
+  for (const d of ds) expect(d.kernel.key).toContain(keyPart);
   r.run(ds);
   const got = await r.readF32(b.y, T * N);
   const want = matmulRef({ norm: o.norm, bias: o.bias, epilogue: o.epilogue as (typeof EPILOGUES)[number] }, { T, N, K, eps: 1e-5, xRow0 }, x, w.ref, normW, bias, yIn);
@@ -185,6 +186,29 @@ describe('gemv details', () => {
     }
     // defaults by kind (quantConvert): two streams f16 form, one stream f32 form for q4 and for q8 with many columns
     expect([gemvShape('q4', 1, 2, 4096, 14336), gemvShape('q4', 1, 1, 4096, 4096), gemvShape('q8', 1, 1, 4096, 6144), gemvShape('q8', 1, 1, 4096, 4096), gemvShape('q8', 1, 2, 4096, 14336)].map((g) => g.dq)).toEqual(['half', 'float', 'float', 'half', 'half']);
+  }, 600_000);
+
+  it('threads loading U chunks before computing (LOCRET_GEMV=u=2|4; rows ending inside a U-chunk step) match the reference', async () => {
+    const r = await gpuRunner();
+    const sg = r.gpu.subgroups;
+    const saved = process.env.LOCRET_GEMV;
+    try {
+      for (const u of [2, 4]) {
+        process.env.LOCRET_GEMV = `u=${u}`;
+        expect(gemvShape('f16', 1, 1, 4096, 4096).U).toBe(u);
+        const key = `;u=${u}`;
+        // f16 2056: 257 chunks over 128 threads; f32 130: scalar chunks; q4 4128: 258 chunks; norm Σx² once per chunk
+        await check(r, { wdtype: 'f16', norm: true, bias: true, epilogue: 'residual', subgroups: sg }, 2, 37, 2056, 41 + u, 1, [], key);
+        await check(r, { wdtype: 'f32', norm: true, bias: false, epilogue: 'swiglu', subgroups: sg }, 1, 9, 130, 42 + u, 0, [], key);
+        await check(r, { wdtype: 'q4', norm: true, bias: false, epilogue: 'store', subgroups: sg }, 1, 67, 4128, 43 + u, 0, [], key);
+        await check(r, { wdtype: 'q8', norm: false, bias: true, epilogue: 'swiglu', subgroups: sg }, 2, 33, 288, 44 + u, 0, [], key);
+      }
+    } finally {
+      if (saved === undefined) delete process.env.LOCRET_GEMV;
+      else process.env.LOCRET_GEMV = saved;
+    }
+    expect(gemvShape('f16', 1, 1, 4096, 4096).U).toBe(1);
+    expect(gemvTuning('u=2,u=3')).toEqual({ u: 2 });
   }, 600_000);
 
   it('a device without subgroups still runs (fallback selected by the caller)', async () => {

@@ -46,6 +46,8 @@ export interface GemvShape {
   readonly WG: number;
   /** how q8 / q4 integers become floats (mm-gemv-chunks.ts); unused for float weights */
   readonly dq: QuantConvert;
+  /** chunks a thread loads before computing any (kLoop): 1, or 2 / 4 where a thread has few chunks per row */
+  readonly U: number;
 }
 
 /** At most this many partial dots per thread, so they and the loaded chunks stay in registers. */
@@ -139,14 +141,14 @@ export function gemvShape(wdtype: WeightDtype, T: number, streams: number, K: nu
   // threads are chosen by 16-byte chunks; quantized rows then load `words` 4-byte words at a time
   if (isQuantized(wdtype)) words = tune.qw ?? words;
   else words = 4;
-  return { E: (E * words) / 4, R: tune.r ?? R, WG: tune.wg ?? WG, dq };
+  return { E: (E * words) / 4, R: tune.r ?? R, WG: tune.wg ?? WG, dq, U: tune.u ?? 1 };
 }
 
-interface GemvTuning { wg?: number; r?: number; dq?: QuantConvert; qw?: 2 | 4 }
+interface GemvTuning { wg?: number; r?: number; dq?: QuantConvert; qw?: 2 | 4; u?: number }
 /**
  * Tuning hook for timing runs on real GPUs (`LOCRET_GEMV="wg=256,r=4,dq=int"`): it changes the variant key, not
  * results (dq=half|float|int|dot1|dot2: every q8 / q4 GEMV converts its quants that way, see quantConvert; qw=2: q8 / q4
- * chunks of 2 words, 8-byte loads, instead of 4).
+ * chunks of 2 words, 8-byte loads, instead of 4; u=2|4: chunks loaded together per thread, see kLoop).
  * Every GEMV of every decode step asks for its shape, so the spec is parsed once per distinct value.
  */
 export function gemvTuning(spec = env('LOCRET_GEMV')): GemvTuning {
@@ -160,6 +162,7 @@ const parseGemvTuning = parsedOnce((spec) => {
     if (k === 'r' && n >= 2 && n % 2 === 0 && n <= 16) t.r = n;
     if (k === 'dq' && (v === 'int' || v === 'half' || v === 'float' || v === 'dot1' || v === 'dot2')) t.dq = v;
     if (k === 'qw' && (n === 2 || n === 4)) t.qw = n;
+    if (k === 'u' && [1, 2, 4].includes(n)) t.u = n;
   }
   return t;
 });
@@ -170,7 +173,7 @@ export function gemvGrid(NC: number, R: number): Workgroups {
 
 /** The variant-key entries of a gemv kernel (add them to the family's own key). */
 export function gemvKey(o: GemvOpts, T: number, s: GemvShape): Record<string, string | number | boolean> {
-  return { path: 'gemv', t: T, r: s.R, wg: s.WG, e: s.E, sg: o.subgroups, ...(isQuantized(o.wdtype) ? { dq: s.dq } : {}) };
+  return { path: 'gemv', t: T, r: s.R, wg: s.WG, e: s.E, sg: o.subgroups, ...(isQuantized(o.wdtype) ? { dq: s.dq } : {}), ...(s.U > 1 ? { u: s.U } : {}) };
 }
 
 function gemvBindings(o: GemvOpts, L: ChunkLayout, f: CoreFamily): { bindings: Binding[]; fns: string[] } {
@@ -224,13 +227,18 @@ export function gemvSource(o: GemvOpts, T: number, s: GemvShape, f: CoreFamily):
       if (q) setup.push(`let gb${st}_${r} = row${st}_${r} * (params.K / ${QGROUP}u);`);
     }
 
-  // the loop body: all loads first (independent, in flight together), then the arithmetic
+  // the loop body: all loads first (independent, in flight together), then the arithmetic; `sfx` names the loads
+  // of one of U chunks a thread loads together (kx: that chunk's index expression)
+  const loads = (kx: string, sfx: string): string[] => {
+    const out: string[] = [];
+    for (let st = 0; st < S; st++)
+      for (let r = 0; r < R; r++) {
+        out.push(`let w${st}_${r}${sfx} = ${L.load(streamName(st), `rb${st}_${r} + ${kx}`)};`);
+        if (q) out.push(`let s${st}_${r}${sfx} = ${streamName(st)}_sc(gb${st}_${r} + ${L.E === QGROUP ? kx : `${kx} / ${QGROUP / L.E}u`});`);
+      }
+    return out;
+  };
   const body: string[] = [];
-  for (let st = 0; st < S; st++)
-    for (let r = 0; r < R; r++) {
-      body.push(`let w${st}_${r} = ${L.load(streamName(st), `rb${st}_${r} + k`)};`);
-      if (q) body.push(`let s${st}_${r} = ${streamName(st)}_sc(gb${st}_${r} + ${L.E === QGROUP ? 'k' : `k / ${QGROUP / L.E}u`});`);
-    }
   if (o.norm) for (let j = 0; j < XV; j++) body.push(`let n${j} = normW[k * ${XV}u + ${j}u];`);
   const dot = q && isIntDot(s.dq);
   const digits = s.dq === 'dot1' ? 1 : 2;
@@ -282,9 +290,7 @@ fn main(${bi}) {
   let XR = params.K / ${E === 1 ? 1 : 4}u;  // x elements (E = 1) or vec4s per row
   ${setup.join('\n  ')}
   ${vals.map((v) => `var ${v} = 0.0;`).join('\n  ')}
-  for (var k = lid; k < KC; k += WG) {
-    ${body.join('\n    ')}
-  }
+  ${kLoop(s.U, loads, body, S, R, q)}
 ${o.subgroups ? subgroupReduce(vals) : workgroupReduce(vals, WG)}
   for (var p = lid; p < TT * (R / 2u); p += WG) {
     let t = p / (R / 2u);
@@ -300,6 +306,24 @@ ${o.subgroups ? subgroupReduce(vals) : workgroupReduce(vals, WG)}
 }`;
   const enables = [...f.enables, ...(o.subgroups ? ['subgroups'] : [])];
   return { bindings, params: [...coreParams, ...f.params], workgroupSize: [WG, 1, 1], enables, body: code };
+}
+
+/**
+ * The K loop. U = 1: a chunk per iteration, its loads first. U > 1: a thread loads its next U chunks (k, k + WG,
+ * …; indices past the row clamp to its last chunk) before the arithmetic of any, so U times the bytes are in flight
+ * where rows give each thread only a few chunks; each chunk's arithmetic runs in a block of its own (the loads are
+ * renamed to the names the body reads), chunks past the row skipped.
+ */
+function kLoop(U: number, loads: (kx: string, sfx: string) => string[], body: readonly string[], S: number, R: number, q: boolean): string {
+  if (U === 1) return `for (var k = lid; k < KC; k += WG) {\n    ${[...loads('k', ''), ...body].join('\n    ')}\n  }`;
+  const us = Array.from({ length: U }, (_, u) => u);
+  const names = Array.from({ length: S }, (_, st) => Array.from({ length: R }, (_, r) => [`w${st}_${r}`, ...(q ? [`s${st}_${r}`] : [])])).flat(2);
+  const lines = us.flatMap((u) => [`let k_${u} = min(k0 + ${u}u * WG, KC - 1u);`, ...loads(`k_${u}`, `_${u}`)]);
+  const blocks = us.map((u) => {
+    const inner = [`let k = k_${u};`, ...names.map((n) => `let ${n} = ${n}_${u};`), ...body].join('\n      ');
+    return u === 0 ? `{\n      ${inner}\n    }` : `if (k0 + ${u}u * WG < KC) {\n      ${inner}\n    }`;
+  });
+  return `for (var k0 = lid; k0 < KC; k0 += ${U}u * WG) {\n    ${[...lines, ...blocks].join('\n    ')}\n  }`;
 }
 
 /** Subgroup slots: at most WG / 4 subgroups (the smallest subgroup size WebGPU allows). */
