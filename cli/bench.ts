@@ -68,6 +68,7 @@ export function benchCommand(program: Command): void {
           ['prefill / matmul ceiling', `${(100 * r.prefill_matmul_ratio).toFixed(1)}% of ${r.matmul_tflops.toFixed(1)} TFLOP/s`],
           ['decode (greedy, queued)', `${r.decode_ms_per_token.toFixed(2)} ms/token at cache ${r.decode_cache_len}${r.decode_keys_rotated ? ', keys rotated once' : ''}${r.decode_int8_dot ? ', int8 dot products' : ''}`],
           ['decode (readback per token)', `${r.decode_roundtrip_ms_per_token.toFixed(2)} ms/token`],
+          ['decode (sampled: T 0.6, top-p 0.9)', `${r.decode_sampled_ms_per_token.toFixed(2)} ms/token`],
           ['decode / bandwidth floor', `${(100 * r.decode_bandwidth_ratio).toFixed(1)}% of ${r.copy_gb_per_s.toFixed(0)} GB/s copy`],
           ['eviction (select + compact)', `${(100 * r.eviction_share).toFixed(2)}% of a chunk`],
           ['scoring (retaining heads)', `${(100 * r.scoring_share).toFixed(2)}% of a chunk`],

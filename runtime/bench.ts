@@ -13,6 +13,7 @@ import { Session } from './session.js';
 import { cacheRowWords, type CacheDtype } from '../compiler/kernels/attn-common.js';
 import { stepBreakdown, type StepBreakdown } from './bench-breakdown.js';
 import { quantizedBytes } from './quant.js';
+import { rng, sample, type SamplingOptions } from './sampling.js';
 import { elemBytes, partsWeight, quantDtypeFor, weightBytes, type GpuWeight, type WeightFormat } from './weights.js';
 
 export interface BenchOptions {
@@ -41,8 +42,13 @@ export interface BenchResult {
   prefill_tokens_per_s: Record<string, number>;
   /** greedy steps queued back to back (generate's path) */
   decode_ms_per_token: number;
-  /** one step per readback (the latency of sampled decoding) */
+  /** one step per readback of the argmax (4 bytes): a step's latency with its token on the host */
   decode_roundtrip_ms_per_token: number;
+  /**
+   * sampled decoding as generate() runs it: one step per readback of the logits, then the host's sampler
+   * (SAMPLED_BENCH: Llama-3.1's generation_config, temperature 0.6 and top-p 0.9)
+   */
+  decode_sampled_ms_per_token: number;
   decode_cache_len: number;
   eviction_share: number;
   scoring_share: number;
@@ -197,6 +203,9 @@ async function bestMatmul(r: GpuRunner, c: ModelConfig, T: number, half: boolean
   return best;
 }
 
+/** The sampling of the bench's sampled decode: Llama-3.1-8B-Instruct's generation_config */
+const SAMPLED_BENCH: SamplingOptions = { temperature: 0.6, topP: 0.9 };
+
 export async function runBench(r: GpuRunner, c: ModelConfig, weights: Map<string, GpuWeight>, name: string, o: BenchOptions): Promise<BenchResult> {
   const log = o.log ?? (() => {});
   const qkvDtype = weights.get(W.qkv(0))!.dtype;
@@ -215,6 +224,7 @@ export async function runBench(r: GpuRunner, c: ModelConfig, weights: Map<string
   const prefill: Record<string, number> = {};
   let decodeMs = 0;
   let roundTripMs = 0;
+  let sampledMs = 0;
   let decodeLen = 0;
   let evictShare = 0;
   let scoreShare = 0;
@@ -248,6 +258,10 @@ export async function runBench(r: GpuRunner, c: ModelConfig, weights: Map<string
       const t2 = performance.now();
       for (let i = 0; i < o.decodeTokens; i++) tok = await s.decodeGreedy(tok);
       roundTripMs = (performance.now() - t2) / o.decodeTokens;
+      const rand = rng(1);
+      const t3 = performance.now();
+      for (let i = 0; i < o.decodeTokens; i++) tok = sample(await s.decode(tok), SAMPLED_BENCH, rand);
+      sampledMs = (performance.now() - t3) / o.decodeTokens;
       const perChunk = ms / chunks;
       // 10 back-to-back submissions each, so the one wait for the queue at the end weighs little on a few-ms probe
       evictShare = (await timeIt(r, 10, () => r.run(s.evictionProbe()))) / perChunk;
@@ -277,6 +291,7 @@ export async function runBench(r: GpuRunner, c: ModelConfig, weights: Map<string
     prefill_tokens_per_s: prefill,
     decode_ms_per_token: decodeMs,
     decode_roundtrip_ms_per_token: roundTripMs,
+    decode_sampled_ms_per_token: sampledMs,
     decode_cache_len: decodeLen,
     eviction_share: evictShare,
     scoring_share: scoreShare,

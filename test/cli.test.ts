@@ -65,7 +65,7 @@ describe('locret CLI', () => {
     expect(b.weight_dtype).toBe('f16');
     expect(b.decode_int8_dot, 'f16 weights take no int8 dot products').toBe(false);
     expect(Object.keys(b.prefill_tokens_per_s)).toEqual(['chunk_64']);
-    for (const k of ['decode_ms_per_token', 'decode_roundtrip_ms_per_token', 'copy_gb_per_s', 'matmul_tflops', 'decode_bandwidth_ratio', 'prefill_matmul_ratio'])
+    for (const k of ['decode_ms_per_token', 'decode_roundtrip_ms_per_token', 'decode_sampled_ms_per_token', 'copy_gb_per_s', 'matmul_tflops', 'decode_bandwidth_ratio', 'prefill_matmul_ratio'])
       expect(b[k], k).toBeGreaterThan(0);
     expect(b.prefill_tokens_per_s.chunk_64).toBeGreaterThan(0);
     // the cache holds the budget plus a chunk; decode is timed at the budget (the context is evicted down to it)
