@@ -1,6 +1,7 @@
 /**
  * Host sampling cost per token at Llama-3's vocabulary (128,256 logits): what a sampled decode step spends on the
- * CPU after its logits are read back. Gaussian logits at a few scales (a wider spread concentrates the mass).
+ * CPU after its logits are read back. Gaussian logits at a few scales (a wider spread concentrates the mass; 0.1 is about as flat as a model with random
+ * weights: the worst case, top-p then keeps most of the vocabulary).
  *
  *   node dist/bench/sampling.js [--vocab 128256] [--draws 50]
  */
@@ -16,7 +17,7 @@ const OPTIONS: SamplingOptions[] = [{ temperature: 0.6, topP: 0.9 }, { temperatu
 
 const r = rng(1);
 const gauss = () => Math.sqrt(-2 * Math.log(1 - r())) * Math.cos(2 * Math.PI * r());
-for (const spread of [2, 4, 8]) {
+for (const spread of [0.1, 2, 4, 8]) {
   const x = Float32Array.from({ length: V }, () => spread * gauss());
   for (const o of OPTIONS) {
     sample(x, o, r); // warm-up

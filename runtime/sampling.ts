@@ -8,7 +8,8 @@
  * within a bucket: the same distribution as walking them sorted, without sorting.
  *
  * Nothing sorts the vocabulary (sorting Llama-3's 128,256 logits in JS took ~50 ms a token, ten times a decode
- * step): top-k is a selection, top-p sorts only the bucket where its prefix ends, the walk is a counting sort.
+ * step): top-k is a selection, top-p a weighted selection inside the bucket where its prefix ends, and the draw
+ * skips whole buckets by their weight.
  */
 
 export interface SamplingOptions {
@@ -98,31 +99,95 @@ export function sample(logits: Float32Array, o: SamplingOptions, rand: () => num
     let c = 0;
     while (c < BUCKETS && acc + mass[c]! < need) acc += mass[c++]!;
     if (c < BUCKETS) {
-      total = acc;
-      for (const j of sortedBucket(logits, ids, bucket, c)) {
-        inCut[j] = 1;
-        if ((total += w[j]!) >= need) break;
-      }
-      mass[c] = total - acc;
+      mass[c] = cutBucket(logits, ids, w, bucket, c, need - acc, inCut);
+      total = acc + mass[c]!;
       cut = c;
     }
   }
-  // the draw walks the kept tokens bucket by bucket, heaviest first, by id within a bucket (ids is in id order):
-  // first only as deep as the buckets' mass says it ends (one more for rounding), then, if rounding says otherwise,
-  // through every kept bucket
-  const r = rand() * total;
-  let reach = 0;
-  for (let acc = mass[0]!; reach < cut && acc < r; acc += mass[++reach]!);
-  let last = -1;
-  for (const depth of reach + 1 < cut ? [reach + 1, cut] : [cut]) {
-    let left = r;
-    for (const j of byBucket(bucket, n, depth)) {
-      if (bucket[j]! === cut && !inCut[j]) continue;
-      last = j;
-      if ((left -= w[j]!) <= 0) return ids[j]!;
+  // the draw walks the kept tokens bucket by bucket, heaviest first, by id within a bucket: whole buckets the draw
+  // passes are subtracted at once, the one where it ends is walked token by token
+  let last = Math.min(cut, BUCKETS - 1);
+  while (last > 0 && !(mass[last]! > 0)) last--;
+  let r = rand() * total;
+  let hit = -1;
+  for (let b = 0; b <= last; b++) {
+    if (!(mass[b]! > 0)) continue;
+    if (r > mass[b]! && b < last) {
+      r -= mass[b]!;
+      continue;
+    }
+    for (let j = 0; j < n; j++) {
+      if (bucket[j] !== b || (b === cut && !inCut[j])) continue;
+      hit = j;
+      if ((r -= w[j]!) <= 0) return ids[j]!;
     }
   }
-  return ids[last]!;
+  return ids[hit]!; // rounding left a little of the draw: the last kept token (the plain walk's last)
+}
+
+/**
+ * Of bucket c's positions, flags in `inCut` the shortest prefix of the sorted order (logit descending, ties by id)
+ * whose weight reaches `need`, and returns that prefix's weight: a quickselect that carries the weight of the larger
+ * side (expected O(size)), where sorting a bucket of a flat distribution (~all of a 128K vocabulary) took ~10 ms.
+ * Partitions are stable (larger, equal, smaller: each kept in id order), so ties at a pivot stay in id order.
+ */
+function cutBucket(logits: Float32Array, ids: Int32Array, w: Float64Array, bucket: Uint16Array, c: number, need: number, inCut: Uint8Array): number {
+  let size = 0;
+  for (let j = 0; j < bucket.length; j++) if (bucket[j] === c) size++;
+  // (size) positions, their logits and weights, and the same again as the partition's destination
+  let P = new Int32Array(size);
+  let L = new Float32Array(size);
+  let W = new Float64Array(size);
+  let Q = new Int32Array(size);
+  let M = new Float32Array(size);
+  let X = new Float64Array(size);
+  for (let j = 0, i = 0; j < bucket.length; j++) {
+    if (bucket[j] !== c) continue;
+    P[i] = j;
+    L[i] = logits[ids[j]!]!;
+    W[i++] = w[j]!;
+  }
+  let lo = 0;
+  let hi = size;
+  let kept = 0;
+  while (lo < hi) {
+    const x = L[lo]!, y = L[(lo + hi) >>> 1]!, z = L[hi - 1]!;
+    const p = Math.max(Math.min(x, y), Math.min(Math.max(x, y), z));
+    let nGt = 0;
+    let nEq = 0;
+    let above = 0;
+    for (let i = lo; i < hi; i++) {
+      if (L[i]! > p) {
+        nGt++;
+        above += W[i]!;
+      } else if (L[i] === p) nEq++;
+    }
+    let g = lo;
+    let e = lo + nGt;
+    let l = lo + nGt + nEq;
+    for (let i = lo; i < hi; i++) {
+      const v = L[i]!;
+      const d = v > p ? g++ : v === p ? e++ : l++;
+      Q[d] = P[i]!;
+      M[d] = L[i]!;
+      X[d] = W[i]!;
+    }
+    const [P2, L2, W2] = [Q, M, X];
+    [Q, M, X] = [P, L, W];
+    [P, L, W] = [P2, L2, W2];
+    if (nGt && kept + above >= need) {
+      hi = lo + nGt; // the prefix ends among the larger logits
+      continue;
+    }
+    for (let i = lo; i < lo + nGt; i++) inCut[P[i]!] = 1;
+    kept += above;
+    for (let i = lo + nGt; i < lo + nGt + nEq; i++) {
+      inCut[P[i]!] = 1;
+      if ((kept += W[i]!) >= need) return kept;
+    }
+    lo += nGt + nEq;
+  }
+  return kept;
 }
 
 /** Reused per-position arrays of sample() (1.3 MB at Llama-3's vocabulary: not reallocated every token). */
@@ -138,35 +203,6 @@ function scratch(n: number): typeof scratchArrays {
   return { w: w.subarray(0, n), bucket: bucket.subarray(0, n), inCut: inCut.subarray(0, n) };
 }
 
-/**
- * Positions of bucket c, sorted by logit descending, ties by id (positions follow ids, which are in id order): one
- * numeric sort of keys that pack the logit's order-preserving bits above the position (2^32 · 2^21: exact doubles).
- */
-function sortedBucket(logits: Float32Array, ids: Int32Array, bucket: Uint16Array, c: number): Int32Array {
-  const f = new Float32Array(1);
-  const bits = new Uint32Array(f.buffer);
-  const keys: number[] = [];
-  for (let j = 0; j < bucket.length; j++) {
-    if (bucket[j] !== c) continue;
-    f[0] = logits[ids[j]!]! + 0; // −0 → +0: equal logits, equal keys
-    const u = bits[0]! >>> 31 ? ~bits[0]! >>> 0 : (bits[0]! | 0x80000000) >>> 0; // ascending with the float
-    keys.push((0xffffffff - u) * ID_SPAN + j);
-  }
-  if (bucket.length > ID_SPAN) throw new Error(`sampling: ${bucket.length} tokens exceed the ${ID_SPAN} a sort key holds`);
-  return Int32Array.from(Float64Array.from(keys).sort(), (k) => k % ID_SPAN);
-}
-const ID_SPAN = 2 ** 21;
-
-/** Positions (of n) in buckets 0..last, in bucket order, ascending within each (a counting sort). */
-function byBucket(bucket: Uint16Array, n: number, last: number): Int32Array {
-  const top = Math.min(last, BUCKETS - 1);
-  const start = new Int32Array(top + 2);
-  for (let j = 0; j < n; j++) if (bucket[j]! <= top) start[bucket[j]! + 1]!++;
-  for (let b = 0; b <= top; b++) start[b + 1]! += start[b]!;
-  const out = new Int32Array(start[top + 1]!);
-  for (let j = 0; j < n; j++) if (bucket[j]! <= top) out[start[bucket[j]!]!++] = j;
-  return out;
-}
 
 const idsCache = new Map<number, Int32Array>();
 function allIds(V: number): Int32Array {
