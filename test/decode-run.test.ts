@@ -1,6 +1,7 @@
 /**
  * Queued greedy decoding (each step's argmax fed to the next on the GPU, one readback at the end) gives exactly
- * the tokens of one-at-a-time decoding, including under eviction and across runs of different lengths.
+ * the tokens of one-at-a-time decoding, including under eviction and across runs of different lengths; sampled
+ * generation draws what the plain full-sort sampler draws from the same logits and seed.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -8,6 +9,8 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { Engine } from '../runtime/engine.js';
 import type { Dispatch } from '../runtime/gpu/runner.js';
 import { fixture, TINY_LLAMA } from './paths.js';
+import { rng } from '../runtime/sampling.js';
+import { sampleRef } from './ref/sampling.js';
 
 const golden = JSON.parse(fs.readFileSync(path.join(TINY_LLAMA, 'golden.json'), 'utf8'));
 
@@ -35,6 +38,28 @@ describe('queued greedy decode', () => {
     expect(b.evictedTokens).toBeGreaterThan(0);
     b.release();
     expect(got).toEqual(want);
+  });
+
+  it('sampled generation (temperature, top-k, top-p, seed) draws the tokens of the plain sampler on the same logits, under eviction', async () => {
+    const ids = [...golden.input_ids, ...golden.input_ids];
+    const cache = { policy: 'locret' as const, budget: 48, chunk: 32, stabilizer: 8 };
+    const o = { temperature: 1.3, topK: 200, topP: 0.95, seed: 7 };
+    const n = 10;
+    const got = await e.generate({ ...cache, ...o, inputIds: ids, maxNewTokens: n, local: 0, stopAtEos: false });
+    expect(got.evicted_tokens).toBeGreaterThan(0);
+    // the same steps by hand: prefill, then each token drawn by the plain sampler from the logits it follows
+    const s = e.session({ ...cache, maxNew: n });
+    const rand = rng(o.seed);
+    let logits = (await s.prefill(ids, 0)).logits;
+    const want: number[] = [];
+    for (let i = 0; i < n; i++) {
+      want.push(sampleRef(logits, o, rand));
+      if (i < n - 1) logits = await s.decode(want[i]!);
+    }
+    s.release();
+    expect(got.tokens).toEqual(want);
+    const greedy = await e.generate({ ...cache, inputIds: ids, maxNewTokens: n, local: 0, stopAtEos: false });
+    expect(greedy.tokens, 'a temperature of 1.3 over 10 tokens strays from the argmax').not.toEqual(want);
   });
 
   it.each(['f16', 'int8'] as const)('decode steps reuse their dispatches with the slot patched in (%s cache): kernels, parameters, grids and logits as when built afresh', async (kvDtype) => {
