@@ -1,7 +1,7 @@
 /**
  * Host sampling cost per token at Llama-3's vocabulary (128,256 logits): what a sampled decode step spends on the
- * CPU after its logits are read back. Gaussian logits at a few scales (a wider spread concentrates the mass; 0.1 is about as flat as a model with random
- * weights: the worst case, top-p then keeps most of the vocabulary).
+ * CPU after its logits are read back. Gaussian logits at a few scales (a wider spread concentrates the mass; 0.1 is
+ * about as flat as a model with random weights: the worst case, top-p then keeps most of the vocabulary).
  *
  *   node dist/bench/sampling.js [--vocab 128256] [--draws 50]
  */

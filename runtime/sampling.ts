@@ -169,7 +169,7 @@ function cutBucket(logits: Float32Array, ids: Int32Array, w: Float64Array, bucke
       const v = L[i]!;
       const d = v > p ? g++ : v === p ? e++ : l++;
       Q[d] = P[i]!;
-      M[d] = L[i]!;
+      M[d] = v;
       X[d] = W[i]!;
     }
     const [P2, L2, W2] = [Q, M, X];
@@ -202,7 +202,6 @@ function scratch(n: number): typeof scratchArrays {
   inCut.fill(0, 0, n);
   return { w: w.subarray(0, n), bucket: bucket.subarray(0, n), inCut: inCut.subarray(0, n) };
 }
-
 
 const idsCache = new Map<number, Int32Array>();
 function allIds(V: number): Int32Array {

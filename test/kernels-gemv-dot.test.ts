@@ -1,8 +1,9 @@
 /**
  * The decode gemv's int8 dot form (compiler/kernels/mm-gemv-dot.ts, GpuContext.intDot) vs the CPU reference that
  * quantizes x the same way (test/ref/gemv-dot.ts), so the tolerance is the f32 one of the other quantized forms:
- * one digit (q4) and two (q8), each also forced on the other, U chunks loaded per thread at once, q8 / q4, T = 1..8, every epilogue, norm and bias, subgroup and workgroup-memory reductions, chunks of 8 / 16 / 32
- * elements, weight parts and x row offsets, and the 8B shapes each kind takes with this form.
+ * one digit (q4) and two (q8), each also forced on the other, U chunks loaded per thread at once, q8 / q4,
+ * T = 1..8, every epilogue, norm and bias, subgroup and workgroup-memory reductions, chunks of 8 / 16 / 32 elements,
+ * weight parts and x row offsets, and the 8B shapes each kind takes with this form.
  */
 import { describe, expect, it } from 'vitest';
 import { matmulParts, type MatmulOpts } from '../compiler/kernels/matmul.js';
@@ -10,7 +11,7 @@ import { gemvShape } from '../compiler/kernels/mm-gemv.js';
 import type { GpuRunner } from '../runtime/gpu/runner.js';
 import type { QuantDtype } from '../runtime/quant.js';
 import { expectClose, gpuRunner, rand } from './gpu-harness.js';
-import { destroyParts, matmulBuffers, quantWeights, uploadQuantParts } from './quant-harness.js';
+import { destroyParts, matmulBuffers, quantWeights, uploadQuantParts, withGemv } from './quant-harness.js';
 import { dotFormX, offTies } from './ref/gemv-dot.js';
 import { matmulRef } from './ref/gpu-ops.js';
 
@@ -39,19 +40,6 @@ async function check(r: GpuRunner, o: DotOpts, T: number, N: number, K: number, 
   for (const buf of Object.values(b)) if (buf) r.destroy(buf);
   destroyParts(r, parts);
   expectClose(got, want, 1e-4, `${o.wdtype} ${shape.dq} E=${shape.E} ${o.epilogue} norm=${o.norm} bias=${o.bias} sg=${o.subgroups} T=${T} N=${N} K=${K} xRow0=${xRow0} parts=${parts.length}`);
-}
-
-/** Runs `body` with LOCRET_GEMV set to `spec` (chunk widths), restoring it after. */
-async function withGemv(spec: string | undefined, body: () => Promise<void>): Promise<void> {
-  const saved = process.env.LOCRET_GEMV;
-  if (spec === undefined) delete process.env.LOCRET_GEMV;
-  else process.env.LOCRET_GEMV = spec;
-  try {
-    await body();
-  } finally {
-    if (saved === undefined) delete process.env.LOCRET_GEMV;
-    else process.env.LOCRET_GEMV = saved;
-  }
 }
 
 const EPILOGUES = ['store', 'residual', 'swiglu'] as const;

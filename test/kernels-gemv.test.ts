@@ -12,6 +12,7 @@ import { gemvShape, gemvTuning } from '../compiler/kernels/mm-gemv.js';
 import type { GpuRunner } from '../runtime/gpu/runner.js';
 import { dequantize, quantize } from '../runtime/quant.js';
 import { expectClose, gpuRunner, rand, weightsFor } from './gpu-harness.js';
+import { withGemv } from './quant-harness.js';
 import { matmulRef } from './ref/gpu-ops.js';
 
 interface Weights {
@@ -169,21 +170,15 @@ describe('gemv details', () => {
 
   it('q8 / q4 with the other integer → float conversions (LOCRET_GEMV=dq=int|float) and chunk widths (qw) match the reference too', async () => {
     const r = await gpuRunner();
-    const saved = process.env.LOCRET_GEMV;
-    try {
-      for (const spec of ['dq=int', 'qw=4', 'dq=int,qw=2', 'dq=float', 'dq=float,qw=4', 'dq=float,qw=2']) {
-        process.env.LOCRET_GEMV = spec;
+    for (const spec of ['dq=int', 'qw=4', 'dq=int,qw=2', 'dq=float', 'dq=float,qw=4', 'dq=float,qw=2'])
+      await withGemv(spec, async () => {
         const dq = spec.includes('int') ? 'dq=int' : spec.includes('float') ? 'dq=float' : 'path=gemv';
         expect(gemvShape('q4', 1, 2, 4096, 14336)).toMatchObject({ dq: dq === 'path=gemv' ? 'half' : dq.slice(3), E: spec.includes('qw=4') ? 32 : 16 });
         expect(gemvShape('q8', 1, 1, 4096, 4096).E).toBe(spec.includes('qw=2') ? 8 : 16);
         await check(r, { wdtype: 'q8', norm: true, bias: true, epilogue: 'swiglu', subgroups: r.gpu.subgroups }, 2, 33, 288, 31, 0, [], dq);
         await check(r, { wdtype: 'q4', norm: false, bias: false, epilogue: 'residual', subgroups: r.gpu.subgroups }, 1, 67, 4128, 32, 0, [], dq);
         await check(r, { wdtype: 'q4', norm: true, bias: false, epilogue: 'store', subgroups: r.gpu.subgroups }, 3, 9, 96, 33, 1, [], dq);
-      }
-    } finally {
-      if (saved === undefined) delete process.env.LOCRET_GEMV;
-      else process.env.LOCRET_GEMV = saved;
-    }
+      });
     // defaults by kind (quantConvert): two streams f16 form, one stream f32 form for q4 and for q8 with many columns
     expect([gemvShape('q4', 1, 2, 4096, 14336), gemvShape('q4', 1, 1, 4096, 4096), gemvShape('q8', 1, 1, 4096, 6144), gemvShape('q8', 1, 1, 4096, 4096), gemvShape('q8', 1, 2, 4096, 14336)].map((g) => g.dq)).toEqual(['half', 'float', 'float', 'half', 'half']);
   }, 600_000);
@@ -191,10 +186,8 @@ describe('gemv details', () => {
   it('threads loading U chunks before computing (LOCRET_GEMV=u=2|4; rows ending inside a U-chunk step) match the reference', async () => {
     const r = await gpuRunner();
     const sg = r.gpu.subgroups;
-    const saved = process.env.LOCRET_GEMV;
-    try {
-      for (const u of [2, 4]) {
-        process.env.LOCRET_GEMV = `u=${u}`;
+    for (const u of [2, 4])
+      await withGemv(`u=${u}`, async () => {
         expect(gemvShape('f16', 1, 1, 4096, 4096).U).toBe(u);
         const key = `;u=${u}`;
         // f16 2056: 257 chunks over 128 threads; f32 130: scalar chunks; q4 4128: 258 chunks; norm Σx² once per chunk
@@ -202,11 +195,7 @@ describe('gemv details', () => {
         await check(r, { wdtype: 'f32', norm: true, bias: false, epilogue: 'swiglu', subgroups: sg }, 1, 9, 130, 42 + u, 0, [], key);
         await check(r, { wdtype: 'q4', norm: true, bias: false, epilogue: 'store', subgroups: sg }, 1, 67, 4128, 43 + u, 0, [], key);
         await check(r, { wdtype: 'q8', norm: false, bias: true, epilogue: 'swiglu', subgroups: sg }, 2, 33, 288, 44 + u, 0, [], key);
-      }
-    } finally {
-      if (saved === undefined) delete process.env.LOCRET_GEMV;
-      else process.env.LOCRET_GEMV = saved;
-    }
+      });
     expect(gemvShape('f16', 1, 1, 4096, 4096).U).toBe(1);
     expect(gemvTuning('u=2,u=3')).toEqual({ u: 2 });
   }, 600_000);

@@ -54,3 +54,16 @@ export function matmulBuffers(
     y: r.upload(o.epilogue === 'residual' ? host.yIn : new Float32Array(T * N).fill(NaN), 'y'),
   };
 }
+
+/** Runs `body` with LOCRET_GEMV (the gemv tuning knobs) set to `spec`, restoring it after. */
+export async function withGemv(spec: string | undefined, body: () => Promise<void>): Promise<void> {
+  const saved = process.env.LOCRET_GEMV;
+  if (spec === undefined) delete process.env.LOCRET_GEMV;
+  else process.env.LOCRET_GEMV = spec;
+  try {
+    await body();
+  } finally {
+    if (saved === undefined) delete process.env.LOCRET_GEMV;
+    else process.env.LOCRET_GEMV = saved;
+  }
+}

@@ -227,14 +227,14 @@ export function gemvSource(o: GemvOpts, T: number, s: GemvShape, f: CoreFamily):
       if (q) setup.push(`let gb${st}_${r} = row${st}_${r} * (params.K / ${QGROUP}u);`);
     }
 
-  // the loop body: all loads first (independent, in flight together), then the arithmetic; `sfx` names the loads
-  // of one of U chunks a thread loads together (kx: that chunk's index expression)
-  const loads = (kx: string, sfx: string): string[] => {
-    const out: string[] = [];
+  // the loop body: all loads first (independent, in flight together), then the arithmetic; the loads of the chunk
+  // at index expression kx, as (name the body reads, expression) pairs
+  const loads = (kx: string): [string, string][] => {
+    const out: [string, string][] = [];
     for (let st = 0; st < S; st++)
       for (let r = 0; r < R; r++) {
-        out.push(`let w${st}_${r}${sfx} = ${L.load(streamName(st), `rb${st}_${r} + ${kx}`)};`);
-        if (q) out.push(`let s${st}_${r}${sfx} = ${streamName(st)}_sc(gb${st}_${r} + ${L.E === QGROUP ? kx : `${kx} / ${QGROUP / L.E}u`});`);
+        out.push([`w${st}_${r}`, L.load(streamName(st), `rb${st}_${r} + ${kx}`)]);
+        if (q) out.push([`s${st}_${r}`, `${streamName(st)}_sc(gb${st}_${r} + ${L.E === QGROUP ? kx : `${kx} / ${QGROUP / L.E}u`})`]);
       }
     return out;
   };
@@ -290,7 +290,7 @@ fn main(${bi}) {
   let XR = params.K / ${E === 1 ? 1 : 4}u;  // x elements (E = 1) or vec4s per row
   ${setup.join('\n  ')}
   ${vals.map((v) => `var ${v} = 0.0;`).join('\n  ')}
-  ${kLoop(s.U, loads, body, S, R, q)}
+  ${kLoop(s.U, loads, body)}
 ${o.subgroups ? subgroupReduce(vals) : workgroupReduce(vals, WG)}
   for (var p = lid; p < TT * (R / 2u); p += WG) {
     let t = p / (R / 2u);
@@ -314,13 +314,13 @@ ${o.subgroups ? subgroupReduce(vals) : workgroupReduce(vals, WG)}
  * where rows give each thread only a few chunks; each chunk's arithmetic runs in a block of its own (the loads are
  * renamed to the names the body reads), chunks past the row skipped.
  */
-function kLoop(U: number, loads: (kx: string, sfx: string) => string[], body: readonly string[], S: number, R: number, q: boolean): string {
-  if (U === 1) return `for (var k = lid; k < KC; k += WG) {\n    ${[...loads('k', ''), ...body].join('\n    ')}\n  }`;
+function kLoop(U: number, loads: (kx: string) => [string, string][], body: readonly string[]): string {
+  if (U === 1) return `for (var k = lid; k < KC; k += WG) {\n    ${[...loads('k').map(([n, e]) => `let ${n} = ${e};`), ...body].join('\n    ')}\n  }`;
   const us = Array.from({ length: U }, (_, u) => u);
-  const names = Array.from({ length: S }, (_, st) => Array.from({ length: R }, (_, r) => [`w${st}_${r}`, ...(q ? [`s${st}_${r}`] : [])])).flat(2);
-  const lines = us.flatMap((u) => [`let k_${u} = min(k0 + ${u}u * WG, KC - 1u);`, ...loads(`k_${u}`, `_${u}`)]);
+  const chunks = us.map((u) => loads(`k_${u}`));
+  const lines = us.flatMap((u) => [`let k_${u} = min(k0 + ${u}u * WG, KC - 1u);`, ...chunks[u]!.map(([n, e]) => `let ${n}_${u} = ${e};`)]);
   const blocks = us.map((u) => {
-    const inner = [`let k = k_${u};`, ...names.map((n) => `let ${n} = ${n}_${u};`), ...body].join('\n      ');
+    const inner = [`let k = k_${u};`, ...chunks[u]!.map(([n]) => `let ${n} = ${n}_${u};`), ...body].join('\n      ');
     return u === 0 ? `{\n      ${inner}\n    }` : `if (k0 + ${u}u * WG < KC) {\n      ${inner}\n    }`;
   });
   return `for (var k0 = lid; k0 < KC; k0 += ${U}u * WG) {\n    ${[...lines, ...blocks].join('\n    ')}\n  }`;
