@@ -5,7 +5,7 @@
  *
  *   node dist/bench/attn-check.js [--out file.json] [--small] [--reps 20] [--layers 32] [--dtype f16|f32|int8]
  *                                 [--sweep 'v1;v2;v2,kl=16,nt=256;v2,k2=2,slab=512'] [--kpos-zero | --rotated]
- *                                 [--lens 4096,16384,131072] [--profile] [--tc 64,128,256] [--dtc 'ns=4;ns=2,wg=2048']
+ *                                 [--lens 4096,16384,131072] [--profile]
  *
  * --sweep lists decode-kernel configurations (LOCRET_ATTN_DECODE strings, `;`-separated), each timed and checked
  * against the old kernel; the first row's `new` columns keep the default configuration (v1 unless the env says v2).
@@ -17,17 +17,10 @@
  * kernel, given every key at position 0 (no rotation), is its reference. --lens replaces the cache lengths; a few
  * lengths show the per-layer fixed cost (the intercept of time against bytes). --profile adds, per length and
  * configuration, the GPU time of the main kernels and of the split-combining kernels apart (timestamp queries).
- * --tc times the tensor-core prefill kernel (attention-sgmat.ts) on the single decode query, for each listed number
- * of key splits, checked against the old kernel like a sweep row (f16 caches read as its rotated keys with --rotated;
- * needs the device's subgroup matrices). --dtc times the tensor-core decode kernel (attention-decode-tc.ts, f16
- * cache with --rotated) per listed configuration: ns = key fragments per round, wg = workgroups wanted, pf=1
- * fragments loaded ahead.
  */
 import * as fs from 'node:fs';
 import { attention, attentionScratchBytes, type AttentionOpts } from '../compiler/kernels/attention.js';
 import { attentionDecode, attentionDecodeSplit } from '../compiler/kernels/attention-decode.js';
-import { attentionSgmat, sgmatAttentionPlan } from '../compiler/kernels/attention-sgmat.js';
-import { attentionDecodeTc, decodeTcPlan, type DecodeTcOpts } from '../compiler/kernels/attention-decode-tc.js';
 import { cacheRowWords, type CacheDtype } from '../compiler/kernels/attn-common.js';
 import { defaultGpu } from '../runtime/gpu/device.js';
 import { GpuRunner, type Dispatch } from '../runtime/gpu/runner.js';
@@ -52,12 +45,6 @@ const profile = process.argv.includes('--profile');
 const layersWanted = Number(arg('layers', small ? '2' : '32'));
 const sweep = (arg('sweep') ?? '').split(';').map((x) => x.trim()).filter(Boolean);
 const baseKnob = process.env.LOCRET_ATTN_DECODE;
-const tcSplits = (arg('tc') ?? '').split(',').filter(Boolean).map(Number);
-const dtcConfigs = (arg('dtc') ?? '').split(';').map((x) => x.trim()).filter(Boolean);
-const dtcOpts = (cfg: string): Partial<DecodeTcOpts> => {
-  const kv = Object.fromEntries(cfg.split(',').map((x) => x.split('=') as [string, string]));
-  return { ns: kv.ns ? Number(kv.ns) : undefined, targetWorkgroups: kv.wg ? Number(kv.wg) : undefined, prefetch: kv.pf === '1' };
-};
 
 /** Random cache words: f16 halves in [-1, 1), int8 codes with a positive scale, f32 in [-1, 1). */
 function cacheWords(n: number, seed: number): Uint32Array {
@@ -113,35 +100,12 @@ async function main() {
     const kpos = r.upload(Uint32Array.from({ length: KV * capacity }, (_, i) => (kposZero ? 0 : i % capacity)), 'kpos');
     const rope = r.upload(ropeTable({ kind: 'default', theta: 500000, rotaryDim: D }, capacity), 'rope');
     const d = { T: 1, base: len - 1, capacity, scale: 1 / Math.sqrt(D) };
-    const tcScratch = Math.max(0, ...tcSplits.map((n) => n * o.numHeads * (D + 4) * 4),
-      ...(dtype === 'f16' ? dtcConfigs.map((cfg) => decodeTcPlan({ ...o, ...dtcOpts(cfg) }, d).splits * o.numHeads * (D + 4) * 4) : []));
-    const scratch = r.createBuffer(Math.max(16, attentionScratchBytes(o, d), tcScratch), 'scratch');
+    const scratch = r.createBuffer(Math.max(16, attentionScratchBytes(o, d)), 'scratch');
     const outOld = r.createBuffer(H * D * 4, 'out-old');
     const outNew = r.createBuffer(H * D * 4, 'out-new');
     const lseOld = r.createBuffer(H * 4, 'lse-old');
     const lseNew = r.createBuffer(H * 4, 'lse-new');
-    // the tensor-core kernel with `tc` key splits; an f16 cache of rotated keys is its kRot (no rotation pass)
-    const tcCalls = (tc: number): Dispatch[] => {
-      const out: Dispatch[] = [];
-      const rk = dtype === 'f16' && rotated;
-      for (let l = 0; l < layersWanted; l++) {
-        const b = { q, kCache: kc[l % nCaches]!, vCache: vc[l % nCaches]!, kpos, rope, scratch, out: outNew, lse: lseNew };
-        const ds = attentionSgmat({ ...o, anyT: true, rows: 64 }, { ...d, splits: tc }, rk ? { ...b, kRot: kc[l % nCaches]! } : b);
-        out.push(...(rk ? ds.slice(1) : ds));
-      }
-      return out;
-    };
-    const dtcCalls = (cfg: string): Dispatch[] => {
-      const out: Dispatch[] = [];
-      for (let l = 0; l < layersWanted; l++) {
-        const b = { q, kCache: kc[l % nCaches]!, vCache: vc[l % nCaches]!, kpos, rope, scratch, out: outNew, lse: lseNew };
-        out.push(...attentionDecodeTc({ ...o, ...dtcOpts(cfg) }, d, b));
-      }
-      return out;
-    };
-    const calls = (kind: 'old' | 'new' | number | string): Dispatch[] => {
-      if (typeof kind === 'number') return tcCalls(kind);
-      if (kind !== 'old' && kind !== 'new') return dtcCalls(kind);
+    const calls = (kind: 'old' | 'new'): Dispatch[] => {
       // plans read LOCRET_ATTN_DECODE when built: the sweep sets it per configuration
       const out: Dispatch[] = [];
       for (let l = 0; l < layersWanted; l++) {
@@ -152,7 +116,7 @@ async function main() {
       }
       return out;
     };
-    const time = async (kind: 'old' | 'new' | number | string, knob = baseKnob) => {
+    const time = async (kind: 'old' | 'new', knob = baseKnob) => {
       setKnob(knob);
       const ds = calls(kind);
       setKnob(baseKnob);
@@ -164,10 +128,10 @@ async function main() {
       return (performance.now() - t0) / reps;
     };
     /** GPU ms of the main kernels and of the combining ones (the second dispatch of a split call), per step */
-    const prof = async (knob = baseKnob, kind: 'new' | number | string = 'new') => {
+    const prof = async (knob = baseKnob) => {
       if (!profile || !gpu.timestamps) return undefined;
       setKnob(knob);
-      const ds = calls(kind);
+      const ds = calls('new');
       setKnob(baseKnob);
       const per = ds.length / layersWanted; // 2 when split, else 1
       const groups = ds.map((x, i) => ({ name: i % per === 0 ? 'main' : 'combine', dispatches: [x] }));
@@ -215,37 +179,6 @@ async function main() {
       const sw = { entries: len, config: knob, ms, gb_per_s: bytes / ms / 1e6, vs_old: msOld / ms, splits: sp.splits, split_keys: sp.splitKeys, max_rel_err_out: e / scale, max_rel_err_lse: le, ok, profile: pk };
       results.push(sw);
       console.log(`  [${knob}] ${ms.toFixed(3)} ms = ${sw.gb_per_s.toFixed(0)} GB/s (${sw.vs_old.toFixed(2)}x old; ${sp.variant}, ${sp.splits} splits of ${sp.splitKeys}); ` +
-        `vs old: out ${sw.max_rel_err_out.toExponential(2)}, lse ${le.toExponential(2)} ${ok ? 'OK' : 'MISMATCH'}${fmtProf(pk)}`);
-    }
-    for (const tc of gpu.tensorCores ? tcSplits : []) {
-      const ms = await time(tc);
-      const [c, lc] = [await r.readF32(outNew, H * D), await r.readF32(lseNew, H)];
-      let e = 0;
-      let le = 0;
-      for (let i = 0; i < a.length; i++) e = Math.max(e, Math.abs(a[i]! - c[i]!));
-      for (let i = 0; i < H; i++) le = Math.max(le, Math.abs(la[i]! - lc[i]!) / Math.max(1, Math.abs(la[i]!)));
-      const sp = sgmatAttentionPlan({ ...o, anyT: true, rows: 64 }, { ...d, splits: tc }, scratch.size);
-      // f16 probabilities and values: ~1e-3 of the output's scale
-      const ok = Number.isFinite(e) && e / scale < 1e-2 && le < 1e-3;
-      const pk = await prof(baseKnob, tc);
-      const sw = { entries: len, config: `tc splits=${tc}`, ms, gb_per_s: bytes / ms / 1e6, vs_old: msOld / ms, splits: sp.splits, split_keys: sp.splitKeys, max_rel_err_out: e / scale, max_rel_err_lse: le, ok, profile: pk };
-      results.push(sw);
-      console.log(`  [tc ${tc}] ${ms.toFixed(3)} ms = ${sw.gb_per_s.toFixed(0)} GB/s (${sw.vs_old.toFixed(2)}x old; ${sp.splits} splits of ${sp.splitKeys}, ${16 * sp.NSG} rows); ` +
-        `vs old: out ${sw.max_rel_err_out.toExponential(2)}, lse ${le.toExponential(2)} ${ok ? 'OK' : 'MISMATCH'}${fmtProf(pk)}`);
-    }
-    for (const cfg of gpu.tensorCores && dtype === 'f16' && rotated ? dtcConfigs : []) {
-      const ms = await time(cfg);
-      const [c, lc] = [await r.readF32(outNew, H * D), await r.readF32(lseNew, H)];
-      let e = 0;
-      let le = 0;
-      for (let i = 0; i < a.length; i++) e = Math.max(e, Math.abs(a[i]! - c[i]!));
-      for (let i = 0; i < H; i++) le = Math.max(le, Math.abs(la[i]! - lc[i]!) / Math.max(1, Math.abs(la[i]!)));
-      const sp = decodeTcPlan({ ...o, ...dtcOpts(cfg) }, d);
-      const ok = Number.isFinite(e) && e / scale < 1e-2 && le < 1e-3;
-      const pk = await prof(baseKnob, cfg);
-      const sw = { entries: len, config: `dtc ${cfg}`, ms, gb_per_s: bytes / ms / 1e6, vs_old: msOld / ms, splits: sp.splits, split_keys: sp.splitKeys, max_rel_err_out: e / scale, max_rel_err_lse: le, ok, profile: pk };
-      results.push(sw);
-      console.log(`  [dtc ${cfg}] ${ms.toFixed(3)} ms = ${sw.gb_per_s.toFixed(0)} GB/s (${sw.vs_old.toFixed(2)}x old; ${sp.splits} splits of ${sp.splitKeys}); ` +
         `vs old: out ${sw.max_rel_err_out.toExponential(2)}, lse ${le.toExponential(2)} ${ok ? 'OK' : 'MISMATCH'}${fmtProf(pk)}`);
     }
     for (const buf of [...kc, ...vc, q, kpos, rope, scratch, outOld, outNew, lseOld, lseNew]) r.destroy(buf);

@@ -241,8 +241,7 @@ function memoByRows(e: Emit): Emit {
 
 /** The decode-step opts of attention's fast path, shared by its lowering and its memo signature (built once per form). */
 const decodeAttnOptsMemo = new WeakMap<Ctx, Map<boolean, ReturnType<typeof makeDecodeAttnOpts>>>();
-const makeDecodeAttnOpts = (c: Ctx, keysRotated: boolean) =>
-  ({ ...attnOpts(c), subgroups: c.env.runner.gpu.subgroups, keysRotated, intDot: c.env.runner.gpu.intDot, tensorCores: tensorCores(c) });
+const makeDecodeAttnOpts = (c: Ctx, keysRotated: boolean) => ({ ...attnOpts(c), subgroups: c.env.runner.gpu.subgroups, keysRotated, intDot: c.env.runner.gpu.intDot });
 function decodeAttnOpts(c: Ctx, s: StepDims) {
   let m = decodeAttnOptsMemo.get(c);
   if (!m) decodeAttnOptsMemo.set(c, (m = new Map()));

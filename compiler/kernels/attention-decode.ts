@@ -24,7 +24,6 @@ import type { Dispatch } from '../../runtime/gpu/runner.js';
 import { NEG, attentionBindings, checkHeadDims, keyFns, ropeParts, SPLIT_ATTENTION_PARAMS, splitAttentionParams } from './attn-common.js';
 import type { AttentionBuffers, AttentionDims, AttentionOpts } from './attention.js';
 import { decodeCombine, MAX_SPLITS } from './attention-combine.js';
-import { attentionDecodeTc, decodeTcPlan, decodeTcUsable, type DecodeTcOpts, type DecodeTcPlan } from './attention-decode-tc.js';
 import { env, envPairs, parsedOnce } from '../../runtime/env.js';
 import { attentionDecodeV2, planV2, type DecodeV2Opts, type DecodeV2Plan } from './attention-decode-v2.js';
 
@@ -49,12 +48,6 @@ export interface DecodeOpts extends AttentionOpts {
   keysRotated?: boolean;
   /** v2, int8 cache: key dots as packed int8 dot products on the raw codes, q in two int8 digits (GpuContext.intDot) */
   intDot?: boolean;
-  /**
-   * the device's subgroup matrices (GpuContext.tensorCores): with `LOCRET_ATTN_DECODE_TC=on|ns=..,pf=1,wg=..`
-   * single queries over rotated f16 keys take the tensor-core kernel (attention-decode-tc.ts; A/B timing: slower
-   * than v2 where measured, see bench/README.md) unless a variant is named (option or LOCRET_ATTN_DECODE)
-   */
-  tensorCores?: boolean;
 }
 
 /**
@@ -65,30 +58,6 @@ export function decodeVariant(o: { variant?: 'v1' | 'v2' }): 'v1' | 'v2' {
   return o.variant ?? envVariant(env('LOCRET_ATTN_DECODE'));
 }
 const envVariant = parsedOnce((spec) => ((spec ?? '').split(',').includes('v1') ? 'v1' : 'v2'));
-const envNamesVariant = parsedOnce((spec) => (spec ?? '').split(',').some((x) => x === 'v1' || x === 'v2'));
-
-/** The call takes the tensor-core kernel (see DecodeOpts.tensorCores). */
-function takesTc(o: DecodeOpts, d: AttentionDims): boolean {
-  return o.tensorCores === true && o.keysRotated === true && o.variant === undefined && !envNamesVariant(env('LOCRET_ATTN_DECODE')) &&
-    envTc(env('LOCRET_ATTN_DECODE_TC')) !== undefined && decodeTcUsable(o, d);
-}
-const envTc = parsedOnce((spec): Partial<DecodeTcOpts> | undefined => {
-  if (spec === undefined || spec === '' || spec === '0') return undefined;
-  const kv = Object.fromEntries(envPairs(spec));
-  const num = (k: string) => (kv[k] !== undefined ? Number(kv[k]) : undefined);
-  return { ns: num('ns'), targetWorkgroups: num('wg'), prefetch: kv.pf === '1' };
-});
-
-/** Its options: splits within v1's bound, which decodeScratchBytes sizes the scratch for; kept per options object. */
-const tcOptsOf = new WeakMap<DecodeOpts, Map<number, DecodeTcOpts>>();
-function tcOpts(o: DecodeOpts, d: AttentionDims): DecodeTcOpts {
-  let m = tcOptsOf.get(o);
-  if (!m) tcOptsOf.set(o, (m = new Map()));
-  const bound = v1Bound(o, d);
-  let t = m.get(bound);
-  if (!t) m.set(bound, (t = { ...o, ...envTc(env('LOCRET_ATTN_DECODE_TC')), maxSplits: bound }));
-  return t;
-}
 
 interface DecodePlan {
   G: number;
@@ -286,7 +255,6 @@ ${withLse ? `    if (lid == 0u) { lse[qa${r} / DQ] = m${r} + log(l${r}); }` : ''
 
 /** Attention of T ≤ DECODE_MAX_T queries at slots [base, base+T) over the cache: 1 dispatch, 2 when keys split. */
 export function attentionDecode(o: DecodeOpts, d: AttentionDims, b: AttentionBuffers): Dispatch[] {
-  if (takesTc(o, d)) return attentionDecodeTc(tcOpts(o, d), d, b);
   if (takesV2(o)) return attentionDecodeV2(v2Opts(o), d, b, v1Bound(o, d));
   const p = plan(o, d);
   const withLse = b.lse !== undefined;
@@ -310,8 +278,7 @@ export function attentionDecode(o: DecodeOpts, d: AttentionDims, b: AttentionBuf
 const takesV2 = (o: DecodeOpts) => decodeVariant(o) === 'v2' || o.keysRotated === true;
 
 /** The plan of the kernel the call takes. */
-const callPlan = (o: DecodeOpts, d: AttentionDims): DecodeTcPlan | DecodeV2Plan | DecodePlan =>
-  takesTc(o, d) ? decodeTcPlan(tcOpts(o, d), d) : takesV2(o) ? planV2(v2Opts(o), d, v1Bound(o, d)) : plan(o, d);
+const callPlan = (o: DecodeOpts, d: AttentionDims): DecodeV2Plan | DecodePlan => (takesV2(o) ? planV2(v2Opts(o), d, v1Bound(o, d)) : plan(o, d));
 
 /** v2's options from v1's; kept per options object (callers reuse theirs across decode steps) */
 const v2OptsOf = new WeakMap<DecodeOpts, DecodeV2Opts>();
@@ -332,13 +299,13 @@ function v1Bound(o: AttentionOpts, d: AttentionDims): number {
  * dispatches with the same signature (compiler/step-memo.ts).
  */
 export function attentionDecodeSignature(o: DecodeOpts, d: AttentionDims): string {
-  return `${d.T}|${o.keysRotated ? 1 : 0}|${takesTc(o, d) ? 'tc' : ''}|${JSON.stringify(callPlan(o, d))}`;
+  return `${d.T}|${o.keysRotated ? 1 : 0}|${JSON.stringify(callPlan(o, d))}`;
 }
 
 /** The kernel a call takes and its key split (benchmarks). */
-export function attentionDecodeSplit(o: DecodeOpts, d: AttentionDims): { variant: 'v1' | 'v2' | 'tc'; splits: number; splitKeys: number } {
+export function attentionDecodeSplit(o: DecodeOpts, d: AttentionDims): { variant: 'v1' | 'v2'; splits: number; splitKeys: number } {
   const p = callPlan(o, d);
-  return { variant: takesTc(o, d) ? 'tc' : takesV2(o) ? 'v2' : 'v1', splits: p.splits, splitKeys: p.splitKeys };
+  return { variant: takesV2(o) ? 'v2' : 'v1', splits: p.splits, splitKeys: p.splitKeys };
 }
 
 /** v2's plan for the same call (tests and benchmarks). */

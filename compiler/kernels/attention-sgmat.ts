@@ -42,8 +42,6 @@ export interface SgmatAttentionOpts extends AttentionOpts {
   readonly workgroupBytes?: number;
   /** rows per workgroup wanted, 64 or 128 (default 128 where storage allows; LOCRET_TC_ATTN_ROWS=64 for A/B timing) */
   readonly rows?: 64 | 128;
-  /** accept chunks of any length, single-query decode included (timing experiments; the runtime picks T > 8) */
-  readonly anyT?: boolean;
 }
 
 const NSG_MIN = 4; // subgroups that compute: 4, or 8 where workgroup storage allows (SgmatPlan.NSG)
@@ -72,9 +70,9 @@ function wgBytes(D: number, qs = false, NSG = NSG_MIN): number {
 }
 
 /** Whether this kernel can run a call (the device must also have GpuContext.tensorCores). */
-export function sgmatAttentionUsable(o: SgmatAttentionOpts, d: Pick<AttentionDims, 'T'>): boolean {
+export function sgmatAttentionUsable(o: AttentionOpts, d: Pick<AttentionDims, 'T'>): boolean {
   const G = o.numHeads / o.numKvHeads;
-  return (d.T > 8 || (o.anyT === true && d.T >= 1)) && o.headDim % 16 === 0 && Number.isInteger(G) && G <= 16 * NSG_MIN && o.rotaryDim % 8 === 0 &&
+  return d.T > 8 && o.headDim % 16 === 0 && Number.isInteger(G) && G <= 16 * NSG_MIN && o.rotaryDim % 8 === 0 &&
     o.rotaryDim <= o.headDim && wgBytes(o.headDim) <= WG_BYTES;
 }
 
