@@ -136,21 +136,17 @@ describe('gemv details', () => {
     expect([gemvShape('q8', 1, 1, 4096, 4096).WG, gemvShape('q8', 1, 2, 4096, 14336).WG]).toEqual([128, 64]);
   });
 
-  it('LOCRET_GEMV overrides threads and columns for timing runs, parsed once per value, bad entries ignored', () => {
+  it('LOCRET_GEMV overrides threads and columns for timing runs, parsed once per value, bad entries ignored', async () => {
     expect(gemvTuning('wg=256,r=4')).toEqual({ wg: 256, r: 4 });
     expect(gemvTuning('wg=256,r=4')).toBe(gemvTuning('wg=256,r=4'));
     expect(gemvTuning('wg=96,r=3,x=1,r=18,dq=f64')).toEqual({});
     expect(gemvTuning('dq=int,qw=2')).toEqual({ dq: 'int', qw: 2 });
-    const saved = process.env.LOCRET_GEMV;
-    try {
-      process.env.LOCRET_GEMV = 'wg=32,r=2';
+    await withGemv('wg=32,r=2', async () => {
       expect(gemvShape('f16', 1, 2, 4096, 14336)).toMatchObject({ WG: 32, R: 2 });
-      process.env.LOCRET_GEMV = 'wg=128';
+    });
+    await withGemv('wg=128', async () => {
       expect(gemvShape('f16', 1, 2, 4096, 14336)).toMatchObject({ WG: 128, R: 8 });
-    } finally {
-      if (saved === undefined) delete process.env.LOCRET_GEMV;
-      else process.env.LOCRET_GEMV = saved;
-    }
+    });
     expect(gemvShape('f16', 1, 2, 4096, 14336)).toMatchObject({ WG: 64, R: 8 });
   });
 
