@@ -5,7 +5,7 @@
  * Llama-3.1-8B projections at T = 1024 (f16; gate_up and down also with q8 and q4 weights).
  *
  *   LOCRET_DAWN_FLAGS=enable-dawn-features=allow_unsafe_apis,vulkan_enable_f16_on_nvidia \
- *     node dist/bench/kernel-check.js --out kc.json [--small] [--no-variants]
+ *     node dist/bench/kernel-check.js --out kc.json [--small] [--no-variants | --variants m64n128l,m64n128ld,…]
  *
  * On a tensor-core device (not --small) it then checks and times every sgmat variant at the four 8B shapes
  * (bench/sgmat-variants.ts) and prints one TFLOP/s table; variant check failures do not fail the run (a variant
@@ -236,7 +236,8 @@ async function main() {
     }
   }
   // every tensor-core variant at the 8B shapes (checked and timed): the table SGMAT_PICK is flipped from
-  const variants = sg && !small && !process.argv.includes('--no-variants') ? await benchSgmatVariants(r, T) : [];
+  const only = arg('variants')?.split(','); // SGMAT_VARIANTS names (default: all)
+  const variants = sg && !small && !process.argv.includes('--no-variants') ? await benchSgmatVariants(r, T, undefined, undefined, only) : [];
   const report = { device: gpu.adapterName, tensorCores: sg, subgroupMatrixConfigs: configs, subgroupMaxSize: info?.subgroupMaxSize, small, checks, timings, variants, failed };
   fs.writeFileSync(out, JSON.stringify(report, null, 2));
   console.log(`${failed ? `${failed} FAILED` : 'all checks passed'}; wrote ${out}`);

@@ -62,9 +62,10 @@ function reference(sh: VariantShape, T: number, x: Float32Array, w: Float32Array
 
 interface Row { shape: string; variant: string; relErr?: number; pass?: boolean; ms?: number; tflops?: number; error?: string }
 
-export async function benchSgmatVariants(r: GpuRunner, T: number, shapes: readonly VariantShape[] = LLAMA8B_SHAPES, reps = 20): Promise<Row[]> {
+/** `only`: variant names to time (default all; the split route then takes the one-stream ones among them) */
+export async function benchSgmatVariants(r: GpuRunner, T: number, shapes: readonly VariantShape[] = LLAMA8B_SHAPES, reps = 20, only?: readonly string[]): Promise<Row[]> {
   const rows: Row[] = [];
-  const all = Object.entries(SGMAT_VARIANTS as Record<string, SgmatVariant>);
+  const all = Object.entries(SGMAT_VARIANTS as Record<string, SgmatVariant>).filter(([n]) => !only || only.includes(n));
   for (const sh of shapes) {
     const S = sh.epilogue === 'swiglu' ? 2 : 1;
     const wRows = S * sh.N;
@@ -76,7 +77,8 @@ export async function benchSgmatVariants(r: GpuRunner, T: number, shapes: readon
     const want = reference(sh, T, x, f16ToF32(wBits), normW, yIn, tokens);
     const b = { x: r.upload(x, 'x'), w: r.upload(wBits, 'w'), normW: r.upload(normW, 'normW'), y: r.createBuffer(T * sh.N * 4, 'y') };
     const gu = S === 2 ? r.createBuffer(T * wRows * 4, 'gu') : undefined; // (T, 2N) split-route scratch
-    const o: MatmulOpts = { wdtype: 'f16', epilogue: sh.epilogue, norm: sh.norm, bias: false, tensorCores: true };
+    const workgroupBytes = r.gpu.limits.maxComputeWorkgroupStorageSize;
+    const o: MatmulOpts = { wdtype: 'f16', epilogue: sh.epilogue, norm: sh.norm, bias: false, tensorCores: true, workgroupBytes };
     // [label, dispatches] per candidate: every variant of this stream count, plus (swiglu) the split route over
     // every 1-stream variant
     const cands: [string, () => Dispatch[]][] = all.filter(([, v]) => v.streams === S).map(([n]) => [n, () => [matmul({ ...o, sgmatVariant: n }, { T, N: sh.N, K: sh.K, eps: 1e-5 }, b)]]);
@@ -88,7 +90,7 @@ export async function benchSgmatVariants(r: GpuRunner, T: number, shapes: readon
         ]]);
       }
     }
-    const picked = sgmatPick(S as 1 | 2, sh.norm, sh.N, T);
+    const picked = sgmatPick(S as 1 | 2, sh.norm, sh.N, T, workgroupBytes);
     for (const [name, mk] of cands) {
       const row: Row = { shape: sh.name, variant: name === picked ? `${name} (picked)` : name };
       try {

@@ -8,7 +8,7 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import { matmul, type MatmulDims, type MatmulOpts } from '../compiler/kernels/matmul.js';
 import { workgroupVars } from '../compiler/wgsl-workgroup.js';
-import { SGMAT_VARIANTS, SGMAT_WG_BYTES, sgmatPick, sgmatVariant, type SgmatVariant } from '../compiler/kernels/mm-sgmat.js';
+import { SGMAT_VARIANTS, SGMAT_WG_BYTES, SGMAT_WG_BYTES_MAX, sgmatPick, sgmatVariant, sgmatWorkgroupBytes, type SgmatVariant } from '../compiler/kernels/mm-sgmat.js';
 import { qkvRope, type QkvOpts } from '../compiler/kernels/qkv-rope.js';
 import type { Dispatch, GpuRunner } from '../runtime/gpu/runner.js';
 import { ropeTable } from '../runtime/rope.js';
@@ -60,6 +60,27 @@ describe('sgmat WGSL structure', () => {
     expect((c.match(/\{/g) ?? []).length).toBe((c.match(/\}/g) ?? []).length);
   });
 
+  it('variants needing more workgroup memory than the device offers are neither picked nor taken from LOCRET_SGMAT', () => {
+    const big = Object.entries(SGMAT_VARIANTS as Record<string, SgmatVariant>).filter(([, v]) => sgmatWorkgroupBytes(v, true) > SGMAT_WG_BYTES);
+    expect(big.length).toBeGreaterThan(0);
+    for (const [S, norm, N] of [[1, true, 6144], [1, false, 4096], [2, true, 14336], [1, false, 1024]] as const) {
+      expect(sgmatWorkgroupBytes(sgmatVariant(sgmatPick(S, norm, N, 1024), S), norm)).toBeLessThanOrEqual(SGMAT_WG_BYTES);
+    }
+    const [name, v] = big.find(([, v]) => v.streams === 1)!;
+    const saved = process.env.LOCRET_SGMAT;
+    try {
+      process.env.LOCRET_SGMAT = `plain=${name}`;
+      expect(sgmatPick(1, false, 4096, 1024, SGMAT_WG_BYTES)).not.toBe(name);
+      expect(sgmatPick(1, false, 4096, 1024, SGMAT_WG_BYTES_MAX)).toBe(name);
+    } finally {
+      if (saved === undefined) delete process.env.LOCRET_SGMAT;
+      else process.env.LOCRET_SGMAT = saved;
+    }
+    // asked for by name on a device without the memory: a clear error, not a pipeline failure
+    expect(() => matmul({ ...mmOpts('store', false, false), sgmatVariant: name, workgroupBytes: SGMAT_WG_BYTES }, { T: 100, N: 100, K: 64 }, {} as never))
+      .toThrow(new RegExp(`${name} needs ${sgmatWorkgroupBytes(v, false)} bytes of workgroup memory, the device offers ${SGMAT_WG_BYTES}`));
+  });
+
   it('small grids (a retaining head fc1 at chunk 1024) take 64×64 tiles, the 8B projections 64×128', () => {
     expect(sgmatPick(1, false, 1024, 1024)).toBe('m64n64');
     expect([sgmatPick(1, true, 6144, 1024), sgmatPick(1, false, 4096, 1024), sgmatPick(2, true, 14336, 1024)]).toEqual(['m64n128l', 'm64n128l', 'sw128n64s16l']);
@@ -72,8 +93,13 @@ describe('sgmat WGSL structure', () => {
     expect(k.name).toContain(`sgv-${name}`);
     expect(k.workgroupSize[0]).toBe(v.SGM * v.SGN * 32);
     const frags = (v.BM / v.SGM / 16) * (v.BN / v.SGN / 16) * v.streams;
-    expect(k.code.match(/subgroupMatrixMultiplyAccumulate\(/g)?.length).toBe(frags * 2);
-    expect(workgroupBytes(k.code)).toBeLessThanOrEqual(SGMAT_WG_BYTES);
+    expect(k.code.match(/subgroupMatrixMultiplyAccumulate\(/g)?.length).toBe(frags * (v.BK / 16)); // one step per 16 of the slab
+    expect(workgroupBytes(k.code)).toBe(sgmatWorkgroupBytes(v, true));
+    expect(workgroupBytes(k.code)).toBeLessThanOrEqual(SGMAT_WG_BYTES_MAX);
+    // double-buffered slabs: one barrier in the K loop, the other set staged after the products
+    const loop = k.code.slice(k.code.indexOf('for (var k0'), k.code.indexOf('// per-token Σx²')); // the K loop (then the rms pass)
+    expect(loop.match(/workgroupBarrier\(\)/g)?.length).toBe(v.double ? 1 : 2);
+    if (v.double) expect(loop.lastIndexOf('subgroupMatrixMultiplyAccumulate')).toBeLessThan(loop.indexOf('(1u - cur)'));
     expect(k.code).not.toMatch(/ssq\[|wr\[|xr\[/); // unrolled: no dynamically indexed private arrays
     expect((k.code.match(/\{/g) ?? []).length).toBe((k.code.match(/\}/g) ?? []).length);
   });
@@ -182,6 +208,11 @@ describe('sgmat numerics (subgroup matrices emulated)', () => {
   more('sw128n64lp swiglu +norm +bias', () => check(V('swiglu', true, true, 'sw128n64lp'), { T: 140, N: 70, K: 48 }, 9));
   it('sw128n64s16l swiglu column range', () => check(V('swiglu', true, false, 'sw128n64s16l'), { T: 20, N: 96, K: 32, col0: 16, cols: 64, wRow: 16, uRow: 96 + 16 }, 10));
   more('sw64n64l swiglu +norm', () => check(V('swiglu', true, false, 'sw64n64l'), { T: 70, N: 70, K: 48 }, 11));
+  // 64-deep slabs and double-buffered slab sets: several slabs so both sets are read and written, a partial last one.
+  // Only the shapes within the CPU driver's 32 KB of workgroup memory run here; the bigger ones are the same
+  // generator with other tile constants (bench/kernel-check.ts checks every variant against a CPU reference on the GPU)
+  it('m64n64ld residual (double-buffered), 4 slabs, partial tiles, x row offset', () => check(V('residual', false, false, 'm64n64ld'), { T: 70, N: 150, K: 112, xRow0: 2 }, 19));
+  it('m64n64lk64 store +norm +bias (64-deep), 3 slabs, partial last slab', () => check(V('store', true, true, 'm64n64lk64'), { T: 40, N: 70, K: 144 }, 20));
 
   // q8 / q4 weights (K % 32 == 0): the q4 one always runs (m128n128, partial tiles both ways); q8 on the swiglu
   // variant covers the up stream's own quants and scales (wu, wu_s)

@@ -11,7 +11,7 @@ import { kernel, rw, wgsl } from '../wgsl.js';
 import type { Dispatch } from '../../runtime/gpu/runner.js';
 import { assertDims, isQuantized, needsF16, unitFor, type WeightDtype, type WeightPart } from './mm-common.js';
 import { GEMV_MAX_T, tiledGrid, tiledSource, type CoreFamily, type CoreOpts } from './mm-core.js';
-import { sgmatGrid, sgmatPick, sgmatSource, sgmatUsable, sgmatVariant } from './mm-sgmat.js';
+import { sgmatGrid, sgmatPick, sgmatSource, sgmatUsable, sgmatVariant, sgmatWorkgroupBytes } from './mm-sgmat.js';
 import { gemvGrid, gemvKey, gemvShape, gemvSource, type GemvOpts } from './mm-gemv.js';
 
 export type { WeightDtype, WeightPart } from './mm-common.js';
@@ -32,6 +32,8 @@ export interface MatmulOpts {
   readonly tensorCores?: boolean;
   /** tensor-core shape by name (mm-sgmat.ts SGMAT_VARIANTS) instead of SGMAT_PICK's; the benchmark's A/B */
   readonly sgmatVariant?: string;
+  /** the device's maxComputeWorkgroupStorageSize: tensor-core shapes needing more are not picked (default 32 KB) */
+  readonly workgroupBytes?: number;
 }
 
 export interface MatmulDims {
@@ -136,7 +138,9 @@ export function matmul(o: MatmulOpts, d: MatmulDims, b: MatmulBuffers): Dispatch
     return { kernel: spec, buffers, params, workgroups: gemvGrid(cols, shape.R) };
   }
   if (o.tensorCores && sgmatUsable(o.wdtype, T, K)) {
-    const sgv = o.sgmatVariant ?? sgmatPick(streams, o.norm, cols, T);
+    const sgv = o.sgmatVariant ?? sgmatPick(streams, o.norm, cols, T, o.workgroupBytes);
+    const need = sgmatWorkgroupBytes(sgmatVariant(sgv, streams), o.norm);
+    if (o.workgroupBytes !== undefined && need > o.workgroupBytes) throw new Error(`matmul: tensor-core shape ${sgv} needs ${need} bytes of workgroup memory, the device offers ${o.workgroupBytes}`);
     const spec = kernel({ ...base, path: 'sgmat', sgv }, () => sgmatSource(core, family(o), sgv));
     return { kernel: spec, buffers, params, workgroups: sgmatGrid(cols, T, sgmatVariant(sgv, streams)) };
   }

@@ -75,21 +75,25 @@ ${R(B_PER).map((i) => {
     wq${i} = select(vec4<f16>(), ${wv('w', `${rowW} + kk`)}, ok);${S === 2 ? `\n    uq${i} = select(vec4<f16>(), ${wv('wu', `${rowU} + kk`)}, ok);` : ''} }`;
   })}`;
 
-  /** registers → xs / ws for the slab starting at vec4 `k0` */
-  const stage = (k0: string) => wgsl`${R(A_PER).map((i) => {
+  /** registers → xs / ws for the slab starting at vec4 `k0`, into slab set `set` (an expression; '' when single) */
+  const stage = (k0: string, set: string) => {
+    const xo = set ? ` + ${set} * ${s.BM * s.XS}u` : '';
+    const wo = set ? ` + ${set} * ${S * s.BN * s.XS}u` : '';
+    return wgsl`${R(A_PER).map((i) => {
     const { m, kc } = xAt(i);
     const norm = s.norm ? `\n    ${s.lean ? 'ssq' : `ssq${i}`} += dot(xv, xv);\n    xv = xv * normW_ld(min(${k0} + kc, KU - 1u)); // zero past K anyway` : '';
     return `  { let m = ${m}; let kc = ${kc}; var xv = xr${i};${norm}
     let h = vec4<f16>(xv);
-    let e = m * XS + kc * 4u;
+    let e = m * XS + kc * 4u${xo};
     xs[e] = h.x; xs[e + 1u] = h.y; xs[e + 2u] = h.z; xs[e + 3u] = h.w; }`;
   })}
 ${R(B_PER).map((i) => {
     const { n, kc } = wAt(i);
-    return `  { let e = ${n} * XS + ${kc} * 4u;
+    return `  { let e = ${n} * XS + ${kc} * 4u${wo};
     ws[e] = wq${i}.x; ws[e + 1u] = wq${i}.y; ws[e + 2u] = wq${i}.z; ws[e + 3u] = wq${i}.w;${S === 2 ? `
     ws[${s.BN * s.XS}u + e] = uq${i}.x; ws[${s.BN * s.XS}u + e + 1u] = uq${i}.y; ws[${s.BN * s.XS}u + e + 2u] = uq${i}.z; ws[${s.BN * s.XS}u + e + 3u] = uq${i}.w;` : ''} }`;
   })}`;
+  };
 
   /** after the K loop: per-token rinv into rs (uses os as scratch; needs OS ≥ BM·UPR spread, ≥ WG lean) */
   const rms = wgsl`  // per-token Σx²: partials to os, then one thread per token sums its row's

@@ -8,14 +8,16 @@
  *
  *            BN columns ─────────────▶
  *      BM   ┌─────────┬─────────┐        subgroup (sm, sn) owns tokens sm·FM·16 ..  and columns sn·FN·16 ..
- *    tokens │ sg 0    │ sg 1    │        K loop: 32-deep slabs staged in workgroup memory as f16
- *      │    ├─────────┼─────────┤          xs (BM, 32)  x · normW, token-major         → left operands
- *      ▼    │ sg 2    │ sg 3    │          ws (BN, 32)  weight rows as f16             → right operands (column-major)
+ *    tokens │ sg 0    │ sg 1    │        K loop: BK-deep slabs (32 or 64) staged in workgroup memory as f16
+ *      │    ├─────────┼─────────┤          xs (BM, BK)  x · normW, token-major         → left operands
+ *      ▼    │ sg 2    │ sg 3    │          ws (BN, BK)  weight rows as f16             → right operands (column-major)
  *           │   …     │   …     │        epilogue: one 16-token fragment row at a time is stored (f32) to `os`,
  *           └─────────┴─────────┘        then every thread runs the family's `epi` on pairs read from there
  *
- * The tile shape, the x staging layout and whether the next slab is prefetched into registers are a named
- * variant (SGMAT_VARIANTS below); SGMAT_PICK chooses one per matmul kind and bench/kernel-check.ts times them all.
+ * The tile shape, the slab depth, the x staging layout, whether the next slab is prefetched into registers and
+ * whether two slab sets alternate (one barrier per slab instead of two) are a named variant (SGMAT_VARIANTS below);
+ * SGMAT_PICK chooses one per matmul kind among those the device's workgroup memory holds, and
+ * bench/kernel-check.ts times them all.
  * The staging code itself is generated in mm-sgmat-stage.ts.
  *
  * Weights are f16 (read natively) or q8 / q4 (mm-common.ts `WeightDtype`: dequantized to f16 while staging by
@@ -23,7 +25,7 @@
  * the slabs and the tensor-core part do not depend on the weight dtype.
  *
  * Tokens ≥ T and columns ≥ NC are zero in staging (and never reach `epi`), so any T and N work; K must be a
- * multiple of 16 (a partial last slab is zero-padded to 32), of 32 for q8 / q4. The rmsnorm prologue accumulates
+ * multiple of 16 (a partial last slab is zero-padded to BK), of 32 for q8 / q4. The rmsnorm prologue accumulates
  * Σx² in f32 from the f32 x while staging it and scales by rinv in the epilogue, exactly like the tiled skeleton;
  * x · normW is rounded to f16 for the tensor cores (|x · normW| must stay below 65504).
  *
@@ -44,14 +46,14 @@ import { env, envPairs } from '../../runtime/env.js';
 
 /** fragment edge: the f16×f16→f32 16×16×16 configuration */
 const FR = 16;
-/** K elements per staged slab (two fragment steps per barrier pair) */
-const BK = 32;
-/** staged row stride in halves: 32 + 8 padding = 80 bytes keeps rows 16-byte aligned and spreads them over banks */
-const XS = BK + 8;
+/** staged row padding in halves: a 32-deep slab's rows are 80 bytes (64-deep: 144), 16-byte aligned, spread over banks */
+const PAD = 8;
 /** lanes per subgroup the layout assumes at most (NVIDIA 32; smaller subgroups leave the extra ones idle) */
 export const SGMAT_MAX_SUBGROUP = 32;
-/** workgroup memory every variant fits in (checked when generating) */
+/** workgroup memory the device must offer for the tensor-core path; variants above it need `SGMAT_WG_BYTES_MAX` */
 export const SGMAT_WG_BYTES = 32768;
+/** workgroup memory every variant fits in (checked when generating; picked only where the device offers it) */
+export const SGMAT_WG_BYTES_MAX = 49152;
 
 export interface SgmatVariant {
   readonly streams: 1 | 2;
@@ -66,10 +68,17 @@ export interface SgmatVariant {
   readonly lean: boolean;
   /** the next K slab's global loads are issued before the current slab's products (register double buffering) */
   readonly prefetch: boolean;
+  /** K elements per staged slab: 32 (two 16-deep steps per slab) or 64 (four: half the barriers per product) */
+  readonly BK: 32 | 64;
+  /**
+   * Two slab sets in workgroup memory: slab i + 1 is fetched before slab i's products and staged into the other set
+   * after them, so one barrier per slab instead of two (implies the prefetch order)
+   */
+  readonly double: boolean;
 }
 
-const v = (streams: 1 | 2, BM: number, BN: number, SGM: number, SGN: number, lean = false, prefetch = false): SgmatVariant =>
-  ({ streams, BM, BN, SGM, SGN, lean, prefetch });
+const v = (streams: 1 | 2, BM: number, BN: number, SGM: number, SGN: number, lean = false, prefetch = false, BK: 32 | 64 = 32, double = false): SgmatVariant =>
+  ({ streams, BM, BN, SGM, SGN, lean, prefetch, BK, double });
 
 /**
  * Every generated shape; bench/kernel-check.ts times each at the Llama-3.1-8B projections. Names: m<BM>n<BN>,
@@ -93,6 +102,17 @@ export const SGMAT_VARIANTS = {
   m64n64l: v(1, 64, 64, 2, 2, true), //          the same small tile for one stream: 4 accumulators
   m64n64lp: v(1, 64, 64, 2, 2, true, true),
   m64n64: v(1, 64, 64, 2, 2),
+  // 64-deep slabs (k64) and double-buffered slab sets (d): fewer barriers per product, up to 48 KB of workgroup memory
+  m64n128lk64: v(1, 64, 128, 2, 4, true, true, 64),
+  m64n128ld: v(1, 64, 128, 2, 4, true, true, 32, true),
+  m128n128lk64: v(1, 128, 128, 4, 2, true, true, 64),
+  m64n64ld: v(1, 64, 64, 2, 2, true, true, 32, true), //  these two fit 32 KB (the CPU driver's limit: tested there)
+  m64n64lk64: v(1, 64, 64, 2, 2, true, true, 64),
+  m64n64lk64d: v(1, 64, 64, 2, 2, true, true, 64, true),
+  m64n64k64d: v(1, 64, 64, 2, 2, false, true, 64, true),
+  sw128n64s16lk64: v(2, 128, 64, 4, 4, true, true, 64),
+  sw64n64lk64: v(2, 64, 64, 2, 2, true, true, 64),
+  sw64n64ld: v(2, 64, 64, 2, 2, true, true, 32, true),
 } as const satisfies Record<string, SgmatVariant>;
 export type SgmatVariantName = keyof typeof SGMAT_VARIANTS;
 
@@ -128,19 +148,27 @@ const ruleName = (r: SgmatRule): RuleName => (r.streams === 2 ? 'swiglu' : r.max
 
 /**
  * `LOCRET_SGMAT="plain=m64n128l,norm=m64n64,small=m64n64,swiglu=sw128n64s16l"`: a rule's variant instead of its own
- * (A/B timing in the full model; results unchanged). Names of the wrong stream count are ignored.
+ * (A/B timing in the full model; results unchanged). Names of the wrong stream count, or needing more workgroup
+ * memory than the device offers, are ignored.
  */
-function override(rule: SgmatRule): SgmatVariantName | undefined {
+function override(rule: SgmatRule, wgBytes: number, norm: boolean): SgmatVariantName | undefined {
   for (const [k, v] of envPairs(env('LOCRET_SGMAT'))) {
-    if (k === ruleName(rule) && v && v in SGMAT_VARIANTS && SGMAT_VARIANTS[v as SgmatVariantName].streams === rule.streams) return v as SgmatVariantName;
+    if (k !== ruleName(rule) || !v || !(v in SGMAT_VARIANTS)) continue;
+    const V = SGMAT_VARIANTS[v as SgmatVariantName];
+    if (V.streams === rule.streams && sgmatWorkgroupBytes(V, norm) <= wgBytes) return v as SgmatVariantName;
   }
   return undefined;
 }
 
-export function sgmatPick(streams: 1 | 2, norm: boolean, NC: number, T: number): SgmatVariantName {
-  const r = SGMAT_PICK.find((r) => r.streams === streams && (r.norm === undefined || r.norm === norm) && (r.maxOutputs === undefined || T * NC <= r.maxOutputs));
-  if (!r) throw new Error(`sgmat: no variant picked for ${streams} stream(s), norm ${norm}`);
-  return override(r) ?? r.variant;
+/**
+ * The variant for a matmul: the first matching rule whose variant fits the device's workgroup memory (`wgBytes`,
+ * its maxComputeWorkgroupStorageSize; the tensor-core path needs SGMAT_WG_BYTES, which every rule's last resort fits).
+ */
+export function sgmatPick(streams: 1 | 2, norm: boolean, NC: number, T: number, wgBytes = SGMAT_WG_BYTES): SgmatVariantName {
+  const r = SGMAT_PICK.find((r) => r.streams === streams && (r.norm === undefined || r.norm === norm) && (r.maxOutputs === undefined || T * NC <= r.maxOutputs) &&
+    sgmatWorkgroupBytes(SGMAT_VARIANTS[r.variant], norm) <= wgBytes);
+  if (!r) throw new Error(`sgmat: no variant picked for ${streams} stream(s), norm ${norm}, ${wgBytes} bytes of workgroup memory`);
+  return override(r, wgBytes, norm) ?? r.variant;
 }
 
 export function sgmatVariant(name: string, streams: 1 | 2): SgmatVariant {
@@ -167,6 +195,12 @@ export function sgmatGrid(NC: number, T: number, s: SgmatVariant): Workgroups {
   return [x, y];
 }
 
+/** Workgroup memory of a variant: its slab set(s), the result staging, the rms scales with the norm prologue. */
+export function sgmatWorkgroupBytes(V: SgmatVariant, norm: boolean): number {
+  const XS = V.BK + PAD;
+  return (V.double ? 2 : 1) * (2 * V.BM * XS + 2 * V.streams * V.BN * XS) + 4 * V.streams * FR * V.BN + (norm ? 4 * V.BM : 0);
+}
+
 export function sgmatSource(o: CoreOpts, f: CoreFamily, variant: string): KernelSource {
   if ((o.wdtype !== 'f16' && !isQuantized(o.wdtype)) || o.U !== 4) throw new Error(`sgmat matmul reads f16, q8 or q4 weights with K % 16 == 0 (got ${o.wdtype}, U=${o.U})`);
   // w_ld goes unused: f16 weights are read as vec4<f16> straight into the slabs, q8 / q4 through w_ldh
@@ -175,7 +209,9 @@ export function sgmatSource(o: CoreOpts, f: CoreFamily, variant: string): Kernel
   const halfLoaders = isQuantized(wd) ? [quantHalfLoader('w', wd), ...(o.streams === 2 ? [quantHalfLoader('wu', wd)] : [])].join('\n') : '';
   const S = o.streams;
   const V = sgmatVariant(variant, S);
-  const { BM, BN, SGM, SGN } = V;
+  const { BM, BN, SGM, SGN, BK } = V;
+  const XS = BK + PAD;
+  const NB = V.double ? 2 : 1; // slab sets in workgroup memory
   const SG = SGM * SGN;
   const WG = SG * SGMAT_MAX_SUBGROUP;
   const FM = BM / SGM / FR;
@@ -186,24 +222,30 @@ export function sgmatSource(o: CoreOpts, f: CoreFamily, variant: string): Kernel
     throw new Error(`sgmat shape ${BM}×${BN} does not split over ${SGM}×${SGN} subgroups`);
   const st = stagePlan({ BM, BN, WG, UPR, XS, streams: S, norm: o.norm, lean: V.lean, quant: isQuantized(o.wdtype) });
   if (o.norm && st.scratchNeeded > OS) throw new Error('sgmat: Σx² partials do not fit the result staging');
-  const bytes = 2 * BM * XS + 2 * S * BN * XS + 4 * OS + (o.norm ? 4 * BM : 0);
-  if (bytes > SGMAT_WG_BYTES) throw new Error(`sgmat: ${bytes} bytes of workgroup memory exceed ${SGMAT_WG_BYTES}`);
+  const bytes = sgmatWorkgroupBytes(V, o.norm);
+  if (bytes > SGMAT_WG_BYTES_MAX) throw new Error(`sgmat: ${bytes} bytes of workgroup memory exceed ${SGMAT_WG_BYTES_MAX}`);
   const R = (n: number) => Array.from({ length: n }, (_, i) => i);
   const acc = (s: number, i: number, j: number) => `${s === 0 ? 'c' : 'u'}${i}_${j}`;
   const accs = R(S).flatMap((s) => R(FM).flatMap((i) => R(FN).map((j) => acc(s, i, j))));
+  // the slab set the products read (double buffering: `cur`, a uniform register)
+  const xo = NB === 2 ? ` + cur * ${BM * XS}u` : '';
+  const wo = NB === 2 ? ` + cur * ${S * BN * XS}u` : '';
   // one 16-deep step of the K slab (its own block: each step declares a0.., b00..): FM left fragments shared by
   // FN right fragments per stream
   const step = (kk: number) => [
     '      {',
-    ...R(FM).map((i) => `      let a${i} = subgroupMatrixLoad<LeftM, row_major>(&xs, (sm * ${FM * FR}u + ${i * FR}u) * XS + ${kk * FR}u, XS);`),
+    ...R(FM).map((i) => `      let a${i} = subgroupMatrixLoad<LeftM, row_major>(&xs, (sm * ${FM * FR}u + ${i * FR}u) * XS + ${kk * FR}u${xo}, XS);`),
     ...R(S).flatMap((s) =>
       R(FN).flatMap((j) => [
-        `      let b${s}${j} = subgroupMatrixLoad<RightM, col_major>(&ws, ${s * BN * XS}u + (sn * ${FN * FR}u + ${j * FR}u) * XS + ${kk * FR}u, XS);`,
+        `      let b${s}${j} = subgroupMatrixLoad<RightM, col_major>(&ws, ${s * BN * XS}u + (sn * ${FN * FR}u + ${j * FR}u) * XS + ${kk * FR}u${wo}, XS);`,
         ...R(FM).map((i) => `      ${acc(s, i, j)} = subgroupMatrixMultiplyAccumulate(a${i}, b${s}${j}, ${acc(s, i, j)});`),
       ]),
     ),
     '      }',
   ];
+  const products = `    if (sg < SG) { // subgroups narrower than ${SGMAT_MAX_SUBGROUP} lanes: the first SG cover the tile, the rest idle
+${R(BK / FR).map((kk) => step(kk).join('\n')).join('\n')}
+    }`;
   // fragment row i of this subgroup's block → os (row-major, stride BN), one branch per i: accumulators are
   // named variables, never indexed dynamically
   const storeRow = (i: number) =>
@@ -211,7 +253,30 @@ export function sgmatSource(o: CoreOpts, f: CoreFamily, variant: string): Kernel
   const stores = R(FM).map((i) => `${i ? ' else ' : ''}if (fi == ${i}u) {\n        ${storeRow(i)}\n      }`).join('');
   const biasS = (s: number) => (o.bias ? ` + bias2(c, ${s}u)` : '');
   // without prefetch a slab is fetched and staged back to back; with it, slab k0 + UPR is fetched between the
-  // barrier that publishes slab k0 and its products (fetch masks vec4s past K to zero, so the last one is harmless)
+  // barrier that publishes slab k0 and its products (fetch masks vec4s past K to zero, so the last one is harmless).
+  // Double-buffered: slab k0 + UPR is fetched before slab k0's products and staged into the other set after them;
+  // the one barrier per slab both publishes it and retires the set the next stage overwrites
+  const loop = V.double
+    ? wgsl`${st.fetch('0u')}
+${st.stage('0u', '')}
+  workgroupBarrier();
+  var cur = 0u;
+  for (var k0 = 0u; k0 < KU; k0 += UPR) {
+${st.fetch('(k0 + UPR)')}
+${products}
+${st.stage('(k0 + UPR)', `(1u - cur)`)}
+    workgroupBarrier();
+    cur = 1u - cur;
+  }`
+    : wgsl`${V.prefetch && st.fetch('0u')}
+  for (var k0 = 0u; k0 < KU; k0 += UPR) {
+${!V.prefetch && st.fetch('k0')}
+${st.stage('k0', '')}
+    workgroupBarrier();
+${V.prefetch && st.fetch('(k0 + UPR)')}
+${products}
+    workgroupBarrier();
+  }`;
   const body = wgsl`
 ${fns}
 ${halfLoaders}
@@ -228,8 +293,8 @@ const BN = ${BN}u;  // logical columns per tile
 const BK = ${BK}u;   // K elements per slab
 const XS = ${XS}u;   // staged row stride (halves)
 const UPR = ${UPR}u;  // vec4 loads per staged row
-var<workgroup> xs: array<f16, ${BM * XS}>;     // (BM, XS) x · normW slab, token-major
-var<workgroup> ws: array<f16, ${S * BN * XS}>;     // (streams, BN, XS) weight slabs, one row per column
+var<workgroup> xs: array<f16, ${NB * BM * XS}>;     // (${NB > 1 ? `${NB} sets, ` : ''}BM, XS) x · normW slab, token-major
+var<workgroup> ws: array<f16, ${NB * S * BN * XS}>;     // (${NB > 1 ? `${NB} sets, ` : ''}streams, BN, XS) weight slabs, one row per column
 var<workgroup> os: array<f32, ${OS}>;     // (streams, 16, BN) one fragment row of results; first the Σx² partials
 ${o.norm && `var<workgroup> rs: array<f32, ${BM}>;      // (BM) rms scale per token`}
 
@@ -242,17 +307,7 @@ fn main(${builtins}, @builtin(subgroup_id) sg: u32) {
   let sn = sg % ${SGN}u; // its columns: sn·${FN * FR} ..
 ${accs.map((a) => `  var ${a} = AccM();`)}
 ${st.decls}
-${V.prefetch && st.fetch('0u')}
-  for (var k0 = 0u; k0 < KU; k0 += UPR) {
-${!V.prefetch && st.fetch('k0')}
-${st.stage('k0')}
-    workgroupBarrier();
-${V.prefetch && st.fetch('(k0 + UPR)')}
-    if (sg < SG) { // subgroups narrower than ${SGMAT_MAX_SUBGROUP} lanes: the first SG cover the tile, the rest idle
-${R(BK / FR).map((kk) => step(kk).join('\n'))}
-    }
-    workgroupBarrier();
-  }
+${loop}
 ${o.norm && st.rms}
   // epilogue, one 16-token fragment row of the tile at a time (bounded workgroup memory)
   for (var r = 0u; r < BM / ${FR}u; r++) {

@@ -33,6 +33,8 @@ export interface QkvOpts {
   readonly intDot?: boolean;
   /** prefill on tensor cores (mm-sgmat.ts) where the weight and shape allow; only for devices with GpuContext.tensorCores */
   readonly tensorCores?: boolean;
+  /** the device's maxComputeWorkgroupStorageSize (see MatmulOpts) */
+  readonly workgroupBytes?: number;
 }
 
 export interface QkvDims {
@@ -201,7 +203,7 @@ export function qkvRope(o: QkvOpts, d: QkvDims, b: QkvBuffers): Dispatch {
     return { kernel: spec, buffers, params, workgroups: gemvGrid(NC, shape.R) };
   }
   if (o.tensorCores && sgmatUsable(o.wdtype, T, K)) {
-    const sgv = sgmatPick(1, true, NC, T);
+    const sgv = sgmatPick(1, true, NC, T, o.workgroupBytes);
     const spec = kernel({ ...base, path: 'sgmat', sgv }, () => sgmatSource(core, family(o), sgv));
     return { kernel: spec, buffers, params, workgroups: sgmatGrid(NC, T, sgmatVariant(sgv, 1)) };
   }
