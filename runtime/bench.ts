@@ -13,7 +13,8 @@ import { Session } from './session.js';
 import { cacheRowWords, type CacheDtype } from '../compiler/kernels/attn-common.js';
 import { stepBreakdown, type StepBreakdown } from './bench-breakdown.js';
 import { quantizedBytes } from './quant.js';
-import { rng, sample, type SamplingOptions } from './sampling.js';
+import { rng } from './sampling.js';
+import type { SampleOpts } from '../compiler/kernels/sample.js';
 import { elemBytes, partsWeight, quantDtypeFor, weightBytes, type GpuWeight, type WeightFormat } from './weights.js';
 
 export interface BenchOptions {
@@ -45,7 +46,7 @@ export interface BenchResult {
   /** one step per readback of the argmax (4 bytes): a step's latency with its token on the host */
   decode_roundtrip_ms_per_token: number;
   /**
-   * sampled decoding as generate() runs it: one step per readback of the logits, then the host's sampler
+   * sampled decoding as generate() runs it: steps queued back to back, each token drawn on the GPU
    * (SAMPLED_BENCH: Llama-3.1's generation_config, temperature 0.6 and top-p 0.9)
    */
   decode_sampled_ms_per_token: number;
@@ -204,7 +205,7 @@ async function bestMatmul(r: GpuRunner, c: ModelConfig, T: number, half: boolean
 }
 
 /** The sampling of the bench's sampled decode: Llama-3.1-8B-Instruct's generation_config */
-const SAMPLED_BENCH: SamplingOptions = { temperature: 0.6, topP: 0.9 };
+const SAMPLED_BENCH: SampleOpts = { temperature: 0.6, topP: 0.9 };
 
 export async function runBench(r: GpuRunner, c: ModelConfig, weights: Map<string, GpuWeight>, name: string, o: BenchOptions): Promise<BenchResult> {
   const log = o.log ?? (() => {});
@@ -258,9 +259,9 @@ export async function runBench(r: GpuRunner, c: ModelConfig, weights: Map<string
       const t2 = performance.now();
       for (let i = 0; i < o.decodeTokens; i++) tok = await s.decodeGreedy(tok);
       roundTripMs = (performance.now() - t2) / o.decodeTokens;
-      const rand = rng(1);
+      const uniforms = Float32Array.from({ length: o.decodeTokens }, rng(1));
       const t3 = performance.now();
-      for (let i = 0; i < o.decodeTokens; i++) tok = sample(await s.decode(tok), SAMPLED_BENCH, rand);
+      await s.decodeRun(tok, o.decodeTokens, { sampling: SAMPLED_BENCH, uniforms });
       sampledMs = (performance.now() - t3) / o.decodeTokens;
       const perChunk = ms / chunks;
       // 10 back-to-back submissions each, so the one wait for the queue at the end weighs little on a few-ms probe

@@ -8,7 +8,7 @@ import { createGpuContext, defaultGpu, type DeviceOptions } from './gpu/device.j
 import { GpuRunner } from './gpu/runner.js';
 import { openModel, type ModelSource } from './model-source.js';
 import type { Policy } from './policies.js';
-import { rng, sample, validateSampling, type SamplingOptions } from './sampling.js';
+import { argmaxOf, rng, validateSampling, type SamplingOptions } from './sampling.js';
 import { Session, type CacheOptions } from './session.js';
 import { uploadWeights, type GpuWeight, type WeightFormat } from './weights.js';
 
@@ -119,9 +119,11 @@ export class Engine {
     const greedy = !o.temperature;
     const dec = this.model.tokenizer?.streamDecoder({ skipSpecialTokens: true });
     const tokens: number[] = [];
-    let next = sample(pre.logits, o, rand);
-    // greedy tokens are decoded in runs queued back to back (no readback per token); runs grow from 1 so the first
-    // tokens stream out at once. A kept session decodes one at a time so its cache holds no steps past the stop.
+    // sampled tokens are drawn on the GPU (compiler/kernels/sample.ts), one uniform draw of the seeded generator each
+    const sampling = greedy ? undefined : { temperature: o.temperature!, topK: o.topK, topP: o.topP };
+    let next = sampling ? await s.sampleAfterPrefill(sampling, rand()) : argmaxOf(pre.logits, pre.logits.length - this.model.config.vocabSize);
+    // tokens are decoded in runs queued back to back (no readback per token); runs grow from 1 so the first tokens
+    // stream out at once. A kept session decodes one at a time so its cache holds no steps past the stop.
     let queued: number[] = [];
     let run = 1;
     for (let i = 0; i < maxNew; i++) {
@@ -130,14 +132,12 @@ export class Engine {
       if (dec && o.onText) o.onText(dec.push(next));
       if ((o.stopAtEos ?? true) && eos.has(next)) break;
       if (i === maxNew - 1) break;
-      if (!greedy) next = sample(await s.decode(next), o, rand);
-      else {
-        if (queued.length === 0) {
-          queued = await s.decodeGreedyRun(next, o.keepSession ? 1 : Math.min(run, maxNew - 1 - i));
-          run = Math.min(2 * run, 32);
-        }
-        next = queued.shift()!;
+      if (queued.length === 0) {
+        const n = o.keepSession ? 1 : Math.min(run, maxNew - 1 - i);
+        queued = await s.decodeRun(next, n, sampling && { sampling, uniforms: Float32Array.from({ length: n }, rand) });
+        run = Math.min(2 * run, 32);
       }
+      next = queued.shift()!;
     }
     if (dec && o.onText) o.onText(dec.flush?.() ?? '');
     const t2 = performance.now();

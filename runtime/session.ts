@@ -13,6 +13,7 @@ import { evict, evictLayoutFor, evictScratchBytes, evictThreads, type EvictLayou
 import { fillScores } from '../compiler/kernels/scores.js';
 import { argmax } from '../compiler/kernels/elementwise.js';
 import { feedToken } from '../compiler/kernels/decode-feed.js';
+import { sampleToken, type SampleOpts } from '../compiler/kernels/sample.js';
 import { fillPositions } from '../compiler/kernels/cache-store.js';
 import { CACHE_DTYPES, cacheRowWords, type CacheDtype } from '../compiler/kernels/attn-common.js';
 import { checkInt8HeadDim } from '../compiler/kernels/kv-int8.js';
@@ -47,6 +48,13 @@ export interface CacheOptions {
   readonly withHeads?: boolean;
   /** dispatches to run right after a graph node's kernel, within the same submission (see Plan.dispatches) */
   readonly after?: (n: Node, plan: Plan) => Dispatch[];
+}
+
+/** How a queued decode run picks its tokens when not greedily: drawn on the GPU, uniform draw i for step i. */
+export interface RunPick {
+  readonly sampling: SampleOpts;
+  /** (≥ steps) uniform draws in [0, 1) */
+  readonly uniforms: Float32Array;
 }
 
 export interface PrefillResult {
@@ -154,6 +162,8 @@ export class Session {
   }
   private graphOutput = 0;
   private argmaxOut: GPUBuffer | null = null;
+  /** logits rows the last prefill left in the output (its last row follows the prompt) */
+  private prefillRows = 1;
 
   get kernelsPerStep(): number {
     return this.plan?.kernelCount ?? 0;
@@ -200,6 +210,7 @@ export class Session {
       onStep?.(step.index + 1, steps.length);
     }
     const rows = this.opts.allLogits ? last!.length : 1;
+    this.prefillRows = rows;
     const logits = await this.runner.readF32(this.plan!.output(this.graphOutput), rows * vocab);
     return { logits, promptTokens: ids.length, evictedTokens: book.evictedTokens };
   }
@@ -326,22 +337,55 @@ export class Session {
    * Returns exactly what n calls of decodeGreedy would (the caller stops at EOS itself; steps after it are wasted
    * work but leave earlier tokens unchanged).
    */
-  async decodeGreedyRun(token: number, n: number): Promise<number[]> {
-    if (!Number.isInteger(n) || n < 1) throw new Error(`decodeGreedyRun: n must be a positive integer, got ${n}`);
+  decodeGreedyRun(token: number, n: number): Promise<number[]> {
+    return this.decodeRun(token, n);
+  }
+
+  /**
+   * Decode of n tokens after `token`, queued like decodeGreedyRun; with `pick`, each step's token is drawn on the GPU
+   * (compiler/kernels/sample.ts) with the run's uniform draw i instead of taken greedily (one draw per step, so a
+   * seeded generator gives the same tokens however a generation is cut into runs).
+   */
+  async decodeRun(token: number, n: number, pick?: RunPick): Promise<number[]> {
+    if (!Number.isInteger(n) || n < 1) throw new Error(`decodeRun: n must be a positive integer, got ${n}`);
+    if (pick && pick.uniforms.length < n) throw new Error(`decodeRun: ${n} steps need ${n} uniform draws, got ${pick.uniforms.length}`);
     const plan = this.plan!;
-    const tokens = this.runner.createBuffer(4 * n, 'greedy-run'); // (n) u32
+    const tokens = this.runner.createBuffer(4 * n, 'decode-run'); // (n) u32
+    const uniforms = pick ? this.runner.upload(pick.uniforms.subarray(0, n), 'draws') : null; // (n) f32
     try {
       for (let i = 0; i < n; i++) {
         const { slot, pos } = this.book!.appendDecode();
         const ds = this.stepDispatches(i === 0 ? [token] : null, 1, slot, pos, this.promptLen, true);
-        ds.push(argmax({ rows: 1, n: this.config.vocabSize }, { x: plan.output(this.graphOutput), out: this.argmaxOut! }));
+        ds.push(this.pickToken(0, pick && uniforms ? { sampling: pick.sampling, uniforms, draw: i } : undefined));
         ds.push(feedToken({ index: i }, { argmax: this.argmaxOut!, ids: plan.ids, tokens }));
         this.runner.run(ds);
       }
       return Array.from(await this.runner.readU32(tokens, n));
     } finally {
       this.runner.destroy(tokens);
+      if (uniforms) this.runner.destroy(uniforms);
     }
+  }
+
+  /** Draws the token that follows the prompt on the GPU, from the last prefill's last logits row (see decodeRun). */
+  async sampleAfterPrefill(sampling: SampleOpts, u: number): Promise<number> {
+    if (!this.plan) throw new Error('sampleAfterPrefill: prefill first');
+    const uniforms = this.runner.upload(Float32Array.of(u), 'draw'); // (1) f32
+    try {
+      this.runner.run([this.pickToken(this.prefillRows - 1, { sampling, uniforms, draw: 0 })]);
+      return (await this.runner.readU32(this.argmaxOut!, 1))[0]!;
+    } finally {
+      this.runner.destroy(uniforms);
+    }
+  }
+
+  /** The dispatch writing the token after logits row `row` to argmaxOut[0]: drawn, or greedy (decode steps: row 0). */
+  private pickToken(row: number, draw?: { sampling: SampleOpts; uniforms: GPUBuffer; draw: number }): Dispatch {
+    const x = this.plan!.output(this.graphOutput);
+    const n = this.config.vocabSize;
+    if (draw) return sampleToken(draw.sampling, { n, row, draw: draw.draw }, { x, uniforms: draw.uniforms, out: this.argmaxOut! });
+    if (row !== 0) throw new Error('pickToken: greedy picks read logits row 0');
+    return argmax({ rows: 1, n }, { x, out: this.argmaxOut! });
   }
 
   private submitDecode(token: number, withArgmax = false): void {

@@ -1,7 +1,8 @@
 /**
  * Queued greedy decoding (each step's argmax fed to the next on the GPU, one readback at the end) gives exactly
  * the tokens of one-at-a-time decoding, including under eviction and across runs of different lengths; sampled
- * generation draws what the plain full-sort sampler draws from the same logits and seed.
+ * generation (drawn on the GPU, queued the same way) draws what the plain form of the GPU sampler draws from the same
+ * logits and seed.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -10,7 +11,7 @@ import { Engine } from '../runtime/engine.js';
 import type { Dispatch } from '../runtime/gpu/runner.js';
 import { fixture, TINY_LLAMA } from './paths.js';
 import { rng } from '../runtime/sampling.js';
-import { sampleRef } from './ref/sampling.js';
+import { sampleGpuRef } from './ref/sample-gpu.js';
 
 const golden = JSON.parse(fs.readFileSync(path.join(TINY_LLAMA, 'golden.json'), 'utf8'));
 
@@ -40,26 +41,36 @@ describe('queued greedy decode', () => {
     expect(got).toEqual(want);
   });
 
-  it('sampled generation (temperature, top-k, top-p, seed) draws the tokens of the plain sampler on the same logits, under eviction', async () => {
+  it('sampled generation (temperature, top-k, top-p, seed) draws on the GPU the tokens of the plain sampler on the same logits, under eviction', async () => {
     const ids = [...golden.input_ids, ...golden.input_ids];
     const cache = { policy: 'locret' as const, budget: 48, chunk: 32, stabilizer: 8 };
     const o = { temperature: 1.3, topK: 200, topP: 0.95, seed: 7 };
     const n = 10;
     const got = await e.generate({ ...cache, ...o, inputIds: ids, maxNewTokens: n, local: 0, stopAtEos: false });
     expect(got.evicted_tokens).toBeGreaterThan(0);
-    // the same steps by hand: prefill, then each token drawn by the plain sampler from the logits it follows
+    // the same steps by hand: prefill, then each token checked against the plain form of the GPU sampler on the
+    // logits it follows, with the seeded generator's draws in order (one per token); the steps are fed the tokens
+    // generate() drew, so a draw too close to a boundary for f32 (either neighbour accepted) does not derail the rest
     const s = e.session({ ...cache, maxNew: n });
     const rand = rng(o.seed);
     let logits = (await s.prefill(ids, 0)).logits;
-    const want: number[] = [];
+    let clear = 0;
     for (let i = 0; i < n; i++) {
-      want.push(sampleRef(logits, o, rand));
-      if (i < n - 1) logits = await s.decode(want[i]!);
+      const want = sampleGpuRef(logits, o, rand());
+      if (want.cutMargin >= 1e-4) {
+        if (want.walkMargin >= 1e-4) {
+          clear++;
+          expect(got.tokens[i], `token ${i}`).toBe(want.token);
+        } else expect([want.token, ...want.neighbors], `token ${i}`).toContain(got.tokens[i]);
+      }
+      if (i < n - 1) logits = await s.decode(got.tokens[i]!);
     }
     s.release();
-    expect(got.tokens).toEqual(want);
+    expect(clear).toBeGreaterThan(n / 2);
+    const again = await e.generate({ ...cache, ...o, inputIds: ids, maxNewTokens: n, local: 0, stopAtEos: false });
+    expect(again.tokens, 'the same seed draws the same tokens').toEqual(got.tokens);
     const greedy = await e.generate({ ...cache, inputIds: ids, maxNewTokens: n, local: 0, stopAtEos: false });
-    expect(greedy.tokens, 'a temperature of 1.3 over 10 tokens strays from the argmax').not.toEqual(want);
+    expect(greedy.tokens, 'a temperature of 1.3 over 10 tokens strays from the argmax').not.toEqual(got.tokens);
   });
 
   it.each(['f16', 'int8'] as const)('decode steps reuse their dispatches with the slot patched in (%s cache): kernels, parameters, grids and logits as when built afresh', async (kvDtype) => {
