@@ -2,17 +2,19 @@
  * Temperature / top-k / top-p sampling of one logits row on the GPU, so sampled decode steps queue back to back like
  * greedy ones (the token feeds the next step through decode-feed.ts; nothing is read back per token).
  *
- * One workgroup of WG threads; thread l owns the tokens l, l + WG, l + 2·WG, … (coalesced loads every pass). Tokens
- * are compared by an order key, the logit's bits mapped so that unsigned order is float order (NaN lowest):
+ * One workgroup of WG threads; logits are loaded U at a time (vec4 where the row allows), and thread l owns the
+ * chunks l, l + WG, l + 2·WG, … (coalesced loads every pass, UNROLL chunks in flight per thread). Tokens are compared
+ * by an order key, the logit's bits mapped so that unsigned order is float order (NaN lowest):
  *
  *   1. max key (and the first token holding it: the answer when nothing has weight, e.g. every logit −∞)
  *   2. top-k: the largest key τk with count(key ≥ τk) ≥ k, found digit by digit (8 passes of 4 bits: 15 candidate
  *      thresholds counted per pass), so every token tied at the k-th logit is kept, as Hugging Face's top-k does
  *   3. weights w = 2^((logit − max) · log2(e) / T) of the kept tokens, and their total Z
  *   4. top-p: the largest key τp ≥ τk with Σ w(key ≥ τp) ≥ p · Z, digit by digit the same way (ties at it kept)
- *   5. the draw: r = u · (kept total); thread sums, a scan over threads, and the one thread whose range holds r walks
- *      its tokens. The walk order (thread, then token) is fixed by WG, not by the device, so a seed gives the same
- *      tokens on every device up to the rounding of exp2 and of the sums.
+ *   5. the draw: r = u · (kept total); thread sums, a scan over threads, the first thread whose range passes r
+ *   6. that thread's chunks, split over the workgroup in order, a second scan, and the one thread whose part passes
+ *      the rest of r walks its few tokens. The walk order (chunk's thread, then token) is fixed by WG and U, not by
+ *      the device, so a seed gives the same tokens on every device up to the rounding of exp2 and of the sums.
  *
  * test/ref/sample-gpu.ts is the plain form (sorts, then keeps the same sets and walks the same order).
  */
@@ -41,21 +43,38 @@ export function validateGpuSampling(o: SampleOpts): void {
 
 const seq = (n: number) => Array.from({ length: n }, (_, i) => i);
 const C = (1 << DIGIT) - 1; // candidates per pass
+/** chunks each thread loads before using any (loads in flight per thread: a pass is bound by them, not by math) */
+const UNROLL = 4;
+
+/** Logits per load: 4 (vec4) when rows are whole vec4s, as every vocabulary in use (128256, 32000, 32064, 151936). */
+export const sampleUnit = (n: number): 1 | 4 => (n % 4 === 0 ? 4 : 1);
 
 /**
- * One threshold search, inlined: `contrib` is the WGSL expression a token with key `k` (and weight `w`, when
- * `weighted`) adds; finds the largest t ≥ `floor` with Σ contrib(key ≥ t) ≥ `target` into `tvar`.
+ * A loop over thread lid's chunks (lid, lid + WG, …), UNROLL chunks loaded before any is used; `body` runs per chunk
+ * with `l` its logits (VF: vec4 or scalar) and `c` its index (chunks past the row read NaN, whose key 0 counts
+ * nowhere).
+ */
+function eachChunk(body: (l: string, c: string) => string): string {
+  return `  for (var c0 = lid; c0 < NC; c0 += ${UNROLL}u * WG) {
+${seq(UNROLL).map((u) => `    let l${u} = ld(c0 + ${u}u * WG);`).join('\n')}
+${seq(UNROLL).map((u) => `    {
+${body(`l${u}`, `(c0 + ${u}u * WG)`)}
+    }`).join('\n')}
+  }`;
+}
+
+/**
+ * One threshold search, inlined: finds the largest t ≥ `floor` with Σ (1, or the weight when `weighted`) over the
+ * tokens with key ≥ max(t, floor) reaching `target`, into `tvar`.
  */
 function search(tvar: string, floor: string, target: string, weighted: boolean): string {
   return `  ${tvar} = 0u;
   for (var shift = ${32 - DIGIT}i; shift >= 0i; shift -= ${DIGIT}i) {
-${seq(C).map((j) => `    var a${j + 1} = 0.0;`).join('\n')}
-    for (var i = lid; i < params.n; i += WG) {
-      let k = orderKey(x[params.row * params.n + i]);
-      let c = select(0.0, ${weighted ? 'weight(k, m, params.c)' : '1.0'}, k >= ${floor});
-${seq(C).map((j) => `      a${j + 1} += select(0.0, c, k >= (${tvar} | (${j + 1}u << u32(shift))));`).join('\n')}
-    }
-${seq(C).map((j) => `    red[${j}u * WG + lid] = a${j + 1};`).join('\n')}
+${seq(C).map((j) => `    var a${j + 1} = VF(0.0);`).join('\n')}
+${eachChunk((l) => `      let k = orderKeyV(${l});
+      let c = select(VF(0.0), ${weighted ? 'weightV(k, m)' : 'VF(1.0)'}, k >= VU(${floor}));
+${seq(C).map((j) => `      a${j + 1} += select(VF(0.0), c, k >= VU(${tvar} | (${j + 1}u << u32(shift))));`).join('\n')}`)}
+${seq(C).map((j) => `    red[${j}u * WG + lid] = hsum(a${j + 1});`).join('\n')}
     workgroupBarrier();
     for (var h = WG / 2u; h > 0u; h >>= 1u) {
       if (lid < h) {
@@ -72,23 +91,39 @@ ${seq(C).map((j) => `    if (red[${j}u * WG] >= ${target}) { d = ${j + 1}u; }`).
   ${tvar} = max(${tvar}, ${floor});`;
 }
 
-function source() {
+/** Hillis–Steele inclusive scan of `arr` (WG values) in place; every thread must reach it. */
+const scan = (arr: string) => `  for (var h = 1u; h < WG; h <<= 1u) {
+    var v = 0.0;
+    if (lid >= h) { v = ${arr}[lid - h]; }
+    workgroupBarrier();
+    ${arr}[lid] += v;
+    workgroupBarrier();
+  }`;
+
+function source(U: 1 | 4) {
+  const VT = U === 4 ? 'vec4<f32>' : 'f32';
+  const lanes = U === 4 ? ['x', 'y', 'z', 'w'] : [''];
   return {
     bindings: [
-      ro('x', 'array<f32>'), // (rows, n) logits
+      ro('x', `array<${VT}>`), // (rows, n) logits
       ro('uniforms', 'array<f32>'), // (draws) uniform draws in [0, 1), one per sampled token
       rw('out', 'array<u32>'), // (slot + 1) the token at [slot]
     ],
     params: [['n', 'u32'], ['row', 'u32'], ['draw', 'u32'], ['slot', 'u32'], ['topK', 'u32'], ['c', 'f32'], ['topP', 'f32']] as const,
     workgroupSize: [SAMPLE_WG, 1, 1] as const,
     body: wgsl`const WG = ${SAMPLE_WG}u;
+const U = ${U}u; // logits per load
+alias VF = ${VT}; // a chunk of logits
+alias VU = ${U === 4 ? 'vec4<u32>' : 'u32'}; // its order keys
 const NONE = 0xffffffffu;
 var<workgroup> red: array<f32, ${C * SAMPLE_WG}>; // (candidates, WG) partial counts or weights, reduced in place
 var<workgroup> bk: array<u32, ${SAMPLE_WG}>; // (WG) max key per thread, then reduced
 var<workgroup> bi: array<u32, ${SAMPLE_WG}>; // (WG) first token with it
 var<workgroup> pre: array<f32, ${SAMPLE_WG}>; // (WG) inclusive scan of the threads' kept weights
-var<workgroup> pick: atomic<u32>; // the thread whose range holds the draw
-var<workgroup> lastKept: atomic<u32>; // the last thread with any kept weight (rounding fallback)
+var<workgroup> pick: array<atomic<u32>, 2>; // (steps 5, 6) the first thread whose range passes the draw
+var<workgroup> lastKept: array<atomic<u32>, 2>; // (steps 5, 6) the last thread with any kept weight (rounding fallback)
+var<workgroup> rest: f32; // the draw's remainder inside the picked thread's range
+var<private> nanBits: u32 = 0x7fc00000u; // a quiet NaN made at run time (WGSL constants cannot hold one)
 
 // unsigned order = float order; NaN lowest (0), below −∞; −0 is +0
 fn orderKey(v: f32) -> u32 {
@@ -100,33 +135,47 @@ fn keyValue(k: u32) -> f32 {
   return bitcast<f32>(select(~k, k & 0x7fffffffu, (k & 0x80000000u) != 0u));
 }
 // exp((logit − max) / T) as 2^((logit − max) · log2(e) / T); 1 for the top token
-fn weight(k: u32, m: f32, c: f32) -> f32 {
-  return exp2((keyValue(k) - m) * c);
+fn weight(k: u32, m: f32) -> f32 {
+  return exp2((keyValue(k) - m) * params.c);
 }
-
-// the weight of thread lid's tokens with key ≥ floor
-fn threadWeight(lid: u32, floor: u32, m: f32) -> f32 {
-  var s = 0.0;
-  for (var i = lid; i < params.n; i += WG) {
-    let k = orderKey(x[params.row * params.n + i]);
-    s += select(0.0, weight(k, m, params.c), k >= floor);
-  }
-  return s;
+// chunk c of the row (NaN past it)
+fn ld(c: u32) -> ${VT} {
+  let nc = params.n / U;
+  if (c < nc) { return x[params.row * nc + c]; }
+  return ${VT}(bitcast<f32>(nanBits));
 }
+// the same, a chunk at a time
+fn orderKeyV(v: VF) -> VU {
+  let b = select(bitcast<VU>(v), VU(0u), bitcast<VU>(v) == VU(0x80000000u));
+  let k = select(b | VU(0x80000000u), ~b, (b & VU(0x80000000u)) != VU(0u));
+  return select(k, VU(0u), (b & VU(0x7fffffffu)) > VU(0x7f800000u));
+}
+fn keyValueV(k: VU) -> VF {
+  return bitcast<VF>(select(~k, k & VU(0x7fffffffu), (k & VU(0x80000000u)) != VU(0u)));
+}
+fn weightV(k: VU, m: f32) -> VF {
+  return exp2((keyValueV(k) - VF(m)) * params.c);
+}
+// the weights of a chunk's tokens with key ≥ floor (0 for the others)
+fn keptWeights(l: VF, floor: u32, m: f32) -> VF {
+  let k = orderKeyV(l);
+  return select(VF(0.0), weightV(k, m), k >= VU(floor));
+}
+fn hsum(a: VF) -> f32 { return ${U === 4 ? 'dot(a, VF(1.0))' : 'a'}; }
 
 @compute @workgroup_size(${SAMPLE_WG})
 fn main(@builtin(local_invocation_index) lid: u32) {
-  let base = params.row * params.n;
+  let NC = params.n / U;
   // 1. max key and its first token
   var mk = 0u;
   var mi = NONE;
-  for (var i = lid; i < params.n; i += WG) {
-    let k = orderKey(x[base + i]);
-    if (mi == NONE || k > mk) { mk = k; mi = i; }
-  }
+${eachChunk((l, c) => lanes.map((lane, e) => `      {
+        let k = orderKey(${l}${lane ? `.${lane}` : ''});
+        if (mi == NONE || k > mk) { mk = k; mi = ${c} * U + ${e}u; }
+      }`).join('\n'))}
   bk[lid] = mk;
   bi[lid] = mi;
-  if (lid == 0u) { atomicStore(&pick, NONE); atomicStore(&lastKept, NONE); }
+  if (lid < 2u) { atomicStore(&pick[lid], NONE); atomicStore(&lastKept[lid], NONE); }
   workgroupBarrier();
   for (var h = WG / 2u; h > 0u; h >>= 1u) {
     if (lid < h && bi[lid + h] != NONE && (bi[lid] == NONE || bk[lid + h] > bk[lid] || (bk[lid + h] == bk[lid] && bi[lid + h] < bi[lid]))) {
@@ -144,7 +193,9 @@ fn main(@builtin(local_invocation_index) lid: u32) {
 ${search('tk', '1u', 'f32(params.topK)', false)}
   }
   // 3. the kept tokens' total weight
-  pre[lid] = threadWeight(lid, tk, m);
+  var z = VF(0.0);
+${eachChunk((l) => `      z += keptWeights(${l}, tk, m);`)}
+  pre[lid] = hsum(z);
   workgroupBarrier();
   for (var h = WG / 2u; h > 0u; h >>= 1u) {
     if (lid < h) { pre[lid] += pre[lid + h]; }
@@ -158,41 +209,57 @@ ${search('tk', '1u', 'f32(params.topK)', false)}
     let need = params.topP * total;
 ${search('tp', 'tk', 'need', true)}
   }
-  // 5. the draw: this thread's kept weight, a scan over threads, the thread holding r walks its tokens
-  let s = threadWeight(lid, tp, m);
+  // 5. the draw: each thread's kept weight, a scan over threads, the first thread whose range passes r
+  var sv = VF(0.0);
+${eachChunk((l) => `      sv += keptWeights(${l}, tp, m);`)}
+  let s = hsum(sv);
   pre[lid] = s;
   workgroupBarrier();
-  for (var h = 1u; h < WG; h <<= 1u) { // Hillis–Steele inclusive scan
-    var v = 0.0;
-    if (lid >= h) { v = pre[lid - h]; }
-    workgroupBarrier();
-    pre[lid] += v;
-    workgroupBarrier();
-  }
+${scan('pre')}
   let kept = pre[WG - 1u];
   let r = uniforms[params.draw] * kept;
-  let before = pre[lid] - s;
-  if (s > 0.0 && pre[lid] > r) { atomicMin(&pick, lid); }
-  if (s > 0.0) { atomicMax(&lastKept, lid); }
+  if (s > 0.0 && pre[lid] > r) { atomicMin(&pick[0], lid); }
+  if (s > 0.0) { atomicMax(&lastKept[0], lid); }
   workgroupBarrier();
-  var chosen = atomicLoad(&pick);
-  let exact = chosen != NONE;
-  if (!exact) { chosen = atomicLoad(&lastKept); }
+  var chosen = atomicLoad(&pick[0]);
+  if (chosen == NONE) { chosen = atomicLoad(&lastKept[0]); } // rounding left r past the last range
+  if (lid == chosen) { rest = r - (pre[lid] - s); }
+  workgroupBarrier();
+  // 6. the picked thread's chunks (c = chosen + k·WG, k < K), walked by the whole workgroup: thread j takes the
+  // consecutive k in [j·q, j·q + q), a scan over threads, then the thread whose range passes the rest walks its tokens
+  let rr = rest;
+  let K = select(0u, (NC - chosen + WG - 1u) / WG, chosen < NC);
+  let q = (K + WG - 1u) / WG;
+  var s2 = 0.0;
+  for (var k = lid * q; k < min(lid * q + q, K); k++) { s2 += hsum(keptWeights(ld(chosen + k * WG), tp, m)); }
+  pre[lid] = s2;
+  workgroupBarrier();
+${scan('pre')}
+  if (s2 > 0.0 && pre[lid] > rr) { atomicMin(&pick[1], lid); }
+  if (s2 > 0.0) { atomicMax(&lastKept[1], lid); }
+  workgroupBarrier();
+  var walker = atomicLoad(&pick[1]);
+  let exact = walker != NONE;
+  if (!exact) { walker = atomicLoad(&lastKept[1]); }
   // nothing has weight (every logit −∞ or NaN, or the weights overflowed): the first max, as greedy
   let valid = kept > 0.0 && kept < 3.0e38;
   if (!valid && lid == 0u) { out[params.slot] = top; }
-  if (valid && lid == chosen) {
-    var acc = before;
+  if (valid && lid == walker) {
+    var acc = pre[lid] - s2;
     var hit = NONE;
     var last = NONE;
-    for (var i = lid; i < params.n; i += WG) {
-      let k = orderKey(x[base + i]);
-      if (k < tp) { continue; }
-      let w = weight(k, m, params.c);
-      if (!(w > 0.0)) { continue; }
-      last = i;
-      acc += w;
-      if (exact && acc > r) { hit = i; break; }
+    for (var k = lid * q; k < min(lid * q + q, K) && hit == NONE; k++) {
+      let c = chosen + k * WG;
+      let l = ld(c);
+${lanes.map((lane, e) => `      if (hit == NONE) {
+        let kk = orderKey(l${lane ? `.${lane}` : ''});
+        let w = select(0.0, weight(kk, m), kk >= tp);
+        if (w > 0.0) {
+          last = c * U + ${e}u;
+          acc += w;
+          if (exact && acc > rr) { hit = last; }
+        }
+      }`).join('\n')}
     }
     out[params.slot] = select(last, hit, hit != NONE);
   }
@@ -212,7 +279,8 @@ export function sampleToken(o: SampleOpts, d: { n: number; row?: number; draw?: 
   const slot = d.slot ?? 0;
   if (!Number.isInteger(d.n) || d.n < 1) throw new Error(`sampleToken: n must be a positive integer, got ${d.n}`);
   for (const [k, v] of Object.entries({ row, draw, slot })) if (!Number.isInteger(v) || v < 0) throw new Error(`sampleToken: ${k} must be a non-negative integer, got ${v}`);
-  const spec = kernel({ op: 'sample_token', wg: SAMPLE_WG, digit: DIGIT }, source);
+  const U = sampleUnit(d.n);
+  const spec = kernel({ op: 'sample_token', wg: SAMPLE_WG, digit: DIGIT, u: U, unroll: UNROLL }, () => source(U));
   const topK = o.topK === undefined ? d.n : Math.min(o.topK, d.n);
   return {
     kernel: spec,

@@ -2,7 +2,7 @@
  * The plain form of the GPU sampler (compiler/kernels/sample.ts), in f64 with a full sort: NaN logits never kept;
  * top-k keeps every token whose logit is at least the k-th largest (ties kept); top-p keeps every token at least as
  * likely as the one where the sorted prefix's weight reaches p of the top-k total (ties kept); the draw u · (kept
- * weight) walks the kept tokens thread by thread (token i belongs to thread i mod WG), then by id.
+ * weight) walks the kept tokens thread by thread (token i is in chunk ⌊i / U⌋ of thread ⌊i / U⌋ mod WG), then by id.
  *
  * How close the outcome came to changing, relative to the weight involved, so that an f32 kernel is held to this
  * reference only where it is clear of its rounding: `cutMargin`, between p · total and the weights kept at and
@@ -10,7 +10,7 @@
  * either side in the walk are `neighbors`).
  */
 import type { SampleOpts } from '../../compiler/kernels/sample.js';
-import { SAMPLE_WG } from '../../compiler/kernels/sample.js';
+import { SAMPLE_WG, sampleUnit } from '../../compiler/kernels/sample.js';
 
 export interface SampleGpuRef {
   readonly token: number;
@@ -52,7 +52,9 @@ export function sampleGpuRef(x: Float32Array, o: SampleOpts, u: number): SampleG
       above = atOrAbove;
     }
   }
-  const kept = keptK.filter((i) => x[i]! >= tau && w(i) > 0).sort((a, b) => (a % SAMPLE_WG) - (b % SAMPLE_WG) || a - b);
+  const U = sampleUnit(n);
+  const thread = (i: number) => Math.floor(i / U) % SAMPLE_WG;
+  const kept = keptK.filter((i) => x[i]! >= tau && w(i) > 0).sort((a, b) => thread(a) - thread(b) || a - b);
   const keptTotal = kept.reduce((a, i) => a + w(i), 0);
   const r = u * keptTotal;
   let acc = 0;
