@@ -7,12 +7,33 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import { sampleToken, type SampleOpts } from '../compiler/kernels/sample.js';
 import type { GpuRunner } from '../runtime/gpu/runner.js';
-import { rng } from '../runtime/sampling.js';
+import { rng, validateSampling } from '../runtime/sampling.js';
 import { gpuRunner } from './gpu-harness.js';
 import { sampleGpuRef } from './ref/sample-gpu.js';
-import { logitsOf, SAMPLING_CASES } from './sampling-cases.js';
 
-const OPTIONS = SAMPLING_CASES;
+/** Logits of a few shapes: Gaussian, rounded (many ties), with −∞ entries, with NaN entries, one dominant token, flat. */
+function logitsOf(kind: string, V: number, seed: number): Float32Array {
+  const r = rng(seed);
+  const gauss = () => Math.sqrt(-2 * Math.log(1 - r())) * Math.cos(2 * Math.PI * r());
+  const x = Float32Array.from({ length: V }, () => 3 * gauss());
+  if (kind === 'ties') for (let i = 0; i < V; i++) x[i] = Math.round(x[i]!);
+  if (kind === 'masked') for (let i = 0; i < V; i += 3) x[i] = -Infinity;
+  if (kind === 'nan') for (let i = 1; i < V; i += 5) x[i] = NaN;
+  if (kind === 'peaked') x[Math.floor(r() * V)] = 40;
+  if (kind === 'flat') x.fill(0.25);
+  return x;
+}
+
+const OPTIONS: readonly SampleOpts[] = [
+  { temperature: 1 },
+  { temperature: 0.6, topP: 0.9 },
+  { temperature: 0.3, topK: 5 },
+  { temperature: 2.5, topK: 50, topP: 0.95 },
+  { temperature: 1, topK: 1 },
+  { temperature: 0.8, topP: 0.1 },
+  { temperature: 1.3, topP: 1, topK: 100000 },
+  { temperature: 0.7, topK: 40, topP: 0.5 },
+];
 
 describe('GPU sampler', () => {
   let r: GpuRunner;
@@ -103,5 +124,9 @@ describe('GPU sampler', () => {
     expect(() => sampleToken({ temperature: 1, topK: 0 }, { n: 4 }, b)).toThrow(/top-k/);
     expect(() => sampleToken({ temperature: 1, topP: 1.5 }, { n: 4 }, b)).toThrow(/top-p/);
     expect(() => sampleToken({ temperature: 1 }, { n: 4, slot: -1 }, b)).toThrow(/slot/);
+    // generate()'s checks before anything runs (temperature 0 is greedy there)
+    expect(() => validateSampling({ temperature: 0, topK: 5 })).not.toThrow();
+    for (const o of [{ temperature: -1 }, { temperature: Infinity }, { temperature: NaN }, { topK: 2.5 }, { topK: 0 }, { topP: 0 }, { topP: 1.01 }])
+      expect(() => validateSampling(o), JSON.stringify(o)).toThrow();
   });
 });
