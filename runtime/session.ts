@@ -391,7 +391,7 @@ export class Session {
   private submitDecode(token: number, withArgmax = false): void {
     const { slot, pos } = this.book!.appendDecode();
     const ds = this.stepDispatches([token], 1, slot, pos, this.promptLen, true);
-    if (withArgmax) ds.push(argmax({ rows: 1, n: this.config.vocabSize }, { x: this.plan!.output(this.graphOutput), out: this.argmaxOut! }));
+    if (withArgmax) ds.push(this.pickToken(0));
     this.runner.run(ds);
   }
 

@@ -139,10 +139,11 @@ export function matmul(o: MatmulOpts, d: MatmulDims, b: MatmulBuffers): Dispatch
   }
   if (o.tensorCores && sgmatUsable(o.wdtype, T, K)) {
     const sgv = o.sgmatVariant ?? sgmatPick(streams, o.norm, cols, T, o.workgroupBytes);
-    const need = sgmatWorkgroupBytes(sgmatVariant(sgv, streams), o.norm);
+    const V = sgmatVariant(sgv, streams);
+    const need = sgmatWorkgroupBytes(V, o.norm);
     if (o.workgroupBytes !== undefined && need > o.workgroupBytes) throw new Error(`matmul: tensor-core shape ${sgv} needs ${need} bytes of workgroup memory, the device offers ${o.workgroupBytes}`);
     const spec = kernel({ ...base, path: 'sgmat', sgv }, () => sgmatSource(core, family(o), sgv));
-    return { kernel: spec, buffers, params, workgroups: sgmatGrid(cols, T, sgmatVariant(sgv, streams)) };
+    return { kernel: spec, buffers, params, workgroups: sgmatGrid(cols, T, V) };
   }
   const spec = kernel({ ...base, path: 'tiled' }, () => tiledSource(core, family(o)));
   return { kernel: spec, buffers, params, workgroups: tiledGrid(cols, T) };

@@ -125,26 +125,13 @@ var<workgroup> lastKept: array<atomic<u32>, 2>; // (steps 5, 6) the last thread 
 var<workgroup> rest: f32; // the draw's remainder inside the picked thread's range
 var<private> nanBits: u32 = 0x7fc00000u; // a quiet NaN made at run time (WGSL constants cannot hold one)
 
-// unsigned order = float order; NaN lowest (0), below −∞; −0 is +0
-fn orderKey(v: f32) -> u32 {
-  let b = select(bitcast<u32>(v), 0u, bitcast<u32>(v) == 0x80000000u);
-  if ((b & 0x7fffffffu) > 0x7f800000u) { return 0u; }
-  return select(b | 0x80000000u, ~b, (b & 0x80000000u) != 0u);
-}
-fn keyValue(k: u32) -> f32 {
-  return bitcast<f32>(select(~k, k & 0x7fffffffu, (k & 0x80000000u) != 0u));
-}
-// exp((logit − max) / T) as 2^((logit − max) · log2(e) / T); 1 for the top token
-fn weight(k: u32, m: f32) -> f32 {
-  return exp2((keyValue(k) - m) * params.c);
-}
 // chunk c of the row (NaN past it)
 fn ld(c: u32) -> ${VT} {
   let nc = params.n / U;
   if (c < nc) { return x[params.row * nc + c]; }
   return ${VT}(bitcast<f32>(nanBits));
 }
-// the same, a chunk at a time
+// order keys of a chunk: unsigned order = float order; NaN lowest (0), below −∞; −0 is +0
 fn orderKeyV(v: VF) -> VU {
   let b = select(bitcast<VU>(v), VU(0u), bitcast<VU>(v) == VU(0x80000000u));
   let k = select(b | VU(0x80000000u), ~b, (b & VU(0x80000000u)) != VU(0u));
@@ -153,6 +140,10 @@ fn orderKeyV(v: VF) -> VU {
 fn keyValueV(k: VU) -> VF {
   return bitcast<VF>(select(~k, k & VU(0x7fffffffu), (k & VU(0x80000000u)) != VU(0u)));
 }
+fn keyValue(k: u32) -> f32 {
+  return bitcast<f32>(select(~k, k & 0x7fffffffu, (k & 0x80000000u) != 0u));
+}
+// exp((logit − max) / T) as 2^((logit − max) · log2(e) / T); 1 for the top token
 fn weightV(k: VU, m: f32) -> VF {
   return exp2((keyValueV(k) - VF(m)) * params.c);
 }
@@ -169,10 +160,8 @@ fn main(@builtin(local_invocation_index) lid: u32) {
   // 1. max key and its first token
   var mk = 0u;
   var mi = NONE;
-${eachChunk((l, c) => lanes.map((lane, e) => `      {
-        let k = orderKey(${l}${lane ? `.${lane}` : ''});
-        if (mi == NONE || k > mk) { mk = k; mi = ${c} * U + ${e}u; }
-      }`).join('\n'))}
+${eachChunk((l, c) => `      let kv = orderKeyV(${l});
+${lanes.map((lane, e) => `      if (mi == NONE || kv${lane ? `.${lane}` : ''} > mk) { mk = kv${lane ? `.${lane}` : ''}; mi = ${c} * U + ${e}u; }`).join('\n')}`)}
   bk[lid] = mk;
   bi[lid] = mi;
   if (lid < 2u) { atomicStore(&pick[lid], NONE); atomicStore(&lastKept[lid], NONE); }
@@ -250,10 +239,9 @@ ${scan('pre')}
     var last = NONE;
     for (var k = lid * q; k < min(lid * q + q, K) && hit == NONE; k++) {
       let c = chosen + k * WG;
-      let l = ld(c);
+      let wc = keptWeights(ld(c), tp, m); // the very weights the scans summed
 ${lanes.map((lane, e) => `      if (hit == NONE) {
-        let kk = orderKey(l${lane ? `.${lane}` : ''});
-        let w = select(0.0, weight(kk, m), kk >= tp);
+        let w = wc${lane ? `.${lane}` : ''};
         if (w > 0.0) {
           last = c * U + ${e}u;
           acc += w;
