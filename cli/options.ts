@@ -35,8 +35,8 @@ export interface CacheFlags {
   positions: 'compact' | 'original';
   heads?: string;
   /** undefined: f16, or as stored for a bundle compiled to q8 / q4 */
-  dtype?: 'f16' | 'f32' | 'q8' | 'q4';
-  kvDtype?: 'f32' | 'f16' | 'int8';
+  dtype?: WeightFlag;
+  kvDtype?: CacheDtypeFlag;
   ropeLong?: boolean;
 }
 
@@ -49,14 +49,22 @@ export function addCacheFlags(c: Command): Command {
     .option('--local <n|question>', "prompt tokens appended without eviction: a count, or 'question' (text after the last newline)", '100')
     .addOption(new Option('--positions <mode>', 'RoPE positions of kept keys').choices(['compact', 'original']).default('compact'))
     .option('--heads <file>', 'retaining heads (.safetensors or official .bin) for an HF directory')
-    .addOption(new Option('--dtype <dtype>', 'weight storage on the GPU (q8 / q4: block-quantized backbone matrices); default f16, or as a bundle stores them').choices(['f16', 'f32', 'q8', 'q4']))
+    .addOption(weightDtypeOption())
     .addOption(kvDtypeOption())
     .option('--rope-long', 'always use longrope long factors (Phi-3, as the official Locret code)');
 }
 
+export type WeightFlag = 'f16' | 'f32' | 'q8' | 'q4';
+export type CacheDtypeFlag = 'f32' | 'f16' | 'int8';
+
+/** --dtype: weight storage on the GPU */
+export function weightDtypeOption(flags = '--dtype <dtype>', what = 'weight storage on the GPU'): Option {
+  return new Option(flags, `${what} (q8 / q4: block-quantized backbone matrices); default f16, or as a bundle stores them`).choices(['f16', 'f32', 'q8', 'q4']);
+}
+
 /** --kv-dtype: K/V cache storage; int8 keeps one scale per row (about half the bytes of f16) */
-export function kvDtypeOption(): Option {
-  return new Option('--kv-dtype <dtype>', 'KV cache storage (int8: per-row scale, ~half of f16); default: f16 with f16 weights, else f32').choices(['f32', 'f16', 'int8']);
+export function kvDtypeOption(flags = '--kv-dtype <dtype>', what = 'KV cache storage'): Option {
+  return new Option(flags, `${what} (int8: per-row scale, ~half of f16); default: f16 with f16 weights, else f32`).choices(['f32', 'f16', 'int8']);
 }
 
 export function cacheOptions(f: CacheFlags) {

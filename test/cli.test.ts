@@ -103,6 +103,22 @@ describe('locret CLI', () => {
     expect(b.fits).toBe(false);
   });
 
+  it('perplexity --json: f32 weights against f16 ones, a small KL that is not zero; the text read as paragraphs', () => {
+    const text = path.join(tmp, 'text.txt');
+    fs.writeFileSync(text, `${prompt}\n\n${prompt.split('\n').reverse().join('\n')}\n`);
+    const r = run(['perplexity', TINY_LLAMA, '--text', text, '--tokens', '48', '--windows', '2', '--dtype', 'f32', '--against', TINY_LLAMA, '--against-dtype', 'f16', '--json']);
+    expect(r.status, r.stderr).toBe(0);
+    const out = JSON.parse(r.stdout.trim().split('\n').at(-1)!);
+    expect(out.windows).toBe(2);
+    expect(out.predictions).toBe(2 * 47);
+    expect(out.perplexity).toBeCloseTo(Math.exp(out.nll), 6);
+    // f16 weights and cache move this model's predictions by ~1e-3 nats: not zero (the flag took), far below q4's
+    expect(out.against.kl_mean).toBeGreaterThan(1e-6);
+    expect(out.against.kl_mean).toBeLessThan(0.02);
+    expect(out.against.top1_agreement).toBeGreaterThan(0.9);
+    expect(Math.abs(out.against.nll - out.nll)).toBeLessThan(0.05);
+  });
+
   it('bad input gives one clear line and a non-zero exit', () => {
     const cases: [string[], RegExp][] = [
       [['generate', path.join(tmp, 'nope'), '--prompt', 'x'], /no such model directory/],
@@ -111,6 +127,8 @@ describe('locret CLI', () => {
       [['generate', TINY_LLAMA, '--prompt', 'x', '--policy', 'locret'], /needs retaining heads/],
       [['generate', TINY_LLAMA, '--prompt', 'x', '--policy', 'lru'], /unknown policy 'lru'/],
       [['generate', TINY_LLAMA, '--prompt', 'x', '--kv-dtype', 'int4'], /--kv-dtype.*'int4' is invalid/],
+      [['perplexity', TINY_LLAMA, '--text', path.join(tmp, 'nope.txt')], /cannot read .*nope\.txt/],
+      [['perplexity', TINY_LLAMA, '--text', path.join(tmp, 'nope.txt'), '--tokens', '1'], /--tokens must be an integer >= 2/],
     ];
     for (const [args, re] of cases) {
       const r = run(args);
