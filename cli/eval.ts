@@ -8,7 +8,7 @@ import { generateTasks, tasksToJsonl, TASK_KINDS, type TaskKind } from '../runti
 import { readCorpus } from '../runtime/eval/corpus.js';
 import { renderTraceFile, validateTrace } from '../runtime/eval/trace-view.js';
 import { TextTokenizer } from '../runtime/io/tokenizer.js';
-import { addCacheFlags, cacheOptions, int, kvDtypeOption, run, weightDtypeOption, type CacheDtypeFlag, type CacheFlags, type WeightFlag } from './options.js';
+import { addCacheFlags, addPolicyFlags, cacheOptions, int, kvDtypeOption, policyOptions, run, weightDtypeOption, type CacheDtypeFlag, type CacheFlags, type PolicyFlags, type WeightFlag } from './options.js';
 
 export function evalCommands(program: Command, defaultModel: string): void {
   addCacheFlags(
@@ -37,34 +37,38 @@ export function evalCommands(program: Command, defaultModel: string): void {
     }),
   );
 
-  program
-    .command('perplexity')
-    .description('perplexity on a text; with --against, the KL divergence of the predictions from a reference (e.g. q4 weights against f16)')
-    .argument('[model]', 'bundle or Hugging Face directory', defaultModel)
-    .requiredOption('--text <file>', 'text: plain (.txt), or .jsonl / .jsonl.xz of {"text"}')
-    .option('--tokens <n>', 'tokens per window, each run as one full-cache step', int('tokens', 2), 512)
-    .option('--windows <n>', 'windows, consecutive from the start of the text (fewer when it is shorter)', int('windows', 1), 8)
+  addPolicyFlags(
+    program
+      .command('perplexity')
+      .description('perplexity on a text; with --against, the KL divergence of the predictions from a reference (e.g. q4 weights against f16, or an evicted cache against the full one)')
+      .argument('[model]', 'bundle or Hugging Face directory', defaultModel)
+      .requiredOption('--text <file>', 'text: plain (.txt), or .jsonl / .jsonl.xz of {"text"}')
+      .option('--tokens <n>', 'tokens per window, each prefilled from an empty cache', int('tokens', 2), 512)
+      .option('--windows <n>', 'windows, consecutive from the start of the text (fewer when it is shorter)', int('windows', 1), 8)
+      .option('--scored <n>', "the last n tokens of each window are scored, the rest cached as the policy flags say (default: the whole window)", int('scored', 2)),
+  )
     .addOption(weightDtypeOption())
     .addOption(kvDtypeOption())
-    .option('--against <model>', 'reference model (bundle or HF directory; the same path with another --against-dtype compares storage formats)')
+    .option('--against <model>', 'reference model, run with its full cache (bundle or HF directory; the same path with another --against-dtype compares storage formats)')
     .addOption(weightDtypeOption('--against-dtype <dtype>', 'the reference\'s weight storage'))
     .addOption(kvDtypeOption('--against-kv-dtype <dtype>', "the reference's KV cache storage"))
     .option('--json', 'print one JSON object')
     .action((model: string, f: PerplexityFlags) =>
       run(async () => {
         const docs = readCorpus(f.text);
-        const engine = await Engine.load(model, { dtype: f.dtype });
+        const engine = await Engine.load(model, { heads: f.heads, dtype: f.dtype });
         const against = f.against ? await Engine.load(f.against, { dtype: f.againstDtype }) : undefined;
         const tok = engine.model.tokenizer;
         if (!tok) throw new Error(`${model} has no tokenizer.json: perplexity needs one to read the text`);
         const text = textWindows(docs, (t, special) => tok.encode(t, { addSpecialTokens: special }), f.tokens, f.windows);
         if (text.windows.length < f.windows) process.stderr.write(`the text holds ${text.windows.length} windows of ${f.tokens} tokens (${f.windows} asked for)\n`);
-        const r = await runPerplexity(engine, text, { kvDtype: f.kvDtype, againstKvDtype: f.againstKvDtype }, against);
+        const r = await runPerplexity(engine, text, { cache: policyOptions(f), scored: f.scored, kvDtype: f.kvDtype, againstKvDtype: f.againstKvDtype }, against);
         if (f.json) {
           process.stdout.write(`${JSON.stringify(r)}\n`);
           return;
         }
-        let line = `perplexity ${r.perplexity.toFixed(4)} (nll ${r.nll.toFixed(5)}) over ${r.predictions} predictions in ${r.windows} windows of ${r.tokens_per_window} tokens`;
+        const tail = r.scored_per_window < r.tokens_per_window ? ` (the last ${r.scored_per_window} of each scored)` : '';
+        let line = `perplexity ${r.perplexity.toFixed(4)} (nll ${r.nll.toFixed(5)}) over ${r.predictions} predictions in ${r.windows} windows of ${r.tokens_per_window} tokens${tail}`;
         const a = r.against;
         if (a)
           line += `\nreference perplexity ${a.perplexity.toFixed(4)} (nll ${a.nll.toFixed(5)}); KL from it: mean ${a.kl_mean.toFixed(5)}, ` +
@@ -107,8 +111,9 @@ export function evalCommands(program: Command, defaultModel: string): void {
     );
 }
 
-interface PerplexityFlags {
+interface PerplexityFlags extends PolicyFlags {
   text: string;
+  scored?: number;
   tokens: number;
   windows: number;
   dtype?: WeightFlag;

@@ -26,32 +26,40 @@ function policyArg(v: string): Policy {
   }
 }
 
-export interface CacheFlags {
+/** How a prompt is cached: the eviction policy and its sizes. */
+export interface PolicyFlags {
   policy?: Policy;
   budget: number;
   chunk: number;
   stabilizer?: number;
-  local: string;
   positions: 'compact' | 'original';
   heads?: string;
-  /** undefined: f16, or as stored for a bundle compiled to q8 / q4 */
-  dtype?: WeightFlag;
-  kvDtype?: CacheDtypeFlag;
   ropeLong?: boolean;
 }
 
-export function addCacheFlags(c: Command): Command {
+export interface CacheFlags extends PolicyFlags {
+  local: string;
+  /** undefined: f16, or as stored for a bundle compiled to q8 / q4 */
+  dtype?: WeightFlag;
+  kvDtype?: CacheDtypeFlag;
+}
+
+export function addPolicyFlags(c: Command): Command {
   return c
     .addOption(new Option('--policy <name>', `eviction policy (${POLICIES.join(', ')}); default locret when the model has retaining heads, else full`).argParser(policyArg))
     .option('--budget <n>', 'cache entries kept per layer and KV head (b)', int('budget', 1), 2048)
     .option('--chunk <n>', 'prefill chunk size (B)', int('chunk', 1), 512)
     .option('--stabilizer <n>', 'newest entries always kept after a chunk (n_s); default budget/4', int('stabilizer', 0))
-    .option('--local <n|question>', "prompt tokens appended without eviction: a count, or 'question' (text after the last newline)", '100')
     .addOption(new Option('--positions <mode>', 'RoPE positions of kept keys').choices(['compact', 'original']).default('compact'))
     .option('--heads <file>', 'retaining heads (.safetensors or official .bin) for an HF directory')
-    .addOption(weightDtypeOption())
-    .addOption(kvDtypeOption())
     .option('--rope-long', 'always use longrope long factors (Phi-3, as the official Locret code)');
+}
+
+export function addCacheFlags(c: Command): Command {
+  return addPolicyFlags(c)
+    .option('--local <n|question>', "prompt tokens appended without eviction: a count, or 'question' (text after the last newline)", '100')
+    .addOption(weightDtypeOption())
+    .addOption(kvDtypeOption());
 }
 
 export type WeightFlag = 'f16' | 'f32' | 'q8' | 'q4';
@@ -67,18 +75,20 @@ export function kvDtypeOption(flags = '--kv-dtype <dtype>', what = 'KV cache sto
   return new Option(flags, `${what} (int8: per-row scale, ~half of f16); default: f16 with f16 weights, else f32`).choices(['f32', 'f16', 'int8']);
 }
 
-export function cacheOptions(f: CacheFlags) {
-  const local = f.local === 'question' ? ('question' as const) : int('local', 0)(f.local);
+export function policyOptions(f: PolicyFlags) {
   return {
     policy: f.policy,
     budget: f.budget,
     chunk: f.chunk,
     stabilizer: f.stabilizer ?? Math.floor(f.budget / 4),
-    local,
     positions: f.positions,
-    kvDtype: f.kvDtype,
     ropeLong: f.ropeLong,
   };
+}
+
+export function cacheOptions(f: CacheFlags) {
+  const local = f.local === 'question' ? ('question' as const) : int('local', 0)(f.local);
+  return { ...policyOptions(f), local, kvDtype: f.kvDtype };
 }
 
 /** Runs a command body, printing a clean one-line error (no stack) for expected failures. */

@@ -103,7 +103,7 @@ describe('locret CLI', () => {
     expect(b.fits).toBe(false);
   });
 
-  it('perplexity --json: f32 weights against f16 ones, a small KL that is not zero; the text read as paragraphs', () => {
+  it('perplexity --json: f32 weights against f16 ones, a small KL that is not zero; a tail after an evicted context', () => {
     const text = path.join(tmp, 'text.txt');
     fs.writeFileSync(text, `${prompt}\n\n${prompt.split('\n').reverse().join('\n')}\n`);
     const r = run(['perplexity', TINY_LLAMA, '--text', text, '--tokens', '48', '--windows', '2', '--dtype', 'f32', '--against', TINY_LLAMA, '--against-dtype', 'f16', '--json']);
@@ -117,6 +117,14 @@ describe('locret CLI', () => {
     expect(out.against.kl_mean).toBeLessThan(0.02);
     expect(out.against.top1_agreement).toBeGreaterThan(0.9);
     expect(Math.abs(out.against.nll - out.nll)).toBeLessThan(0.05);
+    // a scored tail after a context evicted by the streaming policy: the tail's predictions, moved by the eviction
+    const t = run(['perplexity', TINY_LLAMA, '--text', text, '--tokens', '64', '--windows', '1', '--scored', '8', '--policy', 'streaming',
+      '--budget', '16', '--chunk', '16', '--against', TINY_LLAMA, '--json']);
+    expect(t.status, t.stderr).toBe(0);
+    const tail = JSON.parse(t.stdout.trim().split('\n').at(-1)!);
+    expect(tail.scored_per_window).toBe(8);
+    expect(tail.predictions).toBe(7);
+    expect(tail.against.kl_mean).toBeGreaterThan(1e-3);
   });
 
   it('bad input gives one clear line and a non-zero exit', () => {

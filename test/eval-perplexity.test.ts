@@ -15,6 +15,7 @@ import { dequantize, quantize } from '../runtime/quant.js';
 import { quantDtypeFor } from '../runtime/weights.js';
 import { refConfig, refWeights } from './ref/load-for-ref.js';
 import { refForward } from './ref/model.js';
+import { locretGenerate } from './ref/locret.js';
 import { fixture, TINY_LLAMA } from './paths.js';
 
 // a tokenizer stand-in: one token per character, a two-token prefix
@@ -38,8 +39,11 @@ function code(c: string | number): number {
   return typeof c === 'number' ? c : c.charCodeAt(0);
 }
 
-/** mean NLL, and with a reference mean KL(ref ‖ model) and top-1 agreement, over rows ≥ first */
-function scores(ids: readonly number[][], model: Float32Array[], ref: Float32Array[] | null, V: number, first: number) {
+/**
+ * Mean NLL, and with a reference mean KL(ref ‖ model) and top-1 agreement, over rows ≥ first of each window's
+ * logits, which cover its last `rows` tokens (the whole window by default).
+ */
+function scores(ids: readonly number[][], model: Float32Array[], ref: Float32Array[] | null, V: number, first: number, rows?: number) {
   let nll = 0, kl = 0, klMax = 0, agree = 0, n = 0;
   const ls = (l: Float32Array, r: number) => {
     const row = Array.from(l.subarray(r * V, (r + 1) * V), Number);
@@ -49,9 +53,10 @@ function scores(ids: readonly number[][], model: Float32Array[], ref: Float32Arr
   };
   const top = (a: number[]) => a.indexOf(Math.max(...a));
   ids.forEach((w, i) => {
-    for (let t = first; t < w.length - 1; t++) {
+    const at = w.length - (rows ?? w.length); // window position of logits row 0
+    for (let t = first; t < w.length - 1 - at; t++) {
       const q = ls(model[i]!, t);
-      nll -= q[w[t + 1]!]!;
+      nll -= q[w[at + t + 1]!]!;
       if (ref) {
         const p = ls(ref[i]!, t);
         const k = p.reduce((s, lp, j) => s + Math.exp(lp) * (lp - q[j]!), 0);
@@ -113,5 +118,33 @@ describe('tiny-llama perplexity against the CPU reference', () => {
     expect(vs.against!.kl_p99).toBeLessThanOrEqual(vs.against!.kl_max);
     expect(vs.against!.kl_p99).toBeGreaterThan(vs.against!.kl_mean);
     expect(Math.abs(vs.against!.top1_agreement - wantQ.agree) * wantQ.n).toBeLessThanOrEqual(2);
+  });
+
+  it('a scored tail after an evicted context: the reference Locret prefill, and its KL from the full cache', async () => {
+    const headsFile = fixture('models/tiny-llama/retaining_heads.safetensors');
+    const e = await Engine.load(TINY_LLAMA, { dtype: 'f32', heads: headsFile });
+    const tok = e.model.tokenizer!;
+    const text = textWindows(readCorpus(fixture('data/corpus.jsonl.xz')).slice(30, 60), (t, s) => tok.encode(t, { addSpecialTokens: s }), 150, 1);
+    const ids = text.windows.map((w) => [...w]);
+    const wh = refWeights(TINY_LLAMA, cfg, headsFile);
+    const opts = { budget: 40, chunk: 32, stabilizer: 10, nLoc: 20, maxNew: 0 };
+    const tail = (policy: 'locret' | 'full') => {
+      let out: Float32Array | null = null;
+      locretGenerate(cfg, wh, ids[0]!, { ...opts, policy: { kind: policy }, tailLogits: (l) => { out = l; } });
+      return out! as Float32Array;
+    };
+    const evicted = tail('locret'), full = tail('full');
+
+    const r = await runPerplexity(e, text, { quiet: true, cache: { policy: 'locret', budget: 40, chunk: 32, stabilizer: 10 }, scored: 20 }, e);
+    const want = scores(ids, [evicted], [full], V, 0, 20);
+    expect(r.scored_per_window).toBe(20);
+    expect(r.predictions).toBe(19);
+    expect(r.nll).toBeCloseTo(want.nll, 4);
+    expect(r.against!.nll).toBeCloseTo(scores(ids, [full], null, V, 0, 20).nll, 4);
+    // the same positions with the whole window in one full-cache step: the full reference's chunks change nothing
+    expect(r.against!.nll).toBeCloseTo(scores(ids, [refForward(cfg, wh, ids[0]!).subarray((150 - 20) * V)], null, V, 0, 20).nll, 4);
+    expect(want.kl).toBeGreaterThan(1e-3); // eviction of 110 context tokens to 40 moves the tail's predictions
+    expect(Math.abs(r.against!.kl_mean - want.kl)).toBeLessThan(0.01 * want.kl);
+    await expect(runPerplexity(e, text, { quiet: true, scored: 151 })).rejects.toThrow(/scored tail of 151 tokens: must be 2 to the window's 150/);
   });
 });

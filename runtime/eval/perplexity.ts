@@ -4,16 +4,30 @@
  * position, as llama.cpp's `perplexity --kl-divergence` reports it.
  *
  * The text is tokenized once and cut into consecutive windows; each window starts with the tokens the tokenizer
- * puts before any text (BOS for Llama) and is run as one full-cache prefill step that returns every row's logits,
- * so every window is scored from an empty cache and a window's first text token is predicted from BOS alone.
- * Row t predicts token t + 1: a window of T tokens with a prefix of P gives T − max(P, 1) predictions. Log-probabilities
- * are taken in f64 on the host from the f32 logits.
+ * puts before any text (BOS for Llama) and is prefilled from an empty cache. Its last `scored` tokens are the step
+ * appended without eviction (the generation-time question), whose every row's logits are read back; the tokens
+ * before them are cached as generation would: in chunks, evicted to the budget by the session's policy.
+ *
+ *   window:  [ BOS | context: chunks, evicted by the policy ...... | scored tail: one step, every row read ]
+ *
+ * By default the whole window is the scored tail (one full-cache step): the model's own predictions, for comparing
+ * storage formats. A shorter tail over a long window measures what eviction costs the tail's predictions. Row j
+ * of the tail predicts the token after it; rows before the prefix's last predict no text, and the window's last
+ * row predicts beyond it. A reference (`against`) always keeps its full cache, same windows and tail. Log-
+ * probabilities are taken in f64 on the host from the f32 logits.
  */
 import type { Engine } from '../engine.js';
+import type { CacheOptions } from '../session.js';
 import type { CacheDtype } from '../../compiler/kernels/attn-common.js';
 import { progress } from '../progress.js';
 
+/** how a window's context is cached before its scored tail (the engine's session defaults otherwise) */
+export type WindowCache = Partial<Pick<CacheOptions, 'policy' | 'budget' | 'chunk' | 'stabilizer' | 'positions' | 'ropeLong'>>;
+
 export interface PerplexityOptions {
+  readonly cache?: WindowCache;
+  /** tokens at the end of each window that are scored (default: the whole window) */
+  readonly scored?: number;
   readonly kvDtype?: CacheDtype;
   /** the reference's cache storage (default: as the reference's weights pick) */
   readonly againstKvDtype?: CacheDtype;
@@ -34,6 +48,8 @@ export interface AgainstResult {
 export interface PerplexityResult {
   readonly windows: number;
   readonly tokens_per_window: number;
+  /** the tail of each window whose predictions are scored */
+  readonly scored_per_window: number;
   readonly predictions: number;
   /** mean negative log-likelihood of the text's tokens, nats */
   readonly nll: number;
@@ -70,11 +86,11 @@ export function textWindows(docs: readonly string[], encode: Encode, tokens: num
   return { prefix: prefix.length, windows: Array.from({ length: n }, (_, w) => [...prefix, ...stream.slice(w * body, (w + 1) * body)]) };
 }
 
-/** Every row's logits of `ids` run as one full-cache step: (ids.length, vocab) f32. */
-async function windowLogits(engine: Engine, ids: readonly number[], kvDtype?: CacheDtype): Promise<Float32Array> {
-  const s = engine.session({ policy: 'full', budget: ids.length, chunk: ids.length, allLogits: true, maxNew: 1, kvDtype });
+/** The logits of every row of the window's scored tail: (tail, vocab) f32. */
+async function tailLogits(engine: Engine, ids: readonly number[], tail: number, cache: WindowCache, kvDtype?: CacheDtype): Promise<Float32Array> {
+  const s = engine.session({ ...cache, allLogits: true, maxNew: 1, kvDtype });
   try {
-    return (await s.prefill(ids, 0)).logits;
+    return (await s.prefill(ids, tail)).logits;
   } finally {
     s.release();
   }
@@ -108,6 +124,12 @@ export async function runPerplexity(engine: Engine, text: TextWindows, o: Perple
     throw new Error(`the reference model's vocabulary (${against.config.vocabSize}) differs from the model's (${V}): KL needs the same tokens`);
   const { windows, prefix } = text;
   if (windows.length === 0) throw new Error('no windows to score');
+  const T = windows[0]!.length;
+  const tail = o.scored ?? T;
+  if (!Number.isInteger(tail) || tail < 2 || tail > T) throw new Error(`scored tail of ${tail} tokens: must be 2 to the window's ${T}`);
+  const cache = o.cache ?? {};
+  // the reference keeps every entry; the same chunks so its tail step sees the same cache length
+  const full: WindowCache = { policy: 'full', chunk: cache.chunk, positions: cache.positions, ropeLong: cache.ropeLong };
   const bar = o.quiet ? null : progress({ total: windows.length, label: 'perplexity', unit: 'window' });
   const lp = new Float64Array(V);
   const lq = new Float64Array(V);
@@ -117,15 +139,16 @@ export async function runPerplexity(engine: Engine, text: TextWindows, o: Perple
   let agree = 0;
   let predictions = 0;
   for (const ids of windows) {
-    const logits = await windowLogits(engine, ids, o.kvDtype);
-    const ref = against ? await windowLogits(against, ids, o.againstKvDtype) : null;
-    // row t predicts token t + 1: the rows from the prefix's last on predict the text
-    for (let t = Math.max(0, prefix - 1); t < ids.length - 1; t++) {
-      logSoftmax(logits, t, V, lq);
-      nll -= lq[ids[t + 1]!]!;
+    const logits = await tailLogits(engine, ids, tail, cache, o.kvDtype);
+    const ref = against ? await tailLogits(against, ids, tail, full, o.againstKvDtype) : null;
+    // tail row j is window position T − tail + j and predicts the token after it
+    for (let j = Math.max(0, prefix - 1 - (T - tail)); j < tail - 1; j++) {
+      const next = ids[T - tail + j + 1]!;
+      logSoftmax(logits, j, V, lq);
+      nll -= lq[next]!;
       if (ref) {
-        logSoftmax(ref, t, V, lp);
-        refNll -= lp[ids[t + 1]!]!;
+        logSoftmax(ref, j, V, lp);
+        refNll -= lp[next]!;
         let kl = 0;
         for (let i = 0; i < V; i++) if (lp[i]! > -Infinity) kl += Math.exp(lp[i]!) * (lp[i]! - lq[i]!);
         kls.push(Math.max(0, kl));
@@ -138,7 +161,8 @@ export async function runPerplexity(engine: Engine, text: TextWindows, o: Perple
   bar?.done();
   const result: PerplexityResult = {
     windows: windows.length,
-    tokens_per_window: windows[0]!.length,
+    tokens_per_window: T,
+    scored_per_window: tail,
     predictions,
     nll: nll / predictions,
     perplexity: Math.exp(nll / predictions),

@@ -38,6 +38,8 @@ export interface LocretOpts {
   positions?: 'compact' | 'original';
   policy?: RefPolicy;
   stopAtEos?: boolean;
+  /** receives the logits of every row of the n_loc tail, (nLoc, vocab) */
+  tailLogits?: (logits: Float32Array) => void;
   forceLong?: boolean;
 }
 
@@ -130,6 +132,7 @@ export class RefEvictingCache {
 export function runBlock(
   cfg: ModelConfig, w: Weights, cache: RefEvictingCache, ids: readonly number[], orig: readonly number[],
   mode: 'compact' | 'original', scoreOf: (l: number, qkv: Float32Array, T: number) => Float32Array, forceLong = false,
+  allRows = false,
 ): Float32Array {
   const { numLayers: L, numHeads: H, numKvHeads: KV, headDim: D } = cfg;
   const T = ids.length, len = cache.len;
@@ -156,7 +159,7 @@ export function runBlock(
     layerFinish(cfg, w, l, x, attn, T);
   }
   cache.len = len + T;
-  return lmHead(cfg, w, x, T, [T - 1]);
+  return lmHead(cfg, w, x, T, allRows ? ids.map((_, t) => t) : [T - 1]);
 }
 
 /** Retention scores of a policy, as a scoreOf callback for runBlock. */
@@ -192,9 +195,9 @@ export function locretGenerate(cfg: ModelConfig, w: Weights, ids: readonly numbe
   const cache = new RefEvictingCache(cfg, capacity);
   let curOrig: readonly number[] = [];
   const scorer = policyScorer(cfg, w, policy, () => curOrig);
-  const block = (tok: readonly number[], orig: number[]): Float32Array => {
+  const block = (tok: readonly number[], orig: number[], allRows = false): Float32Array => {
     curOrig = orig;
-    return runBlock(cfg, w, cache, tok, orig, mode, scorer, opts.forceLong ?? false);
+    return runBlock(cfg, w, cache, tok, orig, mode, scorer, opts.forceLong ?? false, allRows);
   };
   const traces: LocretResult['traces'] = [];
   const prefix = N - nLoc;
@@ -208,7 +211,9 @@ export function locretGenerate(cfg: ModelConfig, w: Weights, ids: readonly numbe
     traces.push({ chunkEnd: e, kept: cache.kept() });
   }
   const V = cfg.vocabSize;
-  let logits = block(ids.slice(prefix), range(prefix, N));
+  const tail = block(ids.slice(prefix), range(prefix, N), opts.tailLogits !== undefined);
+  opts.tailLogits?.(tail);
+  let logits = tail.subarray(tail.length - V);
   const tokens: number[] = [];
   for (let i = 0; i < opts.maxNew; i++) {
     const next = argmax(logits, 0, V);
