@@ -1,7 +1,7 @@
 /**
  * `locret perplexity`: how well a model predicts a text, and how far another storage of it (q4, q8, an int8 cache)
- * moves its predictions: the KL divergence from a reference model's next-token distributions, position by
- * position, as llama.cpp's `perplexity --kl-divergence` reports it.
+ * or an evicted cache moves its predictions: the KL divergence from a reference model's next-token distributions,
+ * position by position, as llama.cpp's `perplexity --kl-divergence` reports it.
  *
  * The text is tokenized once and cut into consecutive windows; each window starts with the tokens the tokenizer
  * puts before any text (BOS for Llama) and is prefilled from an empty cache. Its last `scored` tokens are the step
@@ -86,11 +86,11 @@ export function textWindows(docs: readonly string[], encode: Encode, tokens: num
   return { prefix: prefix.length, windows: Array.from({ length: n }, (_, w) => [...prefix, ...stream.slice(w * body, (w + 1) * body)]) };
 }
 
-/** The logits of every row of the window's scored tail: (tail, vocab) f32. */
+/** The logits of every row of the window's scored tail. */
 async function tailLogits(engine: Engine, ids: readonly number[], tail: number, cache: WindowCache, kvDtype?: CacheDtype): Promise<Float32Array> {
   const s = engine.session({ ...cache, allLogits: true, maxNew: 1, kvDtype });
   try {
-    return (await s.prefill(ids, tail)).logits;
+    return (await s.prefill(ids, tail)).logits; // (tail, vocab) f32
   } finally {
     s.release();
   }
@@ -131,8 +131,8 @@ export async function runPerplexity(engine: Engine, text: TextWindows, o: Perple
   // the reference keeps every entry; the same chunks so its tail step sees the same cache length
   const full: WindowCache = { policy: 'full', chunk: cache.chunk, positions: cache.positions, ropeLong: cache.ropeLong };
   const bar = o.quiet ? null : progress({ total: windows.length, label: 'perplexity', unit: 'window' });
-  const lp = new Float64Array(V);
-  const lq = new Float64Array(V);
+  const lp = new Float64Array(V); // (vocab) the reference's log-probabilities of one row
+  const lq = new Float64Array(V); // (vocab) the model's
   const kls: number[] = [];
   let nll = 0;
   let refNll = 0;
