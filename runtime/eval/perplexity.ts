@@ -20,6 +20,7 @@ import type { Engine } from '../engine.js';
 import type { CacheOptions } from '../session.js';
 import type { CacheDtype } from '../../compiler/kernels/attn-common.js';
 import { progress } from '../progress.js';
+import { argmaxOf } from '../sampling.js';
 
 /** how a window's context is cached before its scored tail (the engine's session defaults otherwise) */
 export type WindowCache = Partial<Pick<CacheOptions, 'policy' | 'budget' | 'chunk' | 'stabilizer' | 'positions' | 'ropeLong'>>;
@@ -108,12 +109,6 @@ function logSoftmax(logits: Float32Array, r: number, V: number, out: Float64Arra
   return out;
 }
 
-function argmax(a: Float64Array): number {
-  let best = 0;
-  for (let i = 1; i < a.length; i++) if (a[i]! > a[best]!) best = i;
-  return best;
-}
-
 /**
  * Scores `engine` on the windows; with `against`, also the reference model on the same windows and the KL
  * divergence of the engine's predictions from the reference's. Both must share the vocabulary.
@@ -134,6 +129,7 @@ export async function runPerplexity(engine: Engine, text: TextWindows, o: Perple
   const lp = new Float64Array(V); // (vocab) the reference's log-probabilities of one row
   const lq = new Float64Array(V); // (vocab) the model's
   const kls: number[] = [];
+  let klSum = 0;
   let nll = 0;
   let refNll = 0;
   let agree = 0;
@@ -152,11 +148,13 @@ export async function runPerplexity(engine: Engine, text: TextWindows, o: Perple
         let kl = 0;
         for (let i = 0; i < V; i++) if (lp[i]! > -Infinity) kl += Math.exp(lp[i]!) * (lp[i]! - lq[i]!);
         kls.push(Math.max(0, kl));
-        if (argmax(lp) === argmax(lq)) agree++;
+        klSum += Math.max(0, kl);
+        // log-softmax only shifts a row: the top token is the logits' own
+        if (argmaxOf(ref, j * V, V) === argmaxOf(logits, j * V, V)) agree++;
       }
       predictions++;
     }
-    bar?.tick(1, `ppl ${Math.exp(nll / predictions).toFixed(3)}${kls.length ? `  KL ${(kls.reduce((a, b) => a + b, 0) / kls.length).toFixed(4)}` : ''}`);
+    bar?.tick(1, `ppl ${Math.exp(nll / predictions).toFixed(3)}${kls.length ? `  KL ${(klSum / kls.length).toFixed(4)}` : ''}`);
   }
   bar?.done();
   const result: PerplexityResult = {
@@ -174,7 +172,7 @@ export async function runPerplexity(engine: Engine, text: TextWindows, o: Perple
     against: {
       nll: refNll / predictions,
       perplexity: Math.exp(refNll / predictions),
-      kl_mean: kls.reduce((a, b) => a + b, 0) / kls.length,
+      kl_mean: klSum / kls.length,
       kl_p99: sorted[Math.min(sorted.length - 1, Math.floor(0.99 * sorted.length))]!,
       kl_max: sorted[sorted.length - 1]!,
       top1_agreement: agree / predictions,
