@@ -9,6 +9,9 @@
  *   lds_bar  as lds, two steps per round and a workgroup barrier after each round (the matmuls' loop without the
  *            global loads and the staging stores)
  *
+ * Every accumulator ends in a fragment of its own in `out`, so no product can be dropped; a shader the device rejects
+ * prints an error instead of the rate of an empty dispatch.
+ *
  *   node dist/bench/sgmat-peak.js [--iters 4096] [--waves 8]
  */
 import { kernel, rw, wgsl, type KernelSpec } from '../compiler/wgsl.js';
@@ -25,6 +28,8 @@ const WAVES = Number(arg('waves', '8'));
 const SMS = 132;
 const FR = 16;
 const XS = 40; // staged row stride in halves, as the matmuls (32 + 8)
+const OUT_WGS = 64;
+const MAX_FRAGS = 16 * 8; // subgroups × fragments of the largest case below
 
 type Mode = 'reg' | 'lds' | 'lds_bar';
 
@@ -36,9 +41,9 @@ function peakKernel(mode: Mode, SG: number, FM: number, FN: number): KernelSpec 
     const rowsA = SG * FM * FR; // every subgroup its own left rows
     const rowsB = FN * FR * 2; // shared right rows, two sets so consecutive rounds read different ones
     const acc = (i: number, j: number) => `c${i}_${j}`;
-    const load = (kk: string, set: string) => [
+    const load = (kk: string, slab: string) => [
       ...seq(FM).map((i) => `      let a${i} = subgroupMatrixLoad<LeftM, row_major>(&xs, (sg * ${FM * FR}u + ${i * FR}u) * XS + ${kk}, XS);`),
-      ...seq(FN).map((j) => `      let b${j} = subgroupMatrixLoad<RightM, col_major>(&ws, (${set} * ${FN * FR}u + ${j * FR}u) * XS + ${kk}, XS);`),
+      ...seq(FN).map((j) => `      let b${j} = subgroupMatrixLoad<RightM, col_major>(&ws, (${slab} * ${FN * FR}u + ${j * FR}u) * XS + ${kk}, XS);`),
     ];
     const mmas = seq(FM).flatMap((i) => seq(FN).map((j) => `      ${acc(i, j)} = subgroupMatrixMultiplyAccumulate(a${i}, b${j}, ${acc(i, j)});`));
     const loop =
@@ -46,8 +51,8 @@ function peakKernel(mode: Mode, SG: number, FM: number, FN: number): KernelSpec 
         ? [`  {`, ...load('0u', '0u'), `    for (var it = 0u; it < params.iters; it++) {`, ...mmas, `    }`, `  }`]
         : [
             `  for (var it = 0u; it < params.iters; it++) {`,
-            `    let set = it & 1u;`,
-            ...seq(mode === 'lds_bar' ? 2 : 1).flatMap((kk) => [`    {`, ...load(`${kk * FR}u`, 'set'), ...mmas, `    }`]),
+            `    let slab = it & 1u;`,
+            ...seq(mode === 'lds_bar' ? 2 : 1).flatMap((kk) => [`    {`, ...load(`${kk * FR}u`, 'slab'), ...mmas, `    }`]),
             mode === 'lds_bar' ? '    workgroupBarrier();' : '',
             `  }`,
           ];
@@ -64,7 +69,6 @@ alias AccM = subgroup_matrix_result<f32, 16, 16>;
 const XS = ${XS}u;
 var<workgroup> xs: array<f16, ${rowsA * XS}>; // (SG·FM·16, XS) left rows
 var<workgroup> ws: array<f16, ${rowsB * XS}>; // (2·FN·16, XS) right rows (column-major fragments)
-var<workgroup> os: array<f32, ${SG * 256}>; // (SG, 16, 16) one result fragment per subgroup
 
 @compute @workgroup_size(${WG})
 fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_id) sg: u32) {
@@ -73,15 +77,10 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
   workgroupBarrier();
 ${seq(FM).flatMap((i) => seq(FN).map((j) => `  var ${acc(i, j)} = AccM();`))}
 ${loop}
-  // every accumulator reaches memory, so none of the products can be dropped
-${seq(FM).flatMap((i) => seq(FN).map((j) => (i + j ? `  c0_0 = c0_0 + ${acc(i, j)};` : '')))}
-  subgroupMatrixStore<row_major>(&os, sg * 256u, c0_0, 16u);
-  workgroupBarrier();
-  if (lid < 256u) {
-    var s = 0.0;
-    for (var g = 0u; g < ${SG}u; g++) { s += os[g * 256u + lid]; }
-    out[wid.x * 256u + lid] = s;
-  }
+  // every accumulator reaches memory (its own fragment of out), so none of the products can be dropped; workgroups
+  // OUT_WGS apart share fragments, which keeps out small (their races do not matter here)
+  let frag0 = ((wid.x % ${OUT_WGS}u) * ${SG}u + sg) * ${FM * FN}u;
+${seq(FM).flatMap((i) => seq(FN).map((j) => `  subgroupMatrixStore<row_major>(&out, (frag0 + ${i * FN + j}u) * 256u, ${acc(i, j)}, 16u);`))}
 }`,
     };
   });
@@ -95,7 +94,7 @@ async function main(): Promise<void> {
   }
   const r = new GpuRunner(gpu);
   const wgs = WAVES * SMS;
-  const out = r.createBuffer(wgs * 256 * 4, 'out');
+  const out = r.createBuffer(OUT_WGS * MAX_FRAGS * 256 * 4, 'out'); // (OUT_WGS, SG·FM·FN ≤ MAX_FRAGS, 16, 16) f32
   console.log(`${gpu.adapterName}  iters ${ITERS}, ${wgs} workgroups`);
   const rows: { mode: Mode; SG: number; FM: number; FN: number; ms: number; tflops: number }[] = [];
   for (const mode of ['reg', 'lds', 'lds_bar'] as const) {
@@ -103,8 +102,12 @@ async function main(): Promise<void> {
       const k = peakKernel(mode, SG, FM, FN);
       const d = { kernel: k, buffers: { out }, params: { iters: ITERS }, workgroups: [wgs, 1, 1] as const };
       try {
+        // A shader Dawn rejects would otherwise time as an empty dispatch and print an absurd rate.
+        r.device.pushErrorScope('validation');
         r.run([d]);
         await r.device.queue.onSubmittedWorkDone();
+        const invalid = await r.device.popErrorScope();
+        if (invalid) throw new Error(invalid.message.split('\n')[0]);
         let best = Infinity;
         for (let rep = 0; rep < 3; rep++) {
           const t0 = performance.now();
