@@ -22,6 +22,7 @@ import { kvQuantize } from './kernels/kv-int8.js';
 import { add, embedding, rmsnorm, rope, siluMul } from './kernels/elementwise.js';
 import { matmulParts, type MatmulOpts } from './kernels/matmul.js';
 import { GEMV_MAX_T } from './kernels/mm-core.js';
+import { gemvSubgroups } from './kernels/mm-gemv.js';
 import { checkQkvSlots, qkvRope } from './kernels/qkv-rope.js';
 import { retainingScores } from './kernels/retaining.js';
 import { attentionStats } from './kernels/scores.js';
@@ -119,7 +120,7 @@ const tensorCores = (c: Ctx) => c.env.runner.gpu.tensorCores && !envFlag('LOCRET
 const wgBytes = (c: Ctx) => c.env.runner.gpu.limits.maxComputeWorkgroupStorageSize;
 const mm = (c: Ctx, o: Omit<MatmulOpts, 'wdtype'>, wid: NodeId, d: Parameters<typeof matmulParts>[1], b: Parameters<typeof matmulParts>[2]) => {
   const x = w(c, wid);
-  return matmulParts({ ...o, wdtype: x.dtype, tensorCores: tensorCores(c), workgroupBytes: wgBytes(c), subgroups: c.env.runner.gpu.subgroups, intDot: c.env.runner.gpu.intDot }, d, b, weightParts(x));
+  return matmulParts({ ...o, wdtype: x.dtype, tensorCores: tensorCores(c), workgroupBytes: wgBytes(c), subgroups: gemvSubgroups(c.env.runner.gpu.subgroups), intDot: c.env.runner.gpu.intDot }, d, b, weightParts(x));
 };
 const cols = (c: Ctx, id: NodeId) => c.g.nodes[id]!.shape[1] as number;
 const attnOpts = (c: Ctx) => ({
@@ -165,7 +166,7 @@ const lowerings: { readonly [O in Op]: Lowering<O> } = {
     // keys), then kvQuantize packs them into the cache
     const st = c.env.cacheDtype === 'int8' ? c.kvStage() : null;
     const ct = st ? 'f32' : (c.env.cacheDtype as 'f32' | 'f16');
-    const o = { ...attnOpts(c), cacheDtype: ct, wdtype: w(c, n.w).dtype, bias: n.bias !== null, writePre: n.writePre, tensorCores: tensorCores(c), workgroupBytes: wgBytes(c), subgroups: c.env.runner.gpu.subgroups, intDot: c.env.runner.gpu.intDot, rotateKeys: s.keysRotated };
+    const o = { ...attnOpts(c), cacheDtype: ct, wdtype: w(c, n.w).dtype, bias: n.bias !== null, writePre: n.writePre, tensorCores: tensorCores(c), workgroupBytes: wgBytes(c), subgroups: gemvSubgroups(c.env.runner.gpu.subgroups), intDot: c.env.runner.gpu.intDot, rotateKeys: s.keysRotated };
     const at = st ? { slot0: 0, capacity: c.env.maxT } : { slot0: s.slot0, capacity: c.env.capacity };
     const fused = qkvRope(o, { T: s.T, K: cols(c, n.x), eps: n.eps, pos0: s.pos0, ...at }, {
       x: c.buf(n.x), normW: whole(c, n.normW, 'qkv_rope'), w: whole(c, n.w, 'qkv_rope'), wScales: weightParts(w(c, n.w))[0]!.scales, bias: optWhole(c, n.bias, 'qkv_rope'), rope: s.rope,

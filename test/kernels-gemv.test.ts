@@ -8,7 +8,7 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import { matmul, matmulParts, type MatmulOpts, type WeightDtype, type WeightPart } from '../compiler/kernels/matmul.js';
 import { chunkElems } from '../compiler/kernels/mm-gemv-chunks.js';
-import { gemvShape, gemvTuning } from '../compiler/kernels/mm-gemv.js';
+import { gemvShape, gemvSubgroups, gemvTuning } from '../compiler/kernels/mm-gemv.js';
 import type { GpuRunner } from '../runtime/gpu/runner.js';
 import { dequantize, quantize } from '../runtime/quant.js';
 import { expectClose, gpuRunner, rand, weightsFor } from './gpu-harness.js';
@@ -148,6 +148,12 @@ describe('gemv details', () => {
       expect(gemvShape('f16', 1, 2, 4096, 14336)).toMatchObject({ WG: 128, R: 8 });
     });
     expect(gemvShape('f16', 1, 2, 4096, 14336)).toMatchObject({ WG: 64, R: 8 });
+  });
+
+  it('the plan reduces through workgroup memory unless LOCRET_GEMV=sg=1 asks for subgroups on a device that has them', async () => {
+    expect([gemvTuning('sg=1'), gemvTuning('sg=0'), gemvTuning('sg=2')]).toEqual([{ sg: true }, { sg: false }, {}]);
+    expect([gemvSubgroups(true), gemvSubgroups(false)]).toEqual([false, false]);
+    await withGemv('sg=1', async () => expect([gemvSubgroups(true), gemvSubgroups(false)]).toEqual([true, false]));
   });
 
   it('the f16 / q8 / q4 kinds with their own threads and columns (rows of 4096 elements and more) match the reference', async () => {

@@ -24,7 +24,7 @@ export interface MatmulOpts {
   readonly bias: boolean;
   /** store: y = …; residual: y += …; silu: y = silu(…); swiglu: y = silu(gate) · up with w = (2N, K) */
   readonly epilogue: 'store' | 'residual' | 'silu' | 'swiglu';
-  /** decode path: reduce with subgroup operations (set when the device has `subgroups`) */
+  /** decode path: reduce with subgroup operations (needs the device's `subgroups`; the plan asks gemvSubgroups) */
   readonly subgroups?: boolean;
   /** decode path: q8 / q4 dot products on int8 (GpuContext.intDot) */
   readonly intDot?: boolean;

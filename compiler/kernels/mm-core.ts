@@ -17,7 +17,7 @@
  * scaled and biased (v.y is meaningless when c + 1 ≥ NC). Pairs let the qkv family rotate (i, i + rot/2) in one
  * thread by interleaving the pair into adjacent logical columns through `wrow`.
  *
- *   gemv  (T ≤ GEMV_MAX_T, decode): its own file, mm-gemv.ts (16-byte weight loads, subgroup reductions).
+ *   gemv  (T ≤ GEMV_MAX_T, decode): its own file, mm-gemv.ts (16-byte weight loads, one reduction per workgroup).
  *   tiled (prefill): 64×64 output tile per workgroup, 32-deep K slabs staged in workgroup memory, each of the 256
  *         threads accumulates a 4×4 register block from vec4 reads of both slabs.
  */

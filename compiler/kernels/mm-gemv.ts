@@ -144,11 +144,12 @@ export function gemvShape(wdtype: WeightDtype, T: number, streams: number, K: nu
   return { E: (E * words) / 4, R: tune.r ?? R, WG: tune.wg ?? WG, dq, U: tune.u ?? 1 };
 }
 
-interface GemvTuning { wg?: number; r?: number; dq?: QuantConvert; qw?: 2 | 4; u?: number }
+interface GemvTuning { wg?: number; r?: number; dq?: QuantConvert; qw?: 2 | 4; u?: number; sg?: boolean }
 /**
  * Tuning hook for timing runs on real GPUs (`LOCRET_GEMV="wg=256,r=4,dq=int"`): it changes the variant key, not
  * results (dq=half|float|int|dot1|dot2: every q8 / q4 GEMV converts its quants that way, see quantConvert; qw=2: q8 / q4
- * chunks of 2 words, 8-byte loads, instead of 4; u=2|4: chunks loaded together per thread, see kLoop).
+ * chunks of 2 words, 8-byte loads, instead of 4; u=2|4: chunks loaded together per thread, see kLoop; sg=1: reduce
+ * with subgroup operations on a device that has them, see gemvSubgroups).
  * Every GEMV of every decode step asks for its shape, so the spec is parsed once per distinct value.
  */
 export function gemvTuning(spec = env('LOCRET_GEMV')): GemvTuning {
@@ -163,9 +164,20 @@ const parseGemvTuning = parsedOnce((spec) => {
     if (k === 'dq' && (v === 'int' || v === 'half' || v === 'float' || v === 'dot1' || v === 'dot2')) t.dq = v;
     if (k === 'qw' && (n === 2 || n === 4)) t.qw = n;
     if (k === 'u' && [1, 2, 4].includes(n)) t.u = n;
+    if (k === 'sg' && (v === '0' || v === '1')) t.sg = v === '1';
   }
   return t;
 });
+
+/**
+ * Whether the plan's GEMVs reduce with subgroup operations: only when asked (`LOCRET_GEMV=sg=1`) on a device that
+ * has them. Through workgroup memory the Llama-3.1-8B decode step was faster on an H100 (bench, f16 16K cache:
+ * 7.16 / 7.18 vs 7.32 / 7.48 ms/token; q4 3.94 vs 4.02; bench/gemv-bandwidth.ts: qkv 22 vs 28 µs, q4 gate_up 34
+ * vs 72 µs): the partial sums are few, and the shuffles cost more than one trip through workgroup memory.
+ */
+export function gemvSubgroups(deviceHas: boolean): boolean {
+  return deviceHas && gemvTuning().sg === true;
+}
 
 export function gemvGrid(NC: number, R: number): Workgroups {
   return foldGrid(Math.ceil(NC / R));

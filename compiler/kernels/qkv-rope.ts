@@ -27,7 +27,7 @@ export interface QkvOpts {
   readonly writePre: boolean;
   /** write keys rotated like the queries (decode after the cache was rotated, see rotateCacheKeys) */
   readonly rotateKeys?: boolean;
-  /** decode path: reduce with subgroup operations (set when the device has `subgroups`) */
+  /** decode path: reduce with subgroup operations (needs the device's `subgroups`; the plan asks gemvSubgroups) */
   readonly subgroups?: boolean;
   /** decode path: q8 / q4 dot products on int8 (GpuContext.intDot) */
   readonly intDot?: boolean;
