@@ -66,6 +66,8 @@ describe('sgmat WGSL structure', () => {
     for (const [S, norm, N] of [[1, true, 6144], [1, false, 4096], [2, true, 14336], [1, false, 1024]] as const) {
       expect(sgmatWorkgroupBytes(sgmatVariant(sgmatPick(S, norm, N, 1024), S), norm)).toBeLessThanOrEqual(SGMAT_WG_BYTES);
     }
+    // swiglu takes 64-deep slabs where they fit, the 32-deep ones within 32 KB
+    expect([sgmatPick(2, true, 14336, 1024, SGMAT_WG_BYTES_MAX), sgmatPick(2, true, 14336, 1024, SGMAT_WG_BYTES)]).toEqual(['sw128n64s16lk64', 'sw128n64s16l']);
     const [name, v] = big.find(([, v]) => v.streams === 1)!;
     const saved = process.env.LOCRET_SGMAT;
     try {
@@ -147,9 +149,9 @@ describe('sgmat WGSL structure', () => {
 /** the dispatch with its kernel swapped for the emulated one (same bindings and params) */
 const emulated = (d: Dispatch): Dispatch => ({ ...d, kernel: emulateSubgroupMatrix(d.kernel) });
 
-// The emulation is slow on the CPU driver (up to minutes per case): the variants the device picks (SGMAT_PICK:
-// m64n128l for one stream, m64n64 for small grids, sw128n64s16l for swiglu) always run; every other case runs with
-// LOCRET_SGMAT_EMULATE=1.
+// The emulation is slow on the CPU driver (up to minutes per case): the variants the device picks (SGMAT_PICK within
+// its 32 KB: m64n128l for one stream, m64n64 for small grids, sw128n64s16l for swiglu) always run; every other case
+// runs with LOCRET_SGMAT_EMULATE=1.
 const more = process.env.LOCRET_SGMAT_EMULATE === '1' ? it : it.skip;
 describe('sgmat numerics (subgroup matrices emulated)', () => {
   let r: GpuRunner;

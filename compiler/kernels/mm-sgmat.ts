@@ -131,6 +131,10 @@ export interface SgmatRule {
  * not; qkv at T=1024 has 6.3M outputs, o and down 4.2M).
  */
 export const SGMAT_PICK: readonly SgmatRule[] = [
+  // 64-deep slabs where the device offers 45 KB of workgroup memory. H100, gate_up of the 8B model per 1024-token
+  // chunk (locret bench by op, two A/B pairs): 71.5 / 71.3 ms vs 77.0 / 76.9, prefill 5,302 / 5,295 vs 5,201 / 5,197
+  // tokens/s; q4 65.6 vs 78.2 ms, 5,242 vs 4,896 tokens/s (kernel-check: 108 vs 90.5 TFLOP/s, same errors)
+  { streams: 2, variant: 'sw128n64s16lk64' },
   // H200 without shader bound checks, gate_up of the 8B model per 1024-token chunk (locret bench by op, two runs
   // each): 83.2 / 86.9 ms vs 91.9 / 83.3 for sw64n64l; prefill 5,071 / 5,035 vs 4,839 / 4,925 tokens/s
   { streams: 2, variant: 'sw128n64s16l' },
