@@ -110,6 +110,9 @@ export const SGMAT_VARIANTS = {
   m64n64lk64: v(1, 64, 64, 2, 2, true, true, 64),
   m64n64lk64d: v(1, 64, 64, 2, 2, true, true, 64, true),
   m64n64k64d: v(1, 64, 64, 2, 2, false, true, 64, true),
+  // the one-stream twin of sw128n64s16lk64's staging: 128 x rows and 128 weight rows per 64-deep slab, 512 threads
+  // (a 128×64 tile on 64-deep slabs, m128n64lk64, which fits 32 KB, ran prefill at 4,175 tokens/s against 5,251–5,368)
+  m128n128s16lk64: v(1, 128, 128, 4, 4, true, true, 64),
   sw128n64s16lk64: v(2, 128, 64, 4, 4, true, true, 64),
   sw64n64lk64: v(2, 64, 64, 2, 2, true, true, 64),
   sw64n64ld: v(2, 64, 64, 2, 2, true, true, 32, true),
@@ -143,6 +146,10 @@ export const SGMAT_PICK: readonly SgmatRule[] = [
   // H200 without shader bound checks, per 1024-token chunk of the 8B model (locret bench by op): qkv 16.4 vs 17.9 ms,
   // o + down 44.2 vs 50.8 ms for m128n128 (64-row tiles: twice the workgroups, still 128-column weight slabs)
   { streams: 1, norm: true, variant: 'm64n128l' },
+  // o and down on 64-deep slabs where the device offers 45 KB (H100, per 1024-token chunk of the 8B model, two A/B
+  // pairs): o + down 37.0 / 37.0 ms vs 42.7 / 42.8, prefill 5,490 / 5,488 vs 5,368 / 5,251 tokens/s; qkv gained
+  // nothing (15.4 vs 15.2 ms), so it keeps m64n128l
+  { streams: 1, variant: 'm128n128s16lk64' },
   { streams: 1, variant: 'm64n128l' },
 ];
 
