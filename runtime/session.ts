@@ -326,8 +326,7 @@ export class Session {
 
   /** Appends one token and returns the greedy next token (reads back 4 bytes, not the logits). */
   async decodeGreedy(token: number): Promise<number> {
-    const ds = this.submitDecode(token, true);
-    void ds;
+    this.submitDecode(token, true);
     return (await this.runner.readU32(this.argmaxOut!, 1))[0]!;
   }
 
