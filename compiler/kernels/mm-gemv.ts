@@ -172,8 +172,9 @@ const parseGemvTuning = parsedOnce((spec) => {
 /**
  * Whether the plan's GEMVs reduce with subgroup operations: only when asked (`LOCRET_GEMV=sg=1`) on a device that
  * has them. Through workgroup memory the Llama-3.1-8B decode step was faster on an H100 (bench, f16 16K cache:
- * 7.16 / 7.18 vs 7.32 / 7.48 ms/token; q4 3.94 vs 4.02; bench/gemv-bandwidth.ts: qkv 22 vs 28 µs, q4 gate_up 34
- * vs 72 µs): the partial sums are few, and the shuffles cost more than one trip through workgroup memory.
+ * median 7.20 ms/token over 11 runs vs 7.35 over 7, GPU span 8.54–8.56 vs 8.65–8.69 ms; q4 3.87–3.97 vs 3.98–4.05;
+ * q8 5.21–5.28 vs 5.29–5.31; bench/gemv-bandwidth.ts, two runs: f16 qkv 22–23 vs 28 µs, q4 down 16–17 vs 21–25 µs):
+ * each thread ends with few partial sums, and their shuffles cost more than one trip through workgroup memory.
  */
 export function gemvSubgroups(deviceHas: boolean): boolean {
   return deviceHas && gemvTuning().sg === true;
