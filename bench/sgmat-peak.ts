@@ -29,7 +29,9 @@ const SMS = 132;
 const FR = 16;
 const XS = 40; // staged row stride in halves, as the matmuls (32 + 8)
 const OUT_WGS = 64;
-const MAX_FRAGS = 16 * 8; // subgroups × fragments of the largest case below
+/** [subgroups, FM, FN] per timed case */
+const CASES = [[4, 2, 2], [8, 2, 2], [4, 2, 4], [8, 2, 4], [4, 4, 4], [8, 4, 4], [16, 2, 2], [16, 1, 2]] as const;
+const MAX_FRAGS = Math.max(...CASES.map(([SG, FM, FN]) => SG * FM * FN)); // result fragments of the largest case
 
 type Mode = 'reg' | 'lds' | 'lds_bar';
 
@@ -98,7 +100,7 @@ async function main(): Promise<void> {
   console.log(`${gpu.adapterName}  iters ${ITERS}, ${wgs} workgroups`);
   const rows: { mode: Mode; SG: number; FM: number; FN: number; ms: number; tflops: number }[] = [];
   for (const mode of ['reg', 'lds', 'lds_bar'] as const) {
-    for (const [SG, FM, FN] of [[4, 2, 2], [8, 2, 2], [4, 2, 4], [8, 2, 4], [4, 4, 4], [8, 4, 4], [16, 2, 2], [16, 1, 2]] as const) {
+    for (const [SG, FM, FN] of CASES) {
       const k = peakKernel(mode, SG, FM, FN);
       const d = { kernel: k, buffers: { out }, params: { iters: ITERS }, workgroups: [wgs, 1, 1] as const };
       try {

@@ -118,9 +118,10 @@ const optWhole = (c: Ctx, id: NodeId | null, op: string) => (id === null ? undef
 /** prefill matmuls on tensor cores where the device has them; LOCRET_NO_TENSOR_CORES=1 keeps the FMA tiles (A/B timing) */
 const tensorCores = (c: Ctx) => c.env.runner.gpu.tensorCores && !envFlag('LOCRET_NO_TENSOR_CORES');
 const wgBytes = (c: Ctx) => c.env.runner.gpu.limits.maxComputeWorkgroupStorageSize;
+const gemvSg = (c: Ctx) => gemvSubgroups(c.env.runner.gpu.subgroups);
 const mm = (c: Ctx, o: Omit<MatmulOpts, 'wdtype'>, wid: NodeId, d: Parameters<typeof matmulParts>[1], b: Parameters<typeof matmulParts>[2]) => {
   const x = w(c, wid);
-  return matmulParts({ ...o, wdtype: x.dtype, tensorCores: tensorCores(c), workgroupBytes: wgBytes(c), subgroups: gemvSubgroups(c.env.runner.gpu.subgroups), intDot: c.env.runner.gpu.intDot }, d, b, weightParts(x));
+  return matmulParts({ ...o, wdtype: x.dtype, tensorCores: tensorCores(c), workgroupBytes: wgBytes(c), subgroups: gemvSg(c), intDot: c.env.runner.gpu.intDot }, d, b, weightParts(x));
 };
 const cols = (c: Ctx, id: NodeId) => c.g.nodes[id]!.shape[1] as number;
 const attnOpts = (c: Ctx) => ({
@@ -166,7 +167,7 @@ const lowerings: { readonly [O in Op]: Lowering<O> } = {
     // keys), then kvQuantize packs them into the cache
     const st = c.env.cacheDtype === 'int8' ? c.kvStage() : null;
     const ct = st ? 'f32' : (c.env.cacheDtype as 'f32' | 'f16');
-    const o = { ...attnOpts(c), cacheDtype: ct, wdtype: w(c, n.w).dtype, bias: n.bias !== null, writePre: n.writePre, tensorCores: tensorCores(c), workgroupBytes: wgBytes(c), subgroups: gemvSubgroups(c.env.runner.gpu.subgroups), intDot: c.env.runner.gpu.intDot, rotateKeys: s.keysRotated };
+    const o = { ...attnOpts(c), cacheDtype: ct, wdtype: w(c, n.w).dtype, bias: n.bias !== null, writePre: n.writePre, tensorCores: tensorCores(c), workgroupBytes: wgBytes(c), subgroups: gemvSg(c), intDot: c.env.runner.gpu.intDot, rotateKeys: s.keysRotated };
     const at = st ? { slot0: 0, capacity: c.env.maxT } : { slot0: s.slot0, capacity: c.env.capacity };
     const fused = qkvRope(o, { T: s.T, K: cols(c, n.x), eps: n.eps, pos0: s.pos0, ...at }, {
       x: c.buf(n.x), normW: whole(c, n.normW, 'qkv_rope'), w: whole(c, n.w, 'qkv_rope'), wScales: weightParts(w(c, n.w))[0]!.scales, bias: optWhole(c, n.bias, 'qkv_rope'), rope: s.rope,

@@ -147,8 +147,9 @@ export async function runPerplexity(engine: Engine, text: TextWindows, o: Perple
         refNll -= lp[next]!;
         let kl = 0;
         for (let i = 0; i < V; i++) if (lp[i]! > -Infinity) kl += Math.exp(lp[i]!) * (lp[i]! - lq[i]!);
-        kls.push(Math.max(0, kl));
-        klSum += Math.max(0, kl);
+        kl = Math.max(0, kl); // rounding can take a near-zero sum below 0
+        kls.push(kl);
+        klSum += kl;
         // log-softmax only shifts a row: the top token is the logits' own
         if (argmaxOf(ref, j * V, V) === argmaxOf(logits, j * V, V)) agree++;
       }
