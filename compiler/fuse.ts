@@ -7,16 +7,9 @@
  * A chain is fused only when its inner values have no other readers (the qkv rows may also feed a retaining head),
  * and an in-place residual only when nothing reads the old residual afterwards.
  */
-import { operandsOf, remapNode, type Graph, type Node, type NodeId } from '../ir/ops.js';
+import { remapNode, usersOf, type Graph, type Node, type NodeId } from '../ir/ops.js';
 
 type Omit2<T> = T extends unknown ? Omit<T, 'id'> : never;
-
-function usersOf(g: Graph): NodeId[][] {
-  const users: NodeId[][] = g.nodes.map(() => []);
-  for (const n of g.nodes) for (const a of operandsOf(n)) users[a]!.push(n.id);
-  for (const o of g.outputs) users[o]!.push(-1);
-  return users;
-}
 
 /** A fused node replacing `root`, plus the inner nodes it swallows and what references to them become. */
 interface Match {

@@ -9,7 +9,7 @@
  * Ops that read a weight whole (norms, biases, qkv_rope, a retaining head's fc2) fail with a clear message if it is
  * split.
  */
-import { assertNever, operandsOf, type Graph, type Node, type NodeId, type NodeOf, type Op } from '../ir/ops.js';
+import { assertNever, operandsOf, usersOf, type Graph, type Node, type NodeId, type NodeOf, type Op } from '../ir/ops.js';
 import type { Dispatch, GpuRunner } from '../runtime/gpu/runner.js';
 import { weightParts, type GpuWeight } from '../runtime/weights.js';
 import { attention, attentionScratchBytes } from './kernels/attention.js';
@@ -22,11 +22,12 @@ import { kvQuantize } from './kernels/kv-int8.js';
 import { add, embedding, rmsnorm, rope, siluMul } from './kernels/elementwise.js';
 import { matmulParts, type MatmulOpts } from './kernels/matmul.js';
 import { GEMV_MAX_T } from './kernels/mm-core.js';
+import { sgmatUsable } from './kernels/mm-sgmat.js';
 import { gemvSubgroups } from './kernels/mm-gemv.js';
 import { checkQkvSlots, qkvRope } from './kernels/qkv-rope.js';
 import { retainingScores } from './kernels/retaining.js';
 import { attentionStats } from './kernels/scores.js';
-import { env, envFlag } from '../runtime/env.js';
+import { env, envFlag, parsedOnce } from '../runtime/env.js';
 import { memoDecode, withParams, type DecodeMemo } from './step-memo.js';
 
 export interface LayerCache {
@@ -96,6 +97,8 @@ interface Ctx {
   readonly kvStage: () => KvStage;
   /** (maxT, heads) f32 log-sum-exp of the latest attention, when attention_stats nodes read it */
   readonly lse: GPUBuffer | undefined;
+  /** (maxT, hidden) f16 rows normalized ahead of a tensor-core matmul (`prenorm`), shared by every layer; null without tensor cores */
+  readonly normedHalf: GPUBuffer | null;
 }
 type Lowering<O extends Op> = (n: NodeOf<O>, c: Ctx) => Emit | null;
 
@@ -124,6 +127,39 @@ const mm = (c: Ctx, o: Omit<MatmulOpts, 'wdtype'>, wid: NodeId, d: Parameters<ty
   return matmulParts({ ...o, wdtype: x.dtype, tensorCores: tensorCores(c), workgroupBytes: wgBytes(c), subgroups: gemvSg(c), intDot: c.env.runner.gpu.intDot }, d, b, weightParts(x));
 };
 const cols = (c: Ctx, id: NodeId) => c.g.nodes[id]!.shape[1] as number;
+const readersOf = new WeakMap<Graph, NodeId[][]>();
+const readers = (g: Graph, id: NodeId): readonly NodeId[] => {
+  let u = readersOf.get(g);
+  if (!u) readersOf.set(g, (u = usersOf(g)));
+  return u[id]!;
+};
+/**
+ * Whether a swiglu output travels as f16 in this step: the tensor cores round every matmul input to f16 when staging
+ * it, so where the swiglu matmul and each of its readers (the down projections) run on them, the value is written as
+ * f16 in the first place (the same numbers): half the bytes written, and half the bytes each of down's column tiles
+ * reads back (x is read once per column tile: at 128 columns, 32 times). Both ends ask this with the same step dims.
+ * LOCRET_F32_ACTIVATIONS=1 keeps f32 (A/B timing).
+ */
+/**
+ * Whether a norm matmul on the tensor cores takes its rows normalized ahead, as f16, from one rmsnorm dispatch instead
+ * of normalizing f32 x while staging: x is read once per column tile (gate_up at 128 columns: 224 times, qkv 48),
+ * so f16 rows halve the bytes of its largest stream from L2, for one extra pass over x.
+ * `LOCRET_NORM_IN_MATMUL=1|qkv|gate_up` (or LOCRET_F32_ACTIVATIONS=1) keeps the fused prologue (A/B timing).
+ */
+const prenorm = (c: Ctx, wid: NodeId, T: number, K: number, kind: 'qkv' | 'gate_up'): boolean =>
+  c.normedHalf !== null && tensorCores(c) && K % 4 === 0 && K <= c.g.dims.hidden && sgmatUsable(w(c, wid).dtype, T, K) &&
+  !envFlag('LOCRET_F32_ACTIVATIONS') && !normInMatmul(env('LOCRET_NORM_IN_MATMUL')).has(kind);
+const normInMatmul = parsedOnce((spec) => new Set((spec ?? '').split(',').flatMap((k) => (k === '1' ? ['qkv', 'gate_up'] : [k]))));
+const halfSwiglu = (c: Ctx, id: NodeId, s: StepDims): boolean => {
+  const n = c.g.nodes[id]!;
+  if (n.op !== 'norm_linear_swiglu' || !tensorCores(c) || envFlag('LOCRET_F32_ACTIVATIONS')) return false;
+  if (!sgmatUsable(w(c, n.w).dtype, c.rows(id, s), cols(c, n.x))) return false;
+  const rs = readers(c.g, id);
+  return rs.length > 0 && rs.every((u) => {
+    const m = u < 0 ? undefined : c.g.nodes[u]!;
+    return m?.op === 'linear_residual' && m.x === id && sgmatUsable(w(c, m.w).dtype, c.rows(u, s), cols(c, id));
+  });
+};
 const attnOpts = (c: Ctx) => ({
   cacheDtype: c.env.cacheDtype, numHeads: c.g.dims.numHeads, numKvHeads: c.g.dims.numKvHeads, headDim: c.g.dims.headDim, rotaryDim: c.g.dims.rotaryDim,
 });
@@ -147,11 +183,16 @@ const lowerings: { readonly [O in Op]: Lowering<O> } = {
       { x: c.buf(n.x), normW: whole(c, n.normW, 'norm_linear norm'), bias: optWhole(c, n.bias, 'norm_linear bias'), y: c.buf(n.id) });
   },
   linear_residual: (n, c) => (s) =>
-    mm(c, { norm: false, bias: false, epilogue: 'residual' }, n.w, { T: c.rows(n.id, s), N: n.shape[1] as number, K: cols(c, n.x) },
+    mm(c, { norm: false, bias: false, epilogue: 'residual', halfX: halfSwiglu(c, n.x, s) }, n.w, { T: c.rows(n.id, s), N: n.shape[1] as number, K: cols(c, n.x) },
       { x: c.buf(n.x), y: c.buf(n.id) }),
-  norm_linear_swiglu: (n, c) => (s) =>
-    mm(c, { norm: true, bias: false, epilogue: 'swiglu' }, n.w, { T: c.rows(n.id, s), N: n.shape[1] as number, K: cols(c, n.x), eps: n.eps },
-      { x: c.buf(n.x), normW: whole(c, n.normW, 'norm_linear_swiglu norm'), y: c.buf(n.id) }),
+  norm_linear_swiglu: (n, c) => (s) => {
+    const d = { T: c.rows(n.id, s), N: n.shape[1] as number, K: cols(c, n.x), eps: n.eps };
+    const normW = whole(c, n.normW, 'norm_linear_swiglu norm');
+    const o = { bias: false, epilogue: 'swiglu', halfY: halfSwiglu(c, n.id, s) } as const;
+    if (!prenorm(c, n.w, d.T, d.K, 'gate_up')) return mm(c, { ...o, norm: true }, n.w, d, { x: c.buf(n.x), normW, y: c.buf(n.id) });
+    const xh = c.normedHalf!;
+    return [rmsnorm({ ...d, N: d.K, half: true }, { x: c.buf(n.x), w: normW, y: xh }), ...mm(c, { ...o, norm: false, halfX: true }, n.w, d, { x: xh, y: c.buf(n.id) })];
+  },
   kv_store: (n, c) => (s) => {
     if (s.keysRotated) throw new Error('kv_store writes keys before RoPE: rotated-key steps need the fused graph');
     const l = c.env.cache(n.layer);
@@ -167,14 +208,18 @@ const lowerings: { readonly [O in Op]: Lowering<O> } = {
     // keys), then kvQuantize packs them into the cache
     const st = c.env.cacheDtype === 'int8' ? c.kvStage() : null;
     const ct = st ? 'f32' : (c.env.cacheDtype as 'f32' | 'f16');
-    const o = { ...attnOpts(c), cacheDtype: ct, wdtype: w(c, n.w).dtype, bias: n.bias !== null, writePre: n.writePre, tensorCores: tensorCores(c), workgroupBytes: wgBytes(c), subgroups: gemvSg(c), intDot: c.env.runner.gpu.intDot, rotateKeys: s.keysRotated };
+    const K = cols(c, n.x);
+    const normed = prenorm(c, n.w, s.T, K, 'qkv');
+    const o = { ...attnOpts(c), cacheDtype: ct, wdtype: w(c, n.w).dtype, bias: n.bias !== null, writePre: n.writePre, tensorCores: tensorCores(c), workgroupBytes: wgBytes(c), subgroups: gemvSg(c), intDot: c.env.runner.gpu.intDot, rotateKeys: s.keysRotated, normedX: normed };
     const at = st ? { slot0: 0, capacity: c.env.maxT } : { slot0: s.slot0, capacity: c.env.capacity };
-    const fused = qkvRope(o, { T: s.T, K: cols(c, n.x), eps: n.eps, pos0: s.pos0, ...at }, {
-      x: c.buf(n.x), normW: whole(c, n.normW, 'qkv_rope'), w: whole(c, n.w, 'qkv_rope'), wScales: weightParts(w(c, n.w))[0]!.scales, bias: optWhole(c, n.bias, 'qkv_rope'), rope: s.rope,
+    const normW = whole(c, n.normW, 'qkv_rope');
+    const xn = normed ? [rmsnorm({ T: s.T, N: K, eps: n.eps, half: true }, { x: c.buf(n.x), w: normW, y: c.normedHalf! })] : [];
+    const fused = qkvRope(o, { T: s.T, K, eps: n.eps, pos0: s.pos0, ...at }, {
+      x: normed ? c.normedHalf! : c.buf(n.x), normW, w: whole(c, n.w, 'qkv_rope'), wScales: weightParts(w(c, n.w))[0]!.scales, bias: optWhole(c, n.bias, 'qkv_rope'), rope: s.rope,
       q: c.buf(n.id), kCache: st?.k ?? l.k, vCache: st?.v ?? l.v, kpos: st?.kpos ?? l.kpos, pre: n.writePre ? preBuf(c, n.id) : undefined,
     });
-    if (!st) return [fused];
-    return [fused, kvQuantize({ ...attnOpts(c), mode: 'staged' }, { T: s.T, slot0: s.slot0, pos0: s.pos0, capacity: c.env.capacity, stageCap: c.env.maxT },
+    if (!st) return [...xn, fused];
+    return [...xn, fused, kvQuantize({ ...attnOpts(c), mode: 'staged' }, { T: s.T, slot0: s.slot0, pos0: s.pos0, capacity: c.env.capacity, stageCap: c.env.maxT },
       { kSrc: st.k, vSrc: st.v, kCache: l.k, vCache: l.v, kpos: l.kpos })];
   },
   // decode tokens are never evicted, so they need no scores. Two kernels: hid = silu(pre · fc1ᵀ) on the main matmul
@@ -373,6 +418,7 @@ export function lower(g: Graph, env: LowerEnv): Plan {
     size.set(b, bytes);
     return b;
   };
+  const normedHalf = runner.gpu.tensorCores && g.nodes.some((n) => n.op === 'norm_linear_swiglu' || n.op === 'qkv_rope') ? stageBuf(maxT * g.dims.hidden * 2, 'normed-rows-f16') : null;
   const ctx: Ctx = {
     g,
     env,
@@ -400,6 +446,7 @@ export function lower(g: Graph, env: LowerEnv): Plan {
       keyRotBuf ??= stageBuf(Math.max(16, rotatedKeysBytes(g.dims, env.capacity)), 'attention-rotated-keys');
       return keyRotBuf;
     },
+    normedHalf,
     kvStage: () => {
       const { numKvHeads: KV, headDim: D } = g.dims;
       stage ??= { k: stageBuf(KV * maxT * D * 4, 'kv-stage-k'), v: stageBuf(KV * maxT * D * 4, 'kv-stage-v'), kpos: stageBuf(KV * maxT * 4, 'kv-stage-pos') };

@@ -180,6 +180,14 @@ export function operandsOf(n: Node): readonly NodeId[] {
   return (operands[n.op] as (n: Node) => readonly NodeId[])(n);
 }
 
+/** Readers of each node's value, in node order; -1 marks a graph output. */
+export function usersOf(g: Graph): NodeId[][] {
+  const users: NodeId[][] = g.nodes.map(() => []);
+  for (const n of g.nodes) for (const a of operandsOf(n)) users[a]!.push(n.id);
+  for (const o of g.outputs) users[o]!.push(-1);
+  return users;
+}
+
 export function assertNever(x: never, what = 'value'): never {
   throw new Error(`unexpected ${what}: ${JSON.stringify(x)}`);
 }

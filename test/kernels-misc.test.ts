@@ -10,6 +10,7 @@ import { retainingScores } from '../compiler/kernels/retaining.js';
 import type { GpuRunner } from '../runtime/gpu/runner.js';
 import { ropeTable } from '../runtime/rope.js';
 import { expectClose, gpuRunner, rand, weightsFor } from './gpu-harness.js';
+import { f16ToF32 } from '../runtime/io/dtype.js';
 import { argmaxRef, embeddingRef, retainingRef, rmsnormRef, ropeRef, siluMulRef } from './ref/gpu-ops.js';
 
 const tolFor = (d: WeightDtype) => (d === 'f32' ? 1e-4 : 1e-3);
@@ -65,6 +66,11 @@ describe('elementwise kernels', () => {
       const b = { x: r.upload(x, 'x'), w: r.upload(w, 'w'), y: r.createBuffer(T * N * 4, 'y') };
       r.run([rmsnorm({ T, N, eps: 1e-5 }, b)]);
       expectClose(await r.readF32(b.y, T * N), rmsnormRef(T, N, 1e-5, x, w), 1e-5, `rmsnorm ${T}x${N}`);
+      // f16 rows for a tensor-core matmul (N % 4 == 0 only): within f16 rounding (2^-11 relative) of the f32 ones
+      if (N % 4 === 0) {
+        r.run([rmsnorm({ T, N, eps: 1e-5, half: true }, b)]);
+        expectClose(f16ToF32(new Uint16Array(await r.read(b.y, T * N * 2))), rmsnormRef(T, N, 1e-5, x, w), 1e-3, `rmsnorm f16 ${T}x${N}`);
+      } else expect(() => rmsnorm({ T, N, eps: 1e-5, half: true }, b)).toThrow(/N % 4 == 0/);
     }
     for (const n of [1001, 1024]) {
       const a = rand(n, 1);

@@ -10,12 +10,14 @@ import { matmul, type MatmulDims, type MatmulOpts } from '../compiler/kernels/ma
 import { workgroupVars } from '../compiler/wgsl-workgroup.js';
 import { SGMAT_VARIANTS, SGMAT_WG_BYTES, SGMAT_WG_BYTES_MAX, sgmatPick, sgmatVariant, sgmatWorkgroupBytes, type SgmatVariant } from '../compiler/kernels/mm-sgmat.js';
 import { qkvRope, type QkvOpts } from '../compiler/kernels/qkv-rope.js';
+import { rmsnorm } from '../compiler/kernels/elementwise.js';
 import type { Dispatch, GpuRunner } from '../runtime/gpu/runner.js';
 import { ropeTable } from '../runtime/rope.js';
 import { expectClose, gpuRunner, rand, weightsFor } from './gpu-harness.js';
 import { destroyParts, quantWeights, uploadQuantParts } from './quant-harness.js';
 import { matmulRef } from './ref/gpu-ops.js';
 import { emulateSubgroupMatrix } from './sgmat-emulate.js';
+import { f16ToF32 } from '../runtime/io/dtype.js';
 
 const TC = { tensorCores: true } as const;
 const mmOpts = (epilogue: MatmulOpts['epilogue'], norm: boolean, bias: boolean): MatmulOpts => ({ wdtype: 'f16', norm, bias, epilogue, ...TC });
@@ -168,7 +170,10 @@ describe('sgmat numerics (subgroup matrices emulated)', () => {
     const col0 = d.col0 ?? 0;
     const cols = d.cols ?? N - col0;
     const rows = o.epilogue === 'swiglu' ? 2 * N : N;
-    const x = rand((xRow0 + T) * K, seed, 2);
+    // f16 x (halfX): the kernel reads exactly the rounded values the reference takes
+    const x32 = rand((xRow0 + T) * K, seed, 2);
+    const xh = o.halfX ? weightsFor('f16', x32) : undefined;
+    const x = xh?.ref ?? x32;
     const raw = rand(rows * K, seed + 1, 0.5);
     // q8 / q4: one part with its scales; the reference multiplies by exactly the values the kernel dequantizes
     const qw = o.wdtype === 'q8' || o.wdtype === 'q4' ? quantWeights(o.wdtype, raw, rows, K) : undefined;
@@ -178,24 +183,24 @@ describe('sgmat numerics (subgroup matrices emulated)', () => {
     const bias = rand(rows, seed + 3);
     const yIn = rand(T * N, seed + 4);
     const bufs = {
-      x: r.upload(x, 'x'),
+      x: r.upload(xh?.gpu ?? x, 'x'),
       w: parts ? parts[0]!.buf : r.upload(w.gpu!, 'w'),
       wScales: parts?.[0]!.scales,
       normW: o.norm ? r.upload(normW, 'normW') : undefined,
       bias: o.bias ? r.upload(bias, 'bias') : undefined,
-      y: r.upload(o.epilogue === 'residual' ? yIn : new Float32Array(T * N).fill(NaN), 'y'),
+      y: r.upload(o.epilogue === 'residual' ? yIn : o.halfY ? new Uint16Array(T * N).fill(0x7e00) : new Float32Array(T * N).fill(NaN), 'y'), // NaN: columns not written show
     };
     const disp = matmul(o, { ...d, eps: 1e-5 }, bufs);
     expect(disp.kernel.name).toContain('path-sgmat');
     r.run([emulated(disp)]);
-    const got = await r.readF32(bufs.y, T * N);
+    const got = o.halfY ? f16ToF32(new Uint16Array(await r.read(bufs.y, T * N * 2))) : await r.readF32(bufs.y, T * N);
     for (const [k, b] of Object.entries(bufs)) if (b && k !== 'w' && k !== 'wScales') r.destroy(b);
     if (parts) destroyParts(r, parts);
     else r.destroy(bufs.w);
     const want = matmulRef(o as Parameters<typeof matmulRef>[0], { T, N, K, eps: 1e-5, xRow0 }, x, w.ref, normW, bias, yIn);
     const pick = (a: Float32Array) => Float32Array.from({ length: T * cols }, (_, i) => a[Math.floor(i / cols) * N + col0 + (i % cols)]!);
-    // x · normW is rounded to f16 for the tensor cores: 1e-2 of the largest output
-    expectClose(pick(got), pick(want), 1e-2, `${o.wdtype} ${o.epilogue}${o.norm ? ' +norm' : ''}${o.bias ? ' +bias' : ''} T=${T} N=${N} K=${K} cols ${col0}+${cols} xRow0=${xRow0}`);
+    // x · normW is rounded to f16 for the tensor cores: 1e-2 of the largest output (an f16 y adds 2^-11 of itself)
+    expectClose(pick(got), pick(want), 1e-2, `${o.wdtype} ${o.epilogue}${o.norm ? ' +norm' : ''}${o.bias ? ' +bias' : ''}${o.halfX ? ' f16 x' : ''}${o.halfY ? ' f16 y' : ''} T=${T} N=${N} K=${K} cols ${col0}+${cols} xRow0=${xRow0}`);
   }
 
   more('store: partial tiles both ways, partial last K slab, x row offset', () => check(mmOpts('store', false, false), { T: 150, N: 200, K: 48, xRow0: 3 }, 1));
@@ -219,6 +224,13 @@ describe('sgmat numerics (subgroup matrices emulated)', () => {
   it('m64n64ld residual (double-buffered), 4 slabs, partial tiles, x row offset', () => check(V('residual', false, false, 'm64n64ld'), { T: 70, N: 150, K: 112, xRow0: 2 }, 19));
   it('m64n64lk64 store +norm +bias (64-deep), 3 slabs, partial last slab', () => check(V('store', true, true, 'm64n64lk64'), { T: 40, N: 70, K: 144 }, 20));
 
+  // f16 activations between tensor-core matmuls (compiler/lower.ts halfSwiglu): a swiglu writing f16, a residual
+  // matmul reading it, on the shapes the CPU driver picks and on a 64-deep one
+  it('sw128n64s16l swiglu reading f16 x (normalized ahead), writing f16 y, partial tiles', () => check({ ...V('swiglu', false, false, 'sw128n64s16l'), halfX: true, halfY: true }, { T: 20, N: 70, K: 48 }, 21));
+  more('sw128n64s16l swiglu +norm writing f16 y', () => check({ ...V('swiglu', true, false, 'sw128n64s16l'), halfY: true }, { T: 20, N: 70, K: 48 }, 24));
+  it('m64n128l residual reading f16 x, partial tiles, x row offset', () => check({ ...V('residual', false, false, 'm64n128l'), halfX: true }, { T: 70, N: 150, K: 48, xRow0: 2 }, 22));
+  more('m64n64lk64 residual reading f16 x, 3 slabs, q8 weights', () => check({ ...V('residual', false, false, 'm64n64lk64'), wdtype: 'q8', halfX: true }, { T: 40, N: 70, K: 160 }, 23));
+
   // q8 / q4 weights (K % 32 == 0): the q4 one always runs (m128n128, partial tiles both ways); q8 on the swiglu
   // variant covers the up stream's own quants and scales (wu, wu_s)
   const Q = (wdtype: 'q8' | 'q4', epilogue: MatmulOpts['epilogue'], norm: boolean, bias: boolean): MatmulOpts => ({ ...mmOpts(epilogue, norm, bias), wdtype });
@@ -226,7 +238,7 @@ describe('sgmat numerics (subgroup matrices emulated)', () => {
   more('q8 swiglu +norm +bias', () => check(Q('q8', 'swiglu', true, true), { T: 40, N: 70, K: 64 }, 16));
   more('q8 residual, column range, x row offset', () => check(Q('q8', 'residual', false, false), { T: 20, N: 96, K: 96, col0: 16, cols: 64, xRow0: 2 }, 17));
 
-  more('qkv_rope on the sgmat path matches the tiled path', async () => {
+  const qkvCase = (normed: boolean) => async () => {
     const o: QkvOpts = { wdtype: 'f16', bias: true, cacheDtype: 'f32', numHeads: 4, numKvHeads: 2, headDim: 16, rotaryDim: 8, writePre: true };
     const T = 70;
     const K = 48;
@@ -236,25 +248,33 @@ describe('sgmat numerics (subgroup matrices emulated)', () => {
     const w = weightsFor('f16', rand(Wd * K, 12, 0.5));
     const inputs = { x: rand(T * K, 11, 2), normW: rand(K, 13, 0.5).map((v) => 1 + v), bias: rand(Wd, 14) };
     const run = async (tensorCores: boolean) => {
+      const xIn = r.upload(inputs.x, 'x');
+      const normW = r.upload(inputs.normW, 'normW');
+      // normedX: the rows normalized ahead into f16 by the rmsnorm kernel, as the plan does (compiler/lower.ts prenorm)
+      const xh = tensorCores && normed ? r.createBuffer(T * K * 2, 'xh') : undefined;
+      if (xh) r.run([rmsnorm({ T, N: K, eps: 1e-5, half: true }, { x: xIn, w: normW, y: xh })]);
       const b = {
-        x: r.upload(inputs.x, 'x'), normW: r.upload(inputs.normW, 'normW'), w: r.upload(w.gpu, 'w'), bias: r.upload(inputs.bias, 'bias'),
+        x: xh ?? xIn, normW, w: r.upload(w.gpu, 'w'), bias: r.upload(inputs.bias, 'bias'),
         rope: r.upload(table, 'rope'), q: r.upload(new Float32Array(T * o.numHeads * o.headDim), 'q'),
         kCache: r.upload(new Float32Array(o.numKvHeads * capacity * o.headDim), 'k'), vCache: r.upload(new Float32Array(o.numKvHeads * capacity * o.headDim), 'v'),
         kpos: r.upload(new Uint32Array(o.numKvHeads * capacity), 'kpos'), pre: r.upload(new Float32Array(T * Wd), 'pre'),
       };
-      const d = qkvRope({ ...o, tensorCores }, { T, K, eps: 1e-5, slot0: 7, pos0: 5, capacity }, b);
+      const d = qkvRope({ ...o, tensorCores, normedX: tensorCores && normed }, { T, K, eps: 1e-5, slot0: 7, pos0: 5, capacity }, b);
       expect(d.kernel.name).toContain(tensorCores ? 'path-sgmat' : 'path-tiled');
+      if (xh) expect(Object.keys(d.buffers)).not.toContain('normW');
       r.run([tensorCores ? emulated(d) : d]);
       const out = {
         q: await r.readF32(b.q, T * o.numHeads * o.headDim), k: await r.readF32(b.kCache, o.numKvHeads * capacity * o.headDim),
         v: await r.readF32(b.vCache, o.numKvHeads * capacity * o.headDim), pre: await r.readF32(b.pre, T * Wd), kpos: await r.readU32(b.kpos, o.numKvHeads * capacity),
       };
-      for (const x of Object.values(b)) r.destroy(x);
+      for (const x of new Set([...Object.values(b), xIn])) r.destroy(x);
       return out;
     };
     const want = await run(false);
     const got = await run(true);
-    for (const k of ['q', 'k', 'v', 'pre'] as const) expectClose(got[k], want[k], 1e-2, `qkv ${k}`);
+    for (const k of ['q', 'k', 'v', 'pre'] as const) expectClose(got[k], want[k], 1e-2, `qkv ${k}${normed ? ' (rows normalized ahead)' : ''}`);
     expect([...got.kpos]).toEqual([...want.kpos]);
-  });
+  };
+  more('qkv_rope on the sgmat path matches the tiled path', qkvCase(false));
+  it('qkv_rope on the sgmat path reading rows normalized ahead (f16) matches the tiled path', qkvCase(true));
 });

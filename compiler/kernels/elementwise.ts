@@ -57,18 +57,24 @@ fn main(${builtins}) {
   return { kernel: spec, buffers, params: { T, HU: hidden / U, perRow, row0, rows }, workgroups: foldGrid(T * perRow) };
 }
 
-/** y = x · inverseSqrt(mean(x²) + eps) · w, per row of N. */
-export function rmsnorm(d: { T: number; N: number; eps: number }, b: { x: GPUBuffer; w: GPUBuffer; y: GPUBuffer }): Dispatch {
+/**
+ * y = x · inverseSqrt(mean(x²) + eps) · w, per row of N. `half`: y is written as f16 (N % 4 == 0), for a tensor-core
+ * matmul that reads it as it stages its slabs (compiler/lower.ts `prenorm`).
+ */
+export function rmsnorm(d: { T: number; N: number; eps: number; half?: boolean }, b: { x: GPUBuffer; w: GPUBuffer; y: GPUBuffer }): Dispatch {
   const { T, N } = d;
   assertDims('rmsnorm', { T, N });
   const U = unitFor(N);
-  const spec = kernel({ op: 'rmsnorm', u: U }, () => {
+  const half = d.half === true;
+  if (half && U !== 4) throw new Error(`rmsnorm: an f16 output needs N % 4 == 0 (N=${N})`);
+  const spec = kernel({ op: 'rmsnorm', u: U, ...(half ? { half: 1 } : {}) }, () => {
     const x = f32Loader('x', U, '(T, N)');
     const w = f32Loader('w', U, '(N) norm weight');
     return {
-      bindings: [x.binding, w.binding, rw('y', `array<${vt(U)}>`) /* (T, N) f32 */],
+      bindings: [x.binding, w.binding, rw('y', half ? 'array<vec4<f16>>' : `array<${vt(U)}>`) /* (T, N) f32, or f16 */],
       params: [['T', 'u32'], ['N', 'u32'], ['eps', 'f32']],
       workgroupSize: [WG, 1, 1],
+      enables: half ? ['f16'] : [],
       body: wgsl`${x.fn}
 ${w.fn}
 var<workgroup> red: array<f32, ${WG}>;
@@ -86,7 +92,7 @@ fn main(${builtins}) {
     workgroupBarrier();
   }
   let r = inverseSqrt(red[0] / f32(params.N) + params.eps);
-  for (var k = lid; k < NU; k += ${WG}u) { y[t * NU + k] = x_ld(t * NU + k) * r * w_ld(k); }
+  for (var k = lid; k < NU; k += ${WG}u) { y[t * NU + k] = ${half ? 'vec4<f16>(x_ld(t * NU + k) * r * w_ld(k))' : 'x_ld(t * NU + k) * r * w_ld(k)'}; }
 }`,
     };
   });

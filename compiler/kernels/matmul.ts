@@ -34,6 +34,12 @@ export interface MatmulOpts {
   readonly sgmatVariant?: string;
   /** the device's maxComputeWorkgroupStorageSize: tensor-core shapes needing more are not picked (default 32 KB) */
   readonly workgroupBytes?: number;
+  /**
+   * x is stored as f16 / y is written as f16 (not with `residual`): for values that only tensor-core matmuls read,
+   * which round their inputs to f16 when staging them anyway. Only on the tensor-core path (an error elsewhere).
+   */
+  readonly halfX?: boolean;
+  readonly halfY?: boolean;
 }
 
 export interface MatmulDims {
@@ -54,7 +60,7 @@ export interface MatmulDims {
 }
 
 export interface MatmulBuffers {
-  /** (xRow0 + T, K) f32 */
+  /** (xRow0 + T, K) f32 (f16 with halfX) */
   readonly x: GPUBuffer;
   /** (N, K), swiglu (2N, K), in wdtype; or any buffer holding rows wRow.. for the computed columns */
   readonly w: GPUBuffer;
@@ -68,7 +74,7 @@ export interface MatmulBuffers {
   readonly normW?: GPUBuffer;
   /** (N) f32, swiglu (2N), when bias; always whole (indexed by global column) */
   readonly bias?: GPUBuffer;
-  /** (T, N) f32; a column range writes only its columns */
+  /** (T, N) f32 (f16 with halfY); a column range writes only its columns */
   readonly y: GPUBuffer;
 }
 
@@ -77,13 +83,15 @@ function family(o: MatmulOpts): CoreFamily {
   const op = o.epilogue === 'residual' ? '+=' : '=';
   const siluFn = 'fn silu(g: f32) -> f32 { return g / (1.0 + exp(-g)); }';
   // silu: the retaining head's hidden layer, silu(pre · fc1ᵀ)
-  const act = (v: string) => (o.epilogue === 'silu' ? `silu(${v})` : v);
+  const act0 = (v: string) => (o.epilogue === 'silu' ? `silu(${v})` : v);
+  const act = (v: string) => (o.halfY ? `f16(${act0(v)})` : act0(v));
+  const out = (v: string) => (o.halfY ? `f16(${v})` : v);
   const epi = swiglu
     ? wgsl`${siluFn}
 fn epi(t: u32, c: u32, g: vec2<f32>, u: vec2<f32>) {
   let o = t * params.N + params.col0 + c;
-  y[o] = silu(g.x) * u.x;
-  if (c + 1u < params.NC) { y[o + 1u] = silu(g.y) * u.y; }
+  y[o] = ${out('silu(g.x) * u.x')};
+  if (c + 1u < params.NC) { y[o + 1u] = ${out('silu(g.y) * u.y')}; }
 }`
     : wgsl`${o.epilogue === 'silu' && siluFn}
 fn epi(t: u32, c: u32, v: vec2<f32>) {
@@ -96,11 +104,11 @@ fn epi(t: u32, c: u32, v: vec2<f32>) {
 ${swiglu && 'fn urow(c: u32) -> u32 { return params.uRow + c; }'}
 fn brow(c: u32, s: u32) -> u32 { return s * params.N + params.col0 + c; }`;
   return {
-    bindings: [rw('y', 'array<f32>')], // (T, N) f32 output (residual: the residual stream, accumulated into)
+    bindings: [rw('y', o.halfY ? 'array<f16>' : 'array<f32>')], // (T, N) output (residual: the residual stream, accumulated into)
     params: [['N', 'u32'], ['col0', 'u32'], ['wRow', 'u32'], ['uRow', 'u32']],
     helpers: `${rows}\n${epi}`,
     brow: true,
-    enables: needsF16(o.wdtype) ? ['f16'] : [],
+    enables: needsF16(o.wdtype) || o.halfY ? ['f16'] : [],
     wShape: swiglu ? '(2N, K): gate rows, then up rows' : '(N, K)',
   };
 }
@@ -117,10 +125,12 @@ export function matmul(o: MatmulOpts, d: MatmulDims, b: MatmulBuffers): Dispatch
   if (col0 + cols > N) throw new Error(`matmul: columns ${col0}..${col0 + cols} exceed N=${N}`);
   if (o.norm && !b.normW) throw new Error('matmul: norm needs normW');
   if (o.bias && !b.bias) throw new Error('matmul: bias needs a bias buffer');
+  if (o.halfY && o.epilogue === 'residual') throw new Error('matmul: the residual stream stays f32 (halfY with a residual epilogue)');
+  if (o.halfX && o.norm) throw new Error('matmul: the norm prologue reads f32 x (halfX with norm)');
   const U = unitFor(K);
   const streams = o.epilogue === 'swiglu' ? 2 : 1;
-  const core: CoreOpts = { wdtype: o.wdtype, U, norm: o.norm, bias: o.bias, streams };
-  const base = { op: 'matmul', wdtype: o.wdtype, norm: o.norm, bias: o.bias, epilogue: o.epilogue, u: U };
+  const core: CoreOpts = { wdtype: o.wdtype, U, norm: o.norm, bias: o.bias, streams, halfX: o.halfX };
+  const base = { op: 'matmul', wdtype: o.wdtype, norm: o.norm, bias: o.bias, epilogue: o.epilogue, u: U, ...(o.halfX ? { hx: 1 } : {}), ...(o.halfY ? { hy: 1 } : {}) };
   const buffers: Record<string, GPUBuffer> = { x: b.x, w: b.w, y: b.y };
   if (streams === 2) buffers.wu = b.wu ?? b.w;
   if (isQuantized(o.wdtype)) {
@@ -131,13 +141,15 @@ export function matmul(o: MatmulOpts, d: MatmulDims, b: MatmulBuffers): Dispatch
   if (o.norm) buffers.normW = b.normW!;
   if (o.bias) buffers.bias = b.bias!;
   const params = { T, NC: cols, K, xRow0, eps: d.eps ?? 1e-6, N, col0, wRow, uRow };
+  const sgmat = o.tensorCores === true && sgmatUsable(o.wdtype, T, K);
+  if ((o.halfX || o.halfY) && !sgmat) throw new Error(`matmul: f16 x / y are for the tensor-core path (T=${T}, K=${K}, ${o.wdtype} weights${o.tensorCores ? '' : ', no tensor cores'})`);
   if (T <= GEMV_MAX_T) {
     const g: GemvOpts = { wdtype: o.wdtype, norm: o.norm, bias: o.bias, streams, subgroups: o.subgroups ?? false };
     const shape = gemvShape(o.wdtype, T, streams, K, cols, o.intDot);
     const spec = kernel({ ...base, ...gemvKey(g, T, shape) }, () => gemvSource(g, T, shape, family(o)));
     return { kernel: spec, buffers, params, workgroups: gemvGrid(cols, shape.R) };
   }
-  if (o.tensorCores && sgmatUsable(o.wdtype, T, K)) {
+  if (sgmat) {
     const sgv = o.sgmatVariant ?? sgmatPick(streams, o.norm, cols, T, o.workgroupBytes);
     const V = sgmatVariant(sgv, streams);
     const need = sgmatWorkgroupBytes(V, o.norm);

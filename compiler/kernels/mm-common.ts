@@ -173,6 +173,14 @@ export function f32Loader(name: string, U: Unit, shape: string): { binding: Bind
   };
 }
 
+/** An f16 activation binding read as vec4<f16> (K % 4 == 0); `_ld` widens to f32 for skeletons that compute in f32. */
+export function halfLoader(name: string, shape: string): { binding: Binding; fn: string } {
+  return {
+    binding: ro(name, 'array<vec4<f16>>'),
+    fn: `// ${name}: ${shape}, f16\nfn ${name}_ld(i: u32) -> vec4<f32> { return vec4<f32>(${name}[i]); }`,
+  };
+}
+
 /**
  * `n` workgroups laid out as (x, y) with x ≤ 65535; kernels recover the linear id with `linearWg` and must return
  * early (uniformly) when it is ≥ n.

@@ -23,7 +23,7 @@
  */
 import { ro, wgsl, type Binding, type KernelSource, type Param } from '../wgsl.js';
 import type { Workgroups } from '../../runtime/gpu/runner.js';
-import { builtins, f32Loader, vdot, vt, weightLoader, type Unit, type WeightDtype } from './mm-common.js';
+import { builtins, f32Loader, halfLoader, vdot, vt, weightLoader, type Unit, type WeightDtype } from './mm-common.js';
 
 export interface CoreOpts {
   readonly wdtype: WeightDtype;
@@ -33,6 +33,8 @@ export interface CoreOpts {
   readonly bias: boolean;
   /** 2: a second weight stream read through binding `wu` at rows urow(c) (swiglu's up projection) */
   readonly streams: 1 | 2;
+  /** x is stored as f16 (vec4<f16>): the tensor-core skeleton only, without the norm prologue (see matmul.ts) */
+  readonly halfX?: boolean;
 }
 
 export interface CoreFamily {
@@ -79,7 +81,7 @@ export function biasParts(f: CoreFamily): { binding: Binding; fns: string[] } {
 
 /** Bindings and loader functions of every prefill skeleton: x, w (+ w_s), wu (+ wu_s), normW, bias, then the family's. */
 export function coreBindings(o: CoreOpts, f: CoreFamily): { bindings: Binding[]; fns: string } {
-  const x = f32Loader('x', o.U, '(xRow0 + T, K) activations; rows xRow0.. are read');
+  const x = o.halfX ? halfLoader('x', '(xRow0 + T, K) activations; rows xRow0.. are read') : f32Loader('x', o.U, '(xRow0 + T, K) activations; rows xRow0.. are read');
   const w = weightLoader('w', o.wdtype, o.U, f.wShape);
   const bindings: Binding[] = [x.binding, ...w.bindings]; // q8 / q4: w, then its scales w_s
   const fns = [x.fn, w.fn];
@@ -113,6 +115,7 @@ export function tiledGrid(NC: number, T: number): Workgroups {
 }
 
 export function tiledSource(o: CoreOpts, f: CoreFamily): KernelSource {
+  if (o.halfX) throw new Error('tiled matmul: f16 x is read by the tensor-core skeleton only');
   const { bindings, fns } = coreBindings(o, f);
   const { BM, BN, WG } = TILE;
   const S = o.streams;

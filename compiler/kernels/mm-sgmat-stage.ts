@@ -2,7 +2,8 @@
  * The K-slab staging of the tensor-core skeleton (mm-sgmat.ts), generated unrolled so every per-thread value is a
  * named register (no dynamically indexed private arrays, which drivers may place in local memory):
  *
- *   fetch   global → registers: A_PER vec4<f32> of x, B_PER vec4<f16> of weight rows per stream, masked to zero
+ *   fetch   global → registers: A_PER vec4<f32> of x (vec4<f16> where x is stored as f16), B_PER vec4<f16> of
+ *           weight rows per stream, masked to zero
  *           past T, NC and K; q8 / q4 weights are dequantized on the way (`w_ld`, 4 elements and their group's
  *           scale per load), so the registers, the slabs and the products are the same for every weight dtype
  *   stage   registers → workgroup memory as f16 (x · normW; Σx² of the f32 x accumulated on the way)
@@ -31,6 +32,8 @@ export interface StageShape {
   readonly lean: boolean;
   /** weights read through the dequantizing loaders `w_ld` / `wu_ld` (q8 / q4) instead of as native vec4<f16> */
   readonly quant: boolean;
+  /** x stored as f16: fetched as vec4<f16> and staged as it is (no norm prologue) */
+  readonly halfX: boolean;
 }
 
 const R = (n: number) => Array.from({ length: n }, (_, i) => i);
@@ -41,6 +44,8 @@ export function stagePlan(s: StageShape) {
   const TPR = s.WG / s.BM;
   if (!Number.isInteger(A_PER) || !Number.isInteger(B_PER) || A_PER < 1 || B_PER < 1)
     throw new Error(`sgmat staging: ${s.BM}×${s.BN} slabs do not split over ${s.WG} threads`);
+  if (s.halfX && s.norm) throw new Error('sgmat staging: the norm prologue reads f32 x');
+  const XT = s.halfX ? 'vec4<f16>' : 'vec4<f32>';
   if (s.lean && (!Number.isInteger(TPR) || s.UPR % TPR !== 0)) throw new Error(`sgmat staging: lean needs WG / BM (${s.WG}/${s.BM}) to divide ${s.UPR}`);
   // x load i of this thread: row m, vec4 kc of the slab
   const xAt = (i: number) =>
@@ -52,7 +57,7 @@ export function stagePlan(s: StageShape) {
   const wv = (name: 'w' | 'wu', i: string) => (s.quant ? `${name}_ldh(${i})` : `${name}[${i}]`);
 
   /** declarations before the K loop: fetch registers, Σx² partials, (spread) weight-row starts */
-  const decls = wgsl`${R(A_PER).map((i) => `  var xr${i} = vec4<f32>(); // x load ${i} of the slab in flight`)}
+  const decls = wgsl`${R(A_PER).map((i) => `  var xr${i} = ${XT}(); // x load ${i} of the slab in flight`)}
 ${R(B_PER).map((i) => `  var wq${i} = vec4<f16>();${S === 2 ? ` var uq${i} = vec4<f16>();` : ''}`)}
 ${s.norm && (s.lean ? '  var ssq = 0.0; // Σx² of this thread\'s token row (its share of the vec4s)' : R(A_PER).map((i) => `  var ssq${i} = 0.0; // Σx² of x load slot ${i} (same row every slab)`))}
 ${!s.lean && R(B_PER).map((i) => {
@@ -64,7 +69,7 @@ ${!s.lean && R(B_PER).map((i) => {
   const fetch = (k0: string) => wgsl`${R(A_PER).map((i) => {
     const { m, kc } = xAt(i);
     return `  { let m = ${m}; let k = ${k0} + ${kc};
-    xr${i} = select(vec4<f32>(), x[(params.xRow0 + min(m0 + m, params.T - 1u)) * KU + min(k, KU - 1u)], m0 + m < params.T && k < KU); }`;
+    xr${i} = select(${XT}(), x[(params.xRow0 + min(m0 + m, params.T - 1u)) * KU + min(k, KU - 1u)], m0 + m < params.T && k < KU); }`;
   })}
 ${R(B_PER).map((i) => {
     const { n, kc } = wAt(i);
@@ -83,7 +88,7 @@ ${R(B_PER).map((i) => {
     const { m, kc } = xAt(i);
     const norm = s.norm ? `\n    ${s.lean ? 'ssq' : `ssq${i}`} += dot(xv, xv);\n    xv = xv * normW_ld(min(${k0} + kc, KU - 1u)); // zero past K anyway` : '';
     return `  { let m = ${m}; let kc = ${kc}; var xv = xr${i};${norm}
-    let h = vec4<f16>(xv);
+    let h = ${s.halfX ? 'xv' : 'vec4<f16>(xv)'};
     let e = m * XS + kc * 4u${xo};
     xs[e] = h.x; xs[e + 1u] = h.y; xs[e + 2u] = h.z; xs[e + 3u] = h.w; }`;
   })}

@@ -114,6 +114,11 @@ export const SGMAT_VARIANTS = {
   // (a 128×64 tile on 64-deep slabs, m128n64lk64, which fits 32 KB, ran prefill at 4,175 tokens/s against 5,251–5,368)
   m128n128s16lk64: v(1, 128, 128, 4, 4, true, true, 64),
   sw128n64s16lk64: v(2, 128, 64, 4, 4, true, true, 64),
+  // wide column tiles: x is re-read once per column tile, so 128 columns per stream (256 for one stream) halve the
+  // x slabs a matmul streams from L2 (x is f32: for gate_up and down, two thirds of the staged bytes at 64 / 128)
+  sw128n128s16lp: v(2, 128, 128, 4, 4, true, true, 32),
+  sw128n128lp: v(2, 128, 128, 4, 2, true, true, 32),
+  m128n256s16lp: v(1, 128, 256, 4, 4, true, true, 32),
   sw64n64lk64: v(2, 64, 64, 2, 2, true, true, 64),
   sw64n64ld: v(2, 64, 64, 2, 2, true, true, 32, true),
 } as const satisfies Record<string, SgmatVariant>;
@@ -231,7 +236,7 @@ export function sgmatSource(o: CoreOpts, f: CoreFamily, variant: string): Kernel
   const OS = S * FR * BN; // f32 result staging: one fragment row of the tile per stream
   if (!Number.isInteger(FM) || !Number.isInteger(FN) || FM < 1 || FN < 1)
     throw new Error(`sgmat shape ${BM}×${BN} does not split over ${SGM}×${SGN} subgroups`);
-  const st = stagePlan({ BM, BN, WG, UPR, XS, streams: S, norm: o.norm, lean: V.lean, quant: isQuantized(o.wdtype) });
+  const st = stagePlan({ BM, BN, WG, UPR, XS, streams: S, norm: o.norm, lean: V.lean, quant: isQuantized(o.wdtype), halfX: o.halfX === true });
   if (o.norm && st.scratchNeeded > OS) throw new Error('sgmat: Σx² partials do not fit the result staging');
   const bytes = sgmatWorkgroupBytes(V, o.norm);
   if (bytes > SGMAT_WG_BYTES_MAX) throw new Error(`sgmat: ${bytes} bytes of workgroup memory exceed ${SGMAT_WG_BYTES_MAX}`);

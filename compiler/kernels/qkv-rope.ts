@@ -35,6 +35,8 @@ export interface QkvOpts {
   readonly tensorCores?: boolean;
   /** the device's maxComputeWorkgroupStorageSize (see MatmulOpts) */
   readonly workgroupBytes?: number;
+  /** x holds the rows already normalized, as f16 (rmsnorm `half`; the tensor-core path only): no normW, no prologue */
+  readonly normedX?: boolean;
 }
 
 export interface QkvDims {
@@ -50,9 +52,9 @@ export interface QkvDims {
 }
 
 export interface QkvBuffers {
-  /** (T, K) f32 hidden state */
+  /** (T, K) f32 hidden state; with normedX (T, K) f16 normalized rows */
   readonly x: GPUBuffer;
-  /** (K) f32 attention rmsnorm weight */
+  /** (K) f32 attention rmsnorm weight (unused with normedX) */
   readonly normW: GPUBuffer;
   /** ((H + 2KV)·D, K) rows: H query heads, KV key heads, KV value heads */
   readonly w: GPUBuffer;
@@ -165,7 +167,8 @@ export function qkvRope(o: QkvOpts, d: QkvDims, b: QkvBuffers): Dispatch {
   if (o.writePre && !b.pre) throw new Error('qkvRope: writePre needs a pre buffer');
   const NC = (H + 2 * KV) * D;
   const U = unitFor(K);
-  const core: CoreOpts = { wdtype: o.wdtype, U, norm: true, bias: o.bias, streams: 1 };
+  const normed = o.normedX === true;
+  const core: CoreOpts = { wdtype: o.wdtype, U, norm: !normed, bias: o.bias, streams: 1, halfX: normed };
   const base = {
     op: 'qkv_rope',
     wdtype: o.wdtype,
@@ -178,11 +181,12 @@ export function qkvRope(o: QkvOpts, d: QkvDims, b: QkvBuffers): Dispatch {
     pre: o.writePre,
     ...(o.rotateKeys ? { rk: true } : {}),
     u: U,
+    ...(normed ? { hx: 1 } : {}),
   };
   const buffers: Record<string, GPUBuffer> = {
     x: b.x,
     w: b.w,
-    normW: b.normW,
+    ...(normed ? {} : { normW: b.normW }),
     rope: b.rope,
     q: b.q,
     kCache: b.kCache,
@@ -196,14 +200,16 @@ export function qkvRope(o: QkvOpts, d: QkvDims, b: QkvBuffers): Dispatch {
     buffers.w_s = b.wScales;
   }
   const params = { T, NC, K, xRow0: 0, eps: d.eps, slot0, pos0, cap: capacity };
+  const sgmat = o.tensorCores === true && sgmatUsable(o.wdtype, T, K);
+  if (normed && !sgmat) throw new Error(`qkvRope: normalized f16 rows are for the tensor-core path (T=${T}, K=${K}, ${o.wdtype} weights)`);
   if (T <= GEMV_MAX_T) {
     const g: GemvOpts = { wdtype: o.wdtype, norm: true, bias: o.bias, streams: 1, subgroups: o.subgroups ?? false };
     const shape = gemvShape(o.wdtype, T, 1, K, NC, o.intDot);
     const spec = kernel({ ...base, ...gemvKey(g, T, shape) }, () => gemvSource(g, T, shape, family(o)));
     return { kernel: spec, buffers, params, workgroups: gemvGrid(NC, shape.R) };
   }
-  if (o.tensorCores && sgmatUsable(o.wdtype, T, K)) {
-    const sgv = sgmatPick(1, true, NC, T, o.workgroupBytes);
+  if (sgmat) {
+    const sgv = sgmatPick(1, true, NC, T, o.workgroupBytes); // the tile of a norm matmul either way
     const spec = kernel({ ...base, path: 'sgmat', sgv }, () => sgmatSource(core, family(o), sgv));
     return { kernel: spec, buffers, params, workgroups: sgmatGrid(NC, T, sgmatVariant(sgv, 1)) };
   }
