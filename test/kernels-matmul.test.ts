@@ -74,6 +74,32 @@ function suite(name: string, dtypes: readonly WeightDtype[], runner: () => Promi
 suite('matmul (shader-f16 device)', ['f32', 'f16'], () => gpuRunner());
 suite('matmul f16p (device without shader-f16)', ['f16p'], () => gpuRunner({ disableF16: true }));
 
+// Steps of at least 128 tokens with vec4 rows take the wide FMA tiles (mm-tiled-wide.ts: 128 × 128, 8 × 8 per
+// thread): every epilogue, norm and bias, partial token and column tiles, a partial last slab (K % 16 != 0)
+describe('matmul wide tiles', () => {
+  let r: GpuRunner;
+  beforeAll(async () => {
+    r = await gpuRunner();
+  });
+  const dims = [[150, 70, 68], [128, 130, 36], [260, 200, 132]] as const;
+  // each epilogue with and without norm + bias (f16 weights), and f32 weights once (same loaders as the 64 × 64 tiles)
+  const cases = variants(['f16']).filter((o) => o.norm === o.bias);
+  cases.push({ wdtype: 'f32', norm: true, bias: false, epilogue: 'swiglu' });
+  cases.forEach((o, i) => {
+    it(label(o), async () => {
+      const [T, N, K] = dims[i % dims.length]!;
+      expect(matmul(o, { T, N, K }, { x: {}, w: {}, y: {}, normW: {}, bias: {} } as never).kernel.name).toContain('path-tiledw');
+      await check(r, o, T, N, K, 300 + i, i % 3);
+    });
+  });
+  it('shorter steps and rows not in vec4s keep the 64 × 64 tiles', () => {
+    const name = (T: number, K: number) => matmul({ wdtype: 'f16', norm: false, bias: false, epilogue: 'store' }, { T, N: 64, K }, { x: {}, w: {}, y: {} } as never).kernel.name;
+    expect(name(127, 64)).toContain('path-tiled_');
+    expect(name(128, 66)).toContain('path-tiled_');
+    expect(name(128, 64)).toContain('path-tiledw');
+  });
+});
+
 describe('matmul shapes', () => {
   it('gemv folds huge column counts into a 2D grid and tiled covers large K', async () => {
     const r = await gpuRunner();

@@ -10,6 +10,7 @@
 import { kernel, rw, wgsl } from '../wgsl.js';
 import type { Dispatch } from '../../runtime/gpu/runner.js';
 import { assertDims, isQuantized, needsF16, unitFor, type WeightDtype, type WeightPart } from './mm-common.js';
+import { tiledWide, wideGrid, wideSource } from './mm-tiled-wide.js';
 import { GEMV_MAX_T, tiledGrid, tiledSource, type CoreFamily, type CoreOpts } from './mm-core.js';
 import { sgmatGrid, sgmatPick, sgmatSource, sgmatUsable, sgmatVariant, sgmatWorkgroupBytes } from './mm-sgmat.js';
 import { gemvGrid, gemvKey, gemvShape, gemvSource, type GemvOpts } from './mm-gemv.js';
@@ -156,6 +157,10 @@ export function matmul(o: MatmulOpts, d: MatmulDims, b: MatmulBuffers): Dispatch
     if (o.workgroupBytes !== undefined && need > o.workgroupBytes) throw new Error(`matmul: tensor-core shape ${sgv} needs ${need} bytes of workgroup memory, the device offers ${o.workgroupBytes}`);
     const spec = kernel({ ...base, path: 'sgmat', sgv }, () => sgmatSource(core, family(o), sgv));
     return { kernel: spec, buffers, params, workgroups: sgmatGrid(cols, T, V) };
+  }
+  if (tiledWide(U, T)) {
+    const spec = kernel({ ...base, path: 'tiledw' }, () => wideSource(core, family(o)));
+    return { kernel: spec, buffers, params, workgroups: wideGrid(cols, T, streams) };
   }
   const spec = kernel({ ...base, path: 'tiled' }, () => tiledSource(core, family(o)));
   return { kernel: spec, buffers, params, workgroups: tiledGrid(cols, T) };

@@ -1,0 +1,149 @@
+/**
+ * The FMA prefill skeleton for large steps (devices without tensor cores): the contract of mm-core.ts `tiledSource`
+ * (CoreFamily plug-ins, bindings, params, epilogue pairs), with 128 tokens × 128 logical columns per workgroup (two
+ * streams: 64 per stream) and an 8 × 8 register block per thread instead of 4 × 4, so each vec4 read from workgroup
+ * memory feeds twice the FMAs (the 64 × 64 tile is bound by those reads). K slabs are 16 deep: the two slabs fill
+ * 16 KiB, WebGPU's default workgroup storage, so the skeleton runs on every device.
+ *
+ *   thread (tx, ty) of 16 × 16:   tokens   ty·4 .. ty·4+3   and 64 + ty·4 .. 64 + ty·4+3     (a0, a1)
+ *                                 columns  tx·4 .. tx·4+3   and 64 + tx·4 .. 64 + tx·4+3     (b0, b1)
+ *                                 (two streams: columns tx·4 .. tx·4+3 of the gate slab and of the up slab)
+ *   so the 16 threads of a row read 16 adjacent vec4s of a slab row: no bank conflicts, one broadcast per half-warp.
+ *
+ * Accumulators are named registers (c{r}_{h}: token r of the thread's 8, column quad h; u{r} the up stream), never
+ * dynamically indexed arrays, which drivers may place in local memory. K must be a multiple of 4 (f32 x as vec4).
+ */
+import { wgsl, type KernelSource } from '../wgsl.js';
+import type { Workgroups } from '../../runtime/gpu/runner.js';
+import { builtins, vdot } from './mm-common.js';
+import { coreBindings, coreParams, type CoreFamily, type CoreOpts } from './mm-core.js';
+import { env } from '../../runtime/env.js';
+
+const BM = 128; // tokens per tile
+const BK = 16; // K elements per slab
+const WG = 256;
+/** logical columns per tile and stream */
+const bn = (streams: 1 | 2) => (streams === 2 ? 64 : 128);
+
+/**
+ * Whether a tiled matmul takes this skeleton: vec4 rows and at least one full tile of tokens (shorter steps keep the
+ * 64 × 64 tiles, which waste less on a partial tile). `LOCRET_TILED=base|wide` forces one (A/B timing).
+ */
+export function tiledWide(U: number, T: number): boolean {
+  const force = env('LOCRET_TILED');
+  if (U !== 4) return false;
+  return force === 'wide' ? true : force === 'base' ? false : T >= BM;
+}
+
+export function wideGrid(NC: number, T: number, streams: 1 | 2): Workgroups {
+  const x = Math.ceil(NC / bn(streams));
+  const y = Math.ceil(T / BM);
+  if (x > 65535 || y > 65535) throw new Error(`tiled matmul grid too large: ${x}×${y}`);
+  return [x, y];
+}
+
+const R = (n: number) => Array.from({ length: n }, (_, i) => i);
+
+export function wideSource(o: CoreOpts, f: CoreFamily): KernelSource {
+  if (o.U !== 4 || o.halfX) throw new Error(`wide tiled matmul: f32 x in vec4s only (U=${o.U}${o.halfX ? ', f16 x' : ''})`);
+  const { bindings, fns } = coreBindings(o, f);
+  const S = o.streams;
+  const BN = bn(S);
+  const UPR = BK / 4; // vec4 loads per slab row
+  const A_PER = (BM * UPR) / WG;
+  const B_PER = (BN * UPR) / WG;
+  const H = BN / 64; // column quads per thread and stream
+  const rows = R(8);
+  const quads = R(H);
+  // token r of the thread: quad a0 (rows ty·4 ..) or a1 (rows 64 + ty·4 ..), component r % 4
+  const aOf = (r: number) => `a${r >> 2}.${'xyzw'[r & 3]}`;
+  const accs = [...rows.flatMap((r) => quads.map((h) => `c${r}_${h}`)), ...(S === 2 ? rows.map((r) => `u${r}`) : [])];
+  const fmas = rows.map((r) => [...quads.map((h) => `c${r}_${h} += ${aOf(r)} * b${h};`), ...(S === 2 ? [`u${r} += ${aOf(r)} * bu;`] : [])].join(' '));
+  const d = (a: string, b: string) => vdot(4, a, b);
+  const epilogue = rows.map((r) => {
+    const t = r < 4 ? `ty * 4u + ${r}u` : `64u + ty * 4u + ${r - 4}u`;
+    const pairs = quads.flatMap((h) => R(2).map((p) => {
+      const c = `n0 + ${h * 64}u + tx * 4u + ${2 * p}u`;
+      const v = (acc: string) => `vec2<f32>(${acc}[${2 * p}], ${acc}[${2 * p + 1}]) * sc`;
+      const bias = (s: number) => (o.bias ? ` + bias2(c, ${s}u)` : '');
+      return `    { let c = ${c}; if (c < params.NC) { epi(t, c, ${v(`c${r}_${h}`)}${bias(0)}${S === 2 ? `, ${v(`u${r}`)}${bias(1)}` : ''}); } }`;
+    }));
+    return `  { let t = m0 + ${t}; let sc = rin${r >> 2}[${r & 3}];
+    if (t < params.T) {
+${pairs.join('\n')}
+    } }`;
+  });
+  const body = wgsl`
+${fns}
+${f.helpers}
+
+const WG = ${WG}u;
+const BM = ${BM}u; // tokens per tile
+const BN = ${BN}u; // logical columns per tile (per stream)
+const BK = ${BK}u; // K elements per slab
+const UPR = ${UPR}u; // vec4 loads per slab row
+var<workgroup> As: array<vec4<f32>, ${(BK * BM) / 4}>;     // (BK, BM) x slab, k-major; Σx² scratch after the K loop
+var<workgroup> Bs: array<vec4<f32>, ${(S * BK * BN) / 4}>; // (streams, BK, BN) weight slabs, k-major; rms scales after
+
+@compute @workgroup_size(${WG})
+fn main(${builtins}) {
+  let tx = lid % 16u;
+  let ty = lid / 16u;
+  let n0 = wid.x * BN;
+  let m0 = wid.y * BM;
+  let KU = params.K / 4u;
+${accs.map((a) => `  var ${a} = vec4<f32>(0.0);`)}
+${o.norm && R(A_PER).map((i) => `  var ssq${i} = 0.0; // Σx² of x load slot ${i} (same row every slab)`)}
+  for (var k0 = 0u; k0 < KU; k0 += UPR) {
+${R(A_PER).map((i) => `    {
+      let u = lid + ${i * WG}u;
+      let m = u / UPR;
+      let kc = u % UPR;
+      let k = k0 + kc;
+      var xv = vec4<f32>(0.0);
+      if (m0 + m < params.T && k < KU) {
+        xv = x_ld((params.xRow0 + m0 + m) * KU + k);${o.norm ? `\n        ssq${i} += ${d('xv', 'xv')};\n        xv = xv * normW_ld(k);` : ''}
+      }
+      As[(kc * 4u) * (BM / 4u) + m / 4u][m % 4u] = xv.x;
+      As[(kc * 4u + 1u) * (BM / 4u) + m / 4u][m % 4u] = xv.y;
+      As[(kc * 4u + 2u) * (BM / 4u) + m / 4u][m % 4u] = xv.z;
+      As[(kc * 4u + 3u) * (BM / 4u) + m / 4u][m % 4u] = xv.w;
+    }`)}
+${R(B_PER).map((i) => `    {
+      let u = lid + ${i * WG}u;
+      let n = u / UPR;
+      let kc = u % UPR;
+      let k = k0 + kc;
+      var wv = vec4<f32>(0.0);${S === 2 ? '\n      var uv = vec4<f32>(0.0);' : ''}
+      if (n0 + n < params.NC && k < KU) {
+        wv = w_ld(wrow(n0 + n) * KU + k);${S === 2 ? '\n        uv = wu_ld(urow(n0 + n) * KU + k);' : ''}
+      }
+      for (var j = 0u; j < 4u; j++) {
+        Bs[(kc * 4u + j) * (BN / 4u) + n / 4u][n % 4u] = wv[j];${S === 2 ? `\n        Bs[${(BK * BN) / 4}u + (kc * 4u + j) * (BN / 4u) + n / 4u][n % 4u] = uv[j];` : ''}
+      }
+    }`)}
+    workgroupBarrier();
+    for (var kk = 0u; kk < BK; kk++) {
+      let a0 = As[kk * (BM / 4u) + ty];
+      let a1 = As[kk * (BM / 4u) + 16u + ty];
+${quads.map((h) => `      let b${h} = Bs[kk * (BN / 4u) + ${h * 16}u + tx];`)}
+${S === 2 ? `      let bu = Bs[${(BK * BN) / 4}u + kk * (BN / 4u) + tx];` : ''}
+${fmas.map((l) => `      ${l}`)}
+    }
+    workgroupBarrier();
+  }
+${o.norm ? wgsl`  // per-row Σx²: partials of load slot u = m · UPR + kc, then one thread per row; the scales land in Bs
+${R(A_PER).map((i) => `  { let u = lid + ${i * WG}u; As[u / 4u][u % 4u] = ssq${i}; }`)}
+  workgroupBarrier();
+  if (lid < BM) {
+    var s = 0.0;
+    for (var kc = 0u; kc < UPR; kc++) { let u = lid * UPR + kc; s += As[u / 4u][u % 4u]; }
+    Bs[lid / 4u][lid % 4u] = inverseSqrt(s / f32(params.K) + params.eps);
+  }
+  workgroupBarrier();
+  let rin0 = Bs[ty];
+  let rin1 = Bs[16u + ty];` : '  let rin0 = vec4<f32>(1.0);\n  let rin1 = rin0;'}
+${epilogue}
+}`;
+  return { bindings, params: [...coreParams, ...f.params], workgroupSize: [WG, 1, 1], enables: f.enables, body };
+}
