@@ -2,7 +2,7 @@
  * matmul kernels vs the CPU reference: every weight dtype × norm × bias × epilogue, on the gemv path (T ≤ 8) and
  * the tiled path, over awkward shapes (odd N/K, K not a multiple of 4, partial tiles, x row offsets).
  */
-import { beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { matmul, type MatmulOpts, type WeightDtype } from '../compiler/kernels/matmul.js';
 import type { GpuRunner } from '../runtime/gpu/runner.js';
 import { expectClose, gpuRunner, rand, weightsFor } from './gpu-harness.js';
@@ -74,12 +74,17 @@ function suite(name: string, dtypes: readonly WeightDtype[], runner: () => Promi
 suite('matmul (shader-f16 device)', ['f32', 'f16'], () => gpuRunner());
 suite('matmul f16p (device without shader-f16)', ['f16p'], () => gpuRunner({ disableF16: true }));
 
-// Steps of at least 128 tokens with vec4 rows take the wide FMA tiles (mm-tiled-wide.ts: 128 × 128, 8 × 8 per
-// thread): every epilogue, norm and bias, partial token and column tiles, a partial last slab (K % 16 != 0)
+// Steps of at least 128 tokens with vec4 rows and grids of at least 256 wide tiles take the wide FMA tiles
+// (mm-tiled-wide.ts: 128 × 128, 8 × 8 per thread); forced here (LOCRET_TILED=wide) on small shapes: every epilogue,
+// norm and bias, partial token and column tiles, a partial last slab (K % 16 != 0)
 describe('matmul wide tiles', () => {
   let r: GpuRunner;
   beforeAll(async () => {
     r = await gpuRunner();
+    process.env.LOCRET_TILED = 'wide';
+  });
+  afterAll(() => {
+    delete process.env.LOCRET_TILED;
   });
   const dims = [[150, 70, 68], [128, 130, 36], [260, 200, 132]] as const;
   // each epilogue with and without norm + bias (f16 weights), and f32 weights once (same loaders as the 64 × 64 tiles)
@@ -92,11 +97,23 @@ describe('matmul wide tiles', () => {
       await check(r, o, T, N, K, 300 + i, i % 3);
     });
   });
-  it('shorter steps and rows not in vec4s keep the 64 × 64 tiles', () => {
-    const name = (T: number, K: number) => matmul({ wdtype: 'f16', norm: false, bias: false, epilogue: 'store' }, { T, N: 64, K }, { x: {}, w: {}, y: {} } as never).kernel.name;
-    expect(name(127, 64)).toContain('path-tiled_');
-    expect(name(128, 66)).toContain('path-tiled_');
-    expect(name(128, 64)).toContain('path-tiledw');
+  it('by default: short steps, small grids and rows not in vec4s keep the 64 × 64 tiles', () => {
+    delete process.env.LOCRET_TILED;
+    try {
+      const name = (T: number, N: number, K: number, epilogue: MatmulOpts['epilogue'] = 'store') =>
+        matmul({ wdtype: 'f16', norm: false, bias: false, epilogue }, { T, N, K }, { x: {}, w: {}, y: {} } as never).kernel.name;
+      expect(name(127, 64 * 256, 64)).toContain('path-tiled_'); // under one tile of tokens
+      expect(name(1024, 4096, 66)).toContain('path-tiled_'); // K % 4 != 0
+      expect(name(1024, 1024, 6144)).toContain('path-tiled_'); // a retaining head's fc1 at chunk 1024: 64 wide tiles
+      expect(name(1024, 4096, 4096)).toContain('path-tiledw'); // o: 256
+      expect(name(256, 14336, 4096, 'swiglu')).toContain('path-tiledw'); // 64 columns per stream: 224 × 2
+      expect(name(128, 14336, 4096, 'swiglu')).toContain('path-tiled_'); // 224
+      expect(name(128, 8192, 3072, 'swiglu')).toContain('path-tiled_'); // 128
+      process.env.LOCRET_TILED = 'base';
+      expect(name(1024, 4096, 4096)).toContain('path-tiled_');
+    } finally {
+      process.env.LOCRET_TILED = 'wide';
+    }
   });
 });
 

@@ -109,6 +109,17 @@ describe('qkvRope (shader-f16 device)', () => {
     await check(r, { o, T: 2, K: 67, slot0: 9, pos0: 30, capacity: 12 }, 10);
     await check(r, { o, T: 33, K: 67, slot0: 0, pos0: 3, capacity: 40 }, 11);
   });
+  it('wide FMA tiles (mm-tiled-wide.ts, forced): f16 weights + bias, pre, partial tiles, keys rotated or not', async () => {
+    const r = await gpuRunner();
+    process.env.LOCRET_TILED = 'wide';
+    try {
+      const o: QkvOpts = { ...base, wdtype: 'f16', bias: true, cacheDtype: 'f16', numHeads: 6, numKvHeads: 2, headDim: 24, rotaryDim: 8 };
+      await check(r, { o, T: 130, K: 68, slot0: 1, pos0: 4, capacity: 140 }, 12);
+      await check(r, { o: { ...o, rotateKeys: true, writePre: false }, T: 129, K: 36, slot0: 0, pos0: 9, capacity: 130 }, 13);
+    } finally {
+      delete process.env.LOCRET_TILED;
+    }
+  });
 });
 
 describe('qkvRope f16p (device without shader-f16)', () => {

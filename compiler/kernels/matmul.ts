@@ -158,7 +158,7 @@ export function matmul(o: MatmulOpts, d: MatmulDims, b: MatmulBuffers): Dispatch
     const spec = kernel({ ...base, path: 'sgmat', sgv }, () => sgmatSource(core, family(o), sgv));
     return { kernel: spec, buffers, params, workgroups: sgmatGrid(cols, T, V) };
   }
-  if (tiledWide(U, T)) {
+  if (tiledWide(U, T, cols, streams)) {
     const spec = kernel({ ...base, path: 'tiledw' }, () => wideSource(core, family(o)));
     return { kernel: spec, buffers, params, workgroups: wideGrid(cols, T, streams) };
   }

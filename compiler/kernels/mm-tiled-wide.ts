@@ -26,13 +26,22 @@ const WG = 256;
 const bn = (streams: 1 | 2) => (streams === 2 ? 64 : 128);
 
 /**
- * Whether a tiled matmul takes this skeleton: vec4 rows and at least one full tile of tokens (shorter steps keep the
- * 64 × 64 tiles, which waste less on a partial tile). `LOCRET_TILED=base|wide` forces one (A/B timing).
+ * Workgroups the wide grid must have, else the 64 × 64 tiles (four times as many) keep more SMs busy: two per SM of
+ * a 132-SM GPU. H100, 8B prefill without tensor cores: a retaining head's fc1 (1024 columns, 64 wide tiles) took
+ * 31.7 ms per chunk against 19.6 with the small tiles, while o + down (256 wide tiles) took 145 ms against 218.
  */
-export function tiledWide(U: number, T: number): boolean {
+const MIN_WIDE_WORKGROUPS = 256;
+
+/**
+ * Whether a tiled matmul takes this skeleton: vec4 rows, at least one full tile of tokens, and a grid big enough
+ * (MIN_WIDE_WORKGROUPS). `LOCRET_TILED=base|wide` forces one (A/B timing).
+ */
+export function tiledWide(U: number, T: number, NC: number, streams: 1 | 2): boolean {
   const force = env('LOCRET_TILED');
   if (U !== 4) return false;
-  return force === 'wide' ? true : force === 'base' ? false : T >= BM;
+  if (force === 'wide' || force === 'base') return force === 'wide';
+  const [x, y] = wideGrid(NC, T, streams) as [number, number];
+  return T >= BM && x * y >= MIN_WIDE_WORKGROUPS;
 }
 
 export function wideGrid(NC: number, T: number, streams: 1 | 2): Workgroups {

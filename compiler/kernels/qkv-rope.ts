@@ -214,7 +214,7 @@ export function qkvRope(o: QkvOpts, d: QkvDims, b: QkvBuffers): Dispatch {
     const spec = kernel({ ...base, path: 'sgmat', sgv }, () => sgmatSource(core, family(o), sgv));
     return { kernel: spec, buffers, params, workgroups: sgmatGrid(NC, T, sgmatVariant(sgv, 1)) };
   }
-  if (tiledWide(U, T)) {
+  if (tiledWide(U, T, NC, 1)) {
     const spec = kernel({ ...base, path: 'tiledw' }, () => wideSource(core, family(o)));
     return { kernel: spec, buffers, params, workgroups: wideGrid(NC, T, 1) };
   }
