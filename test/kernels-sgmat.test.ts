@@ -68,9 +68,10 @@ describe('sgmat WGSL structure', () => {
     for (const [S, norm, N] of [[1, true, 6144], [1, false, 4096], [2, true, 14336], [1, false, 1024]] as const) {
       expect(sgmatWorkgroupBytes(sgmatVariant(sgmatPick(S, norm, N, 1024), S), norm)).toBeLessThanOrEqual(SGMAT_WG_BYTES);
     }
-    // swiglu and the plain one-stream kind (o, down) take 64-deep slabs where they fit, their 32-deep shapes within
-    // 32 KB; qkv (with norm) keeps its shape either way
-    expect([sgmatPick(2, true, 14336, 1024, SGMAT_WG_BYTES_MAX), sgmatPick(2, true, 14336, 1024, SGMAT_WG_BYTES)]).toEqual(['sw128n64s16lk64', 'sw128n64s16l']);
+    // swiglu takes 128 columns per stream where 47 KB fit, else 64-deep slabs where 45 KB do, the plain one-stream
+    // kind (o, down) 64-deep slabs, their 32-deep shapes within 32 KB; qkv (with norm) keeps its shape either way
+    expect([sgmatPick(2, true, 14336, 1024, SGMAT_WG_BYTES_MAX), sgmatPick(2, true, 14336, 1024, 46 * 1024), sgmatPick(2, true, 14336, 1024, SGMAT_WG_BYTES)])
+      .toEqual(['sw128n128s16lp', 'sw128n64s16lk64', 'sw128n64s16l']);
     expect([sgmatPick(1, false, 4096, 1024, SGMAT_WG_BYTES_MAX), sgmatPick(1, false, 4096, 1024, SGMAT_WG_BYTES)]).toEqual(['m128n128s16lk64', 'm64n128l']);
     expect(sgmatPick(1, true, 6144, 1024, SGMAT_WG_BYTES_MAX)).toBe('m64n128l');
     const [name, v] = big.find(([, v]) => v.streams === 1)!;

@@ -115,7 +115,8 @@ export const SGMAT_VARIANTS = {
   m128n128s16lk64: v(1, 128, 128, 4, 4, true, true, 64),
   sw128n64s16lk64: v(2, 128, 64, 4, 4, true, true, 64),
   // wide column tiles: x is re-read once per column tile, so 128 columns per stream (256 for one stream) halve the
-  // x slabs a matmul streams from L2 (x is f32: for gate_up and down, two thirds of the staged bytes at 64 / 128)
+  // x slabs a matmul streams from L2. m128n256s16lp for o and down lost on the H100 (prefill 5,906 vs 6,051–6,094
+  // tokens/s: 128 workgroups for 4,096 columns at chunk 1024)
   sw128n128s16lp: v(2, 128, 128, 4, 4, true, true, 32),
   sw128n128lp: v(2, 128, 128, 4, 2, true, true, 32),
   m128n256s16lp: v(1, 128, 256, 4, 4, true, true, 32),
@@ -139,6 +140,10 @@ export interface SgmatRule {
  * not; qkv at T=1024 has 6.3M outputs, o and down 4.2M).
  */
 export const SGMAT_PICK: readonly SgmatRule[] = [
+  // 128 columns per stream where the device offers 47 KB of workgroup memory: half the x slabs per product. H100,
+  // gate_up of the 8B model per 1024-token chunk with f16 activations (locret bench by op, three runs against four):
+  // 53.7–53.8 ms vs 55.5–55.8, prefill 6,136–6,155 vs 6,051–6,094 tokens/s
+  { streams: 2, variant: 'sw128n128s16lp' },
   // 64-deep slabs where the device offers 45 KB of workgroup memory. H100, gate_up of the 8B model per 1024-token
   // chunk (locret bench by op, two A/B pairs): 71.5 / 71.3 ms vs 77.0 / 76.9, prefill 5,302 / 5,295 vs 5,201 / 5,197
   // tokens/s; q4 65.6 vs 78.2 ms, 5,242 vs 4,896 tokens/s (kernel-check: 108 vs 90.5 TFLOP/s, same errors)
