@@ -134,13 +134,6 @@ const readers = (g: Graph, id: NodeId): readonly NodeId[] => {
   return u[id]!;
 };
 /**
- * Whether a swiglu output travels as f16 in this step: the tensor cores round every matmul input to f16 when staging
- * it, so where the swiglu matmul and each of its readers (the down projections) run on them, the value is written as
- * f16 in the first place (the same numbers): half the bytes written, and half the bytes each of down's column tiles
- * reads back (x is read once per column tile: at 128 columns, 32 times). Both ends ask this with the same step dims.
- * LOCRET_F32_ACTIVATIONS=1 keeps f32 (A/B timing).
- */
-/**
  * Whether a norm matmul on the tensor cores takes its rows normalized ahead, as f16, from one rmsnorm dispatch instead
  * of normalizing f32 x while staging: x is read once per column tile (gate_up at 128 columns: 224 times, qkv 48),
  * so f16 rows halve the bytes of its largest stream from L2, for one extra pass over x.
@@ -150,6 +143,13 @@ const prenorm = (c: Ctx, wid: NodeId, T: number, K: number, kind: 'qkv' | 'gate_
   c.normedHalf !== null && tensorCores(c) && K % 4 === 0 && K <= c.g.dims.hidden && sgmatUsable(w(c, wid).dtype, T, K) &&
   !envFlag('LOCRET_F32_ACTIVATIONS') && !normInMatmul(env('LOCRET_NORM_IN_MATMUL')).has(kind);
 const normInMatmul = parsedOnce((spec) => new Set((spec ?? '').split(',').flatMap((k) => (k === '1' ? ['qkv', 'gate_up'] : [k]))));
+/**
+ * Whether a swiglu output travels as f16 in this step: the tensor cores round every matmul input to f16 when staging
+ * it, so where the swiglu matmul and each of its readers (the down projections) run on them, the value is written as
+ * f16 in the first place (the same numbers): half the bytes written, and half the bytes each of down's column tiles
+ * reads back (x is read once per column tile: at 128 columns, 32 times). Both ends ask this with the same step dims.
+ * LOCRET_F32_ACTIVATIONS=1 keeps f32 (A/B timing).
+ */
 const halfSwiglu = (c: Ctx, id: NodeId, s: StepDims): boolean => {
   const n = c.g.nodes[id]!;
   if (n.op !== 'norm_linear_swiglu' || !tensorCores(c) || envFlag('LOCRET_F32_ACTIVATIONS')) return false;

@@ -105,7 +105,7 @@ fn epi(t: u32, c: u32, v: vec2<f32>) {
 ${swiglu && 'fn urow(c: u32) -> u32 { return params.uRow + c; }'}
 fn brow(c: u32, s: u32) -> u32 { return s * params.N + params.col0 + c; }`;
   return {
-    bindings: [rw('y', o.halfY ? 'array<f16>' : 'array<f32>')], // (T, N) output (residual: the residual stream, accumulated into)
+    bindings: [rw('y', o.halfY ? 'array<f16>' : 'array<f32>')], // (T, N) f32, f16 with halfY (residual: the residual stream, accumulated into)
     params: [['N', 'u32'], ['col0', 'u32'], ['wRow', 'u32'], ['uRow', 'u32']],
     helpers: `${rows}\n${epi}`,
     brow: true,
