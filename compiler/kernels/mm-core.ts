@@ -103,6 +103,18 @@ export function coreBindings(o: CoreOpts, f: CoreFamily): { bindings: Binding[];
   return { bindings: [...bindings, ...f.bindings], fns: fns.join('\n') };
 }
 
+/**
+ * The rms pass of the FMA skeletons after their K loop: the Σx² partials of x load slot u (row u / UPR) wait in As,
+ * one thread per token row adds its UPR partials, and the row scales land in Bs (vec4 q holds rows 4q .. 4q+3).
+ */
+export const rmsScales = `  workgroupBarrier();
+  if (lid < BM) {
+    var s = 0.0;
+    for (var kc = 0u; kc < UPR; kc++) { let u = lid * UPR + kc; s += As[u / 4u][u % 4u]; }
+    Bs[lid / 4u][lid % 4u] = inverseSqrt(s / f32(params.K) + params.eps);
+  }
+  workgroupBarrier();`;
+
 export const TILE = { BM: 64, BN: 64, WG: 256 } as const;
 /** K slab depth: swiglu stages two weight slabs, so it takes half the depth to stay within 16 KiB */
 const slabDepth = (streams: number) => (streams === 2 ? 16 : 32);
@@ -195,13 +207,7 @@ fn main(${builtins}) {
   }
   ${o.norm ? wgsl`// per-row Σx²: partials of load slot u sit at scratch index u = m * UPR + kc
   for (var i = 0u; i < ${A_PER}u; i++) { let u = lid + i * WG; As[u / 4u][u % 4u] = ssq[i]; }
-  workgroupBarrier();
-  if (lid < BM) {
-    var s = 0.0;
-    for (var kc = 0u; kc < UPR; kc++) { let u = lid * UPR + kc; s += As[u / 4u][u % 4u]; }
-    Bs[lid / 4u][lid % 4u] = inverseSqrt(s / f32(params.K) + params.eps);
-  }
-  workgroupBarrier();
+${rmsScales}
   let rin = Bs[ty];` : 'let rin = vec4<f32>(1.0);'}
   for (var i = 0u; i < 4u; i++) {
     let t = m0 + ty * 4u + i;

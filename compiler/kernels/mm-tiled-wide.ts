@@ -16,7 +16,7 @@
 import { wgsl, type KernelSource } from '../wgsl.js';
 import type { Workgroups } from '../../runtime/gpu/runner.js';
 import { builtins, vdot } from './mm-common.js';
-import { coreBindings, coreParams, type CoreFamily, type CoreOpts } from './mm-core.js';
+import { coreBindings, coreParams, rmsScales, type CoreFamily, type CoreOpts } from './mm-core.js';
 import { env } from '../../runtime/env.js';
 
 const BM = 128; // tokens per tile
@@ -143,13 +143,7 @@ ${fmas.map((l) => `      ${l}`)}
   }
 ${o.norm ? wgsl`  // per-row Σx²: partials of load slot u = m · UPR + kc, then one thread per row; the scales land in Bs
 ${R(A_PER).map((i) => `  { let u = lid + ${i * WG}u; As[u / 4u][u % 4u] = ssq${i}; }`)}
-  workgroupBarrier();
-  if (lid < BM) {
-    var s = 0.0;
-    for (var kc = 0u; kc < UPR; kc++) { let u = lid * UPR + kc; s += As[u / 4u][u % 4u]; }
-    Bs[lid / 4u][lid % 4u] = inverseSqrt(s / f32(params.K) + params.eps);
-  }
-  workgroupBarrier();
+${rmsScales}
   let rin0 = Bs[ty];
   let rin1 = Bs[16u + ty];` : '  let rin0 = vec4<f32>(1.0);\n  let rin1 = rin0;'}
 ${epilogue}
