@@ -1,7 +1,7 @@
 /**
  * Lowering: a (fused or unfused) graph becomes a dispatch plan. Every node that computes something gets exactly one
- * kernel family; its activation buffer is sized for the largest step (`maxT` rows) and reused by liveness, so a
- * 32-layer model needs a handful of activation buffers, not hundreds. A plan is built once and then emits the
+ * kernel family; its activation buffer is sized for the largest step (`maxT` rows) and reused by liveness
+ * (placement.ts), so a 32-layer model needs a handful of activation buffers, not hundreds. A plan is built once and then emits the
  * dispatches of any step (prefill chunk, question, decode token) from that step's dims.
  *
  * A weight over the device's storage-binding limit arrives split into parts of whole rows (runtime/weights.ts):
@@ -9,7 +9,7 @@
  * Ops that read a weight whole (norms, biases, qkv_rope, a retaining head's fc2) fail with a clear message if it is
  * split.
  */
-import { assertNever, operandsOf, usersOf, type Graph, type Node, type NodeId, type NodeOf, type Op } from '../ir/ops.js';
+import { assertNever, usersOf, type Graph, type Node, type NodeId, type NodeOf, type Op } from '../ir/ops.js';
 import type { Dispatch, GpuRunner } from '../runtime/gpu/runner.js';
 import { weightParts, type GpuWeight } from '../runtime/weights.js';
 import { attention, attentionScratchBytes } from './kernels/attention.js';
@@ -29,6 +29,7 @@ import { retainingScores } from './kernels/retaining.js';
 import { attentionStats } from './kernels/scores.js';
 import { env, envFlag, parsedOnce } from '../runtime/env.js';
 import { memoDecode, withParams, type DecodeMemo } from './step-memo.js';
+import { placeActivations } from './placement.js';
 
 export interface LayerCache {
   readonly k: GPUBuffer; // (kv_heads, capacity, head_dim) f32|f16, or (kv_heads, capacity, head_dim/4 + 1) u32 int8 rows
@@ -337,87 +338,20 @@ interface KvStage {
   readonly kpos: GPUBuffer; // (kv_heads, maxT) u32, written by qkv_rope and never read (kvQuantize writes kpos)
 }
 
-function bytesOf(n: Node, maxT: number): number {
-  const dims = n.shape.map((d) => (d === 'T' ? maxT : d));
-  return dims.reduce((a, b) => a * b, 1) * 4;
-}
-
-/**
- * Bytes of a node's activation buffer. A retaining head's scores go straight into the cache and nothing reads its
- * value, so its buffer instead holds the (maxT, hidden) f32 silu activations passed between its two kernels: a
- * plan-sized scratch that the liveness allocator recycles right after the node, like any dead activation.
- */
-function bufferBytes(g: Graph, n: Node, maxT: number): number {
-  if (n.op === 'retaining_head') return maxT * (g.nodes[n.fc1]!.shape[0] as number) * 4;
-  return bytesOf(n, maxT);
-}
-
 export function lower(g: Graph, env: LowerEnv): Plan {
   const { runner, maxT } = env;
-  // liveness: last reader of each value (outputs live forever)
-  const lastUse = g.nodes.map((n) => n.id);
-  for (const n of g.nodes) for (const a of operandsOf(n)) lastUse[a] = Math.max(lastUse[a]!, n.id);
-  for (const o of g.outputs) lastUse[o] = Infinity;
-  const alias = new Map<NodeId, NodeId>(); // node → node whose buffer it reuses
-  // in-place kernels: the residual stream is updated where it lies; rope rotates its input rows in place
-  for (const n of g.nodes) {
-    if (n.op === 'linear_residual') alias.set(n.id, n.residual);
-    if (n.op === 'rope') alias.set(n.id, n.x);
-  }
-  const owned: GPUBuffer[] = [];
-  const free: GPUBuffer[] = [];
-  const size = new Map<GPUBuffer, number>();
-  const bufs = new Map<NodeId, GPUBuffer>();
-  const take = (bytes: number, label: string): GPUBuffer => {
-    let best = -1;
-    for (let i = 0; i < free.length; i++) if (size.get(free[i]!)! >= bytes && (best < 0 || size.get(free[i]!)! < size.get(free[best]!)!)) best = i;
-    if (best >= 0) return free.splice(best, 1)[0]!;
-    const b = runner.createBuffer(bytes, label);
-    size.set(b, bytes);
-    owned.push(b);
-    return b;
-  };
-  const holders = new Map<GPUBuffer, number>(); // buffer → last use among its values
-  const place = (n: Node) => {
-    const a = alias.get(n.id);
-    const b = a !== undefined ? bufs.get(a)! : take(bufferBytes(g, n, maxT), `${n.op}#${n.id}`);
-    bufs.set(n.id, b);
-    holders.set(b, Math.max(holders.get(b) ?? -1, lastUse[n.id]!));
-    return b;
-  };
-  for (const n of g.nodes) {
-    if (n.op === 'weight' || bufs.has(n.id)) continue;
-    const b = place(n);
-    // a fused qkv_rope writes its pre-RoPE side output in the same kernel: place it now, before anything is freed
-    if (n.op === 'qkv_rope' && n.writePre) {
-      const pre = g.nodes.find((m) => m.op === 'pre_output' && m.of === n.id);
-      if (pre) place(pre);
-    }
-    // release buffers whose values are all dead after this node
-    for (const [hb, last] of holders) {
-      if (last <= n.id && hb !== b) {
-        holders.delete(hb);
-        free.push(hb);
-      }
-    }
-  }
+  const placed = placeActivations(g, runner, maxT);
+  const { bufs, owned } = placed;
   const ids = bufs.get(g.nodes.find((n) => n.op === 'input_ids')!.id)!;
   let lse: GPUBuffer | undefined;
   if (g.nodes.some((n) => n.op === 'attention_stats')) {
-    lse = runner.createBuffer(maxT * g.dims.numHeads * 4, 'attention-lse'); // (maxT, heads)
-    owned.push(lse);
-    size.set(lse, maxT * g.dims.numHeads * 4);
+    lse = placed.create(maxT * g.dims.numHeads * 4, 'attention-lse'); // (maxT, heads)
   }
   const steps: { node: Node; emit: Emit }[] = [];
   let scratchBuf: GPUBuffer | null = null;
   let keyRotBuf: GPUBuffer | null = null;
   let stage: KvStage | null = null;
-  const stageBuf = (bytes: number, label: string) => {
-    const b = runner.createBuffer(bytes, label);
-    owned.push(b);
-    size.set(b, bytes);
-    return b;
-  };
+  const stageBuf = placed.create;
   const normedHalf = runner.gpu.tensorCores && g.nodes.some((n) => n.op === 'norm_linear_swiglu' || n.op === 'qkv_rope') ? stageBuf(maxT * g.dims.hidden * 2, 'normed-rows-f16') : null;
   const ctx: Ctx = {
     g,
@@ -459,7 +393,7 @@ export function lower(g: Graph, env: LowerEnv): Plan {
     const memo = reuse ? (decodeMemos[n.op] as ((n: Node, c: Ctx) => DecodeMemo) | undefined)?.(n, ctx) : undefined;
     if (e) steps.push({ node: n, emit: stepDependence[n.op] === 'rows' ? memoByRows(e) : memo ? memoDecode(e, memo) : e });
   }
-  const activationBytes = owned.reduce((a, b) => a + (size.get(b) ?? 0), 0);
+  const activationBytes = placed.bytes();
   return {
     ids,
     kernelCount: steps.reduce((a, e) => a + (e.node.op === 'retaining_head' ? 2 : 1), 0),
