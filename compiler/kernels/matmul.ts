@@ -10,8 +10,8 @@
 import { kernel, rw, wgsl } from '../wgsl.js';
 import type { Dispatch } from '../../runtime/gpu/runner.js';
 import { assertDims, isQuantized, needsF16, unitFor, type WeightDtype, type WeightPart } from './mm-common.js';
-import { tiledWide, wideGrid, wideSource } from './mm-tiled-wide.js';
-import { GEMV_MAX_T, tiledGrid, tiledSource, type CoreFamily, type CoreOpts } from './mm-core.js';
+import { fmaKernel } from './mm-tiled-wide.js';
+import { GEMV_MAX_T, type CoreFamily, type CoreOpts } from './mm-core.js';
 import { sgmatGrid, sgmatPick, sgmatSource, sgmatUsable, sgmatVariant, sgmatWorkgroupBytes } from './mm-sgmat.js';
 import { gemvGrid, gemvKey, gemvShape, gemvSource, type GemvOpts } from './mm-gemv.js';
 
@@ -158,12 +158,7 @@ export function matmul(o: MatmulOpts, d: MatmulDims, b: MatmulBuffers): Dispatch
     const spec = kernel({ ...base, path: 'sgmat', sgv }, () => sgmatSource(core, family(o), sgv));
     return { kernel: spec, buffers, params, workgroups: sgmatGrid(cols, T, V) };
   }
-  if (tiledWide(U, T, cols, streams)) {
-    const spec = kernel({ ...base, path: 'tiledw' }, () => wideSource(core, family(o)));
-    return { kernel: spec, buffers, params, workgroups: wideGrid(cols, T, streams) };
-  }
-  const spec = kernel({ ...base, path: 'tiled' }, () => tiledSource(core, family(o)));
-  return { kernel: spec, buffers, params, workgroups: tiledGrid(cols, T) };
+  return { ...fmaKernel(base, core, () => family(o), cols, T), buffers, params };
 }
 
 /**

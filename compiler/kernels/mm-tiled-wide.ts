@@ -13,10 +13,10 @@
  * Accumulators are named registers (c{r}_{h}: token r of the thread's 8, column quad h; u{r} the up stream), never
  * dynamically indexed arrays, which drivers may place in local memory. K must be a multiple of 4 (f32 x as vec4).
  */
-import { wgsl, type KernelSource } from '../wgsl.js';
+import { kernel, wgsl, type KernelSource, type KernelSpec, type VariantKey } from '../wgsl.js';
 import type { Workgroups } from '../../runtime/gpu/runner.js';
 import { builtins, vdot } from './mm-common.js';
-import { coreBindings, coreParams, rmsScales, type CoreFamily, type CoreOpts } from './mm-core.js';
+import { coreBindings, coreParams, rmsScales, tiledGrid, tiledSource, type CoreFamily, type CoreOpts } from './mm-core.js';
 import { env } from '../../runtime/env.js';
 
 const BM = 128; // tokens per tile
@@ -49,6 +49,15 @@ export function wideGrid(NC: number, T: number, streams: 1 | 2): Workgroups {
   const y = Math.ceil(T / BM);
   if (x > 65535 || y > 65535) throw new Error(`tiled matmul grid too large: ${x}×${y}`);
   return [x, y];
+}
+
+/**
+ * The FMA prefill kernel of a matmul-like op keyed by `base`: the wide tiles where `tiledWide` takes them, else the
+ * 64 × 64 ones (mm-core.ts). `family` is called only when the kernel is generated.
+ */
+export function fmaKernel(base: VariantKey, core: CoreOpts, family: () => CoreFamily, NC: number, T: number): { kernel: KernelSpec; workgroups: Workgroups } {
+  if (tiledWide(core.U, T, NC, core.streams)) return { kernel: kernel({ ...base, path: 'tiledw' }, () => wideSource(core, family())), workgroups: wideGrid(NC, T, core.streams) };
+  return { kernel: kernel({ ...base, path: 'tiled' }, () => tiledSource(core, family())), workgroups: tiledGrid(NC, T) };
 }
 
 const R = (n: number) => Array.from({ length: n }, (_, i) => i);

@@ -11,8 +11,8 @@
 import { kernel, ro, rw, wgsl } from '../wgsl.js';
 import type { Dispatch } from '../../runtime/gpu/runner.js';
 import { assertDims, isQuantized, needsF16, unitFor, type WeightDtype } from './mm-common.js';
-import { tiledWide, wideGrid, wideSource } from './mm-tiled-wide.js';
-import { GEMV_MAX_T, tiledGrid, tiledSource, type CoreFamily, type CoreOpts } from './mm-core.js';
+import { fmaKernel } from './mm-tiled-wide.js';
+import { GEMV_MAX_T, type CoreFamily, type CoreOpts } from './mm-core.js';
 import { sgmatGrid, sgmatPick, sgmatSource, sgmatUsable, sgmatVariant } from './mm-sgmat.js';
 import { gemvGrid, gemvKey, gemvShape, gemvSource, type GemvOpts } from './mm-gemv.js';
 
@@ -214,10 +214,5 @@ export function qkvRope(o: QkvOpts, d: QkvDims, b: QkvBuffers): Dispatch {
     const spec = kernel({ ...base, path: 'sgmat', sgv }, () => sgmatSource(core, family(o), sgv));
     return { kernel: spec, buffers, params, workgroups: sgmatGrid(NC, T, sgmatVariant(sgv, 1)) };
   }
-  if (tiledWide(U, T, NC, 1)) {
-    const spec = kernel({ ...base, path: 'tiledw' }, () => wideSource(core, family(o)));
-    return { kernel: spec, buffers, params, workgroups: wideGrid(NC, T, 1) };
-  }
-  const spec = kernel({ ...base, path: 'tiled' }, () => tiledSource(core, family(o)));
-  return { kernel: spec, buffers, params, workgroups: tiledGrid(NC, T) };
+  return { ...fmaKernel(base, core, () => family(o), NC, T), buffers, params };
 }
