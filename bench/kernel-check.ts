@@ -5,9 +5,9 @@
  * Llama-3.1-8B projections at T = 1024 (f16; gate_up and down also with q8 and q4 weights).
  *
  *   LOCRET_DAWN_FLAGS=enable-dawn-features=allow_unsafe_apis,vulkan_enable_f16_on_nvidia \
- *     node dist/bench/kernel-check.js --out kc.json [--small] [--no-variants | --variants m64n128l,m64n128ld,…]
+ *     node dist/bench/kernel-check.js --out kc.json [--small] [--no-variants | --variants m64n128l,m64n128ld,…] [--shapes qkv,fc1,…]
  *
- * On a tensor-core device (not --small) it then checks and times every sgmat variant at the four 8B shapes
+ * On a tensor-core device (not --small) it then checks and times every sgmat variant at the 8B shapes
  * (bench/sgmat-variants.ts) and prints one TFLOP/s table; variant check failures do not fail the run (a variant
  * that fails is simply not one to pick), they are marked `!` in the table.
  *
@@ -23,7 +23,7 @@ import { GpuRunner, type Dispatch } from '../runtime/gpu/runner.js';
 import { f16ToF32, f32ToF16 } from '../runtime/io/dtype.js';
 import { dequantize, quantize, quantizedBytes } from '../runtime/quant.js';
 import { ropeTable } from '../runtime/rope.js';
-import { benchSgmatVariants, rand, silu } from './sgmat-variants.js';
+import { benchSgmatVariants, LLAMA8B_SHAPES, rand, silu } from './sgmat-variants.js';
 
 const arg = (name: string) => {
   const i = process.argv.indexOf(`--${name}`);
@@ -71,7 +71,10 @@ async function check(r: GpuRunner, c: Case, tensorCores: boolean, seed: number) 
   const xRow0 = c.d.xRow0 ?? 0, col0 = c.d.col0 ?? 0, cols = c.d.cols ?? N - col0;
   const swiglu = c.o.epilogue === 'swiglu';
   const rows = swiglu ? 2 * N : N;
-  const x = rand((xRow0 + T) * K, seed, 2);
+  // f16 x (halfX): the reference takes exactly the rounded values the kernel reads
+  const x32 = rand((xRow0 + T) * K, seed, 2);
+  const xBits = c.o.halfX ? f32ToF16(x32) : undefined;
+  const x = xBits ? f16ToF32(xBits) : x32;
   const wRaw = rand(rows * K, seed + 1, 1 / Math.sqrt(K));
   // q8 / q4: quants and scales of one part; the reference multiplies by the dequantized values the kernel sees
   const wd = c.o.wdtype;
@@ -85,13 +88,14 @@ async function check(r: GpuRunner, c: Case, tensorCores: boolean, seed: number) 
   // separateUp: the up rows live in their own buffer (a split weight), uRow counted from its start
   const upBits = c.separateUp ? (wBits as Uint16Array).slice(N * K) : undefined;
   const bufs = {
-    x: r.upload(x, 'x'), w: r.upload(wBits, 'w'), wu: upBits ? r.upload(upBits, 'wu') : undefined, wScales: q ? r.upload(q.scales, 'w_s') : undefined,
-    normW: r.upload(normW, 'normW'), bias: r.upload(bias, 'bias'), y: r.upload(c.o.epilogue === 'residual' ? yIn : new Float32Array(T * N), 'y'),
+    x: r.upload(xBits ?? x, 'x'), w: r.upload(wBits, 'w'), wu: upBits ? r.upload(upBits, 'wu') : undefined, wScales: q ? r.upload(q.scales, 'w_s') : undefined,
+    normW: r.upload(normW, 'normW'), bias: r.upload(bias, 'bias'), y: r.upload(c.o.epilogue === 'residual' ? yIn : c.o.halfY ? new Uint16Array(T * N) : new Float32Array(T * N), 'y'),
   };
-  const d = matmul({ ...c.o, tensorCores }, c.d, bufs);
+  // the device's workgroup memory picks the tile shapes a load would (the 47 KB swiglu one where offered)
+  const d = matmul({ ...c.o, tensorCores, workgroupBytes: r.gpu.limits.maxComputeWorkgroupStorageSize }, c.d, bufs);
   const got = await guarded(r, async () => {
     r.run([d]);
-    return r.readF32(bufs.y, T * N);
+    return c.o.halfY ? f16ToF32(new Uint16Array(await r.read(bufs.y, T * N * 2))) : r.readF32(bufs.y, T * N);
   });
   for (const b of Object.values(bufs)) if (b) r.destroy(b);
   const tokens = T <= 160 ? [...Array(T).keys()] : [...new Set([0, 1, 15, 16, 127, 128, 129, 500, 777, T - 2, T - 1].filter((t) => t < T))];
@@ -148,7 +152,7 @@ async function timeMatmul(r: GpuRunner, name: string, o: MatmulOpts, T: number, 
     : [fillRandom({ half: true }, { words: (rows * K) / 2, seed: 5, scale: 0.02 }, { buf: b.w })];
   r.run([fillRandom({ half: false }, { words: T * K, seed: 3, scale: 1 }, { buf: b.x }), ...fillW,
     fillRandom({ half: false }, { words: K, seed: 7, scale: 0.1, offset: 1 }, { buf: b.normW }), fillRandom({ half: false }, { words: T * N, seed: 9, scale: 1 }, { buf: b.y })]);
-  const d: Dispatch = matmul({ ...o, tensorCores }, { T, N, K, eps: 1e-5 }, b);
+  const d: Dispatch = matmul({ ...o, tensorCores, workgroupBytes: r.gpu.limits.maxComputeWorkgroupStorageSize }, { T, N, K, eps: 1e-5 }, b);
   const reps = 20;
   const ms = await guarded(r, async () => {
     r.run([d]);
@@ -190,7 +194,18 @@ async function main() {
     { name: 'q4 store +norm +bias T=100 N=100 K=96 xRow0=2', o: mm('store', true, true, 'q4'), d: { T: 100, N: 100, K: 96, xRow0: 2, eps: 1e-5 } },
     { name: 'q4 swiglu +norm T=100 N=100 K=64', o: mm('swiglu', true, false, 'q4'), d: { T: 100, N: 100, K: 64, eps: 1e-5 } },
   ];
+  // what prefill runs on tensor cores: qkv / gate_up read rows normalized ahead as f16, swiglu writes f16 for down
+  const half = (o: MatmulOpts, halfY = o.epilogue === 'swiglu', sgmatVariant?: string): MatmulOpts => ({ ...o, halfX: true, halfY, sgmatVariant });
+  if (sg) cases.push(
+    { name: 'f16 x, f16 y: swiglu T=100 N=100 K=48', o: half(mm('swiglu', false, false)), d: { T: 100, N: 100, K: 48 } },
+    { name: 'f16 x: residual T=100 N=150 K=64 xRow0=2', o: half(mm('residual', false, false)), d: { T: 100, N: 150, K: 64, xRow0: 2 } },
+    { name: 'f16 x, f16 y: q4 swiglu T=100 N=100 K=64', o: half(mm('swiglu', false, false, 'q4')), d: { T: 100, N: 100, K: 64 } },
+    // the 128-column swiglu shapes (47 KB of workgroup memory where the device has it), named
+    ...['sw128n128s16lp', 'sw128n128lp'].map((v): Case => ({ name: `f16 x, f16 y: ${v} swiglu T=200 N=300 K=96`, o: half(mm('swiglu', false, false), true, v), d: { T: 200, N: 300, K: 96 } })),
+  );
   if (!small) cases.push(
+    { name: 'f16 x, f16 y: gate_up swiglu T=1024 N=14336 (28672 rows) K=4096', o: half(mm('swiglu', false, false)), d: { T: 1024, N: 14336, K: 4096 } },
+    { name: 'f16 x: down residual T=1024 N=4096 K=14336', o: half(mm('residual', false, false)), d: { T: 1024, N: 4096, K: 14336 } },
     { name: 'qkv-shaped store +norm T=1024 N=6144 K=4096', o: mm('store', true, false), d: { T: 1024, N: 6144, K: 4096, eps: 1e-5 } },
     { name: 'gate_up swiglu +norm T=1024 N=14336 (28672 rows) K=4096', o: mm('swiglu', true, false), d: { T: 1024, N: 14336, K: 4096, eps: 1e-5 } },
     { name: 'down residual T=1024 N=4096 K=14336', o: mm('residual', false, false), d: { T: 1024, N: 4096, K: 14336 } },
@@ -237,7 +252,9 @@ async function main() {
   }
   // every tensor-core variant at the 8B shapes (checked and timed): the table SGMAT_PICK is flipped from
   const only = arg('variants')?.split(','); // SGMAT_VARIANTS names (default: all)
-  const variants = sg && !small && !process.argv.includes('--no-variants') ? await benchSgmatVariants(r, T, undefined, undefined, only) : [];
+  const shapeNames = arg('shapes')?.split(','); // LLAMA8B_SHAPES names by their first word (default: all)
+  const variantShapes = LLAMA8B_SHAPES.filter((s) => !shapeNames || shapeNames.includes(s.name.split(' ')[0]!));
+  const variants = sg && !small && !process.argv.includes('--no-variants') ? await benchSgmatVariants(r, T, variantShapes, undefined, only) : [];
   const report = { device: gpu.adapterName, tensorCores: sg, subgroupMatrixConfigs: configs, subgroupMaxSize: info?.subgroupMaxSize, small, checks, timings, variants, failed };
   fs.writeFileSync(out, JSON.stringify(report, null, 2));
   console.log(`${failed ? `${failed} FAILED` : 'all checks passed'}; wrote ${out}`);

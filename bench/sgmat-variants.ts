@@ -21,6 +21,8 @@ export interface VariantShape {
   /** output columns (swiglu: per stream; the weight has 2N rows) */
   readonly N: number;
   readonly K: number;
+  /** x stored as f16 (what the plan feeds gate_up, down and a retaining head's fc1 on tensor cores) */
+  readonly halfX?: boolean;
 }
 
 export const LLAMA8B_SHAPES: readonly VariantShape[] = [
@@ -28,6 +30,10 @@ export const LLAMA8B_SHAPES: readonly VariantShape[] = [
   { name: 'o 4096x4096', epilogue: 'residual', norm: false, N: 4096, K: 4096 },
   { name: 'gate_up 28672x4096', epilogue: 'swiglu', norm: true, N: 14336, K: 4096 },
   { name: 'down 4096x14336', epilogue: 'residual', norm: false, N: 4096, K: 14336 },
+  // a retaining head's fc1: silu(pre · fc1ᵀ) over the f16 pre-RoPE rows, 1024 columns
+  { name: 'fc1 1024x6144 f16x', epilogue: 'silu', norm: false, N: 1024, K: 6144, halfX: true },
+  // folded into qkv (fc1 · Wqkv, runtime/fold-heads.ts) over the f16 normalized rows
+  { name: 'fc1f 1024x4096 f16x', epilogue: 'silu', norm: false, N: 1024, K: 4096, halfX: true },
 ];
 
 /** n uniform values in [-scale, scale) from the runtime's seeded generator (shared with kernel-check.ts) */
@@ -54,7 +60,7 @@ function reference(sh: VariantShape, T: number, x: Float32Array, w: Float32Array
     };
     for (let j = 0; j < N; j++) {
       const g = dot(j);
-      y[ti * N + j] = sh.epilogue === 'swiglu' ? silu(g) * dot(N + j) : sh.epilogue === 'residual' ? yIn[t * N + j]! + g : g;
+      y[ti * N + j] = sh.epilogue === 'swiglu' ? silu(g) * dot(N + j) : sh.epilogue === 'residual' ? yIn[t * N + j]! + g : sh.epilogue === 'silu' ? silu(g) : g;
     }
   });
   return y;
@@ -69,16 +75,19 @@ export async function benchSgmatVariants(r: GpuRunner, T: number, shapes: readon
   for (const sh of shapes) {
     const S = sh.epilogue === 'swiglu' ? 2 : 1;
     const wRows = S * sh.N;
-    const x = rand(T * sh.K, 11, 2);
+    // f16 x: the reference takes exactly the rounded values the kernel reads
+    const x32 = rand(T * sh.K, 11, 2);
+    const xBits = sh.halfX ? f32ToF16(x32) : undefined;
+    const x = xBits ? f16ToF32(xBits) : x32;
     const wBits = f32ToF16(rand(wRows * sh.K, 12, 1 / Math.sqrt(sh.K)));
     const normW = rand(sh.K, 13, 0.5).map((v) => 1 + v);
     const yIn = rand(T * sh.N, 14, 1);
     const tokens = [...new Set([0, 1, 63, 64, 127, 128, 500, T - 1].filter((t) => t < T))];
     const want = reference(sh, T, x, f16ToF32(wBits), normW, yIn, tokens);
-    const b = { x: r.upload(x, 'x'), w: r.upload(wBits, 'w'), normW: r.upload(normW, 'normW'), y: r.createBuffer(T * sh.N * 4, 'y') };
+    const b = { x: r.upload(xBits ?? x, 'x'), w: r.upload(wBits, 'w'), normW: r.upload(normW, 'normW'), y: r.createBuffer(T * sh.N * 4, 'y') };
     const gu = S === 2 ? r.createBuffer(T * wRows * 4, 'gu') : undefined; // (T, 2N) split-route scratch
     const workgroupBytes = r.gpu.limits.maxComputeWorkgroupStorageSize;
-    const o: MatmulOpts = { wdtype: 'f16', epilogue: sh.epilogue, norm: sh.norm, bias: false, tensorCores: true, workgroupBytes };
+    const o: MatmulOpts = { wdtype: 'f16', epilogue: sh.epilogue, norm: sh.norm, bias: false, tensorCores: true, workgroupBytes, halfX: sh.halfX };
     // [label, dispatches] per candidate: every variant of this stream count, plus (swiglu) the split route over
     // every 1-stream variant
     const cands: [string, () => Dispatch[]][] = all.filter(([, v]) => v.streams === S).map(([n]) => [n, () => [matmul({ ...o, sgmatVariant: n }, { T, N: sh.N, K: sh.K, eps: 1e-5 }, b)]]);

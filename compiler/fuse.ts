@@ -4,6 +4,7 @@
  *   rmsnorm → linear(gate_up) → silu_mul         ⇒ norm_linear_swiglu
  *   add(residual, linear(x))                     ⇒ linear_residual     (written in place into the residual stream)
  *   [last_rows →] rmsnorm → linear               ⇒ norm_linear
+ *   rmsnorm → retaining_head (folded)            ⇒ norm_retaining_head
  * A chain is fused only when its inner values have no other readers (the qkv rows may also feed a retaining head),
  * and an in-place residual only when nothing reads the old residual afterwards.
  */
@@ -34,7 +35,7 @@ function findMatches(g: Graph): Match[] {
   };
   // patterns by priority: a longer chain must not lose its head to a shorter one (rmsnorm → qkv linear would
   // otherwise become a norm_linear before the qkv_rope chain is seen)
-  const byPriority = (['rope', 'silu_mul', 'add', 'linear'] as const).flatMap((op) => g.nodes.filter((n) => n.op === op));
+  const byPriority = (['rope', 'silu_mul', 'add', 'linear', 'retaining_head'] as const).flatMap((op) => g.nodes.filter((n) => n.op === op));
   for (const n of byPriority) {
     if (n.op === 'rope') {
       const kv = N(n.x);
@@ -83,6 +84,18 @@ function findMatches(g: Graph): Match[] {
         });
         break;
       }
+    } else if (n.op === 'retaining_head') {
+      // a folded head reads the normalized rows (its own rmsnorm node: the qkv chain keeps its own)
+      const norm = N(n.pre);
+      if (norm.op !== 'rmsnorm' || !only(norm.id, n.id)) continue;
+      claim({
+        root: n.id,
+        inner: [norm.id],
+        make: (id) => ({
+          op: 'norm_retaining_head', x: id(norm.x), normW: id(norm.w), eps: norm.eps, fc1: id(n.fc1), fc1Bias: n.fc1Bias === null ? null : id(n.fc1Bias),
+          fc2: id(n.fc2), layer: n.layer, shape: n.shape, dtype: 'f32',
+        }),
+      });
     } else if (n.op === 'linear') {
       const norm = N(n.x);
       if (norm.op !== 'rmsnorm' || !only(norm.id, n.id) || taken.has(n.id)) continue;

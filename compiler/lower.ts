@@ -9,7 +9,7 @@
  * Ops that read a weight whole (norms, biases, qkv_rope, a retaining head's fc2) fail with a clear message if it is
  * split.
  */
-import { assertNever, usersOf, type Graph, type Node, type NodeId, type NodeOf, type Op } from '../ir/ops.js';
+import { assertNever, type Graph, type Node, type NodeId, type NodeOf, type Op } from '../ir/ops.js';
 import type { Dispatch, GpuRunner } from '../runtime/gpu/runner.js';
 import { weightParts, type GpuWeight } from '../runtime/weights.js';
 import { attention, attentionScratchBytes } from './kernels/attention.js';
@@ -20,16 +20,15 @@ import type { CacheDtype } from './kernels/attn-common.js';
 import { copyLastRows, kvStore } from './kernels/cache-store.js';
 import { kvQuantize } from './kernels/kv-int8.js';
 import { add, embedding, rmsnorm, rope, siluMul } from './kernels/elementwise.js';
-import { matmulParts, type MatmulOpts } from './kernels/matmul.js';
 import { GEMV_MAX_T } from './kernels/mm-core.js';
-import { sgmatUsable } from './kernels/mm-sgmat.js';
-import { gemvSubgroups } from './kernels/mm-gemv.js';
 import { checkQkvSlots, qkvRope } from './kernels/qkv-rope.js';
 import { retainingScores } from './kernels/retaining.js';
 import { attentionStats } from './kernels/scores.js';
-import { env, envFlag, parsedOnce } from '../runtime/env.js';
+import { env, envFlag } from '../runtime/env.js';
 import { memoDecode, withParams, type DecodeMemo } from './step-memo.js';
 import { placeActivations } from './placement.js';
+import { attnOpts, cols, gemvSg, mm, optWhole, tensorCores, w, wgBytes, whole, type Ctx, type Emit, type KvStage, type Lowering } from './lower-ctx.js';
+import { halfPre, halfSwiglu, prenorm } from './half-acts.js';
 
 export interface LayerCache {
   readonly k: GPUBuffer; // (kv_heads, capacity, head_dim) f32|f16, or (kv_heads, capacity, head_dim/4 + 1) u32 int8 rows
@@ -44,6 +43,8 @@ export interface LowerEnv {
   readonly maxT: number;
   readonly capacity: number;
   readonly cacheDtype: CacheDtype;
+  /** the pre-RoPE rows stay f32 (a caller reads them through Plan.output: the head trainer) */
+  readonly preRowsF32?: boolean;
   weight(name: string): GpuWeight;
   cache(layer: number): LayerCache;
 }
@@ -85,86 +86,11 @@ export interface Plan {
   release(): void;
 }
 
-type Emit = (s: StepDims) => Dispatch[];
-interface Ctx {
-  readonly g: Graph;
-  readonly env: LowerEnv;
-  buf(id: NodeId): GPUBuffer;
-  rows(id: NodeId, s: StepDims): number;
-  readonly scratch: () => GPUBuffer;
-  /** (KV, capacity, D) f16 keys rotated for the prefill attention (rotate-keys.ts), shared by every layer */
-  readonly keyRot: () => GPUBuffer;
-  /** int8 cache: f32 rows qkv_rope writes before kvQuantize packs them (see kv-int8.ts) */
-  readonly kvStage: () => KvStage;
-  /** (maxT, heads) f32 log-sum-exp of the latest attention, when attention_stats nodes read it */
-  readonly lse: GPUBuffer | undefined;
-  /** (maxT, hidden) f16 rows normalized ahead of a tensor-core matmul (`prenorm`), shared by every layer; null without tensor cores */
-  readonly normedHalf: GPUBuffer | null;
-}
-type Lowering<O extends Op> = (n: NodeOf<O>, c: Ctx) => Emit | null;
-
-const weightNode = (c: Ctx, id: NodeId) => {
-  const n = c.g.nodes[id]!;
-  if (n.op !== 'weight') throw new Error(`node ${id} (${n.op}) used as a weight`);
-  return n;
-};
-const w = (c: Ctx, id: NodeId): GpuWeight => c.env.weight(weightNode(c, id).name);
-/** the buffer of a weight that `op` reads in one binding */
-const whole = (c: Ctx, id: NodeId, op: string): GPUBuffer => {
-  const x = w(c, id);
-  if (x.buf) return x.buf;
-  const name = weightNode(c, id).name;
-  throw new Error(`${op} reads weight ${name} [${x.shape}] in one binding, but it is split into ${x.parts.length} parts ` +
-    `(over the storage-binding limit of ${c.env.runner.gpu.maxBinding} bytes); ${op} cannot run on split weights`);
-};
-const optWhole = (c: Ctx, id: NodeId | null, op: string) => (id === null ? undefined : whole(c, id, op));
-/** a matmul over every part of weight `wid` */
-/** prefill matmuls on tensor cores where the device has them; LOCRET_NO_TENSOR_CORES=1 keeps the FMA tiles (A/B timing) */
-const tensorCores = (c: Ctx) => c.env.runner.gpu.tensorCores && !envFlag('LOCRET_NO_TENSOR_CORES');
-const wgBytes = (c: Ctx) => c.env.runner.gpu.limits.maxComputeWorkgroupStorageSize;
-const gemvSg = (c: Ctx) => gemvSubgroups(c.env.runner.gpu.subgroups);
-const mm = (c: Ctx, o: Omit<MatmulOpts, 'wdtype'>, wid: NodeId, d: Parameters<typeof matmulParts>[1], b: Parameters<typeof matmulParts>[2]) => {
-  const x = w(c, wid);
-  return matmulParts({ ...o, wdtype: x.dtype, tensorCores: tensorCores(c), workgroupBytes: wgBytes(c), subgroups: gemvSg(c), intDot: c.env.runner.gpu.intDot }, d, b, weightParts(x));
-};
-const cols = (c: Ctx, id: NodeId) => c.g.nodes[id]!.shape[1] as number;
-const readersOf = new WeakMap<Graph, NodeId[][]>();
-const readers = (g: Graph, id: NodeId): readonly NodeId[] => {
-  let u = readersOf.get(g);
-  if (!u) readersOf.set(g, (u = usersOf(g)));
-  return u[id]!;
-};
-/**
- * Whether a norm matmul on the tensor cores takes its rows normalized ahead, as f16, from one rmsnorm dispatch instead
- * of normalizing f32 x while staging: x is read once per column tile (gate_up at 128 columns: 224 times, qkv 48),
- * so f16 rows halve the bytes of its largest stream from L2, for one extra pass over x.
- * `LOCRET_NORM_IN_MATMUL=1|qkv|gate_up` (or LOCRET_F32_ACTIVATIONS=1) keeps the fused prologue (A/B timing).
- */
-const prenorm = (c: Ctx, wid: NodeId, T: number, K: number, kind: 'qkv' | 'gate_up'): boolean =>
-  c.normedHalf !== null && tensorCores(c) && K % 4 === 0 && K <= c.g.dims.hidden && sgmatUsable(w(c, wid).dtype, T, K) &&
-  !envFlag('LOCRET_F32_ACTIVATIONS') && !normInMatmul(env('LOCRET_NORM_IN_MATMUL')).has(kind);
-const normInMatmul = parsedOnce((spec) => new Set((spec ?? '').split(',').flatMap((k) => (k === '1' ? ['qkv', 'gate_up'] : [k]))));
-/**
- * Whether a swiglu output travels as f16 in this step: the tensor cores round every matmul input to f16 when staging
- * it, so where the swiglu matmul and each of its readers (the down projections) run on them, the value is written as
- * f16 in the first place (the same numbers): half the bytes written, and half the bytes each of down's column tiles
- * reads back (x is read once per column tile: at 128 columns, 32 times). Both ends ask this with the same step dims.
- * LOCRET_F32_ACTIVATIONS=1 keeps f32 (A/B timing).
- */
-const halfSwiglu = (c: Ctx, id: NodeId, s: StepDims): boolean => {
-  const n = c.g.nodes[id]!;
-  if (n.op !== 'norm_linear_swiglu' || !tensorCores(c) || envFlag('LOCRET_F32_ACTIVATIONS')) return false;
-  if (!sgmatUsable(w(c, n.w).dtype, c.rows(id, s), cols(c, n.x))) return false;
-  const rs = readers(c.g, id);
-  return rs.length > 0 && rs.every((u) => {
-    const m = u < 0 ? undefined : c.g.nodes[u]!;
-    return m?.op === 'linear_residual' && m.x === id && sgmatUsable(w(c, m.w).dtype, c.rows(u, s), cols(c, id));
-  });
-};
-const attnOpts = (c: Ctx) => ({
-  cacheDtype: c.env.cacheDtype, numHeads: c.g.dims.numHeads, numKvHeads: c.g.dims.numKvHeads, headDim: c.g.dims.headDim, rotaryDim: c.g.dims.rotaryDim,
-});
-
+const headWidth = (c: Ctx, n: NodeOf<'retaining_head' | 'norm_retaining_head'>) => c.g.nodes[n.fc1]!.shape[0] as number;
+/** a retaining head's second kernel: its fc2 dot products of the silu activations into the layer's cache scores */
+const headScores = (c: Ctx, n: NodeOf<'retaining_head' | 'norm_retaining_head'>, s: StepDims) =>
+  retainingScores({ wdtype: w(c, n.fc2).dtype }, { T: s.T, KV: c.g.dims.numKvHeads, hidden: headWidth(c, n), slot0: s.slot0, capacity: c.env.capacity },
+    { hid: c.buf(n.id), fc2: whole(c, n.fc2, 'retaining_head'), scores: c.env.cache(n.layer).scores });
 const lowerings: { readonly [O in Op]: Lowering<O> } = {
   input_ids: () => null,
   weight: () => null,
@@ -211,28 +137,39 @@ const lowerings: { readonly [O in Op]: Lowering<O> } = {
     const ct = st ? 'f32' : (c.env.cacheDtype as 'f32' | 'f16');
     const K = cols(c, n.x);
     const normed = prenorm(c, n.w, s.T, K, 'qkv');
-    const o = { ...attnOpts(c), cacheDtype: ct, wdtype: w(c, n.w).dtype, bias: n.bias !== null, writePre: n.writePre, tensorCores: tensorCores(c), workgroupBytes: wgBytes(c), subgroups: gemvSg(c), intDot: c.env.runner.gpu.intDot, rotateKeys: s.keysRotated, normedX: normed };
+    const pre = n.writePre ? preNode(c, n.id) : undefined;
+    const o = { ...attnOpts(c), cacheDtype: ct, wdtype: w(c, n.w).dtype, bias: n.bias !== null, writePre: n.writePre, halfPre: pre !== undefined && halfPre(c, pre, s), tensorCores: tensorCores(c), workgroupBytes: wgBytes(c), subgroups: gemvSg(c), intDot: c.env.runner.gpu.intDot, rotateKeys: s.keysRotated, normedX: normed };
     const at = st ? { slot0: 0, capacity: c.env.maxT } : { slot0: s.slot0, capacity: c.env.capacity };
     const normW = whole(c, n.normW, 'qkv_rope');
     const xn = normed ? [rmsnorm({ T: s.T, N: K, eps: n.eps, half: true }, { x: c.buf(n.x), w: normW, y: c.normedHalf! })] : [];
     const fused = qkvRope(o, { T: s.T, K, eps: n.eps, pos0: s.pos0, ...at }, {
       x: normed ? c.normedHalf! : c.buf(n.x), normW, w: whole(c, n.w, 'qkv_rope'), wScales: weightParts(w(c, n.w))[0]!.scales, bias: optWhole(c, n.bias, 'qkv_rope'), rope: s.rope,
-      q: c.buf(n.id), kCache: st?.k ?? l.k, vCache: st?.v ?? l.v, kpos: st?.kpos ?? l.kpos, pre: n.writePre ? preBuf(c, n.id) : undefined,
+      q: c.buf(n.id), kCache: st?.k ?? l.k, vCache: st?.v ?? l.v, kpos: st?.kpos ?? l.kpos, pre: pre === undefined ? undefined : c.buf(pre),
     });
     if (!st) return [...xn, fused];
     return [...xn, fused, kvQuantize({ ...attnOpts(c), mode: 'staged' }, { T: s.T, slot0: s.slot0, pos0: s.pos0, capacity: c.env.capacity, stageCap: c.env.maxT },
       { kSrc: st.k, vSrc: st.v, kCache: l.k, vCache: l.v, kpos: l.kpos })];
   },
   // decode tokens are never evicted, so they need no scores. Two kernels: hid = silu(pre · fc1ᵀ) on the main matmul
-  // into the node's own buffer (sized (maxT, hidden), see bufferBytes), then the fc2 dot products into the cache.
+  // into the node's own buffer (sized (maxT, hidden), see placement.ts), then the fc2 dot products into the cache.
   retaining_head: (n, c) => (s) => {
     if (s.decode) return [];
-    const hidden = c.g.nodes[n.fc1]!.shape[0] as number;
-    return [
-      ...mm(c, { norm: false, bias: false, epilogue: 'silu' }, n.fc1, { T: s.T, N: hidden, K: cols(c, n.pre) }, { x: c.buf(n.pre), y: c.buf(n.id) }),
-      retainingScores({ wdtype: w(c, n.fc2).dtype }, { T: s.T, KV: c.g.dims.numKvHeads, hidden, slot0: s.slot0, capacity: c.env.capacity },
-        { hid: c.buf(n.id), fc2: whole(c, n.fc2, 'retaining_head'), scores: c.env.cache(n.layer).scores }),
-    ];
+    const d = { T: s.T, N: headWidth(c, n), K: cols(c, n.pre) };
+    const o = { norm: false, bias: n.fc1Bias !== null, epilogue: 'silu', halfX: halfPre(c, n.pre, s) } as const;
+    return [...mm(c, o, n.fc1, d, { x: c.buf(n.pre), bias: optWhole(c, n.fc1Bias, 'retaining head bias'), y: c.buf(n.id) }), headScores(c, n, s)];
+  },
+  // a folded head (fc1 · Wqkv, runtime/fold-heads.ts) over the layer input through the attention norm: on the tensor
+  // cores its rows normalized ahead as f16 (like qkv's), elsewhere normalized in the matmul's prologue
+  norm_retaining_head: (n, c) => (s) => {
+    if (s.decode) return [];
+    const d = { T: s.T, N: headWidth(c, n), K: cols(c, n.x), eps: n.eps };
+    const normW = whole(c, n.normW, 'retaining head norm');
+    const b = { bias: optWhole(c, n.fc1Bias, 'retaining head bias'), y: c.buf(n.id) };
+    const o = { bias: n.fc1Bias !== null, epilogue: 'silu' } as const;
+    const hid = prenorm(c, n.fc1, d.T, d.K, 'head')
+      ? [rmsnorm({ T: d.T, N: d.K, eps: n.eps, half: true }, { x: c.buf(n.x), w: normW, y: c.normedHalf! }), ...mm(c, { ...o, norm: false, halfX: true }, n.fc1, d, { ...b, x: c.normedHalf! })]
+      : mm(c, { ...o, norm: true }, n.fc1, d, { ...b, x: c.buf(n.x), normW });
+    return [...hid, headScores(c, n, s)];
   },
   // decode-sized chunks take the bandwidth kernel (every SM streams a slab of the cache); LOCRET_OLD_DECODE_ATTN=1
   // keeps the prefill kernel for them (A/B timing)
@@ -275,7 +212,7 @@ const lowerings: { readonly [O in Op]: Lowering<O> } = {
 const stepDependence: { readonly [O in Op]: 'rows' | 'slots' } = {
   input_ids: 'rows', weight: 'rows', pre_output: 'rows', embedding: 'rows', rmsnorm: 'rows', linear: 'rows', norm_linear: 'rows',
   linear_residual: 'rows', norm_linear_swiglu: 'rows', silu_mul: 'rows', add: 'rows', last_rows: 'rows',
-  kv_store: 'slots', rope: 'slots', qkv_rope: 'slots', retaining_head: 'slots', attention: 'slots', attention_stats: 'slots',
+  kv_store: 'slots', rope: 'slots', qkv_rope: 'slots', retaining_head: 'slots', norm_retaining_head: 'slots', attention: 'slots', attention_stats: 'slots',
 };
 
 function memoByRows(e: Emit): Emit {
@@ -325,18 +262,13 @@ const decodeMemos: { readonly [O in Op]?: (n: NodeOf<O>, c: Ctx) => DecodeMemo }
   }),
 };
 
-/** pre_output nodes share storage with a side buffer of their qkv_rope node, looked up by the pre_output's id. */
-function preBuf(c: Ctx, fusedId: NodeId): GPUBuffer {
+/** the pre_output node of a qkv_rope node that writes its pre-RoPE rows */
+function preNode(c: Ctx, fusedId: NodeId): NodeId {
   const pre = c.g.nodes.find((m) => m.op === 'pre_output' && m.of === fusedId);
   if (!pre) throw new Error(`qkv_rope node ${fusedId} writes a pre-RoPE output nobody reads`);
-  return c.buf(pre.id);
+  return pre.id;
 }
 
-interface KvStage {
-  readonly k: GPUBuffer; // (kv_heads, maxT, head_dim) f32
-  readonly v: GPUBuffer; // (kv_heads, maxT, head_dim) f32
-  readonly kpos: GPUBuffer; // (kv_heads, maxT) u32, written by qkv_rope and never read (kvQuantize writes kpos)
-}
 
 export function lower(g: Graph, env: LowerEnv): Plan {
   const { runner, maxT } = env;
@@ -396,7 +328,7 @@ export function lower(g: Graph, env: LowerEnv): Plan {
   const activationBytes = placed.bytes();
   return {
     ids,
-    kernelCount: steps.reduce((a, e) => a + (e.node.op === 'retaining_head' ? 2 : 1), 0),
+    kernelCount: steps.reduce((a, e) => a + (e.node.op === 'retaining_head' || e.node.op === 'norm_retaining_head' ? 2 : 1), 0),
     ops: steps.map((e) => e.node.op),
     activationBytes,
     dispatches: (s, only, after) =>

@@ -28,7 +28,7 @@ function bytesOf(n: Node, maxT: number): number {
  * plan-sized scratch that the liveness allocator recycles right after the node, like any dead activation.
  */
 function bufferBytes(g: Graph, n: Node, maxT: number): number {
-  if (n.op === 'retaining_head') return maxT * (g.nodes[n.fc1]!.shape[0] as number) * 4;
+  if (n.op === 'retaining_head' || n.op === 'norm_retaining_head') return maxT * (g.nodes[n.fc1]!.shape[0] as number) * 4;
   return bytesOf(n, maxT);
 }
 

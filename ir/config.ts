@@ -69,6 +69,8 @@ export interface ModelConfig {
  *   L{i}.down        (hidden, intermediate)
  *   L{i}.fc1         (1024, (heads + 2*kv_heads) * head_dim)         retaining head, optional
  *   L{i}.fc2         (kv_heads, 1024)                                retaining head, optional
+ *   L{i}.fc1_folded  (1024, hidden)                                  fc1 · qkv, computed at load (runtime/fold-heads.ts)
+ *   L{i}.fc1_folded_bias (1024)                                      fc1 · qkv_bias, when qkvBias
  *   final_norm       (hidden)
  *   lm_head          (vocab, hidden)                                 absent when tieWordEmbeddings
  */
@@ -85,6 +87,8 @@ export const weightName = {
   down: (l: number) => `L${l}.down`,
   fc1: (l: number) => `L${l}.fc1`,
   fc2: (l: number) => `L${l}.fc2`,
+  fc1Folded: (l: number) => `L${l}.fc1_folded`,
+  fc1FoldedBias: (l: number) => `L${l}.fc1_folded_bias`,
 } as const;
 
 /** Hidden width of a retaining head's first layer, fixed by the paper and the official checkpoints. */

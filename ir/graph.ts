@@ -60,8 +60,8 @@ export class GraphBuilder {
     return this.add({ op: 'rope', x, shape: this.shapeOf(x), dtype: 'f32' });
   }
 
-  retainingHead(pre: NodeId, fc1: NodeId, fc2: NodeId, layer: number): NodeId {
-    return this.add({ op: 'retaining_head', pre, fc1, fc2, layer, shape: ['T', this.dims.numKvHeads], dtype: 'f32' });
+  retainingHead(pre: NodeId, fc1: NodeId, fc2: NodeId, layer: number, fc1Bias: NodeId | null = null): NodeId {
+    return this.add({ op: 'retaining_head', pre, fc1, fc1Bias, fc2, layer, shape: ['T', this.dims.numKvHeads], dtype: 'f32' });
   }
 
   attention(q: NodeId, layer: number, after: NodeId): NodeId {

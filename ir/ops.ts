@@ -24,6 +24,7 @@ export const OPS = [
   'linear_residual', // residual + x·Wᵀ written into the residual's buffer
   'norm_linear_swiglu', // rmsnorm + gate_up linear + silu_mul
   'pre_output', // the pre-RoPE concat(Q, K, V) a qkv_rope node also writes (read by a retaining head)
+  'norm_retaining_head', // rmsnorm + a folded retaining head (fc1 · Wqkv over the normalized rows)
 ] as const;
 export type Op = (typeof OPS)[number];
 
@@ -67,8 +68,12 @@ export interface RopeNode extends Base<'rope'> {
   readonly x: NodeId;
 }
 export interface RetainingHeadNode extends Base<'retaining_head'> {
+  /** (T, C): the pre-RoPE concat(Q, K, V), or the normalized hidden rows for a folded fc1 */
   readonly pre: NodeId;
+  /** (1024, C) */
   readonly fc1: NodeId;
+  /** (1024) f32 bias of a folded fc1 (fc1 · qkv bias), or null */
+  readonly fc1Bias: NodeId | null;
   readonly fc2: NodeId;
   readonly layer: number;
 }
@@ -131,6 +136,16 @@ export interface NormLinearSwigluNode extends Base<'norm_linear_swiglu'> {
 export interface PreOutputNode extends Base<'pre_output'> {
   readonly of: NodeId;
 }
+/** a folded retaining head reading the layer input x through the attention rmsnorm */
+export interface NormRetainingHeadNode extends Base<'norm_retaining_head'> {
+  readonly x: NodeId;
+  readonly normW: NodeId;
+  readonly eps: number;
+  readonly fc1: NodeId;
+  readonly fc1Bias: NodeId | null;
+  readonly fc2: NodeId;
+  readonly layer: number;
+}
 
 export type Node =
   | InputIdsNode
@@ -150,7 +165,8 @@ export type Node =
   | QkvRopeNode
   | LinearResidualNode
   | NormLinearSwigluNode
-  | PreOutputNode;
+  | PreOutputNode
+  | NormRetainingHeadNode;
 
 export type NodeOf<O extends Op> = Extract<Node, { op: O }>;
 
@@ -163,7 +179,7 @@ export const operands: { readonly [O in Op]: (n: NodeOf<O>) => readonly NodeId[]
   linear: (n) => (n.bias === null ? [n.x, n.w] : [n.x, n.w, n.bias]),
   kv_store: (n) => [n.qkv],
   rope: (n) => [n.x],
-  retaining_head: (n) => [n.pre, n.fc1, n.fc2],
+  retaining_head: (n) => (n.fc1Bias === null ? [n.pre, n.fc1, n.fc2] : [n.pre, n.fc1, n.fc1Bias, n.fc2]),
   attention: (n) => [n.q, n.after],
   attention_stats: (n) => [n.q, n.attn],
   silu_mul: (n) => [n.x],
@@ -174,6 +190,7 @@ export const operands: { readonly [O in Op]: (n: NodeOf<O>) => readonly NodeId[]
   linear_residual: (n) => [n.x, n.w, n.residual],
   norm_linear_swiglu: (n) => [n.x, n.normW, n.w],
   pre_output: (n) => [n.of],
+  norm_retaining_head: (n) => (n.fc1Bias === null ? [n.x, n.normW, n.fc1, n.fc2] : [n.x, n.normW, n.fc1, n.fc1Bias, n.fc2]),
 };
 
 export function operandsOf(n: Node): readonly NodeId[] {
@@ -220,7 +237,7 @@ export const mapOperands: { readonly [O in Op]: (n: NodeOf<O>, f: Remap) => Node
   linear: (n, f) => ({ ...n, x: f(n.x), w: f(n.w), bias: n.bias === null ? null : f(n.bias) }),
   kv_store: (n, f) => ({ ...n, qkv: f(n.qkv) }),
   rope: (n, f) => ({ ...n, x: f(n.x) }),
-  retaining_head: (n, f) => ({ ...n, pre: f(n.pre), fc1: f(n.fc1), fc2: f(n.fc2) }),
+  retaining_head: (n, f) => ({ ...n, pre: f(n.pre), fc1: f(n.fc1), fc1Bias: n.fc1Bias === null ? null : f(n.fc1Bias), fc2: f(n.fc2) }),
   attention: (n, f) => ({ ...n, q: f(n.q), after: f(n.after) }),
   attention_stats: (n, f) => ({ ...n, q: f(n.q), attn: f(n.attn) }),
   silu_mul: (n, f) => ({ ...n, x: f(n.x) }),
@@ -231,6 +248,7 @@ export const mapOperands: { readonly [O in Op]: (n: NodeOf<O>, f: Remap) => Node
   linear_residual: (n, f) => ({ ...n, x: f(n.x), w: f(n.w), residual: f(n.residual) }),
   norm_linear_swiglu: (n, f) => ({ ...n, x: f(n.x), normW: f(n.normW), w: f(n.w) }),
   pre_output: (n, f) => ({ ...n, of: f(n.of) }),
+  norm_retaining_head: (n, f) => ({ ...n, x: f(n.x), normW: f(n.normW), fc1: f(n.fc1), fc1Bias: n.fc1Bias === null ? null : f(n.fc1Bias), fc2: f(n.fc2) }),
 };
 
 export function remapNode(n: Node, f: Remap): Node {

@@ -27,6 +27,13 @@ function checkLinear(n: Node, x: Node, w: Node, bias: Node | null, out: number):
   expectShape(n, 'output', n.shape, [x.shape[0]!, out]);
 }
 
+/** a retaining head's weights over rows of width w: fc1 (R, w), its bias (R), fc2 (KV, R) */
+function checkHead(n: Node, fc1: Shape, bias: Shape | null, fc2: Shape, w: number, kv: number): void {
+  if (fc1.length !== 2 || fc1[1] !== w) fail(n, `fc1 ${fmt(fc1)} must be (hidden, ${w})`);
+  if (bias) expectShape(n, 'fc1 bias', bias, [fc1[0]!]);
+  expectShape(n, 'fc2', fc2, [kv, fc1[0]!]);
+}
+
 const checks: { readonly [O in Op]: Check<O> } = {
   input_ids: (n) => {
     if (n.dtype !== 'u32') fail(n, `ids must be u32`);
@@ -61,13 +68,14 @@ const checks: { readonly [O in Op]: Check<O> } = {
     if (g.dims.rotaryDim > g.dims.headDim || g.dims.rotaryDim % 2) fail(n, `rotary dim ${g.dims.rotaryDim} invalid for head dim ${g.dims.headDim}`);
     expectShape(n, 'output', n.shape, x.shape);
   },
+  // unfolded: pre is the (T, (H + 2KV)·D) pre-RoPE concat(Q, K, V); folded: the (T, hidden) normalized rows
   retaining_head: (n, get, g) => {
-    const { numHeads: h, numKvHeads: kv, headDim: d } = g.dims;
-    const w = (h + 2 * kv) * d;
-    expectShape(n, 'pre', get(n.pre).shape, ['T', w]);
-    const fc1 = get(n.fc1).shape;
-    if (fc1.length !== 2 || fc1[1] !== w) fail(n, `fc1 ${fmt(fc1)} must be (hidden, ${w})`);
-    expectShape(n, 'fc2', get(n.fc2).shape, [kv, fc1[0]!]);
+    const { numHeads: h, numKvHeads: kv, headDim: d, hidden } = g.dims;
+    const pre = get(n.pre);
+    expectF32(n, 'pre', pre);
+    const w = pre.shape[1];
+    if (pre.shape.length !== 2 || pre.shape[0] !== 'T' || (w !== (h + 2 * kv) * d && w !== hidden)) fail(n, `pre ${fmt(pre.shape)} must be (T, ${(h + 2 * kv) * d}) or, folded, (T, ${hidden})`);
+    checkHead(n, get(n.fc1).shape, n.fc1Bias === null ? null : get(n.fc1Bias).shape, get(n.fc2).shape, w as number, kv);
   },
   attention: (n, get, g) => {
     const { numHeads: h, headDim: d, numKvHeads: kv } = g.dims;
@@ -115,6 +123,13 @@ const checks: { readonly [O in Op]: Check<O> } = {
     if (of.op !== 'qkv_rope' || !of.writePre) fail(n, `reads node ${n.of} (${of.op}), which writes no pre-RoPE output`);
     const { numHeads: h, numKvHeads: kv, headDim: d } = g.dims;
     expectShape(n, 'output', n.shape, ['T', (h + 2 * kv) * d]);
+  },
+  norm_retaining_head: (n, get, g) => {
+    const x = get(n.x);
+    expectF32(n, 'x', x);
+    expectShape(n, 'x', x.shape, ['T', g.dims.hidden]);
+    expectShape(n, 'norm', get(n.normW).shape, [g.dims.hidden]);
+    checkHead(n, get(n.fc1).shape, n.fc1Bias === null ? null : get(n.fc1Bias).shape, get(n.fc2).shape, g.dims.hidden, g.dims.numKvHeads);
   },
   norm_linear_swiglu: (n, get) => {
     expectShape(n, 'norm', get(n.normW).shape, [get(n.x).shape[1]!]);

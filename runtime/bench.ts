@@ -16,6 +16,7 @@ import { quantizedBytes } from './quant.js';
 import { rng } from './sampling.js';
 import type { SampleOpts } from '../compiler/kernels/sample.js';
 import { elemBytes, partsWeight, quantDtypeFor, weightBytes, type GpuWeight, type WeightFormat } from './weights.js';
+import { foldRetainingHeads } from './fold-heads.js';
 
 export interface BenchOptions {
   readonly chunks: readonly number[];
@@ -125,6 +126,7 @@ export function randomWeights(r: GpuRunner, c: ModelConfig, format: boolean | We
   }
   add(W.finalNorm, [hd], 0.05, 1);
   if (!c.tieWordEmbeddings) add(W.lmHead, [c.vocabSize, hd], 0.02);
+  foldRetainingHeads(r, c, m); // as uploadWeights does
   return m;
 }
 
@@ -279,7 +281,7 @@ export async function runBench(r: GpuRunner, c: ModelConfig, weights: Map<string
   }
   // what one decode step reads: every weight but the embedding table (untied: one row is gathered) and the
   // retaining heads (they score prompt chunks only)
-  const heads = [...weights.entries()].filter(([k]) => /\.fc[12]$/.test(k)).reduce((a, [, w]) => a + weightBytes(w), 0);
+  const heads = [...weights.entries()].filter(([k]) => /\.fc(1|2|1_folded|1_folded_bias)$/.test(k)).reduce((a, [, w]) => a + weightBytes(w), 0);
   const weightStream = totalBytes - heads - (c.tieWordEmbeddings ? 0 : weightBytes(embed));
   const cacheRead = c.numLayers * 2 * c.numKvHeads * decodeLen * cacheRowWords(kvDtype, c.headDim) * 4;
   // the memory system's total rate (a copy's read + write traffic) is what a read-only decode stream can use

@@ -142,6 +142,11 @@ export function weightTerms(cfg: ModelConfig, dtype: WeightDtype, retaining: boo
     const formula = `layers ${L} × (fc1 ${R}×${qkv} + fc2 ${cfg.numKvHeads}×${R})`;
     if (dtype === 'q8' || dtype === 'q4') terms.push({ name: 'retaining_heads', params, bytes: params * 2, formula: `${formula} × 2 (f16, never quantized)` });
     else quantized('retaining_heads', params, formula);
+    // fc1 folded into qkv at load (runtime/fold-heads.ts), stored like fc1: derived, so bytes but no parameters
+    const folded = L * R * h;
+    const fBytes = dtype === 'q8' || dtype === 'q4' || dtype === 'f16' ? 2 : 4;
+    terms.push({ name: 'retaining_heads_folded', params: 0, bytes: folded * fBytes, formula: `layers ${L} × fc1·qkv ${R}×${h} × ${fBytes} (derived at load)` });
+    if (cfg.qkvBias) terms.push({ name: 'retaining_heads_folded_bias', params: 0, bytes: L * R * 4, formula: `layers ${L} × ${R} × 4 (f32, derived at load)` });
   }
   return terms;
 }

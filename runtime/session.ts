@@ -25,6 +25,7 @@ import { rotateCacheKeys } from '../compiler/kernels/rotate-keys.js';
 import { env, envFlag } from './env.js';
 import { decodeVariant } from '../compiler/kernels/attention-decode.js';
 import type { GpuWeight } from './weights.js';
+import { hasFoldedHeads } from './fold-heads.js';
 
 export interface CacheOptions {
   readonly policy: Policy;
@@ -46,6 +47,8 @@ export interface CacheOptions {
   readonly trace?: boolean;
   /** build the retaining heads into the graph even when the policy does not use their scores (head training) */
   readonly withHeads?: boolean;
+  /** score with the heads as loaded (fc1 over the pre-RoPE rows) even where the weights hold folded ones (tests) */
+  readonly unfoldedHeads?: boolean;
   /** dispatches to run right after a graph node's kernel, within the same submission (see Plan.dispatches) */
   readonly after?: (n: Node, plan: Plan) => Dispatch[];
 }
@@ -142,7 +145,9 @@ export class Session {
     this.capacity = capacity;
     this.maxT = maxT;
     const t = POLICY_TRAITS[this.opts.policy];
-    let g = decoderGraph(c, { retainingHeads: t.retainingHeads || !!this.opts.withHeads, attentionScores: t.attentionScores, logitsRows: this.opts.allLogits ? 'all' : 1 });
+    // folded heads (runtime/fold-heads.ts) where the weights have them, unless the pre-RoPE rows are wanted (training)
+    const foldedHeads = hasFoldedHeads(this.weights) && !this.opts.withHeads && !this.opts.after && !this.opts.unfoldedHeads;
+    let g = decoderGraph(c, { retainingHeads: t.retainingHeads || !!this.opts.withHeads, foldedHeads, attentionScores: t.attentionScores, logitsRows: this.opts.allLogits ? 'all' : 1 });
     verify(g);
     if (!this.opts.unfused) {
       g = fuse(g);
@@ -151,6 +156,7 @@ export class Session {
     this.graphOutput = g.outputs[0]!;
     this.plan = lower(g, {
       runner: this.runner, maxT, capacity, cacheDtype: this.cacheDtype,
+      preRowsF32: this.opts.after !== undefined, // a hook may read the pre-RoPE rows (the head trainer does)
       weight: (name) => {
         const w = this.weights.get(name === 'lm_head' && c.tieWordEmbeddings ? 'embed' : name);
         if (!w) throw new Error(`model has no tensor ${name}`);
@@ -292,7 +298,7 @@ export class Session {
    */
   scoringProbe(T: number): Dispatch[] {
     const slot0 = Math.max(0, this.capacity - T);
-    return this.plan!.dispatches({ T, slot0, pos0: slot0, rope: this.rope(this.capacity) }, (op) => op === 'retaining_head');
+    return this.plan!.dispatches({ T, slot0, pos0: slot0, rope: this.rope(this.capacity) }, (op) => op === 'retaining_head' || op === 'norm_retaining_head');
   }
 
   /**
@@ -404,6 +410,18 @@ export class Session {
       const all = await this.runner.readU32(buf, c.numKvHeads * this.capacity);
       // sorted: with layout 'holes' slot order is not original order (original positions are)
       out.push(Array.from({ length: c.numKvHeads }, (_, h) => Array.from(all.subarray(h * this.capacity, h * this.capacity + len)).sort((a, b) => a - b)));
+    }
+    return out;
+  }
+
+  /** Per layer and KV head, the retention scores of the cached entries in slot order (tests and diagnostics). */
+  async cachedScores(): Promise<Float32Array[][]> {
+    const { numKvHeads: KV } = this.config;
+    const len = this.book?.length ?? 0;
+    const out: Float32Array[][] = [];
+    for (const l of this.caches) {
+      const all = await this.runner.readF32(l.scores, KV * this.capacity);
+      out.push(Array.from({ length: KV }, (_, h) => all.slice(h * this.capacity, h * this.capacity + len)));
     }
     return out;
   }

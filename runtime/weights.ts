@@ -18,6 +18,7 @@ import { f32ToF16 } from './io/dtype.js';
 import type { ModelSource } from './model-source.js';
 import { quantize, quantizedBytes, type QuantDtype, type Quantized } from './quant.js';
 import { env } from './env.js';
+import { foldRetainingHeads } from './fold-heads.js';
 
 export type { WeightPart } from '../compiler/kernels/matmul.js';
 
@@ -182,5 +183,6 @@ export function uploadWeights(
     onProgress?.(i + 1, names.length, name);
   });
   if (halfOnly.length) onNote(`${format} needs a row length that is a multiple of ${QGROUP}; kept f16: ${halfOnly.join(', ')}`);
+  foldRetainingHeads(runner, src.config, out);
   return out;
 }

@@ -97,6 +97,30 @@ describe('tiny-llama with retaining heads', () => {
     expectClose(heads.logits, full.logits, 0, 'logits with retaining heads');
   });
 
+  // fc1 folded into the qkv weight at load (runtime/fold-heads.ts) scores the normalized rows: the same scores as the
+  // heads over the pre-RoPE rows, up to f32 rounding (f16 weights: the folded weight's own f16 rounding)
+  it('folded heads score like the loaded heads', async () => {
+    const scores = async (eng: Engine, unfoldedHeads: boolean) => {
+      const s = eng.session({ policy: 'locret', budget: 64, chunk: 16, stabilizer: 4, maxNew: 1, unfoldedHeads });
+      await s.prefill(golden.input_ids, 0); // 56 tokens within the budget: nothing evicted, every score kept
+      const ops = s.stepOps;
+      const got = await s.cachedScores();
+      s.release();
+      return { ops, got };
+    };
+    for (const [name, eng, tol] of [['f32', e, 1e-5], ['f16', await Engine.load(TINY_LLAMA, { dtype: 'f16', heads: headsFile }), 2e-2]] as const) {
+      const folded = await scores(eng, false), plain = await scores(eng, true);
+      expect(folded.ops).toContain('norm_retaining_head');
+      expect(folded.ops).not.toContain('retaining_head');
+      expect(plain.ops).toContain('retaining_head');
+      folded.got.forEach((layer, l) => layer.forEach((row, h) => {
+        expect(row.length).toBe(golden.input_ids.length);
+        // the last chunk's stabilizer is not set (nothing follows it): every score is finite
+        expectClose(row, plain.got[l]![h]!, tol, `${name} layer ${l} head ${h}: folded vs loaded heads`, 1e-3);
+      }));
+    }
+  });
+
   it('the entries kept under eviction match the CPU reference', async () => {
     const ids: number[] = golden.input_ids;
     // 56 tokens: evicting chunks of 16, 16, 15, then 9 question tokens. Repeated tokens score exactly alike in layer

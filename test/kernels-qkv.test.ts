@@ -49,7 +49,7 @@ async function check(r: GpuRunner, c: Case, seed: number): Promise<void> {
     kCache: r.upload(cacheGpu(k0), 'k'),
     vCache: r.upload(cacheGpu(v0), 'v'),
     kpos: r.upload(kpos0, 'kpos'),
-    pre: o.writePre ? r.upload(new Float32Array(T * Wd).fill(NaN), 'pre') : undefined,
+    pre: o.writePre ? r.upload(o.halfPre ? new Uint16Array(T * Wd).fill(0x7e00) : new Float32Array(T * Wd).fill(NaN), 'pre') : undefined,
   };
   r.run([qkvRope(o, { T, K, eps, slot0, pos0, capacity }, b)]);
 
@@ -69,7 +69,9 @@ async function check(r: GpuRunner, c: Case, seed: number): Promise<void> {
   expectClose(await readCache(b.kCache), cw(kWant), cacheTol, `${what}: kCache`);
   expectClose(await readCache(b.vCache), cw(vWant), cacheTol, `${what}: vCache`);
   expect(Array.from(await r.readU32(b.kpos, KV * capacity)), `${what}: kpos`).toEqual(Array.from(kposWant));
-  if (b.pre) expectClose(await r.readF32(b.pre, T * Wd), want.pre, tol, `${what}: pre`);
+  // f16 pre: the reference rounded to f16 (half an f16 ulp more than the f32 tolerance allows)
+  if (b.pre && o.halfPre) expectClose(Float32Array.from(new Uint16Array(await r.read(b.pre, T * Wd * 2)), f16BitsToF32), roundF16(want.pre), 2e-3, `${what}: pre f16`);
+  else if (b.pre) expectClose(await r.readF32(b.pre, T * Wd), want.pre, tol, `${what}: pre`);
   for (const buf of Object.values(b)) if (buf) r.destroy(buf);
 }
 
@@ -108,6 +110,12 @@ describe('qkvRope (shader-f16 device)', () => {
     const o: QkvOpts = { ...base, wdtype: 'f16', bias: true, cacheDtype: 'f16', numHeads: 6, numKvHeads: 2, headDim: 24, rotaryDim: 8, writePre: false, rotateKeys: true };
     await check(r, { o, T: 2, K: 67, slot0: 9, pos0: 30, capacity: 12 }, 10);
     await check(r, { o, T: 33, K: 67, slot0: 0, pos0: 3, capacity: 40 }, 11);
+  });
+  it('pre-RoPE rows written as f16 (halfPre, for a retaining head on the tensor cores): gemv and tiled, partial rotary', async () => {
+    const r = await gpuRunner();
+    const o: QkvOpts = { ...base, wdtype: 'f16', bias: true, cacheDtype: 'f16', numHeads: 6, numKvHeads: 2, headDim: 24, rotaryDim: 8, halfPre: true };
+    await check(r, { o, T: 2, K: 67, slot0: 3, pos0: 5, capacity: 8 }, 14);
+    await check(r, { o, T: 70, K: 68, slot0: 1, pos0: 4, capacity: 80 }, 15);
   });
   it('wide FMA tiles (mm-tiled-wide.ts, forced): f16 weights + bias, pre, partial tiles, keys rotated or not', async () => {
     const r = await gpuRunner();

@@ -173,12 +173,12 @@ export function f32Loader(name: string, U: Unit, shape: string): { binding: Bind
   };
 }
 
-/** An f16 activation binding read as vec4<f16> (K % 4 == 0); `_ld` widens to f32 for skeletons that compute in f32. */
+/**
+ * An f16 activation binding read as vec4<f16> (K % 4 == 0). Only the tensor-core skeleton reads f16 x, straight
+ * into its f16 slabs, so there is no widening `_ld` function (the FMA skeletons refuse halfX).
+ */
 export function halfLoader(name: string, shape: string): { binding: Binding; fn: string } {
-  return {
-    binding: ro(name, 'array<vec4<f16>>'),
-    fn: `// ${name}: ${shape}, f16\nfn ${name}_ld(i: u32) -> vec4<f32> { return vec4<f32>(${name}[i]); }`,
-  };
+  return { binding: ro(name, 'array<vec4<f16>>'), fn: `// ${name}: ${shape}, f16, staged as it is` };
 }
 
 /**

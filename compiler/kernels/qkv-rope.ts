@@ -38,6 +38,11 @@ export interface QkvOpts {
   readonly workgroupBytes?: number;
   /** x holds the rows already normalized, as f16 (rmsnorm `half`; the tensor-core path only): no normW, no prologue */
   readonly normedX?: boolean;
+  /**
+   * write `pre` as f16: for a retaining head whose fc1 runs on the tensor cores, which round x to f16 while staging
+   * it anyway (the same numbers, half the bytes written and half of what fc1's column tiles read back)
+   */
+  readonly halfPre?: boolean;
 }
 
 export interface QkvDims {
@@ -73,7 +78,7 @@ export interface QkvBuffers {
   readonly vCache: GPUBuffer;
   /** (KV, capacity) u32 key positions */
   readonly kpos: GPUBuffer;
-  /** (T, (H + 2KV)·D) f32, when writePre */
+  /** (T, (H + 2KV)·D) f32 (f16 with halfPre), when writePre */
   readonly pre?: GPUBuffer;
 }
 
@@ -89,7 +94,8 @@ function family(o: QkvOpts): CoreFamily {
     rw('vCache', `array<${ct}>`), // (KV, capacity, D) values
     rw('kpos', 'array<u32>'), // (KV, capacity) key positions
   ];
-  if (o.writePre) bindings.push(rw('pre', 'array<f32>')); // (T, (H + 2KV)·D) concat(Q, K, V) before RoPE
+  const pt = o.halfPre ? 'f16' : 'f32';
+  if (o.writePre) bindings.push(rw('pre', `array<${pt}>`)); // (T, (H + 2KV)·D) concat(Q, K, V) before RoPE
   const helpers = wgsl`
 const H = ${H}u;
 const KV = ${KV}u;
@@ -120,7 +126,7 @@ fn epi(t: u32, c: u32, v: vec2<f32>) {
   let head = r0 / D;
   let d0 = r0 % D;
   let d1 = r1 % D;
-  ${o.writePre && 'pre[t * params.NC + r0] = v.x;\n  pre[t * params.NC + r1] = v.y;'}
+  ${o.writePre && `pre[t * params.NC + r0] = ${pt}(v.x);\n  pre[t * params.NC + r1] = ${pt}(v.y);`}
   if (head < H) {
     let o = (t * H + head) * D;
     let r = ropePair(pos, d0, v);
@@ -147,7 +153,7 @@ fn epi(t: u32, c: u32, v: vec2<f32>) {
       ['cap', 'u32'],
     ],
     helpers,
-    enables: needsF16(o.wdtype) || o.cacheDtype === 'f16' ? ['f16'] : [],
+    enables: needsF16(o.wdtype) || o.cacheDtype === 'f16' || o.halfPre ? ['f16'] : [],
     wShape: '((H + 2KV)·D, K): Q heads, K heads, V heads',
   };
 }
@@ -166,6 +172,7 @@ export function qkvRope(o: QkvOpts, d: QkvDims, b: QkvBuffers): Dispatch {
   checkQkvSlots(slot0, T, capacity);
   if (o.bias && !b.bias) throw new Error('qkvRope: bias needs a bias buffer');
   if (o.writePre && !b.pre) throw new Error('qkvRope: writePre needs a pre buffer');
+  if (o.halfPre && !o.writePre) throw new Error('qkvRope: halfPre without writePre');
   const NC = (H + 2 * KV) * D;
   const U = unitFor(K);
   const normed = o.normedX === true;
@@ -180,6 +187,7 @@ export function qkvRope(o: QkvOpts, d: QkvDims, b: QkvBuffers): Dispatch {
     d: D,
     rot: ROT,
     pre: o.writePre,
+    ...(o.halfPre ? { hp: 1 } : {}),
     ...(o.rotateKeys ? { rk: true } : {}),
     u: U,
     ...(normed ? { hx: 1 } : {}),

@@ -14,6 +14,11 @@ export interface DecoderGraphOptions {
   readonly logitsRows: number | 'all';
   /** H2O / SnapKV: the attention each cached entry receives becomes its score */
   readonly attentionScores?: 'h2o' | 'snapkv' | null;
+  /**
+   * the heads read the normalized hidden rows with fc1 folded into the qkv weight (`L{i}.fc1_folded`, computed at
+   * load: runtime/fold-heads.ts) instead of the pre-RoPE concat(Q, K, V)
+   */
+  readonly foldedHeads?: boolean;
 }
 
 export function graphDims(c: ModelConfig) {
@@ -43,9 +48,13 @@ export function decoderGraph(c: ModelConfig, o: DecoderGraphOptions): Graph {
     const qr = g.rope(q);
     if (o.retainingHeads) {
       // an effect: scores land in the layer's cache; nothing in the step reads them
-      const fc1 = g.weight(W.fc1(l), [RETAINING_HIDDEN, qkvw]);
       const fc2 = g.weight(W.fc2(l), [c.numKvHeads, RETAINING_HIDDEN]);
-      g.retainingHead(qkv, fc1, fc2, l);
+      if (o.foldedHeads) {
+        // its own rmsnorm node of the same input and weight (fusion folds it into the head, as qkv's into qkv_rope)
+        const hn = g.rmsnorm(h, g.weight(W.attnNorm(l), [hd]), c.rmsNormEps);
+        const fb = c.qkvBias ? g.weight(W.fc1FoldedBias(l), [RETAINING_HIDDEN]) : null;
+        g.retainingHead(hn, g.weight(W.fc1Folded(l), [RETAINING_HIDDEN, hd]), fc2, l, fb);
+      } else g.retainingHead(qkv, g.weight(W.fc1(l), [RETAINING_HIDDEN, qkvw]), fc2, l);
     }
     const attn = g.attention(qr, l, q);
     if (o.attentionScores) g.attentionStats(qr, l, attn, o.attentionScores);
