@@ -99,7 +99,7 @@ export async function benchSgmatVariants(r: GpuRunner, T: number, shapes: readon
         ]]);
       }
     }
-    const picked = sgmatPick(S as 1 | 2, sh.norm, sh.N, T, workgroupBytes);
+    const picked = sgmatPick(S as 1 | 2, sh.norm, sh.N, T, workgroupBytes, sh.epilogue === 'silu');
     for (const [name, mk] of cands) {
       const row: Row = { shape: sh.name, variant: name === picked ? `${name} (picked)` : name };
       try {

@@ -89,8 +89,9 @@ describe('sgmat WGSL structure', () => {
       .toThrow(new RegExp(`${name} needs ${sgmatWorkgroupBytes(v, false)} bytes of workgroup memory, the device offers ${SGMAT_WG_BYTES}`));
   });
 
-  it('small grids (a retaining head fc1 at chunk 1024) take 64×64 tiles, the 8B projections 64×128', () => {
+  it('small grids take 64×64 tiles, a retaining head fc1 (silu) 64×128 on 64-deep slabs where 36 KB fit, the 8B projections 64×128', () => {
     expect(sgmatPick(1, false, 1024, 1024)).toBe('m64n64');
+    expect([sgmatPick(1, false, 1024, 1024, SGMAT_WG_BYTES_MAX, true), sgmatPick(1, false, 1024, 1024, SGMAT_WG_BYTES, true)]).toEqual(['m64n128lk64', 'm64n64l']);
     expect([sgmatPick(1, true, 6144, 1024), sgmatPick(1, false, 4096, 1024), sgmatPick(2, true, 14336, 1024)]).toEqual(['m64n128l', 'm64n128l', 'sw128n64s16l']);
   });
 
@@ -230,7 +231,8 @@ describe('sgmat numerics (subgroup matrices emulated)', () => {
   it('sw128n64s16l swiglu reading f16 x (normalized ahead), writing f16 y, partial tiles', () => check({ ...V('swiglu', false, false, 'sw128n64s16l'), halfX: true, halfY: true }, { T: 20, N: 70, K: 48 }, 21));
   more('sw128n64s16l swiglu +norm writing f16 y', () => check({ ...V('swiglu', true, false, 'sw128n64s16l'), halfY: true }, { T: 20, N: 70, K: 48 }, 24));
   it('m64n128l residual reading f16 x, partial tiles, x row offset', () => check({ ...V('residual', false, false, 'm64n128l'), halfX: true }, { T: 70, N: 150, K: 48, xRow0: 2 }, 22));
-  it('m64n64 silu reading f16 x (a retaining head\'s fc1 over f16 pre-RoPE rows), partial tiles, 5 slabs', () => check({ ...V('silu', false, false, 'm64n64'), halfX: true }, { T: 70, N: 90, K: 80 }, 25));
+  it('m64n64l silu reading f16 x (a retaining head\'s fc1 over f16 rows, picked where 36 KB do not fit), partial tiles, 5 slabs', () => check({ ...V('silu', false, false, 'm64n64l'), halfX: true }, { T: 70, N: 90, K: 80 }, 25));
+  more('m64n64 silu +bias reading f16 x', () => check({ ...V('silu', false, true, 'm64n64'), halfX: true }, { T: 40, N: 70, K: 48 }, 26));
   more('m64n64lk64 residual reading f16 x, 3 slabs, q8 weights', () => check({ ...V('residual', false, false, 'm64n64lk64'), wdtype: 'q8', halfX: true }, { T: 40, N: 70, K: 160 }, 23));
 
   // q8 / q4 weights (K % 32 == 0): the q4 one always runs (m128n128, partial tiles both ways); q8 on the swiglu

@@ -151,7 +151,7 @@ export function matmul(o: MatmulOpts, d: MatmulDims, b: MatmulBuffers): Dispatch
     return { kernel: spec, buffers, params, workgroups: gemvGrid(cols, shape.R) };
   }
   if (sgmat) {
-    const sgv = o.sgmatVariant ?? sgmatPick(streams, o.norm, cols, T, o.workgroupBytes);
+    const sgv = o.sgmatVariant ?? sgmatPick(streams, o.norm, cols, T, o.workgroupBytes, o.epilogue === 'silu');
     const V = sgmatVariant(sgv, streams);
     const need = sgmatWorkgroupBytes(V, o.norm);
     if (o.workgroupBytes !== undefined && need > o.workgroupBytes) throw new Error(`matmul: tensor-core shape ${sgv} needs ${need} bytes of workgroup memory, the device offers ${o.workgroupBytes}`);

@@ -131,6 +131,8 @@ export interface SgmatRule {
   readonly norm?: boolean;
   /** only when T · NC (outputs per stream) is at most this: small grids, where a 128-token tile leaves SMs idle */
   readonly maxOutputs?: number;
+  /** only matmuls with (true) / without (false) the silu epilogue (a retaining head's fc1); any when absent */
+  readonly silu?: boolean;
   readonly variant: SgmatVariantName;
 }
 
@@ -151,7 +153,12 @@ export const SGMAT_PICK: readonly SgmatRule[] = [
   // H200 without shader bound checks, gate_up of the 8B model per 1024-token chunk (locret bench by op, two runs
   // each): 83.2 / 86.9 ms vs 91.9 / 83.3 for sw64n64l; prefill 5,071 / 5,035 vs 4,839 / 4,925 tokens/s
   { streams: 2, variant: 'sw128n64s16l' },
-  // a retaining head's fc1 (1024 columns) at chunk 1024 is 64 tiles of 128×128 on a 132-SM GPU
+  // a retaining head's fc1 (1024 columns, silu epilogue). H100, the folded fc1 (1024 × 4096) over f16 rows at chunk
+  // 1024 (kernel-check --variants-only --shapes fc1f): m64n128lk64 86.2 TFLOP/s where the device offers 36 KB of
+  // workgroup memory, m64n64l 69.2, m64n64 (the small-grid pick it had) 57.3
+  { streams: 1, silu: true, variant: 'm64n128lk64' },
+  { streams: 1, silu: true, variant: 'm64n64l' },
+  // other small grids: 1024 columns at chunk 1024 are 64 tiles of 128×128 on a 132-SM GPU
   { streams: 1, maxOutputs: 1 << 21, variant: 'm64n64' },
   // H200 without shader bound checks, per 1024-token chunk of the 8B model (locret bench by op): qkv 16.4 vs 17.9 ms,
   // o + down 44.2 vs 50.8 ms for m128n128 (64-row tiles: twice the workgroups, still 128-column weight slabs)
@@ -163,12 +170,12 @@ export const SGMAT_PICK: readonly SgmatRule[] = [
   { streams: 1, variant: 'm64n128l' },
 ];
 
-/** Names of the rules for `LOCRET_SGMAT` overrides: two-stream, small grid, with norm, any other one-stream. */
-type RuleName = 'swiglu' | 'small' | 'norm' | 'plain';
-const ruleName = (r: SgmatRule): RuleName => (r.streams === 2 ? 'swiglu' : r.maxOutputs !== undefined ? 'small' : r.norm ? 'norm' : 'plain');
+/** Names of the rules for `LOCRET_SGMAT` overrides: two-stream, retaining head, small grid, with norm, any other one-stream. */
+type RuleName = 'swiglu' | 'head' | 'small' | 'norm' | 'plain';
+const ruleName = (r: SgmatRule): RuleName => (r.streams === 2 ? 'swiglu' : r.silu ? 'head' : r.maxOutputs !== undefined ? 'small' : r.norm ? 'norm' : 'plain');
 
 /**
- * `LOCRET_SGMAT="plain=m64n128l,norm=m64n64,small=m64n64,swiglu=sw128n64s16l"`: a rule's variant instead of its own
+ * `LOCRET_SGMAT="plain=m64n128l,norm=m64n64,small=m64n64,head=m64n64,swiglu=sw128n64s16l"`: a rule's variant instead of its own
  * (A/B timing in the full model; results unchanged). Names of the wrong stream count, or needing more workgroup
  * memory than the device offers, are ignored.
  */
@@ -185,8 +192,9 @@ function override(rule: SgmatRule, wgBytes: number, norm: boolean): SgmatVariant
  * The variant for a matmul: the first matching rule whose variant fits the device's workgroup memory (`wgBytes`,
  * its maxComputeWorkgroupStorageSize; the tensor-core path needs SGMAT_WG_BYTES, which every rule's last resort fits).
  */
-export function sgmatPick(streams: 1 | 2, norm: boolean, NC: number, T: number, wgBytes = SGMAT_WG_BYTES): SgmatVariantName {
+export function sgmatPick(streams: 1 | 2, norm: boolean, NC: number, T: number, wgBytes = SGMAT_WG_BYTES, silu = false): SgmatVariantName {
   const r = SGMAT_PICK.find((r) => r.streams === streams && (r.norm === undefined || r.norm === norm) && (r.maxOutputs === undefined || T * NC <= r.maxOutputs) &&
+    (r.silu === undefined || r.silu === silu) &&
     sgmatWorkgroupBytes(SGMAT_VARIANTS[r.variant], norm) <= wgBytes);
   if (!r) throw new Error(`sgmat: no variant picked for ${streams} stream(s), norm ${norm}, ${wgBytes} bytes of workgroup memory`);
   return override(r, wgBytes, norm) ?? r.variant;
