@@ -5,7 +5,7 @@
  * Llama-3.1-8B projections at T = 1024 (f16; gate_up and down also with q8 and q4 weights).
  *
  *   LOCRET_DAWN_FLAGS=enable-dawn-features=allow_unsafe_apis,vulkan_enable_f16_on_nvidia \
- *     node dist/bench/kernel-check.js --out kc.json [--small] [--no-variants | --variants m64n128l,m64n128ld,…] [--shapes qkv,fc1,…]
+ *     node dist/bench/kernel-check.js --out kc.json [--small] [--no-variants | --variants m64n128l,m64n128ld,…] [--shapes qkv,fc1,…] [--variants-only]
  *
  * On a tensor-core device (not --small) it then checks and times every sgmat variant at the 8B shapes
  * (bench/sgmat-variants.ts) and prints one TFLOP/s table; variant check failures do not fail the run (a variant
@@ -228,8 +228,9 @@ async function main() {
       console.log(`FAIL  ${name}  ${e.message}`);
     },
   );
-  for (const [i, c] of cases.entries()) for (const tc of paths) await record(c.name, () => check(r, c, tc, 100 + 10 * i));
-  if (sg) await record('qkv_rope sgmat vs tiled T=100 K=4096 (32/8 heads of 128)', () => checkQkv(r, 100, 4096));
+  const variantsOnly = process.argv.includes('--variants-only'); // skip the checks and path timings
+  if (!variantsOnly) for (const [i, c] of cases.entries()) for (const tc of paths) await record(c.name, () => check(r, c, tc, 100 + 10 * i));
+  if (sg && !variantsOnly) await record('qkv_rope sgmat vs tiled T=100 K=4096 (32/8 heads of 128)', () => checkQkv(r, 100, 4096));
   const T = small ? 128 : 1024;
   const shapes: [string, MatmulOpts, number, number][] = small
     ? [['qkv', mm('store', true, false), 384, 256], ['down', mm('residual', false, false), 256, 512], ['q8 gate_up', mm('swiglu', true, false, 'q8'), 256, 256], ['q4 down', mm('residual', false, false, 'q4'), 256, 512]]
@@ -238,7 +239,7 @@ async function main() {
       ...(['q8', 'q4'] as const).flatMap((q): [string, MatmulOpts, number, number][] =>
         [[`${q} gate_up 28672x4096`, mm('swiglu', true, false, q), 14336, 4096], [`${q} down 4096x14336`, mm('residual', false, false, q), 4096, 14336]])];
   const timings: Record<string, unknown>[] = [];
-  for (const [name, o, N, K] of shapes) {
+  for (const [name, o, N, K] of variantsOnly ? [] : shapes) {
     for (const tc of sg ? [false, true] : [false]) {
       try {
         const t = await timeMatmul(r, name, o, T, N, K, tc);

@@ -16,7 +16,7 @@ import { quantizedBytes } from './quant.js';
 import { rng } from './sampling.js';
 import type { SampleOpts } from '../compiler/kernels/sample.js';
 import { elemBytes, partsWeight, quantDtypeFor, weightBytes, type GpuWeight, type WeightFormat } from './weights.js';
-import { foldRetainingHeads } from './fold-heads.js';
+import { foldRetainingHeads, hasFoldedHeads } from './fold-heads.js';
 
 export interface BenchOptions {
   readonly chunks: readonly number[];
@@ -287,7 +287,11 @@ export async function runBench(r: GpuRunner, c: ModelConfig, weights: Map<string
   // the memory system's total rate (a copy's read + write traffic) is what a read-only decode stream can use
   const floorMs = ((weightStream + cacheRead) / (copy * 1e9)) * 1000;
   const firstChunk = o.chunks[0]!;
-  const flopsPerToken = 2 * (totalParams - (c.tieWordEmbeddings ? 0 : numel(embed)));
+  // a prefill token multiplies by every matrix but the embedding, and by the heads it runs: the folded fc1 where the
+  // weights hold one (runtime/fold-heads.ts), else the loaded fc1
+  const unusedHead = new RegExp(`\\.${hasFoldedHeads(weights) ? 'fc1' : 'fc1_folded(_bias)?'}$`);
+  const unusedParams = [...weights.entries()].filter(([k]) => unusedHead.test(k)).reduce((a, [, w]) => a + numel(w), 0);
+  const flopsPerToken = 2 * (totalParams - unusedParams - (c.tieWordEmbeddings ? 0 : numel(embed)));
   return {
     device: r.gpu.adapterName,
     shader_bound_checks: r.gpu.robustness,
