@@ -29,19 +29,22 @@ export function foldRetainingHeads(runner: GpuRunner, c: ModelConfig, weights: M
   if (hasFoldedHeads(weights)) return true;
   const layers = Array.from({ length: c.numLayers }, (_, l) => ({ fc1: weights.get(W.fc1(l)), qkv: weights.get(W.qkv(l)), bias: weights.get(W.qkvBias(l)) }));
   if (!layers.every((x) => whole(x.fc1) && whole(x.qkv) && (x.bias === undefined || whole(x.bias)))) return false;
-  for (const [l, x] of layers.entries()) {
+  // every layer checked before anything is allocated, then all folds in one submission
+  const jobs = layers.map((x, l) => {
     const fc1 = x.fc1 as WholeWeight, qkv = x.qkv as WholeWeight, bias = x.bias as WholeWeight | undefined;
     if (fc1.dtype !== 'f32' && fc1.dtype !== 'f16' && fc1.dtype !== 'f16p') throw new Error(`retaining head ${W.fc1(l)} is stored as ${fc1.dtype}`);
     const [R, C] = fc1.shape as [number, number];
-    const Hd = qkv.shape[1]!;
     if (qkv.shape[0] !== C) throw new Error(`${W.fc1(l)} [${fc1.shape}] does not match ${W.qkv(l)} [${qkv.shape}]`);
-    const outDtype = fc1.dtype === 'f16' ? 'f16' : 'f32';
+    return { l, fc1: fc1.buf, fc1Dtype: fc1.dtype, qkv, bias, R, C, Hd: qkv.shape[1]!, outDtype: fc1.dtype === 'f16' ? ('f16' as const) : ('f32' as const) };
+  });
+  const dispatches = jobs.map(({ l, fc1, fc1Dtype, qkv, bias, R, C, Hd, outDtype }) => {
     const out = runner.createBuffer(R * Hd * (outDtype === 'f16' ? 2 : 4), W.fc1Folded(l)); // (R, hidden)
     const outBias = bias ? runner.createBuffer(R * 4, W.fc1FoldedBias(l)) : undefined; // (R) f32
-    runner.run([foldHead({ fc1Dtype: fc1.dtype, wDtype: qkv.dtype, outDtype, bias: bias !== undefined }, { R, C, Hd },
-      { fc1: fc1.buf, w: qkv.buf, wScales: qkv.scales, bias: bias?.buf, out, outBias })]);
     weights.set(W.fc1Folded(l), { buf: out, dtype: outDtype, shape: [R, Hd] });
     if (outBias) weights.set(W.fc1FoldedBias(l), { buf: outBias, dtype: 'f32', shape: [R] });
-  }
+    return foldHead({ fc1Dtype, wDtype: qkv.dtype, outDtype, bias: bias !== undefined }, { R, C, Hd },
+      { fc1, w: qkv.buf, wScales: qkv.scales, bias: bias?.buf, out, outBias });
+  });
+  runner.run(dispatches);
   return true;
 }

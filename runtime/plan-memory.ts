@@ -144,7 +144,7 @@ export function weightTerms(cfg: ModelConfig, dtype: WeightDtype, retaining: boo
     else quantized('retaining_heads', params, formula);
     // fc1 folded into qkv at load (runtime/fold-heads.ts), stored like fc1: derived, so bytes but no parameters
     const folded = L * R * h;
-    const fBytes = dtype === 'q8' || dtype === 'q4' || dtype === 'f16' ? 2 : 4;
+    const fBytes = dtype === 'q8' || dtype === 'q4' ? 2 : bpp;
     terms.push({ name: 'retaining_heads_folded', params: 0, bytes: folded * fBytes, formula: `layers ${L} × fc1·qkv ${R}×${h} × ${fBytes} (derived at load)` });
     if (cfg.qkvBias) terms.push({ name: 'retaining_heads_folded_bias', params: 0, bytes: L * R * 4, formula: `layers ${L} × ${R} × 4 (f32, derived at load)` });
   }
