@@ -6,7 +6,7 @@
 import { decoderGraph } from '../ir/models/decoder.js';
 import { verify } from '../ir/verify.js';
 import type { ModelConfig } from '../ir/config.js';
-import type { Node, Op } from '../ir/ops.js';
+import type { Op } from '../ir/ops.js';
 import { fuse } from '../compiler/fuse.js';
 import { lower, type LayerCache, type Plan, type StepDims } from '../compiler/lower.js';
 import { evict, evictLayoutFor, evictScratchBytes, evictThreads, type EvictLayout, type EvictScratch } from '../compiler/kernels/evict.js';
@@ -19,53 +19,16 @@ import { CACHE_DTYPES, cacheRowWords, type CacheDtype } from '../compiler/kernel
 import { checkInt8HeadDim } from '../compiler/kernels/kv-int8.js';
 import type { Dispatch, GpuRunner } from './gpu/runner.js';
 import { CacheBook, type Step } from './cache.js';
-import { POLICY_TRAITS, type Policy } from './policies.js';
+import { POLICY_TRAITS } from './policies.js';
 import { ropeTable, useLongFactors } from './rope.js';
 import { rotateCacheKeys } from '../compiler/kernels/rotate-keys.js';
 import { env, envFlag } from './env.js';
 import { decodeVariant } from '../compiler/kernels/attention-decode.js';
 import type { GpuWeight } from './weights.js';
 import { hasFoldedHeads } from './fold-heads.js';
+import type { CacheOptions, PrefillResult, RunPick } from './session-options.js';
 
-export interface CacheOptions {
-  readonly policy: Policy;
-  readonly budget: number;
-  readonly chunk: number;
-  readonly stabilizer: number;
-  readonly positions: 'compact' | 'original';
-  readonly maxNew: number;
-  /** K/V storage: 'f32', 'f16', or 'int8' (per-row scale, see compiler/kernels/kv-int8.ts); default: f16 with f16 weights, else f32 */
-  readonly kvDtype?: CacheDtype;
-  /** rope long factors always (Phi-3 longrope), as the official Locret code does */
-  readonly ropeLong?: boolean;
-  /** every position's logits (tests against goldens) instead of the newest token's */
-  readonly allLogits?: boolean;
-  /** run the unfused graph (tests proving fusion changes nothing) */
-  readonly unfused?: boolean;
-  readonly seed?: number;
-  /** track every entry's original prompt position (for --trace), moved along by eviction */
-  readonly trace?: boolean;
-  /** build the retaining heads into the graph even when the policy does not use their scores (head training) */
-  readonly withHeads?: boolean;
-  /** score with the heads as loaded (fc1 over the pre-RoPE rows) even where the weights hold folded ones (tests) */
-  readonly unfoldedHeads?: boolean;
-  /** dispatches to run right after a graph node's kernel, within the same submission (see Plan.dispatches) */
-  readonly after?: (n: Node, plan: Plan) => Dispatch[];
-}
-
-/** How a queued decode run picks its tokens when not greedily: drawn on the GPU, uniform draw i for step i. */
-export interface RunPick {
-  readonly sampling: SampleOpts;
-  /** (≥ steps) uniform draws in [0, 1) */
-  readonly uniforms: Float32Array;
-}
-
-export interface PrefillResult {
-  /** logits of the last prompt token (vocab), or of every token of the last step with allLogits */
-  readonly logits: Float32Array;
-  readonly promptTokens: number;
-  readonly evictedTokens: number;
-}
+export type { CacheOptions, PrefillResult, RunPick } from './session-options.js';
 
 export class Session {
   private plan: Plan | null = null;
