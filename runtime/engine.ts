@@ -21,6 +21,8 @@ export interface LoadOptions {
   readonly device?: DeviceOptions;
   readonly verify?: boolean;
   readonly onProgress?: (done: number, total: number, name: string) => void;
+  /** keep the retaining heads' fc1 as loaded beside the folded one (sessions with `unfoldedHeads`); default freed */
+  readonly keepUnfoldedHeads?: boolean;
 }
 
 export interface GenerateOptions extends SamplingOptions, Partial<CacheOptions> {
@@ -64,7 +66,7 @@ export class Engine {
     const model = openModel(path, { heads: o.heads, verify: o.verify });
     const gpu = o.device ? await createGpuContext(o.device) : await defaultGpu();
     const runner = new GpuRunner(gpu);
-    const weights = uploadWeights(runner, model, o.dtype, o.onProgress, o.onNote);
+    const weights = uploadWeights(runner, model, o.dtype, o.onProgress, o.onNote, { keepUnfoldedHeads: o.keepUnfoldedHeads });
     return new Engine(runner, model, weights);
   }
 

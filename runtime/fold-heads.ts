@@ -5,7 +5,9 @@
  * shares them; a session then scores the normalized hidden rows directly (ir/models/decoder.ts `foldedHeads`).
  *
  * Skipped (sessions keep the unfolded heads) where a qkv weight or fc1 is split over several bindings, or where
- * LOCRET_UNFOLDED_HEADS=1. The unfolded fc1 stays in the map: the head trainer and unfolded sessions read it.
+ * LOCRET_UNFOLDED_HEADS=1. The loaded fc1 then leaves the map and its buffers are freed (403 MB at Llama-3.1-8B's
+ * shape), unless `keepLoaded`: only sessions that ask for unfolded heads (`CacheOptions.unfoldedHeads`) read it
+ * once the folds exist; the head trainer brings its own fc1.
  */
 import { foldHead } from '../compiler/kernels/fold-head.js';
 import { weightName as W, type ModelConfig } from '../ir/config.js';
@@ -24,7 +26,7 @@ export function hasFoldedHeads(weights: ReadonlyMap<string, GpuWeight>): boolean
  * Adds the folded heads of every layer to `weights` (nothing when it has no retaining heads, already has folded
  * ones, or a weight is split); returns whether they are there afterwards.
  */
-export function foldRetainingHeads(runner: GpuRunner, c: ModelConfig, weights: Map<string, GpuWeight>): boolean {
+export function foldRetainingHeads(runner: GpuRunner, c: ModelConfig, weights: Map<string, GpuWeight>, o: { keepLoaded?: boolean } = {}): boolean {
   if (!weights.has(W.fc1(0)) || envFlag('LOCRET_UNFOLDED_HEADS')) return false;
   if (hasFoldedHeads(weights)) return true;
   const layers = Array.from({ length: c.numLayers }, (_, l) => ({ fc1: weights.get(W.fc1(l)), qkv: weights.get(W.qkv(l)), bias: weights.get(W.qkvBias(l)) }));
@@ -46,5 +48,12 @@ export function foldRetainingHeads(runner: GpuRunner, c: ModelConfig, weights: M
       { fc1, w: qkv.buf, wScales: qkv.scales, bias: bias?.buf, out, outBias });
   });
   runner.run(dispatches);
+  if (!o.keepLoaded) {
+    // destroy() after the submission: WebGPU frees a buffer once the work already queued on it has run
+    for (const { l, fc1 } of jobs) {
+      weights.delete(W.fc1(l));
+      runner.destroy(fc1);
+    }
+  }
   return true;
 }

@@ -6,7 +6,7 @@
  *   weights      Σ params × bytes/param; norms and biases stay f32 (the kernels read them as f32 whatever the
  *                weight format). f32 4, f16 2, q8 1 + 2/32, q4 0.5 + 2/32 (one f16 scale per group of 32, i.e.
  *                8.5 and 4.5 bits per weight); q8 / q4 quantize only the backbone matrices, the retaining
- *                heads stay f16 (runtime/weights.ts).
+ *                heads stay f16 (runtime/weights.ts); a head's fc1 is resident only as folded into qkv.
  *   cache        layers × capacity × kvHeads × (2·headDim·kvBytes + 4 score f32 + 4 position u32 [+ 8 int8 scales])
  *                capacity = budget + chunk + local + maxNew   (every evicting policy: cache.ts's layout)
  *                         = context + maxNew                  (policy full)
@@ -138,14 +138,12 @@ export function weightTerms(cfg: ModelConfig, dtype: WeightDtype, retaining: boo
   if (!cfg.tieWordEmbeddings) quantized('lm_head', V * h, `vocab ${V} × hidden ${h}`);
   if (retaining) {
     const R = RETAINING_HIDDEN;
-    const params = L * (R * qkv + cfg.numKvHeads * R);
-    const formula = `layers ${L} × (fc1 ${R}×${qkv} + fc2 ${cfg.numKvHeads}×${R})`;
-    if (dtype === 'q8' || dtype === 'q4') terms.push({ name: 'retaining_heads', params, bytes: params * 2, formula: `${formula} × 2 (f16, never quantized)` });
-    else quantized('retaining_heads', params, formula);
-    // fc1 folded into qkv at load (runtime/fold-heads.ts), stored like fc1: derived, so bytes but no parameters
-    const folded = L * R * h;
-    const fBytes = dtype === 'q8' || dtype === 'q4' ? 2 : bpp;
-    terms.push({ name: 'retaining_heads_folded', params: 0, bytes: folded * fBytes, formula: `layers ${L} × fc1·qkv ${R}×${h} × ${fBytes} (derived at load)` });
+    const headBytes = dtype === 'q8' || dtype === 'q4' ? 2 : bpp; // f16 under q8 / q4: heads are never quantized
+    const never = headBytes !== bpp ? ' (f16, never quantized)' : '';
+    // fc1 is folded into qkv at load (runtime/fold-heads.ts) and then freed: its parameters, not its bytes, remain
+    terms.push({ name: 'retaining_heads_fc1', params: L * R * qkv, bytes: 0, formula: `layers ${L} × fc1 ${R}×${qkv} × 0 (folded at load, then freed)` });
+    terms.push({ name: 'retaining_heads_fc2', params: L * cfg.numKvHeads * R, bytes: L * cfg.numKvHeads * R * headBytes, formula: `layers ${L} × fc2 ${cfg.numKvHeads}×${R} × ${headBytes}${never}` });
+    terms.push({ name: 'retaining_heads_folded', params: 0, bytes: L * R * h * headBytes, formula: `layers ${L} × fc1·qkv ${R}×${h} × ${headBytes} (derived at load)` });
     if (cfg.qkvBias) terms.push({ name: 'retaining_heads_folded_bias', params: 0, bytes: L * R * 4, formula: `layers ${L} × ${R} × 4 (f32, derived at load)` });
   }
   return terms;

@@ -26,7 +26,10 @@ export interface CacheOptions {
   readonly trace?: boolean;
   /** build the retaining heads into the graph even when the policy does not use their scores (head training) */
   readonly withHeads?: boolean;
-  /** score with the heads as loaded (fc1 over the pre-RoPE rows) even where the weights hold folded ones (tests) */
+  /**
+   * score with the heads as loaded (fc1 over the pre-RoPE rows) even where the weights hold folded ones (tests);
+   * the loaded fc1 is freed after folding unless the engine was loaded with `keepUnfoldedHeads`
+   */
   readonly unfoldedHeads?: boolean;
   /** dispatches to run right after a graph node's kernel, within the same submission (see Plan.dispatches) */
   readonly after?: (n: Node, plan: Plan) => Dispatch[];

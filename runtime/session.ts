@@ -56,8 +56,11 @@ export class Session {
     readonly opts: CacheOptions,
   ) {
     const t = POLICY_TRAITS[opts.policy];
-    if ((t.retainingHeads || opts.withHeads) && !weights.has('L0.fc1'))
+    const loaded = weights.has('L0.fc1');
+    if ((t.retainingHeads || opts.withHeads) && !loaded && !hasFoldedHeads(weights))
       throw new Error(`policy 'locret' needs retaining heads: compile the model with --heads <file> or pass --heads`);
+    if (!loaded && (opts.withHeads || (t.retainingHeads && (opts.after || opts.unfoldedHeads))))
+      throw new Error(`unfolded retaining heads need the loaded fc1, which was freed after folding: load with keepUnfoldedHeads`);
     if (opts.budget <= 0 || opts.chunk <= 0) throw new Error(`budget and chunk must be positive`);
     if (opts.stabilizer < 0 || opts.stabilizer > opts.budget) throw new Error(`stabilizer ${opts.stabilizer} must be within 0..budget (${opts.budget})`);
     if (opts.kvDtype !== undefined && !CACHE_DTYPES.includes(opts.kvDtype)) throw new Error(`unknown kv dtype '${String(opts.kvDtype)}' (expected ${CACHE_DTYPES.join(', ')})`);

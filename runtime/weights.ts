@@ -152,6 +152,7 @@ export function uploadWeights(
   format: WeightFormat | undefined,
   onProgress?: (done: number, total: number, name: string) => void,
   onNote: (note: string) => void = (n) => console.warn(`locret: ${n}`),
+  o: { keepUnfoldedHeads?: boolean } = {},
 ): Map<string, GpuWeight> {
   const out = new Map<string, GpuWeight>();
   const half: WeightDtype = runner.gpu.f16 ? 'f16' : 'f16p';
@@ -183,6 +184,6 @@ export function uploadWeights(
     onProgress?.(i + 1, names.length, name);
   });
   if (halfOnly.length) onNote(`${format} needs a row length that is a multiple of ${QGROUP}; kept f16: ${halfOnly.join(', ')}`);
-  foldRetainingHeads(runner, src.config, out);
+  foldRetainingHeads(runner, src.config, out, { keepLoaded: o.keepUnfoldedHeads });
   return out;
 }

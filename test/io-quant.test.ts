@@ -136,7 +136,9 @@ describe('memory plan', () => {
       const p = planMemory(cfg, { context: 1024, dtype });
       const t = (n: string) => p.detail.weights.find((x) => x.name === n)!;
       expect(t('qkv').bytes).toBe((t('qkv').params! * (dtype === 'q8' ? 8.5 : 4.5)) / 8);
-      expect(t('retaining_heads').bytes).toBe(t('retaining_heads').params! * 2);
+      expect(t('retaining_heads_fc2').bytes).toBe(t('retaining_heads_fc2').params! * 2);
+      expect(t('retaining_heads_fc1').bytes, 'fc1 is resident only as folded').toBe(0);
+      expect(t('retaining_heads_folded').bytes).toBe(cfg.numLayers * 1024 * cfg.hiddenSize * 2);
       expect(t('lm_head').bytes, 'the output projection stays q8').toBe((t('lm_head').params! * 8.5) / 8);
     }
   });
