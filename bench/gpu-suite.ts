@@ -55,6 +55,29 @@ async function goldens() {
   }
 }
 
+/** Folded retaining heads (on tensor cores: fc1 over qkv's normalized rows) against the heads as loaded. */
+async function foldedHeads() {
+  const golden = JSON.parse(fs.readFileSync(path.join(root, 'models/tiny-llama/golden.json'), 'utf8'));
+  const heads = path.join(fixtures, 'models/tiny-llama/retaining_heads.safetensors');
+  for (const dtype of ['f32', 'f16'] as const) {
+    const e = await Engine.load(path.join(root, 'models/tiny-llama'), { dtype, heads, keepUnfoldedHeads: true });
+    const scores = async (unfoldedHeads: boolean) => {
+      const s = e.session({ policy: 'locret', budget: 64, chunk: 16, stabilizer: 4, maxNew: 1, unfoldedHeads, kvDtype });
+      await s.prefill(golden.input_ids, 0); // within the budget: every token's score stays in the cache
+      const got = (await s.cachedScores()).flat();
+      s.release();
+      return got;
+    };
+    const a = await scores(false), b = await scores(true);
+    let worst = 0, scale = 0;
+    a.forEach((row, i) => row.forEach((v, j) => {
+      worst = Math.max(worst, Math.abs(v - b[i]![j]!));
+      scale = Math.max(scale, Math.abs(b[i]![j]!));
+    }));
+    log(`| heads tiny-llama ${dtype} | folded vs loaded: max abs diff ${worst.toExponential(2)} of max |score| ${scale.toFixed(3)} |`);
+  }
+}
+
 async function evalTable() {
   const sets = (arg('sets', 'passkey-4k,passkey-8k,multikey-8k,kv-8k,magic-8k')!).split(',');
   const configs: [string, Policy, number][] = [
@@ -103,6 +126,7 @@ async function bench() {
 const gpu = await defaultGpu();
 log(`device: ${gpu.adapterName}; f16 ${gpu.f16}; subgroup-matrix ${gpu.subgroupMatrix}; max binding ${gpu.maxBinding}`);
 if (!flag('skip-golden')) await goldens();
+if (!flag('skip-golden')) await foldedHeads();
 if (!flag('skip-eval')) await evalTable();
 if (!flag('skip-bench')) await bench();
 process.exit(0);

@@ -3,7 +3,7 @@
  * tensor cores round every matmul input to f16 when staging it anyway, and a matmul re-reads its x once per column
  * tile, so f16 halves the largest stream a prefill matmul pulls from L2 (docs/ARCHITECTURE.md).
  */
-import type { NodeId } from '../ir/ops.js';
+import type { NodeId, NodeOf } from '../ir/ops.js';
 import { sgmatUsable } from './kernels/mm-sgmat.js';
 import { env, envFlag, parsedOnce } from '../runtime/env.js';
 import { cols, readers, tensorCores, w, type Ctx } from './lower-ctx.js';
@@ -49,4 +49,17 @@ export const halfPre = (c: Ctx, pre: NodeId, s: StepDims): boolean => {
     const m = u < 0 ? undefined : c.g.nodes[u]!;
     return m?.op === 'retaining_head' && m.pre === pre && sgmatUsable(w(c, m.fc1).dtype, s.T, cols(c, pre));
   });
+};
+/**
+ * Whether a folded retaining head on the tensor cores can read the f16 rows its layer's qkv_rope normalized into
+ * `normedHalf` instead of normalizing them again: the same x, norm weight and eps, qkv_rope normalized ahead in this
+ * step too, and nothing but weights between the two nodes (no dispatch in between, so rows and x are as qkv_rope
+ * left them). Saves one rmsnorm pass over the chunk per layer. LOCRET_HEAD_OWN_NORM=1 keeps the head's own (A/B).
+ */
+export const headRowsFromQkv = (c: Ctx, n: NodeOf<'norm_retaining_head'>, T: number): boolean => {
+  if (envFlag('LOCRET_HEAD_OWN_NORM')) return false;
+  let at = n.id - 1;
+  while (at >= 0 && c.g.nodes[at]!.op === 'weight') at--;
+  const m = c.g.nodes[at];
+  return m?.op === 'qkv_rope' && m.x === n.x && m.normW === n.normW && m.eps === n.eps && prenorm(c, m.w, T, cols(c, m.x), 'qkv');
 };

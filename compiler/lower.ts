@@ -28,7 +28,7 @@ import { env, envFlag } from '../runtime/env.js';
 import { memoDecode, withParams, type DecodeMemo } from './step-memo.js';
 import { placeActivations } from './placement.js';
 import { attnOpts, cols, gemvSg, mm, optWhole, tensorCores, w, wgBytes, whole, type Ctx, type Emit, type KvStage, type Lowering } from './lower-ctx.js';
-import { halfPre, halfSwiglu, prenorm } from './half-acts.js';
+import { halfPre, halfSwiglu, headRowsFromQkv, prenorm } from './half-acts.js';
 
 export interface LayerCache {
   readonly k: GPUBuffer; // (kv_heads, capacity, head_dim) f32|f16, or (kv_heads, capacity, head_dim/4 + 1) u32 int8 rows
@@ -159,15 +159,17 @@ const lowerings: { readonly [O in Op]: Lowering<O> } = {
     return [...mm(c, o, n.fc1, d, { x: c.buf(n.pre), bias: optWhole(c, n.fc1Bias, 'retaining head bias'), y: c.buf(n.id) }), headScores(c, n, s)];
   },
   // a folded head (fc1 · Wqkv, runtime/fold-heads.ts) over the layer input through the attention norm: on the tensor
-  // cores its rows normalized ahead as f16 (like qkv's), elsewhere normalized in the matmul's prologue
+  // cores it reads rows normalized ahead as f16 (qkv's), elsewhere it normalizes in the matmul's prologue
   norm_retaining_head: (n, c) => (s) => {
     if (s.decode) return [];
     const d = { T: s.T, N: headWidth(c, n), K: cols(c, n.x), eps: n.eps };
     const normW = whole(c, n.normW, 'retaining head norm');
     const b = { bias: optWhole(c, n.fc1Bias, 'retaining head bias'), y: c.buf(n.id) };
     const o = { bias: n.fc1Bias !== null, epilogue: 'silu' } as const;
+    // the rows qkv_rope normalized just before are reused where they are still there (headRowsFromQkv)
+    const own = () => headRowsFromQkv(c, n, d.T) ? [] : [rmsnorm({ T: d.T, N: d.K, eps: n.eps, half: true }, { x: c.buf(n.x), w: normW, y: c.normedHalf! })];
     const hid = prenorm(c, n.fc1, d.T, d.K, 'head')
-      ? [rmsnorm({ T: d.T, N: d.K, eps: n.eps, half: true }, { x: c.buf(n.x), w: normW, y: c.normedHalf! }), ...mm(c, { ...o, norm: false, halfX: true }, n.fc1, d, { ...b, x: c.normedHalf! })]
+      ? [...own(), ...mm(c, { ...o, norm: false, halfX: true }, n.fc1, d, { ...b, x: c.normedHalf! })]
       : mm(c, { ...o, norm: true }, n.fc1, d, { ...b, x: c.buf(n.x), normW });
     return [...hid, headScores(c, n, s)];
   },

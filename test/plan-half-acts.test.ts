@@ -117,12 +117,29 @@ describe('f16 activations between tensor-core matmuls', () => {
     const { qkv, heads, folded } = names(plan(foldedGraph, true, 'f16'), step(1024));
     expect(heads).toEqual([]);
     expect(folded).toHaveLength(32);
-    for (const [, k] of qkv) expect(k).toContain('pre-0');
-    for (const [norm, fc1, fc2, ...rest] of folded) {
-      expect(rest).toEqual([]);
+    for (const [norm, k] of qkv) {
       expect(norm).toMatch(/^rmsnorm.*half-1/);
+      expect(k).toContain('pre-0');
+    }
+    // fc1 reads the rows qkv_rope's rmsnorm left in the shared f16 buffer just before: no second norm
+    for (const [fc1, fc2, ...rest] of folded) {
+      expect(rest).toEqual([]);
       for (const k of ['path-sgmat', 'hx-1', 'epilogue-silu', 'norm-0']) expect(fc1).toContain(k);
       expect(fc2).toMatch(/^retaining/);
+    }
+    // where qkv normalizes in its own prologue (or LOCRET_HEAD_OWN_NORM=1) the head writes the rows itself
+    for (const [flag, value] of [['LOCRET_NORM_IN_MATMUL', 'qkv'], ['LOCRET_HEAD_OWN_NORM', '1']] as const) {
+      process.env[flag] = value;
+      try {
+        for (const [norm, fc1, fc2, ...rest] of names(plan(foldedGraph, true, 'f16'), step(1024)).folded) {
+          expect(rest).toEqual([]);
+          expect(norm).toMatch(/^rmsnorm.*half-1/);
+          for (const k of ['path-sgmat', 'hx-1', 'epilogue-silu', 'norm-0']) expect(fc1).toContain(k);
+          expect(fc2).toMatch(/^retaining/);
+        }
+      } finally {
+        delete process.env[flag];
+      }
     }
     // without tensor cores: the norm in the matmul's prologue, f32 rows
     for (const [fc1, fc2, ...rest] of names(plan(foldedGraph, false, 'f16'), step(1024)).folded) {
