@@ -185,7 +185,7 @@ const lowerings: { readonly [O in Op]: Lowering<O> } = {
     // LOCRET_NO_TENSOR_CORES=1 keeps f32 FMAs everywhere, LOCRET_TC_ATTENTION=0 for attention alone. Keys are
     // rotated once per layer into kRot (f16) for the tensor cores (their tiles are f16 anyway) and for f16 / int8
     // caches; an f32 cache keeps exact f32 keys, rotated while loaded.
-    const o = { ...attnOpts(c), workgroupBytes: c.env.runner.gpu.limits.maxComputeWorkgroupStorageSize };
+    const o = { ...attnOpts(c), workgroupBytes: c.env.runner.gpu.limits.maxComputeWorkgroupStorageSize, subgroupMin: c.env.runner.gpu.subgroupMinSize };
     const tc = tensorCores(c) && env('LOCRET_TC_ATTENTION') !== '0' && sgmatAttentionUsable(o, d);
     const kb = tc || c.env.cacheDtype !== 'f32' ? { ...b, kRot: c.keyRot() } : b;
     return tc ? attentionSgmat(o, d, kb) : attention(o, d, kb);

@@ -21,6 +21,10 @@ const cases: Case[] = [
   { H: 4, KV: 4, D: 64, rot: 64, T: 67, base: 5, dtype: 'f16' },
   { H: 6, KV: 2, D: 64, rot: 32, T: 3, base: 130, dtype: 'f32', splits: 5 },
   { H: 8, KV: 2, D: 128, rot: 128, T: 3, base: 130, dtype: 'f16', splits: 1 },
+  // even GQA groups (two rows per thread group with shuffles), a 1024-token-like chunk shape cut down, odd sizes
+  { H: 8, KV: 2, D: 128, rot: 128, T: 37, base: 61, dtype: 'f16' },
+  { H: 8, KV: 2, D: 128, rot: 64, T: 19, base: 0, dtype: 'f32', splits: 3 },
+  { H: 3, KV: 3, D: 96, rot: 32, T: 41, base: 9, dtype: 'f16' },
 ];
 
 describe('attention over the cache', () => {
@@ -62,6 +66,23 @@ describe('attention over the cache', () => {
         expectClose(await r.readF32(bufs.lse, c.T * c.H), want.lse, tol, 'lse (keys from kRot)');
         r.destroy(kRot);
       }
+      // the same call with each row's lanes summed by subgroup shuffles (attention-shuffle.ts), where the device has them
+      const sg = { ...opts(c), subgroupMin: r.gpu.subgroupMinSize };
+      const ps = attentionPlan(sg, d);
+      if (r.gpu.subgroups && ps.shuffle) {
+        expect([ps.BQ, ps.splits]).toEqual([p.BQ, p.splits]); // same grid and scratch as above
+        const ds = attention(sg, d, bufs);
+        expect(ds.map((x) => x.kernel.name).join(' ')).toContain('attention_shuffle');
+        r.run(ds);
+        expectClose(await r.readF32(bufs.out, c.T * c.H * c.D), want.out, tol, `out (shuffles, RT=${ps.RT} TPR=${ps.TPR})`);
+        expectClose(await r.readF32(bufs.lse, c.T * c.H), want.lse, tol, 'lse (shuffles)');
+        if (c.dtype === 'f16') {
+          const kRot = r.upload(new Uint16Array(rotatedKeysBytes({ numKvHeads: c.KV, headDim: c.D }, x.capacity) / 2).fill(0x7e00), 'krot');
+          r.run(attention(sg, d, { ...bufs, kRot }));
+          expectClose(await r.readF32(bufs.out, c.T * c.H * c.D), want.out, tol, 'out (shuffles, keys from kRot)');
+          r.destroy(kRot);
+        }
+      } else if (r.gpu.subgroups && r.gpu.subgroupMinSize >= 2) throw new Error(`case ${i}: the shuffle kernel does not apply (RT/TPR)`);
       for (const b of Object.values(bufs)) r.destroy(b);
     });
   }

@@ -17,9 +17,10 @@
  */
 import { kernel, ro, rw, wgsl } from '../wgsl.js';
 import type { Dispatch } from '../../runtime/gpu/runner.js';
-import { NEG, attentionBindings, workgroupReduce, checkHeadDims, keyFns, ropeParts, rotatedKeyFns, type CacheDtype } from './attn-common.js';
+import { NEG, attentionBindings, workgroupReduce, checkHeadDims, tileLoad, FMA_THREADS, FMA_TILE_KEYS, type CacheDtype } from './attn-common.js';
 import { attentionKeyInputs } from './rotate-keys.js';
 import { decodeScratchBytes } from './attention-decode.js';
+import { shuffleKernel, shuffleRows } from './attention-shuffle.js';
 
 export interface AttentionOpts {
   cacheDtype: CacheDtype;
@@ -27,6 +28,11 @@ export interface AttentionOpts {
   numKvHeads: number;
   headDim: number;
   rotaryDim: number;
+  /**
+   * the device's narrowest subgroup (0 or absent: no `subgroups`): where a row's lanes fit one, they sum their partial
+   * dots with subgroupShuffleXor (attention-shuffle.ts) instead of through workgroup memory
+   */
+  subgroupMin?: number;
 }
 export interface AttentionDims {
   /** queries in the chunk */
@@ -51,18 +57,21 @@ export interface AttentionBuffers {
   kRot?: GPUBuffer; // (KV, capacity, D) f16: the keys the chunk sees are rotated into it first (rotate-keys.ts)
 }
 
-// 64 threads and 8-key tiles (~11 KB of workgroup memory at D=128): measured on H200/Dawn-Vulkan, the smaller
-// footprint (more resident workgroups per SM) beat 128 threads / 16 keys by 2-3x for both decode and prefill
-const W = 64; // threads per workgroup
-const BK = 8; // keys per tile
+const W = FMA_THREADS; // threads per workgroup
+const BK = FMA_TILE_KEYS; // keys per tile
 const TARGET_WG = 512; // workgroups wanted in flight (a few per SM on H100/H200)
 const MIN_SPLIT_KEYS = 64; // below this a split is more overhead than work
 const MAX_SPLITS = 1024; // the combine kernel keeps one weight per split in workgroup memory
 
-interface Plan {
+export interface Plan {
   G: number;
   BQ: number;
+  /** lanes per row (per row group with shuffles) */
   TPR: number;
+  /** rows per thread group, sharing each key load (the shuffle kernel; 1 otherwise) */
+  RT: number;
+  /** partial dots summed with subgroup shuffles (attention-shuffle.ts) */
+  shuffle: boolean;
   nQB: number;
   splits: number;
   splitKeys: number;
@@ -81,6 +90,7 @@ function plan(o: AttentionOpts, d: AttentionDims): Plan {
   const DQ = o.headDim / 4;
   let TPR = 1;
   while (TPR * 2 <= 32 && R * TPR * 2 <= W && DQ % (TPR * 2) === 0) TPR *= 2;
+  const sh = shuffleRows(o, G, R);
   const nQB = Math.ceil(d.T / BQ);
   const kvEnd = d.base + d.T;
   let splits = d.splits ?? Math.min(Math.ceil(TARGET_WG / (nQB * o.numKvHeads)), Math.ceil(kvEnd / MIN_SPLIT_KEYS));
@@ -88,7 +98,7 @@ function plan(o: AttentionOpts, d: AttentionDims): Plan {
   const splitsBound = splits;
   const splitKeys = Math.ceil(Math.ceil(kvEnd / splits) / BK) * BK;
   splits = Math.ceil(kvEnd / splitKeys);
-  return { G, BQ, TPR, nQB, splits, splitKeys, splitsBound };
+  return { G, BQ, TPR: sh?.TPR ?? TPR, RT: sh?.RT ?? 1, shuffle: sh !== null, nQB, splits, splitKeys, splitsBound };
 }
 
 /**
@@ -115,13 +125,11 @@ function mainKernel(o: AttentionOpts, p: Plan, split: boolean, withLse: boolean,
   const DQ = o.headDim / 4;
   const R = BQ * G;
   const NQ = DQ / TPR;
-  const LPT = Math.ceil((BK * DQ) / W); // tile quads each thread loads
   const key = { op: 'attention', cache: o.cacheDtype, H, G, D: o.headDim, BQ, TPR, split, lse: withLse, rk };
   // generated straight-line code: one named register per quad (q/acc never spill to local memory) and every global
   // load of a tile issued before any is used
   const qs = Array.from({ length: NQ }, (_, j) => j);
-  const ls = Array.from({ length: LPT }, (_, i) => i);
-  const full = (BK * DQ) % W === 0;
+  const tile = tileLoad(o, rk);
   return kernel(key, () => ({
     bindings: attentionBindings(o.cacheDtype, split, withLse, 'vec4<f32>', rk),
     params: [['T', 'u32'], ['base', 'u32'], ['capacity', 'u32'], ['rot', 'u32'], ['splitKeys', 'u32'], ['splits', 'u32'], ['tpr', 'u32'], ['scale', 'f32']],
@@ -135,11 +143,7 @@ const R = ${R}u;
 const TPR = ${TPR}u;
 const BK = ${BK}u;
 const NEG = ${NEG};
-${rk ? rotatedKeyFns(o.cacheDtype) : `${keyFns(o.cacheDtype, true)}
-${ropeParts}`}
-
-var<workgroup> kT: array<vec4<f32>, ${BK * DQ}>; // (BK, D) rotated keys of the tile
-var<workgroup> vT: array<vec4<f32>, ${BK * DQ}>; // (BK, D) values of the tile
+${tile.decls}
 var<workgroup> part: array<f32, ${BK * R * TPR}>; // (BK, R, TPR) per-lane partial dots (lane fastest: no conflicts)
 var<workgroup> sf: array<f32, ${BK * R}>; // (BK, R) scaled, masked logits
 
@@ -168,17 +172,7 @@ ${qs.map((j) => `    q${j} = q[qAt + ${j * TPR}u] * params.scale;`)}
   let k0 = wg.z * params.splitKeys;
   let k1 = min(k0 + params.splitKeys, blockEnd);
   for (var kb = k0; kb < k1; kb += BK) {
-    // slots clamped into [kb, k1): loads need no branch; the padding keys past k1 are never read back
-${ls.map((i) => `    let e${i} = lid + ${i * W}u;
-    let j${i} = e${i} % DQ;
-    let s${i} = min(kb + e${i} / DQ, k1 - 1u);
-${rk ? `    let kr${i} = krq(g, s${i}, j${i});` : `    let p${i} = kpos[g * params.capacity + s${i}];
-    let x${i} = kq(g, s${i}, j${i});
-    let y${i} = kq(g, s${i}, partnerQ(j${i}));`}
-    let v${i} = vq(g, s${i}, j${i});`)}
-${ls.map((i) => `${rk ? '' : `    let r${i} = ropeAt(p${i}, j${i});
-    let kr${i} = rotate(x${i}, y${i}, rope[r${i}], rope[r${i} + 1u], j${i});
-`}    ${full ? '' : `if (e${i} < BK * DQ) `}{ kT[e${i}] = kr${i}; vT[e${i}] = v${i}; }`)}
+${tile.load}
     workgroupBarrier();
     // Key loops run to the tile's valid count (uniform, known only at run time): besides skipping the padding of the
     // last tile this keeps CPU Vulkan compilers from fully unrolling them (minutes of shader compile).
@@ -312,7 +306,7 @@ export function attention(o: AttentionOpts, d: AttentionDims, b: AttentionBuffer
   const workgroups = [p.nQB, o.numKvHeads, p.splits] as const;
   if (!split) {
     const outs: Record<string, GPUBuffer> = withLse ? { out: b.out, lse: b.lse! } : { out: b.out };
-    return [...pre, { kernel: mainKernel(o, p, false, withLse, rk), buffers: { ...common, ...outs }, params, workgroups }];
+    return [...pre, { kernel: (p.shuffle ? shuffleKernel : mainKernel)(o, p, false, withLse, rk), buffers: { ...common, ...outs }, params, workgroups }];
   }
   const need = p.splits * d.T * o.numHeads * (o.headDim + 4) * 4;
   if (!b.scratch || b.scratch.size < need) throw new Error(`attention: ${p.splits} key splits need a scratch buffer of ${need} bytes`);
@@ -320,7 +314,7 @@ export function attention(o: AttentionOpts, d: AttentionDims, b: AttentionBuffer
   const outs: Record<string, GPUBuffer> = withLse ? { scratch: b.scratch, out: b.out, lse: b.lse! } : { scratch: b.scratch, out: b.out };
   return [
     ...pre,
-    { kernel: mainKernel(o, p, true, false, rk), buffers: { ...common, scratch: b.scratch }, params, workgroups },
+    { kernel: (p.shuffle ? shuffleKernel : mainKernel)(o, p, true, false, rk), buffers: { ...common, scratch: b.scratch }, params, workgroups },
     {
       kernel: combineKernel(o, withLse),
       buffers: outs,

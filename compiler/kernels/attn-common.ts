@@ -166,3 +166,37 @@ fn rotate(x: vec4<f32>, y: vec4<f32>, a: vec4<f32>, b: vec4<f32>, j: u32) -> vec
   let r = select(x * c + y * sn, x * c - y * sn, j < params.rot / 8u);
   return select(r, x, j >= params.rot / 4u);
 }`;
+
+// The FMA attention kernels (attention.ts, attention-shuffle.ts): 64 threads and 8-key tiles (~11 KB of workgroup
+// memory at D=128): measured on H200/Dawn-Vulkan, the smaller footprint (more resident workgroups per SM) beat
+// 128 threads / 16 keys by 2-3x for both decode and prefill
+export const FMA_THREADS = 64;
+export const FMA_TILE_KEYS = 8;
+
+/**
+ * The K/V tile in workgroup memory and its load (every global load issued before any is used): `decls` declares the
+ * key functions and kT / vT, `load` fills them with the BK slots from kb (clamped into [kb, k1): no branch; the
+ * padding keys past k1 are never read back), keys rotated on load or read from kRot (`rk`). Needs lid, g, kb, k1.
+ */
+export function tileLoad(o: AttentionOpts, rk: boolean): { decls: string; load: string } {
+  const DQ = o.headDim / 4;
+  const BK = FMA_TILE_KEYS;
+  const ls = Array.from({ length: Math.ceil((BK * DQ) / FMA_THREADS) }, (_, i) => i); // tile quads each thread loads
+  const full = (BK * DQ) % FMA_THREADS === 0;
+  const decls = `${rk ? rotatedKeyFns(o.cacheDtype) : `${keyFns(o.cacheDtype, true)}
+${ropeParts}`}
+
+var<workgroup> kT: array<vec4<f32>, ${BK * DQ}>; // (BK, D) rotated keys of the tile
+var<workgroup> vT: array<vec4<f32>, ${BK * DQ}>; // (BK, D) values of the tile`;
+  const load = `${ls.map((i) => `    let e${i} = lid + ${i * FMA_THREADS}u;
+    let j${i} = e${i} % ${DQ}u;
+    let s${i} = min(kb + e${i} / ${DQ}u, k1 - 1u);
+${rk ? `    let kr${i} = krq(g, s${i}, j${i});` : `    let p${i} = kpos[g * params.capacity + s${i}];
+    let x${i} = kq(g, s${i}, j${i});
+    let y${i} = kq(g, s${i}, partnerQ(j${i}));`}
+    let v${i} = vq(g, s${i}, j${i});`).join('\n')}
+${ls.map((i) => `${rk ? '' : `    let r${i} = ropeAt(p${i}, j${i});
+    let kr${i} = rotate(x${i}, y${i}, rope[r${i}], rope[r${i} + 1u], j${i});
+`}    ${full ? '' : `if (e${i} < ${BK * DQ}u) `}{ kT[e${i}] = kr${i}; vT[e${i}] = v${i}; }`).join('\n')}`;
+  return { decls, load };
+}

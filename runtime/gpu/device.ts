@@ -13,6 +13,8 @@ export interface GpuContext {
   /** `chromium-experimental-subgroup-matrix` (f16 tensor-core tiles) */
   readonly subgroupMatrix: boolean;
   readonly subgroups: boolean;
+  /** the narrowest subgroup the adapter may run (0 without `subgroups`, or where the adapter does not say) */
+  readonly subgroupMinSize: number;
   /**
    * the tensor-core prefill kernels can run (compiler/kernels/mm-sgmat.ts): subgroup matrices with an f16×f16→f32
    * 16×16×16 configuration, subgroups of at most 32 lanes, 32 KiB of workgroup memory, workgroups of 512 threads
@@ -157,7 +159,8 @@ export async function createGpuContext(opts: DeviceOptions = {}): Promise<GpuCon
   const robustness = nav?.gpu ? true : dawnRobustness; // a browser never drops the bound checks
   const intDot = gpu.wgslLanguageFeatures?.has('packed_4x8_integer_dot_product') === true && info?.vendor !== 'apple' &&
     !opts.disableIntDot && !envFlag('LOCRET_NO_INT_DOT');
-  return { device, adapterName, f16, subgroupMatrix: sgm, subgroups, tensorCores, limits: device.limits, maxBinding, robustness, timestamps, intDot, takeErrors };
+  const subgroupMinSize = subgroups ? (info?.subgroupMinSize ?? 0) : 0;
+  return { device, adapterName, f16, subgroupMatrix: sgm, subgroups, subgroupMinSize, tensorCores, limits: device.limits, maxBinding, robustness, timestamps, intDot, takeErrors };
 }
 
 /** The adapter lists an f16×f16→f32 16×16×16 subgroup-matrix configuration (bindings that list none: assume so). */
