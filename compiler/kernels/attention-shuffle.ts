@@ -20,8 +20,8 @@ import { NEG, attentionBindings, FMA_THREADS as W, FMA_TILE_KEYS as BK, tileLoad
 import type { AttentionOpts, Plan } from './attention.js';
 import { env, envPairs, parsedOnce } from '../../runtime/env.js';
 
-/** `LOCRET_FMA_ATTN=sg=0` keeps the workgroup-memory sums (A/B timing). */
-const knobs = parsedOnce((spec) => Object.fromEntries(envPairs(spec)) as { sg?: string });
+/** `LOCRET_FMA_ATTN=sg=0` keeps the workgroup-memory sums, `rt=1|2|4` sets the rows per thread group (A/B timing). */
+const knobs = parsedOnce((spec) => Object.fromEntries(envPairs(spec)) as { sg?: string; rt?: string });
 
 /**
  * Rows per thread group and lanes per group for R rows of GQA groups of G heads, or null where the shuffle kernel does
@@ -29,9 +29,10 @@ const knobs = parsedOnce((spec) => Object.fromEntries(envPairs(spec)) as { sg?: 
  */
 export function shuffleRows(o: AttentionOpts, G: number, R: number): { RT: number; TPR: number } | null {
   const min = o.subgroupMin ?? 0;
-  if (min < 2 || knobs(env('LOCRET_FMA_ATTN')).sg === '0') return null;
+  const k = knobs(env('LOCRET_FMA_ATTN'));
+  if (min < 2 || k.sg === '0') return null;
   const DQ = o.headDim / 4;
-  const RT = G % 2 === 0 ? 2 : 1;
+  const RT = k.rt !== undefined && G % Number(k.rt) === 0 ? Number(k.rt) : G % 2 === 0 ? 2 : 1;
   const groups = Math.ceil(R / RT);
   let TPR = 1;
   while (TPR * 2 <= Math.min(min, 32) && groups * TPR * 2 <= W && DQ % (TPR * 2) === 0) TPR *= 2;
