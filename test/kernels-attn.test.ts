@@ -8,6 +8,18 @@ import { refAttention, refAttentionStats } from './ref/gpu-attention.js';
 
 type Case = AttnCase;
 
+/** f() with an environment switch set, restored after (kernel choices read switches when a call is planned) */
+function withEnv<T>(name: string, value: string, f: () => T): T {
+  const before = process.env[name];
+  process.env[name] = value;
+  try {
+    return f();
+  } finally {
+    if (before === undefined) delete process.env[name];
+    else process.env[name] = before;
+  }
+}
+
 const opts = (c: Case): AttentionOpts => ({ cacheDtype: c.dtype, numHeads: c.H, numKvHeads: c.KV, headDim: c.D, rotaryDim: c.rot });
 
 const cases: Case[] = [
@@ -66,23 +78,29 @@ describe('attention over the cache', () => {
         expectClose(await r.readF32(bufs.lse, c.T * c.H), want.lse, tol, 'lse (keys from kRot)');
         r.destroy(kRot);
       }
-      // the same call with each row's lanes summed by subgroup shuffles (attention-shuffle.ts), where the device has them
+      // the same call with each row's lanes summed by subgroup shuffles (attention-shuffle.ts), where the device has them:
+      // one row per thread group (the default), and the GQA group's heads two or three at a time (LOCRET_FMA_ATTN=rt=…)
       const sg = { ...opts(c), subgroupMin: r.gpu.subgroupMinSize };
-      const ps = attentionPlan(sg, d);
-      if (r.gpu.subgroups && ps.shuffle) {
-        expect([ps.BQ, ps.splits]).toEqual([p.BQ, p.splits]); // same grid and scratch as above
-        const ds = attention(sg, d, bufs);
-        expect(ds.map((x) => x.kernel.name).join(' ')).toContain('attention_shuffle');
-        r.run(ds);
-        expectClose(await r.readF32(bufs.out, c.T * c.H * c.D), want.out, tol, `out (shuffles, RT=${ps.RT} TPR=${ps.TPR})`);
-        expectClose(await r.readF32(bufs.lse, c.T * c.H), want.lse, tol, 'lse (shuffles)');
-        if (c.dtype === 'f16') {
+      if (r.gpu.subgroups && r.gpu.subgroupMinSize >= 2) {
+        const G = c.H / c.KV;
+        for (const rt of G % 2 === 0 ? [undefined, 2] : G % 3 === 0 ? [undefined, 3] : [undefined]) {
           const kRot = r.upload(new Uint16Array(rotatedKeysBytes({ numKvHeads: c.KV, headDim: c.D }, x.capacity) / 2).fill(0x7e00), 'krot');
-          r.run(attention(sg, d, { ...bufs, kRot }));
-          expectClose(await r.readF32(bufs.out, c.T * c.H * c.D), want.out, tol, 'out (shuffles, keys from kRot)');
+          const plan = () => ({ ps: attentionPlan(sg, d), ds: attention(sg, d, bufs), dsRot: attention(sg, d, { ...bufs, kRot }) });
+          const { ps, ds, dsRot } = rt === undefined ? plan() : withEnv('LOCRET_FMA_ATTN', `rt=${rt}`, plan);
+          expect([ps.shuffle, ps.RT], `case ${i}: the shuffle kernel applies`).toEqual([true, rt ?? 1]);
+          expect([ps.BQ, ps.splits]).toEqual([p.BQ, p.splits]); // same grid and scratch as above
+          expect(ds.map((x) => x.kernel.name).join(' ')).toContain('attention_shuffle');
+          const what = `shuffles, RT=${ps.RT} TPR=${ps.TPR}`;
+          r.run(ds);
+          expectClose(await r.readF32(bufs.out, c.T * c.H * c.D), want.out, tol, `out (${what})`);
+          expectClose(await r.readF32(bufs.lse, c.T * c.H), want.lse, tol, `lse (${what})`);
+          if (c.dtype === 'f16') {
+            r.run(dsRot);
+            expectClose(await r.readF32(bufs.out, c.T * c.H * c.D), want.out, tol, `out (${what}, keys from kRot)`);
+          }
           r.destroy(kRot);
         }
-      } else if (r.gpu.subgroups && r.gpu.subgroupMinSize >= 2) throw new Error(`case ${i}: the shuffle kernel does not apply (RT/TPR)`);
+      }
       for (const b of Object.values(bufs)) r.destroy(b);
     });
   }

@@ -4,16 +4,18 @@
  *
  * attention.ts sums the TPR lanes' partial dots of a tile through workgroup memory and runs the softmax as separate
  * stages: three barriers per 8-key tile, and every key's logit stored and read back twice. Here a thread group of
- * TPR adjacent lanes owns RT rows (the RT heads of one query that sit next to each other in the GQA group, so they
- * share one causal limit) and walks the tile's keys one at a time:
+ * TPR adjacent lanes owns RT rows (heads of one query that sit next to each other in the GQA group, so they share
+ * one causal limit) and walks the tile's keys one at a time:
  *
  *   key kk:  k quads of the lane (NQ = D/4/TPR)  → RT partial dots → log2(TPR) subgroupShuffleXor steps (every lane of
  *            the group now holds the RT logits) → per row: move the max lazily (rescale only when the key beats it),
  *            weight w = e^(s - m) → v quads of the lane: a_r += w · v
  *
- * One barrier pair per tile (load, then use), and each K and V quad read from workgroup memory serves RT rows: with
- * RT = 2 and TPR = 4 a lane reads 8 + 8 quads per key for 128 multiply-adds, half of attention.ts's 16 + 16.
- * Registers: RT · NQ quads of q and as many of the output (16 + 16 at D = 128, as attention.ts).
+ * One barrier pair per tile (load, then use). RT > 1 lets each K and V quad read from workgroup memory serve RT rows
+ * (RT = 2, TPR = 4: 8 + 8 quads per key for 128 multiply-adds, half of RT = 1's), but measured slower: H100, 8B
+ * shape, a 1024-token chunk at a 16K cache, attention 409.6 ms (RT = 1, TPR = 2) vs 427.0 (RT = 2) vs 460.6 (RT = 4)
+ * vs 521.2 for attention.ts (`LOCRET_FMA_ATTN=rt=…|sg=0`). So RT = 1 by default: the gain is the stages and
+ * barriers, not the reads. Registers: RT · NQ quads of q and as many of the output (16 + 16 at D = 128).
  */
 import { kernel, wgsl } from '../wgsl.js';
 import { NEG, attentionBindings, FMA_THREADS as W, FMA_TILE_KEYS as BK, tileLoad } from './attn-common.js';
@@ -32,7 +34,7 @@ export function shuffleRows(o: AttentionOpts, G: number, R: number): { RT: numbe
   const k = knobs(env('LOCRET_FMA_ATTN'));
   if (min < 2 || k.sg === '0') return null;
   const DQ = o.headDim / 4;
-  const RT = k.rt !== undefined && G % Number(k.rt) === 0 ? Number(k.rt) : G % 2 === 0 ? 2 : 1;
+  const RT = k.rt !== undefined && G % Number(k.rt) === 0 ? Number(k.rt) : 1;
   const groups = Math.ceil(R / RT);
   let TPR = 1;
   while (TPR * 2 <= Math.min(min, 32) && groups * TPR * 2 <= W && DQ % (TPR * 2) === 0) TPR *= 2;
