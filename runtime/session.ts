@@ -371,25 +371,23 @@ export class Session {
     if (!this.opts.trace) throw new Error('session was not created with trace: true');
     const c = this.config;
     const len = Math.min(this.book!.length - this.book!.decodedTokens, promptTokens);
-    const out: number[][][] = [];
-    for (const buf of this.orig) {
-      const all = await this.runner.readU32(buf, c.numKvHeads * this.capacity);
-      // sorted: with layout 'holes' slot order is not original order (original positions are)
-      out.push(Array.from({ length: c.numKvHeads }, (_, h) => Array.from(all.subarray(h * this.capacity, h * this.capacity + len)).sort((a, b) => a - b)));
-    }
-    return out;
+    const layers = await this.runner.readMany(this.orig.map((buf) => ({ buf, bytes: c.numKvHeads * this.capacity * 4 })));
+    // sorted: with layout 'holes' slot order is not original order (original positions are)
+    return layers.map((b) => {
+      const all = new Uint32Array(b);
+      return Array.from({ length: c.numKvHeads }, (_, h) => Array.from(all.subarray(h * this.capacity, h * this.capacity + len)).sort((x, y) => x - y));
+    });
   }
 
   /** Per layer and KV head, the retention scores of the cached entries in slot order (tests and diagnostics). */
   async cachedScores(): Promise<Float32Array[][]> {
     const { numKvHeads: KV } = this.config;
     const len = this.book?.length ?? 0;
-    const out: Float32Array[][] = [];
-    for (const l of this.caches) {
-      const all = await this.runner.readF32(l.scores, KV * this.capacity);
-      out.push(Array.from({ length: KV }, (_, h) => all.slice(h * this.capacity, h * this.capacity + len)));
-    }
-    return out;
+    const layers = await this.runner.readMany(this.caches.map((l) => ({ buf: l.scores, bytes: KV * this.capacity * 4 })));
+    return layers.map((b) => {
+      const all = new Float32Array(b);
+      return Array.from({ length: KV }, (_, h) => all.slice(h * this.capacity, h * this.capacity + len));
+    });
   }
 
   get evictedTokens(): number {

@@ -85,3 +85,19 @@ fn main() {
     r.destroy(buf);
   });
 });
+
+describe('readMany', () => {
+  it('reads several ranges (odd byte counts, offsets) in one map, each as read() would', async () => {
+    const r = await gpuRunner();
+    const a = r.upload(Uint32Array.from({ length: 37 }, (_, i) => i * 7 + 1), 'a');
+    const b = r.upload(Float32Array.from({ length: 11 }, (_, i) => i / 3), 'b');
+    const ranges = [{ buf: a, bytes: 37 * 4 }, { buf: b, bytes: 6, offset: 8 }, { buf: a, bytes: 12, offset: 100 }];
+    const many = await r.readMany(ranges);
+    expect(many.map((x) => x.byteLength)).toEqual([148, 6, 12]);
+    for (const [i, x] of ranges.entries()) expect(new Uint8Array(many[i]!)).toEqual(new Uint8Array(await r.read(x.buf, x.bytes, x.offset)));
+    expect(Array.from(new Uint32Array(many[2]!))).toEqual([176, 183, 190]); // words 25..27
+    expect(await r.readMany([])).toEqual([]);
+    r.destroy(a);
+    r.destroy(b);
+  });
+});

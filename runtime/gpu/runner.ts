@@ -255,13 +255,24 @@ export class GpuRunner {
   }
 
   async read(buf: GPUBuffer, bytes: number, offset = 0): Promise<ArrayBuffer> {
-    const size = Math.ceil(bytes / 4) * 4;
-    const staging = this.device.createBuffer({ size, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+    return (await this.readMany([{ buf, bytes, offset }]))[0]!;
+  }
+
+  /** Several ranges read back through one staging buffer: one submission and one map for all of them. */
+  async readMany(ranges: readonly { buf: GPUBuffer; bytes: number; offset?: number }[]): Promise<ArrayBuffer[]> {
+    const at: number[] = [];
+    let size = 0;
+    for (const r of ranges) {
+      at.push(size);
+      size += Math.ceil(r.bytes / 4) * 4; // copies move whole words
+    }
+    const staging = this.device.createBuffer({ size: Math.max(4, size), usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
     const enc = this.device.createCommandEncoder();
-    enc.copyBufferToBuffer(buf, offset, staging, 0, size);
+    ranges.forEach((r, i) => enc.copyBufferToBuffer(r.buf, r.offset ?? 0, staging, at[i]!, Math.ceil(r.bytes / 4) * 4));
     this.device.queue.submit([enc.finish()]);
     await staging.mapAsync(GPUMapMode.READ);
-    const out = staging.getMappedRange().slice(0, bytes);
+    const mapped = staging.getMappedRange();
+    const out = ranges.map((r, i) => mapped.slice(at[i]!, at[i]! + r.bytes));
     staging.unmap();
     staging.destroy();
     // the data may come from work the device rejected (an invalid shader, a dispatch past a limit): say so
