@@ -39,8 +39,9 @@ const log = (s: string) => {
   fs.writeFileSync(path.join(out, 'report.md'), report.join('\n') + '\n');
 };
 
+const golden = JSON.parse(fs.readFileSync(path.join(root, 'models/tiny-llama/golden.json'), 'utf8'));
+
 async function goldens() {
-  const golden = JSON.parse(fs.readFileSync(path.join(root, 'models/tiny-llama/golden.json'), 'utf8'));
   for (const dtype of ['f32', 'f16'] as const) {
     const e = await Engine.load(path.join(root, 'models/tiny-llama'), { dtype });
     const s = e.session({ policy: 'full', allLogits: true, maxNew: 1, kvDtype });
@@ -57,7 +58,6 @@ async function goldens() {
 
 /** Folded retaining heads (on tensor cores: fc1 over qkv's normalized rows) against the heads as loaded. */
 async function foldedHeads() {
-  const golden = JSON.parse(fs.readFileSync(path.join(root, 'models/tiny-llama/golden.json'), 'utf8'));
   const heads = path.join(fixtures, 'models/tiny-llama/retaining_heads.safetensors');
   for (const dtype of ['f32', 'f16'] as const) {
     const e = await Engine.load(path.join(root, 'models/tiny-llama'), { dtype, heads, keepUnfoldedHeads: true });
@@ -125,8 +125,10 @@ async function bench() {
 
 const gpu = await defaultGpu();
 log(`device: ${gpu.adapterName}; f16 ${gpu.f16}; subgroup-matrix ${gpu.subgroupMatrix}; max binding ${gpu.maxBinding}`);
-if (!flag('skip-golden')) await goldens();
-if (!flag('skip-golden')) await foldedHeads();
+if (!flag('skip-golden')) {
+  await goldens();
+  await foldedHeads();
+}
 if (!flag('skip-eval')) await evalTable();
 if (!flag('skip-bench')) await bench();
 process.exit(0);

@@ -75,7 +75,8 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: ve
   let t = wg.x * BQ + r0 / G; // the group's rows are heads of one query (RT divides G)
   let rowOk = r0 < ${R}u && t < params.T;
   let rowEnd = params.base + t + 1u; // keys the rows may see: [0, rowEnd)
-${rs.map((i) => `  let qAt${i} = (t * H + g * G + (r0 + ${i}u) % G) * DQ + lane;
+${rs.map((i) => `  let row${i} = t * H + g * G + (r0 + ${i}u) % G; // (query, head) of the row in q, out, lse
+  let qAt${i} = row${i} * DQ + lane;
 ${qs.map((j) => `  var q${i}_${j} = vec4<f32>(0.0);
   var a${i}_${j} = vec4<f32>(0.0);`).join('\n')}
   var m${i} = NEG;
@@ -121,16 +122,15 @@ ${
   split
     ? `  let TH = params.T * H;
 ${rs.map((i) => `  {
-    let row = t * H + g * G + (r0 + ${i}u) % G;
-    let oAt = (wg.z * TH + row) * DQ + lane;
+    let oAt = (wg.z * TH + row${i}) * DQ + lane;
 ${qs.map((j) => `    scratch[oAt + ${j * TPR}u] = a${i}_${j};`).join('\n')}
     // (max, sum) after all splits' outputs: the combine kernel weighs split s by exp(m_s - M)
-    if (lane == 0u) { scratch[params.splits * TH * DQ + wg.z * TH + row] = vec4<f32>(m${i}, l${i}, 0.0, 0.0); }
+    if (lane == 0u) { scratch[params.splits * TH * DQ + wg.z * TH + row${i}] = vec4<f32>(m${i}, l${i}, 0.0, 0.0); }
   }`).join('\n')}`
     : rs.map((i) => `  {
     let inv = 1.0 / l${i};
 ${qs.map((j) => `    out[qAt${i} + ${j * TPR}u] = a${i}_${j} * inv;`).join('\n')}
-${withLse ? `    if (lane == 0u) { lse[t * H + g * G + (r0 + ${i}u) % G] = m${i} + log(l${i}); }` : ''}
+${withLse ? `    if (lane == 0u) { lse[row${i}] = m${i} + log(l${i}); }` : ''}
   }`).join('\n')
 }
 }`,
