@@ -79,24 +79,33 @@ describe('attention over the cache', () => {
         r.destroy(kRot);
       }
       // the same call with each row's lanes summed by subgroup shuffles (attention-shuffle.ts), where the device has them:
-      // one row per thread group (the default), and the GQA group's heads two or three at a time (LOCRET_FMA_ATTN=rt=…)
+      // one row per thread group (the default), the GQA group's heads two or three at a time (LOCRET_FMA_ATTN=rt=…);
+      // with rotated keys the next tile is loaded while the current one is used unless pf=0; bk=16: 16-key tiles
       const sg = { ...opts(c), subgroupMin: r.gpu.subgroupMinSize };
       if (r.gpu.subgroups && r.gpu.subgroupMinSize >= 2) {
         const G = c.H / c.KV;
-        for (const rt of G % 2 === 0 ? [undefined, 2] : G % 3 === 0 ? [undefined, 3] : [undefined]) {
+        const rts = G % 2 === 0 ? [undefined, 2] : G % 3 === 0 ? [undefined, 3] : [undefined];
+        const specs = [...rts.map((rt) => (rt ? `rt=${rt}` : undefined)), ...(c.dtype === 'f16' ? ['pf=0', `bk=16${rts[1] ? `,rt=${rts[1]}` : ''}`] : [])];
+        for (const spec of specs) {
+          const rt = spec?.match(/rt=(\d)/)?.[1];
+          const pf = c.dtype === 'f16' && !spec?.includes('pf=0'); // kRot's prefetch form reads an f16 cache
+          const bk16 = spec?.includes('bk=16') ?? false;
           const kRot = r.upload(new Uint16Array(rotatedKeysBytes({ numKvHeads: c.KV, headDim: c.D }, x.capacity) / 2).fill(0x7e00), 'krot');
           const plan = () => ({ ps: attentionPlan(sg, d), ds: attention(sg, d, bufs), dsRot: attention(sg, d, { ...bufs, kRot }) });
-          const { ps, ds, dsRot } = rt === undefined ? plan() : withEnv('LOCRET_FMA_ATTN', `rt=${rt}`, plan);
-          expect([ps.shuffle, ps.RT], `case ${i}: the shuffle kernel applies`).toEqual([true, rt ?? 1]);
+          const { ps, ds, dsRot } = spec === undefined ? plan() : withEnv('LOCRET_FMA_ATTN', spec, plan);
+          expect([ps.shuffle, ps.RT], `case ${i}: the shuffle kernel applies`).toEqual([true, rt ? Number(rt) : 1]);
           expect([ps.BQ, ps.splits]).toEqual([p.BQ, p.splits]); // same grid and scratch as above
           expect(ds.map((x) => x.kernel.name).join(' ')).toContain('attention_shuffle');
-          const what = `shuffles, RT=${ps.RT} TPR=${ps.TPR}`;
+          const names = dsRot.map((x) => x.kernel.name).join(' ');
+          expect([names.includes('pf-1'), names.includes('bk-16')], `case ${i} ${spec}: prefetch, 16-key tiles`).toEqual([pf, bk16]);
+          const what = `shuffles, RT=${ps.RT} TPR=${ps.TPR}${pf ? ' prefetch' : ''}${bk16 ? ' 16-key tiles' : ''}`;
           r.run(ds);
           expectClose(await r.readF32(bufs.out, c.T * c.H * c.D), want.out, tol, `out (${what})`);
           expectClose(await r.readF32(bufs.lse, c.T * c.H), want.lse, tol, `lse (${what})`);
           if (c.dtype === 'f16') {
             r.run(dsRot);
             expectClose(await r.readF32(bufs.out, c.T * c.H * c.D), want.out, tol, `out (${what}, keys from kRot)`);
+            expectClose(await r.readF32(bufs.lse, c.T * c.H), want.lse, tol, `lse (${what}, keys from kRot)`);
           }
           r.destroy(kRot);
         }

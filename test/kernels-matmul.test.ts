@@ -75,7 +75,8 @@ suite('matmul (shader-f16 device)', ['f32', 'f16'], () => gpuRunner());
 suite('matmul f16p (device without shader-f16)', ['f16p'], () => gpuRunner({ disableF16: true }));
 
 // Steps of at least 128 tokens with vec4 rows and grids of at least 256 wide tiles take the wide FMA tiles
-// (mm-tiled-wide.ts: 128 × 128, 8 × 8 per thread); forced here (LOCRET_TILED=wide) on small shapes: every epilogue,
+// (mm-tiled-wide.ts: 128 × 128, 8 × 8 per thread, next slab prefetched into registers, or not with
+// LOCRET_FMA_MM=pf=0); forced here (LOCRET_TILED=wide) on small shapes: every epilogue,
 // norm and bias, partial token and column tiles, a partial last slab (K % 16 != 0)
 describe('matmul wide tiles', () => {
   let r: GpuRunner;
@@ -93,8 +94,18 @@ describe('matmul wide tiles', () => {
   cases.forEach((o, i) => {
     it(label(o), async () => {
       const [T, N, K] = dims[i % dims.length]!;
-      expect(matmul(o, { T, N, K }, { x: {}, w: {}, y: {}, normW: {}, bias: {} } as never).kernel.name).toContain('path-tiledw');
+      const name = () => matmul(o, { T, N, K }, { x: {}, w: {}, y: {}, normW: {}, bias: {} } as never).kernel.name;
+      expect(name()).toContain('path-tiledw');
+      expect(name()).not.toContain('pf-0');
       await check(r, o, T, N, K, 300 + i, i % 3);
+      // the form that loads each slab in turn (no register prefetch)
+      process.env.LOCRET_FMA_MM = 'pf=0';
+      try {
+        expect(name()).toContain('pf-0');
+        await check(r, o, T, N, K, 300 + i, i % 3);
+      } finally {
+        delete process.env.LOCRET_FMA_MM;
+      }
     });
   });
   it('by default: short steps, small grids and rows not in vec4s keep the 64 × 64 tiles', () => {

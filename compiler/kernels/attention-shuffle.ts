@@ -22,8 +22,20 @@ import { NEG, attentionBindings, FMA_THREADS as W, FMA_TILE_KEYS as BK, tileLoad
 import type { AttentionOpts, Plan } from './attention.js';
 import { env, envPairs, parsedOnce } from '../../runtime/env.js';
 
-/** `LOCRET_FMA_ATTN=sg=0` keeps the workgroup-memory sums, `rt=1|2|4` sets the rows per thread group (A/B timing). */
-const knobs = parsedOnce((spec) => Object.fromEntries(envPairs(spec)) as { sg?: string; rt?: string });
+/**
+ * `LOCRET_FMA_ATTN=sg=0` keeps the workgroup-memory sums, `rt=1|2|4` sets the rows per thread group, `pf=0` loads
+ * each K / V tile in turn instead of the next one while the current one is used, `bk=16` takes tiles of 16 keys
+ * (A/B timing).
+ */
+const knobs = parsedOnce((spec) => Object.fromEntries(envPairs(spec)) as { sg?: string; rt?: string; pf?: string; bk?: string });
+
+/**
+ * Keys per K / V tile: FMA_TILE_KEYS, or 16 when asked (`bk=16`) and the two tiles still fit WebGPU's default 16 KiB
+ * of workgroup memory.
+ */
+function tileKeys(headDim: number): number {
+  return knobs(env('LOCRET_FMA_ATTN')).bk === '16' && 2 * 16 * headDim * 4 <= 16384 ? 16 : BK;
+}
 
 /**
  * Rows per thread group and lanes per group for R rows of GQA groups of G heads, or null where the shuffle kernel does
@@ -52,8 +64,11 @@ export function shuffleKernel(o: AttentionOpts, p: Plan, split: boolean, withLse
   const qs = Array.from({ length: NQ }, (_, j) => j);
   const rs = Array.from({ length: RT }, (_, i) => i);
   const steps = Array.from({ length: Math.log2(TPR) }, (_, b) => 1 << b);
-  const tile = tileLoad(o, rk);
-  return kernel(key, () => ({
+  const TK = tileKeys(o.headDim);
+  const tile = tileLoad(o, rk, TK);
+  // with rotated keys over an f16 cache the next tile's loads fly while the current one is used
+  const pf = knobs(env('LOCRET_FMA_ATTN')).pf === '0' ? undefined : tile.prefetch;
+  return kernel({ ...key, ...(pf ? { pf: 1 } : {}), ...(TK !== BK ? { bk: TK } : {}) }, () => ({
     bindings: attentionBindings(o.cacheDtype, split, withLse, 'vec4<f32>', rk),
     params: [['T', 'u32'], ['base', 'u32'], ['capacity', 'u32'], ['rot', 'u32'], ['splitKeys', 'u32'], ['splits', 'u32'], ['tpr', 'u32'], ['scale', 'f32']],
     workgroupSize: [W, 1, 1],
@@ -90,11 +105,17 @@ ${rs.map((i) => qs.map((j) => `    q${i}_${j} = q[qAt${i} + ${j * TPR}u] * param
   let blockEnd = params.base + min(wg.x * BQ + BQ, params.T);
   let k0 = wg.z * params.splitKeys;
   let k1 = min(k0 + params.splitKeys, blockEnd);
-  for (var kb = k0; kb < k1; kb += ${BK}u) {
-${tile.load}
+${pf ? `${pf.vars}
+  if (k0 < k1) {
+${pf.fetch('k0')}
+  }` : ''}
+  for (var kb = k0; kb < k1; kb += ${TK}u) {
+${pf ? pf.stage : tile.load}
     workgroupBarrier();
+${pf ? `    // the next tile's loads fly while this one is used (past k1 they clamp to its last key, unused)
+${pf.fetch(`kb + ${TK}u`)}` : ''}
     // every lane runs the key loop (shuffles need the whole subgroup); rows that are not there meet q = 0 and a mask
-    let nk = min(${BK}u, k1 - kb);
+    let nk = min(${TK}u, k1 - kb);
     for (var kk = 0u; kk < nk; kk++) {
       let kAt = kk * DQ + lane;
 ${qs.map((j) => `      let k${j} = kT[kAt + ${j * TPR}u];`).join('\n')}

@@ -178,9 +178,8 @@ export const FMA_TILE_KEYS = 8;
  * key functions and kT / vT, `load` fills them with the BK slots from kb (clamped into [kb, k1): no branch; the
  * padding keys past k1 are never read back), keys rotated on load or read from kRot (`rk`). Needs lid, g, kb, k1.
  */
-export function tileLoad(o: AttentionOpts, rk: boolean): { decls: string; load: string } {
+export function tileLoad(o: AttentionOpts, rk: boolean, BK = FMA_TILE_KEYS): { decls: string; load: string; prefetch: TilePrefetch | undefined } {
   const DQ = o.headDim / 4;
-  const BK = FMA_TILE_KEYS;
   const ls = Array.from({ length: Math.ceil((BK * DQ) / FMA_THREADS) }, (_, i) => i); // tile quads each thread loads
   const full = (BK * DQ) % FMA_THREADS === 0;
   const decls = `${rk ? rotatedKeyFns(o.cacheDtype) : `${keyFns(o.cacheDtype, true)}
@@ -198,5 +197,32 @@ ${rk ? `    let kr${i} = krq(g, s${i}, j${i});` : `    let p${i} = kpos[g * para
 ${ls.map((i) => `${rk ? '' : `    let r${i} = ropeAt(p${i}, j${i});
     let kr${i} = rotate(x${i}, y${i}, rope[r${i}], rope[r${i} + 1u], j${i});
 `}    ${full ? '' : `if (e${i} < ${BK * DQ}u) `}{ kT[e${i}] = kr${i}; vT[e${i}] = v${i}; }`).join('\n')}`;
-  return { decls, load };
+  return { decls, load, prefetch: rk && o.cacheDtype === 'f16' ? tilePrefetch(o, ls, full, BK) : undefined };
+}
+
+/**
+ * The rotated-key tile load over an f16 cache split in two, for a loop that loads the next tile while the current one
+ * is used: `fetch(kb)` issues the tile's global loads into registers (the raw f16 quads as vec2<u32>), `stage` widens
+ * them into kT / vT after the loop's second barrier; `vars` declares the registers. (Keys are rotated into kRot only
+ * for f16 and int8 caches without tensor cores; int8 values, a code word and a scale, keep the one-step load.)
+ */
+function tilePrefetch(o: AttentionOpts, ls: readonly number[], full: boolean, BK: number): TilePrefetch {
+  const DQ = o.headDim / 4;
+  const widen = (w: string) => `vec4<f32>(unpack2x16float(${w}.x), unpack2x16float(${w}.y))`;
+  const vars = ls.map((i) => `  var pk${i}: vec2<u32>; // raw quads of the next tile in flight
+  var pv${i}: vec2<u32>;`).join('\n');
+  const fetch = (kb: string) => ls.map((i) => `    {
+      let e = lid + ${i * FMA_THREADS}u;
+      let at = (g * params.capacity + min(${kb} + e / ${DQ}u, k1 - 1u)) * ${DQ}u + e % ${DQ}u;
+      pk${i} = kRot[at];
+      pv${i} = vCache[at];
+    }`).join('\n');
+  const stage = ls.map((i) => `    { let e = lid + ${i * FMA_THREADS}u; ${full ? '' : `if (e < ${BK * DQ}u) `}{ kT[e] = ${widen(`pk${i}`)}; vT[e] = ${widen(`pv${i}`)}; } }`).join('\n');
+  return { vars, fetch, stage };
+}
+
+export interface TilePrefetch {
+  readonly vars: string;
+  readonly fetch: (kb: string) => string;
+  readonly stage: string;
 }

@@ -3,7 +3,8 @@
  * (CoreFamily plug-ins, bindings, params, epilogue pairs), with 128 tokens × 128 logical columns per workgroup (two
  * streams: 64 per stream) and an 8 × 8 register block per thread instead of 4 × 4, so each vec4 read from workgroup
  * memory feeds twice the FMAs (the 64 × 64 tile is bound by those reads). K slabs are 16 deep: the two slabs fill
- * 16 KiB, WebGPU's default workgroup storage, so the skeleton runs on every device.
+ * 16 KiB, WebGPU's default workgroup storage, so the skeleton runs on every device. Each slab's global loads are
+ * issued a slab ahead into registers (fmaPrefetch) and stored after the current slab's FMAs.
  *
  *   thread (tx, ty) of 16 × 16:   tokens   ty·4 .. ty·4+3   and 64 + ty·4 .. 64 + ty·4+3     (a0, a1)
  *                                 columns  tx·4 .. tx·4+3   and 64 + tx·4 .. 64 + tx·4+3     (b0, b1)
@@ -17,7 +18,7 @@ import { kernel, wgsl, type KernelSource, type KernelSpec, type VariantKey } fro
 import type { Workgroups } from '../../runtime/gpu/runner.js';
 import { builtins, vdot } from './mm-common.js';
 import { coreBindings, coreParams, rmsScales, tiledGrid, tiledSource, type CoreFamily, type CoreOpts } from './mm-core.js';
-import { env } from '../../runtime/env.js';
+import { env, envPairs } from '../../runtime/env.js';
 
 const BM = 128; // tokens per tile
 const BK = 16; // K elements per slab
@@ -56,8 +57,20 @@ export function wideGrid(NC: number, T: number, streams: 1 | 2): Workgroups {
  * 64 × 64 ones (mm-core.ts). `family` is called only when the kernel is generated.
  */
 export function fmaKernel(base: VariantKey, core: CoreOpts, family: () => CoreFamily, NC: number, T: number): { kernel: KernelSpec; workgroups: Workgroups } {
-  if (tiledWide(core.U, T, NC, core.streams)) return { kernel: kernel({ ...base, path: 'tiledw' }, () => wideSource(core, family())), workgroups: wideGrid(NC, T, core.streams) };
+  if (tiledWide(core.U, T, NC, core.streams)) {
+    const key = { ...base, path: 'tiledw', ...(fmaPrefetch() ? {} : { pf: 0 }) };
+    return { kernel: kernel(key, () => wideSource(core, family())), workgroups: wideGrid(NC, T, core.streams) };
+  }
   return { kernel: kernel({ ...base, path: 'tiled' }, () => tiledSource(core, family())), workgroups: tiledGrid(NC, T) };
+}
+
+/**
+ * Whether a wide tile loads its next slab from global memory into registers before multiplying the current one
+ * (stored to the slabs after the loop's second barrier), so the loads' latency hides behind the slab's 16 × 64 FMAs
+ * per thread instead of stalling every thread between slabs; `LOCRET_FMA_MM=pf=0` loads each slab in turn (A/B).
+ */
+export function fmaPrefetch(): boolean {
+  return !envPairs(env('LOCRET_FMA_MM')).some(([k, v]) => k === 'pf' && v === '0');
 }
 
 const R = (n: number) => Array.from({ length: n }, (_, i) => i);
@@ -91,6 +104,47 @@ export function wideSource(o: CoreOpts, f: CoreFamily): KernelSource {
 ${pairs.join('\n')}
     } }`;
   });
+  const pf = fmaPrefetch();
+  // a slab's global loads into registers (xv / nv / wv / uv per load slot), then those registers into the k-major
+  // slabs: the rmsnorm's Σx² and weight multiply wait for the store, so nothing uses a load before the slab's FMAs
+  const slabLoads = (k0: string) => [
+    ...R(A_PER).map((i) => `    {
+      let u = lid + ${i * WG}u;
+      let m = u / UPR;
+      let k = ${k0} + u % UPR;
+      xv${i} = vec4<f32>(0.0);
+      if (m0 + m < params.T && k < KU) {
+        xv${i} = x_ld((params.xRow0 + m0 + m) * KU + k);${o.norm ? `\n        nv${i} = normW_ld(k);` : ''}
+      }
+    }`),
+    ...R(B_PER).map((i) => `    {
+      let u = lid + ${i * WG}u;
+      let n = u / UPR;
+      let k = ${k0} + u % UPR;
+      wv${i} = vec4<f32>(0.0);${S === 2 ? `\n      uv${i} = vec4<f32>(0.0);` : ''}
+      if (n0 + n < params.NC && k < KU) {
+        wv${i} = w_ld(wrow(n0 + n) * KU + k);${S === 2 ? `\n        uv${i} = wu_ld(urow(n0 + n) * KU + k);` : ''}
+      }
+    }`),
+  ].join('\n');
+  const slabStores = [
+    ...R(A_PER).map((i) => `    {
+      let u = lid + ${i * WG}u;
+      let m = u / UPR;
+      let kc = u % UPR;${o.norm ? `\n      ssq${i} += ${d(`xv${i}`, `xv${i}`)};` : ''}
+      let xs = xv${i}${o.norm ? ` * nv${i}` : ''};
+${R(4).map((j) => `      As[(kc * 4u + ${j}u) * (BM / 4u) + m / 4u][m % 4u] = xs.${'xyzw'[j]};`).join('\n')}
+    }`),
+    ...R(B_PER).map((i) => `    {
+      let u = lid + ${i * WG}u;
+      let n = u / UPR;
+      let kc = u % UPR;
+      for (var j = 0u; j < 4u; j++) {
+        Bs[(kc * 4u + j) * (BN / 4u) + n / 4u][n % 4u] = wv${i}[j];${S === 2 ? `\n        Bs[${(BK * BN) / 4}u + (kc * 4u + j) * (BN / 4u) + n / 4u][n % 4u] = uv${i}[j];` : ''}
+      }
+    }`),
+  ].join('\n');
+  const regs = [...R(A_PER).flatMap((i) => [`xv${i}`, ...(o.norm ? [`nv${i}`] : [])]), ...R(B_PER).flatMap((i) => [`wv${i}`, ...(S === 2 ? [`uv${i}`] : [])])];
   const body = wgsl`
 ${fns}
 ${f.helpers}
@@ -112,35 +166,10 @@ fn main(${builtins}) {
   let KU = params.K / 4u;
 ${accs.map((a) => `  var ${a} = vec4<f32>(0.0);`)}
 ${o.norm && R(A_PER).map((i) => `  var ssq${i} = 0.0; // Σx² of x load slot ${i} (same row every slab)`)}
-  for (var k0 = 0u; k0 < KU; k0 += UPR) {
-${R(A_PER).map((i) => `    {
-      let u = lid + ${i * WG}u;
-      let m = u / UPR;
-      let kc = u % UPR;
-      let k = k0 + kc;
-      var xv = vec4<f32>(0.0);
-      if (m0 + m < params.T && k < KU) {
-        xv = x_ld((params.xRow0 + m0 + m) * KU + k);${o.norm ? `\n        ssq${i} += ${d('xv', 'xv')};\n        xv = xv * normW_ld(k);` : ''}
-      }
-      As[(kc * 4u) * (BM / 4u) + m / 4u][m % 4u] = xv.x;
-      As[(kc * 4u + 1u) * (BM / 4u) + m / 4u][m % 4u] = xv.y;
-      As[(kc * 4u + 2u) * (BM / 4u) + m / 4u][m % 4u] = xv.z;
-      As[(kc * 4u + 3u) * (BM / 4u) + m / 4u][m % 4u] = xv.w;
-    }`)}
-${R(B_PER).map((i) => `    {
-      let u = lid + ${i * WG}u;
-      let n = u / UPR;
-      let kc = u % UPR;
-      let k = k0 + kc;
-      var wv = vec4<f32>(0.0);${S === 2 ? '\n      var uv = vec4<f32>(0.0);' : ''}
-      if (n0 + n < params.NC && k < KU) {
-        wv = w_ld(wrow(n0 + n) * KU + k);${S === 2 ? '\n        uv = wu_ld(urow(n0 + n) * KU + k);' : ''}
-      }
-      for (var j = 0u; j < 4u; j++) {
-        Bs[(kc * 4u + j) * (BN / 4u) + n / 4u][n % 4u] = wv[j];${S === 2 ? `\n        Bs[${(BK * BN) / 4}u + (kc * 4u + j) * (BN / 4u) + n / 4u][n % 4u] = uv[j];` : ''}
-      }
-    }`)}
+${regs.map((v) => `  var ${v} = vec4<f32>(0.0); // a load slot's slab piece in flight`)}
+  ${pf ? `${slabLoads('0u')}\n  for (var k0 = 0u; k0 < KU; k0 += UPR) {\n${slabStores}` : `for (var k0 = 0u; k0 < KU; k0 += UPR) {\n${slabLoads('k0')}\n${slabStores}`}
     workgroupBarrier();
+${pf ? `    // the next slab's global loads fly while this one is multiplied (past the row they load zeros)\n${slabLoads('k0 + UPR')}` : ''}
     for (var kk = 0u; kk < BK; kk++) {
       let a0 = As[kk * (BM / 4u) + ty];
       let a1 = As[kk * (BM / 4u) + 16u + ty];
