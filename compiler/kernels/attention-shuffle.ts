@@ -34,8 +34,8 @@ const knobs = parsedOnce((spec) => Object.fromEntries(envPairs(spec)) as { sg?: 
  * Keys per K / V tile: FMA_TILE_KEYS, or 16 when asked (`bk=16`) and the two tiles still fit WebGPU's default 16 KiB
  * of workgroup memory.
  */
-function tileKeys(headDim: number): number {
-  return knobs(env('LOCRET_FMA_ATTN')).bk === '16' && 2 * 16 * headDim * 4 <= 16384 ? 16 : BK;
+function tileKeys(bk: string | undefined, headDim: number): number {
+  return bk === '16' && 2 * 16 * headDim * 4 <= 16384 ? 16 : BK;
 }
 
 /**
@@ -65,10 +65,11 @@ export function shuffleKernel(o: AttentionOpts, p: Plan, split: boolean, withLse
   const qs = Array.from({ length: NQ }, (_, j) => j);
   const rs = Array.from({ length: RT }, (_, i) => i);
   const steps = Array.from({ length: Math.log2(TPR) }, (_, b) => 1 << b);
-  const TK = tileKeys(o.headDim);
+  const k = knobs(env('LOCRET_FMA_ATTN'));
+  const TK = tileKeys(k.bk, o.headDim);
   const tile = tileLoad(o, rk, TK);
   // with rotated keys over an f16 cache the next tile's loads fly while the current one is used
-  const pf = knobs(env('LOCRET_FMA_ATTN')).pf === '0' ? undefined : tile.prefetch;
+  const pf = k.pf === '0' ? undefined : tile.prefetch;
   return kernel({ ...key, ...(pf ? { pf: 1 } : {}), ...(TK !== BK ? { bk: TK } : {}) }, () => ({
     bindings: attentionBindings(o.cacheDtype, split, withLse, 'vec4<f32>', rk),
     params: [['T', 'u32'], ['base', 'u32'], ['capacity', 'u32'], ['rot', 'u32'], ['splitKeys', 'u32'], ['splits', 'u32'], ['tpr', 'u32'], ['scale', 'f32']],

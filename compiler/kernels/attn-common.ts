@@ -91,12 +91,15 @@ export function workgroupReduce(WC: number): string {
 }`;
 }
 
+/** WGSL: the four halves of an f16 cache quad read as vec2<u32> (`w`), widened to vec4<f32>. */
+const widenF16Quad = (w: string) => `vec4<f32>(unpack2x16float(${w}.x), unpack2x16float(${w}.y))`;
+
 /** WGSL statements returning quad j of slot s, KV head g, of a cache binding `buf` as vec4<f32>. */
 function quadRead(dtype: CacheDtype, buf: string): string {
   return dtype === 'f32'
     ? `return ${buf}[(g * params.capacity + s) * DQ + j];`
     : dtype === 'f16'
-      ? `let w = ${buf}[(g * params.capacity + s) * DQ + j];\n  return vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y));`
+      ? `let w = ${buf}[(g * params.capacity + s) * DQ + j];\n  return ${widenF16Quad('w')};`
       : `let at = (g * params.capacity + s) * (DQ + 1u);\n  return unpack8(${buf}[at + j]) * bitcast<f32>(${buf}[at + DQ]);`;
 }
 
@@ -208,7 +211,6 @@ ${ls.map((i) => `${rk ? '' : `    let r${i} = ropeAt(p${i}, j${i});
  */
 function tilePrefetch(o: AttentionOpts, ls: readonly number[], full: boolean, BK: number): TilePrefetch {
   const DQ = o.headDim / 4;
-  const widen = (w: string) => `vec4<f32>(unpack2x16float(${w}.x), unpack2x16float(${w}.y))`;
   const vars = ls.map((i) => `  var pk${i}: vec2<u32>; // raw quads of the next tile in flight
   var pv${i}: vec2<u32>;`).join('\n');
   const fetch = (kb: string) => ls.map((i) => `    {
@@ -217,7 +219,7 @@ function tilePrefetch(o: AttentionOpts, ls: readonly number[], full: boolean, BK
       pk${i} = kRot[at];
       pv${i} = vCache[at];
     }`).join('\n');
-  const stage = ls.map((i) => `    { let e = lid + ${i * FMA_THREADS}u; ${full ? '' : `if (e < ${BK * DQ}u) `}{ kT[e] = ${widen(`pk${i}`)}; vT[e] = ${widen(`pv${i}`)}; } }`).join('\n');
+  const stage = ls.map((i) => `    { let e = lid + ${i * FMA_THREADS}u; ${full ? '' : `if (e < ${BK * DQ}u) `}{ kT[e] = ${widenF16Quad(`pk${i}`)}; vT[e] = ${widenF16Quad(`pv${i}`)}; } }`).join('\n');
   return { vars, fetch, stage };
 }
 
