@@ -12,6 +12,7 @@ import type { Dispatch } from '../runtime/gpu/runner.js';
 import { fixture, TINY_LLAMA } from './paths.js';
 import { rng } from '../runtime/sampling.js';
 import { sampleGpuRef } from './ref/sample-gpu.js';
+import { withEnv } from './with-env.js';
 
 const golden = JSON.parse(fs.readFileSync(path.join(TINY_LLAMA, 'golden.json'), 'utf8'));
 
@@ -78,13 +79,8 @@ describe('queued greedy decode', () => {
     const opts = { policy: 'locret' as const, budget: 48, chunk: 32, stabilizer: 8, maxNew: 16, kvDtype };
     const a = e.session(opts);
     await a.prefill(ids, 0);
-    process.env.LOCRET_NO_STEP_MEMO = '1'; // read when the session lowers its plan, at prefill
     const b = e.session(opts);
-    try {
-      await b.prefill(ids, 0);
-    } finally {
-      delete process.env.LOCRET_NO_STEP_MEMO;
-    }
+    await withEnv({ LOCRET_NO_STEP_MEMO: '1' }, () => b.prefill(ids, 0)); // read when the session lowers its plan, at prefill
     const label = (r: GPUBuffer | GPUBufferBinding) => ('buffer' in r ? `${r.buffer.label}@${r.offset ?? 0}` : r.label);
     const shape = (ds: Dispatch[]) => ds.map((d) => ({ kernel: d.kernel.name, params: d.params, workgroups: d.workgroups, buffers: Object.values(d.buffers).map(label) }));
     let tok = golden.input_ids[3];

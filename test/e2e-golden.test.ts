@@ -13,6 +13,7 @@ import { expectClose, relL2 } from './gpu-harness.js';
 import { fixture, TINY_LLAMA } from './paths.js';
 import { refConfig, refWeights } from './ref/load-for-ref.js';
 import { locretGenerate } from './ref/locret.js';
+import { withEnv } from './with-env.js';
 
 const golden = JSON.parse(fs.readFileSync(path.join(TINY_LLAMA, 'golden.json'), 'utf8'));
 const V = 4096;
@@ -152,13 +153,12 @@ describe('tiny-llama with retaining heads', () => {
     for (const [name, eng, tol] of engines) {
       const once = await decodeLogits(eng, false);
       expect(once.rotated, 'fused graph decodes on rotated keys').toBe(true);
-      process.env.LOCRET_DECODE_ROTATED = '0';
-      const perStep = await decodeLogits(eng, false).finally(() => delete process.env.LOCRET_DECODE_ROTATED);
+      const perStep = await withEnv({ LOCRET_DECODE_ROTATED: '0' }, () => decodeLogits(eng, false));
       expect(perStep.rotated).toBe(false);
       const unfused = await decodeLogits(eng, true);
       expect(unfused.rotated).toBe(false);
-      process.env.LOCRET_ATTN_DECODE = 'v1'; // timing the older decode kernel: it reads keys before RoPE
-      const v1 = await decodeLogits(eng, false).finally(() => delete process.env.LOCRET_ATTN_DECODE);
+      // the older decode kernel (kept for timing): it reads keys before RoPE
+      const v1 = await withEnv({ LOCRET_ATTN_DECODE: 'v1' }, () => decodeLogits(eng, false));
       expect(v1.rotated).toBe(false);
       once.logits.forEach((l, i) => {
         expectClose(l, perStep.logits[i]!, tol, `${name} decode step ${i}: rotated once vs per step`);

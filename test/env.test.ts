@@ -5,6 +5,7 @@
 import { describe, expect, it } from 'vitest';
 import { envPairs, parsedOnce } from '../runtime/env.js';
 import { sgmatPick } from '../compiler/kernels/mm-sgmat.js';
+import { withEnv } from './with-env.js';
 
 describe('tuning switches', () => {
   it('envPairs splits entries and keys from values, skipping empty entries', () => {
@@ -23,19 +24,11 @@ describe('tuning switches', () => {
   });
 
   it('LOCRET_SGMAT overrides a rule with a variant of its stream count only', () => {
-    const saved = process.env.LOCRET_SGMAT;
-    try {
-      delete process.env.LOCRET_SGMAT;
-      const plain = sgmatPick(1, false, 1 << 20, 1024);
-      const swiglu = sgmatPick(2, true, 1 << 20, 1024);
-      process.env.LOCRET_SGMAT = 'plain=m64n64,swiglu=m64n64';
+    const [plain, swiglu] = withEnv({ LOCRET_SGMAT: undefined }, () => [sgmatPick(1, false, 1 << 20, 1024), sgmatPick(2, true, 1 << 20, 1024)]);
+    withEnv({ LOCRET_SGMAT: 'plain=m64n64,swiglu=m64n64' }, () => {
       expect(sgmatPick(1, false, 1 << 20, 1024)).toBe('m64n64');
       expect(sgmatPick(2, true, 1 << 20, 1024)).toBe(swiglu); // one-stream variant for the two-stream rule: ignored
-      process.env.LOCRET_SGMAT = 'plain=nope,,plain';
-      expect(sgmatPick(1, false, 1 << 20, 1024)).toBe(plain);
-    } finally {
-      if (saved === undefined) delete process.env.LOCRET_SGMAT;
-      else process.env.LOCRET_SGMAT = saved;
-    }
+    });
+    expect(withEnv({ LOCRET_SGMAT: 'plain=nope,,plain' }, () => sgmatPick(1, false, 1 << 20, 1024))).toBe(plain);
   });
 });

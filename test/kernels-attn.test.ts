@@ -5,20 +5,9 @@ import { attnInputs, type AttnCase } from './attn-inputs.js';
 import { rotatedKeysBytes } from '../compiler/kernels/rotate-keys.js';
 import { gpuRunner, rand, expectClose } from './gpu-harness.js';
 import { refAttention, refAttentionStats } from './ref/gpu-attention.js';
+import { withEnv } from './with-env.js';
 
 type Case = AttnCase;
-
-/** f() with an environment switch set, restored after (kernel choices read switches when a call is planned) */
-function withEnv<T>(name: string, value: string, f: () => T): T {
-  const before = process.env[name];
-  process.env[name] = value;
-  try {
-    return f();
-  } finally {
-    if (before === undefined) delete process.env[name];
-    else process.env[name] = before;
-  }
-}
 
 const opts = (c: Case): AttentionOpts => ({ cacheDtype: c.dtype, numHeads: c.H, numKvHeads: c.KV, headDim: c.D, rotaryDim: c.rot });
 
@@ -92,7 +81,7 @@ describe('attention over the cache', () => {
           const bk16 = spec?.includes('bk=16') ?? false;
           const kRot = r.upload(new Uint16Array(rotatedKeysBytes({ numKvHeads: c.KV, headDim: c.D }, x.capacity) / 2).fill(0x7e00), 'krot');
           const plan = () => ({ ps: attentionPlan(sg, d), ds: attention(sg, d, bufs), dsRot: attention(sg, d, { ...bufs, kRot }) });
-          const { ps, ds, dsRot } = spec === undefined ? plan() : withEnv('LOCRET_FMA_ATTN', spec, plan);
+          const { ps, ds, dsRot } = spec === undefined ? plan() : withEnv({ LOCRET_FMA_ATTN: spec }, plan);
           expect([ps.shuffle, ps.RT], `case ${i}: the shuffle kernel applies`).toEqual([true, rt ? Number(rt) : 1]);
           expect([ps.BQ, ps.splits]).toEqual([p.BQ, p.splits]); // same grid and scratch as above
           expect(ds.map((x) => x.kernel.name).join(' ')).toContain('attention_shuffle');

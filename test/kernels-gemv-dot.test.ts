@@ -14,6 +14,7 @@ import { expectClose, gpuRunner, rand } from './gpu-harness.js';
 import { destroyParts, matmulBuffers, quantWeights, uploadQuantParts, withGemv } from './quant-harness.js';
 import { dotFormX, offTies } from './ref/gemv-dot.js';
 import { matmulRef } from './ref/gpu-ops.js';
+import { withEnv } from './with-env.js';
 
 type DotOpts = MatmulOpts & { readonly wdtype: QuantDtype; readonly epilogue: 'store' | 'residual' | 'swiglu' };
 const EPS = 1e-5;
@@ -112,11 +113,6 @@ describe('gemv int8 dot form', () => {
 
   it('the device refuses the form when asked (LOCRET_NO_INT_DOT=1 does the same)', async () => {
     expect((await gpuRunner({ disableIntDot: true })).gpu.intDot).toBe(false);
-    process.env.LOCRET_NO_INT_DOT = '1';
-    try {
-      expect((await gpuRunner({})).gpu.intDot).toBe(false);
-    } finally {
-      delete process.env.LOCRET_NO_INT_DOT;
-    }
+    expect((await withEnv({ LOCRET_NO_INT_DOT: '1' }, () => gpuRunner({}))).gpu.intDot).toBe(false);
   });
 });

@@ -7,6 +7,7 @@ import { matmul, type MatmulOpts, type WeightDtype } from '../compiler/kernels/m
 import type { GpuRunner } from '../runtime/gpu/runner.js';
 import { expectClose, gpuRunner, rand, weightsFor } from './gpu-harness.js';
 import { matmulRef } from './ref/gpu-ops.js';
+import { withEnv } from './with-env.js';
 
 const EPILOGUES = ['store', 'residual', 'silu', 'swiglu'] as const;
 /** (N, K) pairs cycled through the variants so each variant sees different alignments */
@@ -99,20 +100,16 @@ describe('matmul wide tiles', () => {
       expect(name()).not.toContain('pf-0');
       await check(r, o, T, N, K, 300 + i, i % 3);
       // the form that loads each slab in turn (no register prefetch)
-      process.env.LOCRET_FMA_MM = 'pf=0';
-      try {
+      await withEnv({ LOCRET_FMA_MM: 'pf=0' }, async () => {
         expect(name()).toContain('pf-0');
         await check(r, o, T, N, K, 300 + i, i % 3);
-      } finally {
-        delete process.env.LOCRET_FMA_MM;
-      }
+      });
     });
   });
   it('by default: short steps, small grids and rows not in vec4s keep the 64 × 64 tiles', () => {
-    delete process.env.LOCRET_TILED;
-    try {
-      const name = (T: number, N: number, K: number, epilogue: MatmulOpts['epilogue'] = 'store') =>
-        matmul({ wdtype: 'f16', norm: false, bias: false, epilogue }, { T, N, K }, { x: {}, w: {}, y: {} } as never).kernel.name;
+    const name = (T: number, N: number, K: number, epilogue: MatmulOpts['epilogue'] = 'store') =>
+      matmul({ wdtype: 'f16', norm: false, bias: false, epilogue }, { T, N, K }, { x: {}, w: {}, y: {} } as never).kernel.name;
+    withEnv({ LOCRET_TILED: undefined }, () => {
       expect(name(127, 64 * 256, 64)).toContain('path-tiled_'); // under one tile of tokens
       expect(name(1024, 4096, 66)).toContain('path-tiled_'); // K % 4 != 0
       expect(name(1024, 1024, 6144)).toContain('path-tiled_'); // a retaining head's fc1 at chunk 1024: 64 wide tiles
@@ -120,11 +117,8 @@ describe('matmul wide tiles', () => {
       expect(name(256, 14336, 4096, 'swiglu')).toContain('path-tiledw'); // 64 columns per stream: 224 × 2
       expect(name(128, 14336, 4096, 'swiglu')).toContain('path-tiled_'); // 224
       expect(name(128, 8192, 3072, 'swiglu')).toContain('path-tiled_'); // 128
-      process.env.LOCRET_TILED = 'base';
-      expect(name(1024, 4096, 4096)).toContain('path-tiled_');
-    } finally {
-      process.env.LOCRET_TILED = 'wide';
-    }
+    });
+    expect(withEnv({ LOCRET_TILED: 'base' }, () => name(1024, 4096, 4096))).toContain('path-tiled_');
   });
 });
 

@@ -11,6 +11,7 @@ import { ropeTable } from '../runtime/rope.js';
 import { expectClose, f16BitsToF32, gpuRunner, rand, weightsFor } from './gpu-harness.js';
 import { f32ToF16Bits } from './ref/f16.js';
 import { qkvRopeRef } from './ref/gpu-ops.js';
+import { withEnv } from './with-env.js';
 
 interface Case {
   o: QkvOpts;
@@ -119,14 +120,11 @@ describe('qkvRope (shader-f16 device)', () => {
   });
   it('wide FMA tiles (mm-tiled-wide.ts, forced): f16 weights + bias, pre, partial tiles, keys rotated or not', async () => {
     const r = await gpuRunner();
-    process.env.LOCRET_TILED = 'wide';
-    try {
-      const o: QkvOpts = { ...base, wdtype: 'f16', bias: true, cacheDtype: 'f16', numHeads: 6, numKvHeads: 2, headDim: 24, rotaryDim: 8 };
+    const o: QkvOpts = { ...base, wdtype: 'f16', bias: true, cacheDtype: 'f16', numHeads: 6, numKvHeads: 2, headDim: 24, rotaryDim: 8 };
+    await withEnv({ LOCRET_TILED: 'wide' }, async () => {
       await check(r, { o, T: 130, K: 68, slot0: 1, pos0: 4, capacity: 140 }, 12);
       await check(r, { o: { ...o, rotateKeys: true, writePre: false }, T: 129, K: 36, slot0: 0, pos0: 9, capacity: 130 }, 13);
-    } finally {
-      delete process.env.LOCRET_TILED;
-    }
+    });
   });
 });
 

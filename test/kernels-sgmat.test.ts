@@ -18,6 +18,7 @@ import { destroyParts, quantWeights, uploadQuantParts } from './quant-harness.js
 import { matmulRef } from './ref/gpu-ops.js';
 import { emulateSubgroupMatrix } from './sgmat-emulate.js';
 import { f16ToF32 } from '../runtime/io/dtype.js';
+import { withEnv } from './with-env.js';
 
 const TC = { tensorCores: true } as const;
 const mmOpts = (epilogue: MatmulOpts['epilogue'], norm: boolean, bias: boolean): MatmulOpts => ({ wdtype: 'f16', norm, bias, epilogue, ...TC });
@@ -75,15 +76,10 @@ describe('sgmat WGSL structure', () => {
     expect([sgmatPick(1, false, 4096, 1024, SGMAT_WG_BYTES_MAX), sgmatPick(1, false, 4096, 1024, SGMAT_WG_BYTES)]).toEqual(['m128n128s16lk64', 'm64n128l']);
     expect(sgmatPick(1, true, 6144, 1024, SGMAT_WG_BYTES_MAX)).toBe('m64n128l');
     const [name, v] = big.find(([, v]) => v.streams === 1)!;
-    const saved = process.env.LOCRET_SGMAT;
-    try {
-      process.env.LOCRET_SGMAT = `plain=${name}`;
+    withEnv({ LOCRET_SGMAT: `plain=${name}` }, () => {
       expect(sgmatPick(1, false, 4096, 1024, SGMAT_WG_BYTES)).not.toBe(name);
       expect(sgmatPick(1, false, 4096, 1024, SGMAT_WG_BYTES_MAX)).toBe(name);
-    } finally {
-      if (saved === undefined) delete process.env.LOCRET_SGMAT;
-      else process.env.LOCRET_SGMAT = saved;
-    }
+    });
     // asked for by name on a device without the memory: a clear error, not a pipeline failure
     expect(() => matmul({ ...mmOpts('store', false, false), sgmatVariant: name, workgroupBytes: SGMAT_WG_BYTES }, { T: 100, N: 100, K: 64 }, {} as never))
       .toThrow(new RegExp(`${name} needs ${sgmatWorkgroupBytes(v, false)} bytes of workgroup memory, the device offers ${SGMAT_WG_BYTES}`));

@@ -2,6 +2,7 @@
 import type { WeightPart } from '../compiler/kernels/mm-common.js';
 import type { GpuRunner } from '../runtime/gpu/runner.js';
 import { dequantize, QGROUP, quantize, type QuantDtype, type Quantized } from '../runtime/quant.js';
+import { withEnv } from './with-env.js';
 
 export interface QuantWeights {
   readonly q: Quantized;
@@ -56,14 +57,6 @@ export function matmulBuffers(
 }
 
 /** Runs `body` with LOCRET_GEMV (the gemv tuning knobs) set to `spec`, restoring it after. */
-export async function withGemv(spec: string | undefined, body: () => Promise<void>): Promise<void> {
-  const saved = process.env.LOCRET_GEMV;
-  if (spec === undefined) delete process.env.LOCRET_GEMV;
-  else process.env.LOCRET_GEMV = spec;
-  try {
-    await body();
-  } finally {
-    if (saved === undefined) delete process.env.LOCRET_GEMV;
-    else process.env.LOCRET_GEMV = saved;
-  }
+export function withGemv(spec: string | undefined, body: () => Promise<void>): Promise<void> {
+  return withEnv({ LOCRET_GEMV: spec }, body);
 }

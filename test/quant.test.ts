@@ -3,6 +3,7 @@ import { dequantize, quantize, quantizedBytes } from '../runtime/quant.js';
 import { rng } from '../runtime/sampling.js';
 import { f16BitsToNumber, numberToF16Bits } from '../runtime/io/dtype.js';
 import { quantDtypeFor } from '../runtime/weights.js';
+import { withEnv } from './with-env.js';
 
 describe('block quantization (CPU)', () => {
   for (const dtype of ['q8'] as const) {
@@ -79,12 +80,9 @@ describe('block quantization (CPU)', () => {
     expect(of('q4')).toEqual(['q4', 'q8', 'q4', 'q4', 'q4', 'q4', undefined]);
     expect(of('q4', true)[0], 'a tied embedding is the output projection').toBe('q8');
     expect(of('f16')).toEqual(names.map(() => undefined));
-    process.env.LOCRET_Q4_KEEP_Q8 = 'qkv,down';
-    try {
+    withEnv({ LOCRET_Q4_KEEP_Q8: 'qkv,down' }, () => {
       expect(of('q4')).toEqual(['q4', 'q8', 'q8', 'q4', 'q4', 'q8', undefined]);
       expect(of('q8')[2]).toBe('q8');
-    } finally {
-      delete process.env.LOCRET_Q4_KEEP_Q8;
-    }
+    });
   });
 });
