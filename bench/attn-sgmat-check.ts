@@ -5,7 +5,11 @@
  * Then times them at the Llama-3.1-8B prefill shape (chunk 1024 over 16384 earlier entries, 32/8 heads, head_dim
  * 128, f16 cache).
  *
- *   node dist/bench/attn-sgmat-check.js [--small] [--out results.json]
+ *   node dist/bench/attn-sgmat-check.js [--small] [--out results.json] [--splits 1,2,3,4 [--fma-env 'bq=4;bq=2']]
+ *
+ * `--splits` also times, at that shape, the runtime's f32-FMA form (subgroup shuffles, keys rotated into f16 first)
+ * and the tensor-core form with the key range cut into each given number of splits (their combine included);
+ * `--fma-env` times the FMA form again under each given LOCRET_FMA_ATTN value.
  *
  * Dawn needs `enable-dawn-features=allow_unsafe_apis,vulkan_enable_f16_on_nvidia` to expose subgroup matrices on
  * NVIDIA; it is the default here when LOCRET_DAWN_FLAGS is unset. On a device without them the kernel runs with
@@ -29,6 +33,9 @@ const arg = (name: string) => {
 };
 const small = process.argv.includes('--small');
 const outFile = arg('out');
+const splitSweep = (arg('splits') ?? '').split(',').filter(Boolean).map(Number);
+if (splitSweep.some((n) => !Number.isInteger(n) || n < 1)) throw new Error(`--splits: positive integers, got ${arg('splits')}`);
+const fmaEnvs = (arg('fma-env') ?? '').split(';').filter(Boolean);
 const TOL = 1e-2; // f16 Q, K, V and P against f32 math: max |Δ| / max |out|; lse: max |Δ|
 
 /** tau 0: the accumulators are rescaled whenever a row's max rises (exercises the rare path on most tiles) */
@@ -143,7 +150,7 @@ async function main() {
     const release = () => {
       for (const b of [...Object.values(bufs), ob.out, ob.lse, ob.scratch, nb.out, nb.lse, nb.scratch, nb.kRot]) if (b) r.destroy(b);
     };
-    return { o, d, sp, ob, nb, oldD, mkNew, release };
+    return { o, so, d, sp, ob, nb, oldD, mkNew, release };
   };
   type Setup = ReturnType<typeof setup>;
 
@@ -221,6 +228,37 @@ async function main() {
     console.log(`  tensor cores, rotated keys (1 split)    ${ms.rotated1.toFixed(3)} ms  ${tf(ms.rotated1).toFixed(1)} TFLOP/s`);
     console.log(`  tensor cores, rotating while staged     ${ms.staged.toFixed(3)} ms  ${tf(ms.staged).toFixed(1)} TFLOP/s`);
     console.log(`  (rows per workgroup above: ${s.sp.NSG * 16}) rotated keys, 64 rows    ${ms.rows64.toFixed(3)} ms  ${tf(ms.rows64).toFixed(1)} TFLOP/s`);
+    if (splitSweep.length) {
+      // the runtime's FMA form: shuffles where the device has subgroups, keys rotated once into f16 (as for an f16 cache)
+      const fo = { ...s.o, subgroupMin: gpu.subgroupMinSize };
+      const most = Math.max(...splitSweep) * c.T * c.H * (c.D + 4) * 4;
+      const scratch = r.createBuffer(most, 'scratch-sweep');
+      const fb = { ...s.ob, scratch, kRot: s.nb.kRot };
+      const sb = { ...s.nb, scratch };
+      const sweep: Record<string, number> = {};
+      console.log(`  key splits (main kernel + combine):     f32 FMA, shuffles, rotated keys | tensor cores, rotated keys`);
+      for (const n of splitSweep) {
+        const dd = { ...s.d, splits: n };
+        const fma = await time(attention(fo, dd, fb));
+        const tc = await time(attentionSgmat({ ...s.so, rows: 128 }, dd, sb));
+        sweep[`fma_${n}_ms`] = fma;
+        sweep[`sgmat_${n}_ms`] = tc;
+        console.log(`    ${String(n).padStart(3)} split${n > 1 ? 's' : ' '}                          ${fma.toFixed(3)} ms ${tf(fma).toFixed(1).padStart(6)} TFLOP/s | ${tc.toFixed(3)} ms ${tf(tc).toFixed(1).padStart(6)} TFLOP/s`);
+      }
+      for (const spec of fmaEnvs) {
+        process.env.LOCRET_FMA_ATTN = spec; // read when the kernel is planned
+        const times = [];
+        for (const n of splitSweep) {
+          const fma = await time(attention(fo, { ...s.d, splits: n }, fb));
+          sweep[`fma_${n}_${spec}_ms`] = fma;
+          times.push(`${n}: ${fma.toFixed(3)} ms ${tf(fma).toFixed(1)}`);
+        }
+        console.log(`    f32 FMA, LOCRET_FMA_ATTN=${spec}: ${times.join(' | ')}`);
+      }
+      delete process.env.LOCRET_FMA_ATTN;
+      r.destroy(scratch);
+      timing = { ...timing, ...sweep };
+    }
     s.release();
   }
   console.log(allPass ? 'ALL PASS' : 'SOME FAILED');

@@ -177,7 +177,7 @@ const lowerings: { readonly [O in Op]: Lowering<O> } = {
   // keeps the prefill kernel for them (A/B timing)
   attention: (n, c) => (s) => {
     const l = c.env.cache(n.layer);
-    const d = attnDims(c, s);
+    const d = { ...attnDims(c, s), ...(decodeAttention(s) ? {} : { splits: prefillAttnSplits() }) };
     const b = { q: c.buf(n.q), kCache: l.k, vCache: l.v, kpos: l.kpos, rope: s.rope, out: c.buf(n.id), scratch: c.scratch(), lse: c.lse };
     if (s.keysRotated && s.T > DECODE_MAX_T) throw new Error(`rotated keys are read by decode attention only (T ≤ ${DECODE_MAX_T}, got ${s.T})`);
     if (decodeAttention(s)) return attentionDecode(decodeAttnOpts(c, s), d, b);
@@ -240,6 +240,15 @@ function decodeAttnOpts(c: Ctx, s: StepDims) {
 }
 const attnDims = (c: Ctx, s: StepDims) => ({ T: s.T, base: s.slot0, capacity: c.env.capacity, scale: 1 / Math.sqrt(c.g.dims.headDim) });
 /** attention takes the decode kernels (and their rotated-key form) for short steps */
+/**
+ * `LOCRET_ATTN_SPLITS=N`: prefill attention (both kernels) cuts each block's key range into N splits merged by the
+ * combine kernel, instead of its plan's count (A/B timing of the grid; results equal within rounding).
+ */
+function prefillAttnSplits(): number | undefined {
+  const n = Number(env('LOCRET_ATTN_SPLITS'));
+  return Number.isInteger(n) && n >= 1 ? n : undefined;
+}
+
 const decodeAttention = (s: StepDims) => s.keysRotated === true || (s.T <= DECODE_MAX_T && !envFlag('LOCRET_OLD_DECODE_ATTN'));
 
 /**
@@ -305,7 +314,7 @@ export function lower(g: Graph, env: LowerEnv): Plan {
       if (!scratchBuf) {
         const { numHeads, numKvHeads, headDim, rotaryDim } = g.dims;
         const o = { cacheDtype: env.cacheDtype, numHeads, numKvHeads, headDim, rotaryDim };
-        scratchBuf = runner.createBuffer(Math.max(16, attentionScratchBytes(o, { T: maxT, base: env.capacity - maxT, capacity: env.capacity, scale: 1 })), 'attention-scratch');
+        scratchBuf = runner.createBuffer(Math.max(16, attentionScratchBytes(o, { T: maxT, base: env.capacity - maxT, capacity: env.capacity, scale: 1, splits: prefillAttnSplits() })), 'attention-scratch');
         owned.push(scratchBuf);
       }
       return scratchBuf;

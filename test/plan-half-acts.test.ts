@@ -6,35 +6,11 @@
  * LOCRET_F32_ACTIVATIONS=1 keep f32 throughout. The 8B graph is lowered against a stand-in
  * device: nothing runs, only the emitted kernels are inspected (their numerics: kernels-sgmat.test.ts).
  */
-import { afterEach, describe, expect, it } from 'vitest';
-import { lower, type LayerCache, type StepDims } from '../compiler/lower.js';
-import { fuse } from '../compiler/fuse.js';
-import { decoderGraph } from '../ir/models/decoder.js';
-import type { Graph } from '../ir/ops.js';
-import type { WeightDtype } from '../compiler/kernels/matmul.js';
-import { shapeConfig } from '../runtime/shapes.js';
-import type { GpuRunner } from '../runtime/gpu/runner.js';
+import { describe, expect, it } from 'vitest';
+import type { StepDims } from '../compiler/lower.js';
+import { withEnv } from './with-env.js';
+import { graph8b as graph, foldedGraph8b as foldedGraph, stubPlan as plan, stubStep as step } from './plan-stub.js';
 
-const stub = (size = 16) => ({ size }) as unknown as GPUBuffer;
-
-function plan(g: Graph, tensorCores: boolean, wdtype: WeightDtype, preRowsF32 = false) {
-  const runner = {
-    createBuffer: (bytes: number) => stub(bytes),
-    destroy: () => {},
-    gpu: { tensorCores, subgroups: true, intDot: false, f16: true, maxBinding: 2 ** 40, limits: { maxComputeWorkgroupStorageSize: 32768 } },
-  } as unknown as GpuRunner;
-  const shapes = new Map(g.nodes.flatMap((n) => (n.op === 'weight' ? [[n.name, n.shape as number[]] as const] : [])));
-  const cache: LayerCache = { k: stub(), v: stub(), scores: stub(), kpos: stub() };
-  return lower(g, {
-    runner, maxT: 1024, capacity: 4096, cacheDtype: 'f16', cache: () => cache, preRowsF32,
-    // norm weights stay f32 whatever the matrices are stored in
-    weight: (name) => ({ buf: stub(), scales: stub(), dtype: shapes.get(name)!.length === 1 ? 'f32' : wdtype, shape: shapes.get(name)! }),
-  });
-}
-
-const graph = fuse(decoderGraph(shapeConfig('llama-3.1-8b'), { retainingHeads: true, logitsRows: 1 }));
-const foldedGraph = fuse(decoderGraph(shapeConfig('llama-3.1-8b'), { retainingHeads: true, foldedHeads: true, logitsRows: 1 }));
-const step = (T: number, decode = false): StepDims => ({ T, slot0: 0, pos0: 0, rope: stub(), decode });
 /** kernel names of the step's swiglu and down-projection dispatches, layer by layer */
 function names(p: ReturnType<typeof plan>, s: StepDims) {
   const by = p.dispatchesByNode(s);
@@ -43,10 +19,6 @@ function names(p: ReturnType<typeof plan>, s: StepDims) {
 }
 
 describe('f16 activations between tensor-core matmuls', () => {
-  afterEach(() => {
-    delete process.env.LOCRET_F32_ACTIVATIONS;
-  });
-
   it.each(['f16', 'q4'] as const)('a prefill step on tensor cores (%s weights): swiglu writes f16, down reads it; o reads f32', (wdtype) => {
     const { swiglu, residual, qkv, heads } = names(plan(graph, true, wdtype), step(1024));
     expect(swiglu).toHaveLength(32);
@@ -77,8 +49,7 @@ describe('f16 activations between tensor-core matmuls', () => {
   });
 
   it('LOCRET_NORM_IN_MATMUL=gate_up keeps the norm prologue in the gate_up matmul (still writing f16), =1 in qkv too', () => {
-    process.env.LOCRET_NORM_IN_MATMUL = 'gate_up';
-    try {
+    withEnv({ LOCRET_NORM_IN_MATMUL: 'gate_up' }, () => {
       const { swiglu, residual, qkv } = names(plan(graph, true, 'f16'), step(1024));
       for (const l of qkv) expect(l).toHaveLength(2);
       for (const [mm, ...rest] of swiglu) {
@@ -88,13 +59,10 @@ describe('f16 activations between tensor-core matmuls', () => {
         expect(mm).not.toContain('hx-1');
       }
       expect(residual.filter((n) => n.includes('hx-1'))).toHaveLength(32);
-      process.env.LOCRET_NORM_IN_MATMUL = '1';
-      for (const [k, ...rest] of names(plan(graph, true, 'f16'), step(1024)).qkv) {
-        expect(rest).toEqual([]);
-        expect(k).not.toContain('hx-1');
-      }
-    } finally {
-      delete process.env.LOCRET_NORM_IN_MATMUL;
+    });
+    for (const [k, ...rest] of withEnv({ LOCRET_NORM_IN_MATMUL: '1' }, () => names(plan(graph, true, 'f16'), step(1024))).qkv) {
+      expect(rest).toEqual([]);
+      expect(k).not.toContain('hx-1');
     }
   });
 
@@ -109,8 +77,7 @@ describe('f16 activations between tensor-core matmuls', () => {
     f32(plan(graph, true, 'f16'), step(8));
     f32(plan(graph, false, 'f16'), step(1024));
     f32(plan(graph, true, 'f32'), step(1024));
-    process.env.LOCRET_F32_ACTIVATIONS = '1';
-    f32(plan(graph, true, 'f16'), step(1024));
+    withEnv({ LOCRET_F32_ACTIVATIONS: '1' }, () => f32(plan(graph, true, 'f16'), step(1024)));
   });
 
   it('folded heads: rows normalized ahead as f16 for fc1 · Wqkv on the tensor cores, no pre-RoPE rows written; f32 elsewhere', () => {

@@ -23,12 +23,22 @@ import type { AttentionOpts, Plan } from './attention.js';
 import { env, envPairs, parsedOnce } from '../../runtime/env.js';
 
 /**
- * `LOCRET_FMA_ATTN=sg=0` keeps the workgroup-memory sums, `rt=1|2|4` sets the rows per thread group, `pf=0` loads
- * each K / V tile in turn instead of the next one while the current one is used, `bk=16` takes tiles of 16 keys
- * (A/B timing). H100, 8B shape, a 1024-token chunk at a 16K cache: 390.7 ms with the prefetch vs 409.4 without,
- * 453.5 with 16-key tiles, 408.5 with two rows per group and the prefetch.
+ * `LOCRET_FMA_ATTN=sg=0` keeps the workgroup-memory sums, `rt=1|2|4` sets the rows per thread group, `bq=N` the
+ * queries per workgroup (fmaBlockQueries), `pf=0` loads each K / V tile in turn instead of the next one while the
+ * current one is used, `bk=16` takes tiles of 16 keys (A/B timing). H100, 8B shape, a 1024-token chunk at a 16K
+ * cache: 390.7 ms with the prefetch vs 409.4 without, 453.5 with 16-key tiles, 408.5 with two rows per group and the
+ * prefetch.
  */
-const knobs = parsedOnce((spec) => Object.fromEntries(envPairs(spec)) as { sg?: string; rt?: string; pf?: string; bk?: string });
+const knobs = parsedOnce((spec) => Object.fromEntries(envPairs(spec)) as { sg?: string; rt?: string; pf?: string; bk?: string; bq?: string });
+
+/**
+ * `LOCRET_FMA_ATTN=bq=N`: N queries per workgroup instead of attention.ts's ~32 rows (fewer rows: more lanes per
+ * row, fewer registers per lane, more workgroups); undefined unless asked and N · G ≤ 32.
+ */
+export function fmaBlockQueries(G: number): number | undefined {
+  const n = Number(knobs(env('LOCRET_FMA_ATTN')).bq);
+  return Number.isInteger(n) && n >= 1 && n * G <= 32 ? n : undefined;
+}
 
 /**
  * Keys per K / V tile: FMA_TILE_KEYS, or 16 when asked (`bk=16`) and the two tiles still fit WebGPU's default 16 KiB

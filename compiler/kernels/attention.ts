@@ -20,7 +20,7 @@ import type { Dispatch } from '../../runtime/gpu/runner.js';
 import { NEG, attentionBindings, workgroupReduce, checkHeadDims, tileLoad, FMA_THREADS, FMA_TILE_KEYS, type CacheDtype } from './attn-common.js';
 import { attentionKeyInputs } from './rotate-keys.js';
 import { decodeScratchBytes } from './attention-decode.js';
-import { shuffleKernel, shuffleRows } from './attention-shuffle.js';
+import { fmaBlockQueries, shuffleKernel, shuffleRows } from './attention-shuffle.js';
 
 export interface AttentionOpts {
   cacheDtype: CacheDtype;
@@ -85,7 +85,7 @@ function plan(o: AttentionOpts, d: AttentionDims): Plan {
   const G = o.numHeads / o.numKvHeads;
   if (G > W) throw new Error(`GQA group of ${G} heads exceeds ${W}`);
   // ~32 rows per workgroup: enough reuse of each K/V tile while q and the accumulator stay in registers
-  const BQ = Math.max(1, Math.min(d.T, Math.floor(32 / G)));
+  const BQ = Math.max(1, Math.min(d.T, fmaBlockQueries(G) ?? Math.floor(32 / G)));
   const R = BQ * G;
   const DQ = o.headDim / 4;
   let TPR = 1;
