@@ -236,26 +236,29 @@ async function main() {
       const fb = { ...s.ob, scratch, kRot: s.nb.kRot };
       const sb = { ...s.nb, scratch };
       const sweep: Record<string, number> = {};
-      console.log(`  key splits (main kernel + combine):     f32 FMA, shuffles, rotated keys | tensor cores, rotated keys`);
-      for (const n of splitSweep) {
-        const dd = { ...s.d, splits: n };
-        const fma = await time(attention(fo, dd, fb));
-        const tc = await time(attentionSgmat({ ...s.so, rows: 128 }, dd, sb));
-        sweep[`fma_${n}_ms`] = fma;
-        sweep[`sgmat_${n}_ms`] = tc;
-        console.log(`    ${String(n).padStart(3)} split${n > 1 ? 's' : ' '}                          ${fma.toFixed(3)} ms ${tf(fma).toFixed(1).padStart(6)} TFLOP/s | ${tc.toFixed(3)} ms ${tf(tc).toFixed(1).padStart(6)} TFLOP/s`);
-      }
-      for (const spec of fmaEnvs) {
-        process.env.LOCRET_FMA_ATTN = spec; // read when the kernel is planned
+      // the switch as given first (both kernels), then each --fma-env value (FMA only); read when a kernel is planned
+      const given = process.env.LOCRET_FMA_ATTN;
+      console.log(`  key splits (main kernel + combine), f32 FMA with shuffles and rotated keys | tensor cores, rotated keys:`);
+      for (const [k, spec] of [given, ...fmaEnvs].entries()) {
+        if (spec === undefined) delete process.env.LOCRET_FMA_ATTN;
+        else process.env.LOCRET_FMA_ATTN = spec;
         const times = [];
         for (const n of splitSweep) {
-          const fma = await time(attention(fo, { ...s.d, splits: n }, fb));
-          sweep[`fma_${n}_${spec}_ms`] = fma;
-          times.push(`${n}: ${fma.toFixed(3)} ms ${tf(fma).toFixed(1)}`);
+          const dd = { ...s.d, splits: n };
+          const fma = await time(attention(fo, dd, fb));
+          sweep[k === 0 ? `fma_${n}_ms` : `fma_${n}_${spec}_ms`] = fma;
+          let line = `${n}: ${fma.toFixed(3)} ms ${tf(fma).toFixed(1)}`;
+          if (k === 0) {
+            const tc = await time(attentionSgmat({ ...s.so, rows: 128 }, dd, sb));
+            sweep[`sgmat_${n}_ms`] = tc;
+            line += ` | ${tc.toFixed(3)} ms ${tf(tc).toFixed(1)}`;
+          }
+          times.push(line);
         }
-        console.log(`    f32 FMA, LOCRET_FMA_ATTN=${spec}: ${times.join(' | ')}`);
+        console.log(`    LOCRET_FMA_ATTN=${spec ?? ''}: ${times.join('; ')}`);
       }
-      delete process.env.LOCRET_FMA_ATTN;
+      if (given === undefined) delete process.env.LOCRET_FMA_ATTN;
+      else process.env.LOCRET_FMA_ATTN = given;
       r.destroy(scratch);
       timing = { ...timing, ...sweep };
     }

@@ -177,10 +177,11 @@ const lowerings: { readonly [O in Op]: Lowering<O> } = {
   // keeps the prefill kernel for them (A/B timing)
   attention: (n, c) => (s) => {
     const l = c.env.cache(n.layer);
-    const d = { ...attnDims(c, s), ...(decodeAttention(s) ? {} : { splits: prefillAttnSplits() }) };
+    const decode = decodeAttention(s);
+    const d = { ...attnDims(c, s), ...(decode ? {} : { splits: prefillAttnSplits() }) };
     const b = { q: c.buf(n.q), kCache: l.k, vCache: l.v, kpos: l.kpos, rope: s.rope, out: c.buf(n.id), scratch: c.scratch(), lse: c.lse };
     if (s.keysRotated && s.T > DECODE_MAX_T) throw new Error(`rotated keys are read by decode attention only (T ≤ ${DECODE_MAX_T}, got ${s.T})`);
-    if (decodeAttention(s)) return attentionDecode(decodeAttnOpts(c, s), d, b);
+    if (decode) return attentionDecode(decodeAttnOpts(c, s), d, b);
     // prefill on tensor cores where the device has them (attention-sgmat.ts), else f32 FMAs (attention.ts);
     // LOCRET_NO_TENSOR_CORES=1 keeps f32 FMAs everywhere, LOCRET_TC_ATTENTION=0 for attention alone. Keys are
     // rotated once per layer into kRot (f16) for the tensor cores (their tiles are f16 anyway) and for f16 / int8
@@ -239,7 +240,6 @@ function decodeAttnOpts(c: Ctx, s: StepDims) {
   return o;
 }
 const attnDims = (c: Ctx, s: StepDims) => ({ T: s.T, base: s.slot0, capacity: c.env.capacity, scale: 1 / Math.sqrt(c.g.dims.headDim) });
-/** attention takes the decode kernels (and their rotated-key form) for short steps */
 /**
  * `LOCRET_ATTN_SPLITS=N`: prefill attention (both kernels) cuts each block's key range into N splits merged by the
  * combine kernel, instead of its plan's count (A/B timing of the grid; results equal within rounding).
@@ -249,6 +249,7 @@ function prefillAttnSplits(): number | undefined {
   return Number.isInteger(n) && n >= 1 ? n : undefined;
 }
 
+/** attention takes the decode kernels (and their rotated-key form) for short steps */
 const decodeAttention = (s: StepDims) => s.keysRotated === true || (s.T <= DECODE_MAX_T && !envFlag('LOCRET_OLD_DECODE_ATTN'));
 
 /**

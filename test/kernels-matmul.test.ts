@@ -2,7 +2,7 @@
  * matmul kernels vs the CPU reference: every weight dtype × norm × bias × epilogue, on the gemv path (T ≤ 8) and
  * the tiled path, over awkward shapes (odd N/K, K not a multiple of 4, partial tiles, x row offsets).
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { matmul, type MatmulOpts, type WeightDtype } from '../compiler/kernels/matmul.js';
 import type { GpuRunner } from '../runtime/gpu/runner.js';
 import { expectClose, gpuRunner, rand, weightsFor } from './gpu-harness.js';
@@ -83,17 +83,13 @@ describe('matmul wide tiles', () => {
   let r: GpuRunner;
   beforeAll(async () => {
     r = await gpuRunner();
-    process.env.LOCRET_TILED = 'wide';
-  });
-  afterAll(() => {
-    delete process.env.LOCRET_TILED;
   });
   const dims = [[150, 70, 68], [128, 130, 36], [260, 200, 132]] as const;
   // each epilogue with and without norm + bias (f16 weights), and f32 weights once (same loaders as the 64 × 64 tiles)
   const cases = variants(['f16']).filter((o) => o.norm === o.bias);
   cases.push({ wdtype: 'f32', norm: true, bias: false, epilogue: 'swiglu' });
   cases.forEach((o, i) => {
-    it(label(o), async () => {
+    it(label(o), () => withEnv({ LOCRET_TILED: 'wide' }, async () => {
       const [T, N, K] = dims[i % dims.length]!;
       const name = () => matmul(o, { T, N, K }, { x: {}, w: {}, y: {}, normW: {}, bias: {} } as never).kernel.name;
       expect(name()).toContain('path-tiledw');
@@ -104,7 +100,7 @@ describe('matmul wide tiles', () => {
         expect(name()).toContain('pf-0');
         await check(r, o, T, N, K, 300 + i, i % 3);
       });
-    });
+    }));
   });
   it('by default: short steps, small grids and rows not in vec4s keep the 64 × 64 tiles', () => {
     const name = (T: number, N: number, K: number, epilogue: MatmulOpts['epilogue'] = 'store') =>
